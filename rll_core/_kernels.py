@@ -1,0 +1,102 @@
+"""Exact nearest-other-class L-inf search kernels.
+
+All kernels solve the same problem on one chunk of queries against all references: for query ``i``,
+``min_j max_k |Q[i, k] - R[j, k]|`` over references ``j`` with ``ry[j] != qy[i]``, and the smallest
+such ``j`` among ties.  They update ``best_d`` / ``best_i`` in place (a reference only replaces the
+current best when it is *strictly* closer and references are visited in increasing index order, so
+ties resolve to the smallest index in every kernel, which is what makes CPU and GPU agree bit for bit).
+
+* :func:`numba_nearest` - CPU, multi-threaded over query blocks, with early exit: a reference is
+  abandoned as soon as a block of coordinates shows it cannot beat the current best.
+* :func:`torch_nearest` - any torch device, tiled and vectorised (memory bounded by ``tile_bytes``).
+* ``rll_core._triton.triton_nearest`` - CUDA kernel for uint8 data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+try:  # numba is a hard dependency, but keep import errors readable
+    from numba import njit, prange
+except ImportError as e:  # pragma: no cover
+    raise ImportError("rll_core needs numba for its CPU kernels: pip install numba") from e
+
+#: Sentinel distance for "no candidate yet" (larger than any uint8 distance).
+UINT8_SENTINEL = 256
+
+
+@njit(parallel=True, cache=True, boundscheck=False, nogil=True)
+def _numba_kernel(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,
+                  best_d: np.ndarray, best_i: np.ndarray, qblock: int, kblock: int) -> None:  # pragma: no cover
+    nq, dim = q.shape
+    nr = r.shape[0]
+    nblk = (nq + qblock - 1) // qblock
+    for b in prange(nblk):
+        s = b * qblock
+        e = min(s + qblock, nq)
+        for j in range(nr):
+            rj = ry[j]
+            for i in range(s, e):
+                if qy[i] == rj:
+                    continue
+                bd = best_d[i]
+                m = 0
+                k0 = 0
+                while k0 < dim:
+                    k1 = min(k0 + kblock, dim)
+                    for k in range(k0, k1):
+                        a = q[i, k]
+                        c = r[j, k]
+                        dd = a - c if a > c else c - a
+                        if dd > m:
+                            m = dd
+                    if m >= bd:
+                        break
+                    k0 = k1
+                if m < bd:
+                    best_d[i] = m
+                    best_i[i] = j
+
+
+def numba_nearest(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,
+                  best_d: np.ndarray, best_i: np.ndarray, qblock: int = 16, kblock: int = 16) -> None:
+    """CPU kernel; ``q``/``r`` C-contiguous (N, D) of one dtype, ``best_d`` int32 (uint8 data) or
+    float64 (float data), ``best_i`` int64."""
+    # the kernel only ever subtracts the smaller value from the larger, so uint8 never wraps
+    _numba_kernel(q, qy, r, ry, best_d, best_i, qblock, kblock)
+
+
+def torch_nearest(q: torch.Tensor, qy: torch.Tensor, r: torch.Tensor, ry: torch.Tensor,
+                  best_d: torch.Tensor, best_i: torch.Tensor, tile_bytes: int = 64 << 20) -> None:
+    """Tiled vectorised kernel on any torch device (all tensors on the same device).
+
+    uint8 data is compared in int16; float data in its own dtype. ``best_d`` is int32 / float64.
+    """
+    nq, dim = q.shape
+    nr = r.shape[0]
+    is_int = q.dtype == torch.uint8
+    work = torch.int16 if is_int else q.dtype
+    qw = q.to(work)
+    sentinel = UINT8_SENTINEL if is_int else float("inf")
+    elem = torch.empty((), dtype=work).element_size()
+    # tile (nq x br x kc) of `work` elements bounded by tile_bytes
+    kc = min(dim, 64)
+    br = max(1, min(nr, tile_bytes // max(1, nq * kc * elem)))
+    while br < 8 and kc > 1:  # very large query chunks: shrink the coordinate slab first
+        kc = max(1, kc // 2)
+        br = max(1, min(nr, tile_bytes // max(1, nq * kc * elem)))
+    for r0 in range(0, nr, br):
+        r1 = min(nr, r0 + br)
+        rw = r[r0:r1].to(work)
+        dist = torch.zeros((nq, r1 - r0), dtype=work, device=q.device)
+        for k0 in range(0, dim, kc):
+            k1 = min(dim, k0 + kc)
+            diff = (qw[:, None, k0:k1] - rw[None, :, k0:k1]).abs_().amax(dim=2)
+            torch.maximum(dist, diff, out=dist)
+        dist = dist.to(best_d.dtype)
+        dist.masked_fill_(qy[:, None] == ry[None, r0:r1], sentinel)
+        m, a = dist.min(dim=1)  # first index among ties
+        better = m < best_d
+        best_d[better] = m[better]
+        best_i[better] = a[better].to(best_i.dtype) + r0

@@ -1,0 +1,93 @@
+"""Triton kernel for the exact nearest-other-class L-inf search on uint8 data (CUDA).
+
+Each program owns ``BQ`` queries and one contiguous slice of the references (the slices split the
+reference set so that small query sets still fill the GPU).  It walks its slice in ``BR`` tiles,
+accumulating ``max_k |q_k - r_k|`` over ``BK``-wide coordinate slabs in int32 registers, masks
+same-class pairs, and keeps the running (distance, smallest index) minimum.  The host merges the
+slices lexicographically on (distance, index), so ties resolve to the smallest index exactly as the
+CPU kernels do.
+
+With ``TRITON_INTERPRET=1`` set before import, the same kernel runs on CPU tensors (slowly): the
+test-suite uses that to check it against the numpy reference on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+_BIG = 1 << 30
+
+
+@triton.jit
+def _linf_nearest_kernel(q_ptr, qy_ptr, r_ptr, ry_ptr, out_d_ptr, out_i_ptr,
+                         nq, nr, dim, stride_q, stride_r, refs_per_split,
+                         BQ: tl.constexpr, BR: tl.constexpr, BK: tl.constexpr):  # pragma: no cover
+    pid_q = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    offs_q = pid_q * BQ + tl.arange(0, BQ)
+    qmask = offs_q < nq
+    qy = tl.load(qy_ptr + offs_q, mask=qmask, other=-1)
+    best_d = tl.full((BQ,), 1 << 30, tl.int32)
+    best_i = tl.full((BQ,), -1, tl.int32)
+    r_start = pid_s * refs_per_split
+    r_end = tl.minimum(r_start + refs_per_split, nr)
+    for r0 in range(r_start, r_end, BR):
+        offs_r = r0 + tl.arange(0, BR)
+        rmask = offs_r < r_end
+        ry = tl.load(ry_ptr + offs_r, mask=rmask, other=-2)
+        acc = tl.zeros((BQ, BR), dtype=tl.int32)
+        for k0 in range(0, dim, BK):
+            offs_k = k0 + tl.arange(0, BK)
+            kmask = offs_k < dim
+            qt = tl.load(q_ptr + offs_q[:, None] * stride_q + offs_k[None, :],
+                         mask=qmask[:, None] & kmask[None, :], other=0).to(tl.int32)
+            rt = tl.load(r_ptr + offs_r[:, None] * stride_r + offs_k[None, :],
+                         mask=rmask[:, None] & kmask[None, :], other=0).to(tl.int32)
+            diff = tl.abs(qt[:, None, :] - rt[None, :, :])
+            acc = tl.maximum(acc, tl.max(diff, axis=2))
+        invalid = (qy[:, None] == ry[None, :]) | (rmask[None, :] == 0)
+        acc = tl.where(invalid, 1 << 30, acc)
+        tile_min = tl.min(acc, axis=1)
+        cand = tl.where(acc == tile_min[:, None], offs_r[None, :], 2147483647)
+        tile_arg = tl.min(cand, axis=1)
+        upd = tile_min < best_d
+        best_d = tl.where(upd, tile_min, best_d)
+        best_i = tl.where(upd, tile_arg, best_i)
+    tl.store(out_d_ptr + pid_s * nq + offs_q, best_d, mask=qmask)
+    tl.store(out_i_ptr + pid_s * nq + offs_q, best_i, mask=qmask)
+
+
+def triton_nearest(q: torch.Tensor, qy: torch.Tensor, r: torch.Tensor, ry: torch.Tensor,
+                   best_d: torch.Tensor, best_i: torch.Tensor, bq: int = 64, br: int = 64, bk: int = 8,
+                   splits: int | None = None) -> None:
+    """Update ``best_d`` (int32) / ``best_i`` (int64) for uint8 ``q`` (nq, D) against ``r`` (nr, D)."""
+    if q.dtype != torch.uint8 or r.dtype != torch.uint8:
+        raise TypeError("the Triton kernel takes uint8 data; use backend='torch' for floats")
+    if r.shape[0] >= 2**31 - 1:
+        raise ValueError("the Triton kernel indexes references with int32")
+    q, r = q.contiguous(), r.contiguous()
+    qy, ry = qy.to(torch.int32).contiguous(), ry.to(torch.int32).contiguous()
+    nq, dim = q.shape
+    nr = r.shape[0]
+    n_qblocks = triton.cdiv(nq, bq)
+    if splits is None:
+        sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 1
+        splits = max(1, min(triton.cdiv(nr, br), triton.cdiv(4 * sms, n_qblocks)))
+    refs_per_split = triton.cdiv(triton.cdiv(nr, splits), br) * br
+    splits = triton.cdiv(nr, refs_per_split)
+    out_d = torch.empty((splits, nq), dtype=torch.int32, device=q.device)
+    out_i = torch.empty((splits, nq), dtype=torch.int32, device=q.device)
+    _linf_nearest_kernel[(n_qblocks, splits)](q, qy, r, ry, out_d, out_i, nq, nr, dim, q.stride(0),
+                                              r.stride(0), refs_per_split, BQ=bq, BR=br, BK=bk)
+    # lexicographic min over (distance, index) across the reference slices and the running best
+    key = out_d.to(torch.int64) * (nr + 1) + out_i.to(torch.int64).clamp_min(0)
+    key = torch.where(out_i < 0, torch.iinfo(torch.int64).max, key)
+    kmin = key.min(dim=0).values
+    found = kmin != torch.iinfo(torch.int64).max
+    d_new = torch.where(found, kmin // (nr + 1), torch.full_like(kmin, _BIG))
+    i_new = kmin % (nr + 1)
+    better = found & (d_new < best_d.to(torch.int64))
+    best_d[better] = d_new[better].to(best_d.dtype)
+    best_i[better] = i_new[better].to(best_i.dtype)

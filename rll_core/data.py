@@ -1,0 +1,464 @@
+"""Dataset loaders that read the standard on-disk formats, with no download at run time.
+
+Every loader returns an :class:`ImageDataset`: ``images`` is a C-contiguous ``uint8`` array of shape
+``(N, C, H, W)`` and ``labels`` an ``int64`` array of shape ``(N,)``.  Pixel values are the raw bytes;
+:meth:`ImageDataset.float_images` gives the [0, 1] scaling the paper uses (``x / 255``).
+
+Formats read (the same files torchvision downloads, in the same folder layouts):
+
+* MNIST / Fashion-MNIST: IDX files (``train-images-idx3-ubyte[.gz]`` ...), either directly in
+  ``data_dir`` or in torchvision's ``<data_dir>/MNIST/raw`` / ``<data_dir>/FashionMNIST/raw``.
+* CIFAR-10: the python pickles ``cifar-10-batches-py/data_batch_{1..5}`` and ``test_batch``.
+* SVHN: ``train_32x32.mat`` / ``test_32x32.mat`` / ``extra_32x32.mat`` (label 10 means digit 0).
+* Restricted ImageNet / any ImageFolder: ``<root>/<split>/<class>/<image>`` (needs Pillow).
+
+Nothing is fetched unless ``download=True`` is passed, which needs an importable torchvision.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_EPS",
+    "DataError",
+    "ImageDataset",
+    "RESTRICTED_IMAGENET_RANGES",
+    "default_data_dir",
+    "load_cifar10",
+    "load_dataset",
+    "load_fashion_mnist",
+    "load_image_folder",
+    "load_mnist",
+    "load_restricted_imagenet",
+    "load_svhn",
+    "read_idx",
+]
+
+#: Perturbation radius the paper uses per dataset (on the [0, 1] pixel scale): Table 1 compares
+#: separation against ``2 * eps``.
+DEFAULT_EPS: dict[str, float] = {
+    "mnist": 0.1,
+    "fashion_mnist": 0.1,
+    "cifar10": 0.031,
+    "svhn": 0.031,
+    "restricted_imagenet": 0.005,
+}
+
+#: Where Debian's ``dataset-fashion-mnist`` package puts the files (``apt-get install
+#: dataset-fashion-mnist``); used when no ``data_dir`` is given.
+DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+#: MD5 of the *decompressed* IDX payloads of Fashion-MNIST (as shipped by zalandoresearch and by
+#: Debian's dataset-fashion-mnist).  Checked after a structural problem to tell corruption apart
+#: from a wrong file.
+FASHION_MNIST_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+
+#: Restricted ImageNet (Tsipras et al. 2019, used in the paper): 9 super-classes, each an inclusive
+#: range of ImageNet class indices (classes ordered by sorted WordNet id, as ImageFolder does).
+RESTRICTED_IMAGENET_RANGES: tuple[tuple[int, int], ...] = (
+    (151, 268),  # dog
+    (281, 285),  # cat
+    (30, 32),  # frog
+    (33, 37),  # turtle
+    (80, 100),  # bird
+    (365, 382),  # primate
+    (389, 397),  # fish
+    (118, 121),  # crab
+    (300, 319),  # insect
+)
+RESTRICTED_IMAGENET_CLASSES = ("dog", "cat", "frog", "turtle", "bird", "primate", "fish", "crab", "insect")
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+class DataError(RuntimeError):
+    """A dataset file is missing, unreadable or not what it should be."""
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """A labelled image set: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
+
+    name: str
+    split: str
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...] = field(default=())
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {self.images.shape}")
+        if self.labels.dtype != np.int64 or self.labels.shape != (self.images.shape[0],):
+            raise ValueError(
+                f"labels must be int64 of shape ({self.images.shape[0]},), got {self.labels.dtype} {self.labels.shape}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    def flat(self) -> np.ndarray:
+        """The images as a (N, C*H*W) uint8 view."""
+        return self.images.reshape(len(self), -1)
+
+    def float_images(self) -> np.ndarray:
+        """The images scaled to [0, 1] as float32, as the paper does (``x / 255``)."""
+        return self.images.astype(np.float32) / np.float32(255.0)
+
+    def subset(self, n: int | None, seed: int | None = 0) -> ImageDataset:
+        """The first ``n`` points (``seed=None``) or a seeded random sample of ``n`` points."""
+        if n is None or n >= len(self):
+            return self
+        if n <= 0:
+            raise ValueError(f"subset size must be positive, got {n}")
+        if seed is None:
+            idx = np.arange(n)
+        else:
+            idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        return ImageDataset(self.name, self.split, np.ascontiguousarray(self.images[idx]), self.labels[idx],
+                            self.classes, self.source)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def default_data_dir(name: str) -> Path | None:
+    """The directory used when ``data_dir`` is None: ``$RLL_DATA_DIR``, else for Fashion-MNIST the
+    Debian package's folder, else None."""
+    env = os.environ.get("RLL_DATA_DIR")
+    if env:
+        return Path(env)
+    if name == "fashion_mnist" and DEBIAN_FASHION_MNIST_DIR.is_dir():
+        return DEBIAN_FASHION_MNIST_DIR
+    return None
+
+
+def _require_dir(data_dir: str | os.PathLike[str] | None, name: str, hint: str) -> Path:
+    d = Path(data_dir) if data_dir is not None else default_data_dir(name)
+    if d is None:
+        raise DataError(f"no data_dir given for {name} and $RLL_DATA_DIR is not set. {hint}")
+    if not d.is_dir():
+        raise DataError(f"data directory {d} for {name} does not exist. {hint}")
+    return d
+
+
+def _find_file(candidates: Sequence[Path], what: str, hint: str) -> Path:
+    for p in candidates:
+        if p.is_file():
+            return p
+    listed = "\n  ".join(str(p) for p in candidates)
+    raise DataError(f"{what} not found; looked for:\n  {listed}\n{hint}")
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def read_idx(path: str | os.PathLike[str], expected_md5: str | None = None) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed) into a numpy array with its stored shape."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"cannot read IDX file {path}: {e}") from e
+
+    def bad(msg: str) -> DataError:
+        extra = ""
+        if expected_md5 is not None:
+            extra = f" (payload md5 {_md5(data)}, expected {expected_md5})"
+        return DataError(f"corrupt IDX file {path}: {msg}{extra}; delete it and fetch it again")
+
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise bad("bad magic number")
+    code, ndim = data[2], data[3]
+    if code not in _IDX_DTYPES or ndim == 0:
+        raise bad(f"unknown type code 0x{code:02x} or ndim {ndim}")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise bad("truncated header")
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(_IDX_DTYPES[code])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise bad(f"payload is {len(data) - header} bytes, header says {dims} -> {expected}")
+    if expected_md5 is not None and _md5(data) != expected_md5:
+        raise bad("checksum mismatch")
+    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# MNIST-style
+
+
+def _load_idx_pair(name: str, folder_name: str, data_dir: str | os.PathLike[str] | None, split: str,
+                   md5: dict[str, str] | None, hint: str) -> ImageDataset:
+    if split not in ("train", "test"):
+        raise ValueError(f"{name} split must be 'train' or 'test', got {split!r}")
+    d = _require_dir(data_dir, name, hint)
+    prefix = "train" if split == "train" else "t10k"
+    out = []
+    for kind, nd in (("images", 3), ("labels", 1)):
+        stem = f"{prefix}-{kind}-idx{nd}-ubyte"
+        cands = [base / f"{stem}{ext}" for base in (d, d / folder_name / "raw", d / "raw")
+                 for ext in ("", ".gz")]
+        p = _find_file(cands, f"{name} {split} {kind} file {stem}[.gz]", hint)
+        out.append((p, read_idx(p, expected_md5=(md5 or {}).get(stem))))
+    (img_path, images), (_, labels) = out
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise DataError(f"{name} {split}: images {images.shape} and labels {labels.shape} do not match "
+                        f"({img_path.parent})")
+    if images.dtype != np.uint8:
+        raise DataError(f"{name} {split}: expected uint8 images in {img_path}, got {images.dtype}")
+    return ImageDataset(name, split, np.ascontiguousarray(images[:, None]), labels.astype(np.int64),
+                        tuple(str(i) for i in range(10)), str(img_path.parent))
+
+
+_MNIST_HINT = ("Put the four IDX files (train-images-idx3-ubyte.gz, ...) from the MNIST distribution in "
+               "data_dir or in <data_dir>/MNIST/raw (torchvision's layout), or pass download=True with "
+               "torchvision installed.")
+_FMNIST_HINT = ("Install Debian's package (`apt-get install dataset-fashion-mnist`, files in "
+                f"{DEBIAN_FASHION_MNIST_DIR}) or put the four IDX files from "
+                "github.com/zalandoresearch/fashion-mnist in data_dir or <data_dir>/FashionMNIST/raw.")
+
+
+def load_mnist(data_dir: str | os.PathLike[str] | None = None, split: str = "train",
+               download: bool = False) -> ImageDataset:
+    """MNIST from IDX files (``data_dir`` or ``<data_dir>/MNIST/raw``)."""
+    if download:
+        _torchvision_download("MNIST", data_dir, split)
+    return _load_idx_pair("mnist", "MNIST", data_dir, split, None, _MNIST_HINT)
+
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
+
+
+def load_fashion_mnist(data_dir: str | os.PathLike[str] | None = None, split: str = "train",
+                       download: bool = False) -> ImageDataset:
+    """Fashion-MNIST from IDX files; defaults to Debian's ``dataset-fashion-mnist`` folder."""
+    if download:
+        _torchvision_download("FashionMNIST", data_dir, split)
+    ds = _load_idx_pair("fashion_mnist", "FashionMNIST", data_dir, split, FASHION_MNIST_MD5, _FMNIST_HINT)
+    return ImageDataset(ds.name, ds.split, ds.images, ds.labels, FASHION_MNIST_CLASSES, ds.source)
+
+
+# ----------------------------------------------------------------------------------------------
+# CIFAR-10
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_CIFAR_HINT = ("Extract cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) so that "
+               "<data_dir>/cifar-10-batches-py/data_batch_1 exists (torchvision's layout), or pass "
+               "download=True with torchvision installed.")
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """CIFAR batches hold only dicts, bytes, lists and numpy arrays: refuse anything else."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            obj = _SafeUnpickler(f, encoding="latin1").load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
+        raise DataError(f"cannot read CIFAR batch {path}: {e}. {_CIFAR_HINT}") from e
+    if not isinstance(obj, dict) or "data" not in obj or not ("labels" in obj or "fine_labels" in obj):
+        raise DataError(f"{path} is not a CIFAR python batch (no 'data'/'labels'). {_CIFAR_HINT}")
+    data = np.asarray(obj["data"])
+    labels = np.asarray(obj.get("labels", obj.get("fine_labels")), dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
+        raise DataError(f"corrupt CIFAR batch {path}: data {data.dtype} {data.shape}, labels {labels.shape}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10(data_dir: str | os.PathLike[str] | None = None, split: str = "train",
+                 download: bool = False) -> ImageDataset:
+    """CIFAR-10 from the python batches (``<data_dir>/cifar-10-batches-py``)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"cifar10 split must be 'train' or 'test', got {split!r}")
+    if download:
+        _torchvision_download("CIFAR10", data_dir, split)
+    d = _require_dir(data_dir, "cifar10", _CIFAR_HINT)
+    base = d / "cifar-10-batches-py" if (d / "cifar-10-batches-py").is_dir() else d
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    parts = [_read_cifar_batch(_find_file([base / n], f"CIFAR-10 file {n}", _CIFAR_HINT)) for n in names]
+    images = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
+    labels = np.concatenate([p[1] for p in parts])
+    return ImageDataset("cifar10", split, images, labels, CIFAR10_CLASSES, str(base))
+
+
+# ----------------------------------------------------------------------------------------------
+# SVHN
+
+_SVHN_HINT = ("Download {split}_32x32.mat from http://ufldl.stanford.edu/housenumbers/ into data_dir "
+              "(torchvision's layout), or pass download=True with torchvision installed.")
+
+
+def load_svhn(data_dir: str | os.PathLike[str] | None = None, split: str = "train",
+              download: bool = False) -> ImageDataset:
+    """SVHN cropped digits from ``<data_dir>/<split>_32x32.mat``; label 10 is mapped to 0."""
+    if split not in ("train", "test", "extra"):
+        raise ValueError(f"svhn split must be 'train', 'test' or 'extra', got {split!r}")
+    hint = _SVHN_HINT.format(split=split)
+    if download:
+        _torchvision_download("SVHN", data_dir, split)
+    d = _require_dir(data_dir, "svhn", hint)
+    p = _find_file([d / f"{split}_32x32.mat", d / "svhn" / f"{split}_32x32.mat"], f"SVHN {split} file", hint)
+    try:
+        from scipy.io import loadmat
+
+        mat = loadmat(p, variable_names=["X", "y"])
+    except Exception as e:  # scipy raises several types for corrupt files
+        raise DataError(f"cannot read SVHN file {p}: {e}. {hint}") from e
+    if "X" not in mat or "y" not in mat:
+        raise DataError(f"{p} has no 'X'/'y' arrays; is it an SVHN cropped-digits file? {hint}")
+    x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1).astype(np.int64)
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != y.shape[0]:
+        raise DataError(f"corrupt SVHN file {p}: X {x.dtype} {x.shape}, y {y.shape}")
+    y[y == 10] = 0
+    images = np.ascontiguousarray(np.transpose(x, (3, 2, 0, 1)))
+    return ImageDataset("svhn", split, images, y, tuple(str(i) for i in range(10)), str(p))
+
+
+# ----------------------------------------------------------------------------------------------
+# ImageFolder / Restricted ImageNet
+
+_IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def load_image_folder(root: str | os.PathLike[str], size: int | tuple[int, int] = 224,
+                      class_map: Callable[[int, str], int | None] | None = None,
+                      classes: Sequence[str] | None = None, max_per_class: int | None = None,
+                      name: str = "image_folder", split: str = "") -> ImageDataset:
+    """Read ``root/<class>/<image>`` (sorted class folders, like torchvision's ImageFolder).
+
+    Images are converted to RGB, resized (shorter side) and centre-cropped to ``size``.
+    ``class_map(folder_index, folder_name)`` may merge folders or drop them (return None).
+    """
+    try:
+        from PIL import Image
+    except ImportError as e:  # pragma: no cover - Pillow is a dependency
+        raise DataError("reading image folders needs Pillow: pip install pillow") from e
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist")
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise DataError(f"image folder {root} has no class sub-folders")
+    h, w = (size, size) if isinstance(size, int) else size
+    imgs: list[np.ndarray] = []
+    labels: list[int] = []
+    for fi, folder in enumerate(folders):
+        label = fi if class_map is None else class_map(fi, folder.name)
+        if label is None:
+            continue
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMG_EXT)
+        for p in files[:max_per_class]:
+            try:
+                with Image.open(p) as im:
+                    im = im.convert("RGB")
+                    s = max(h / im.height, w / im.width)
+                    im = im.resize((max(w, round(im.width * s)), max(h, round(im.height * s))),
+                                   Image.Resampling.BILINEAR)
+                    left, top = (im.width - w) // 2, (im.height - h) // 2
+                    arr = np.asarray(im.crop((left, top, left + w, top + h)), dtype=np.uint8)
+            except OSError as e:
+                raise DataError(f"cannot read image {p}: {e}") from e
+            imgs.append(arr.transpose(2, 0, 1))
+            labels.append(label)
+    if not imgs:
+        raise DataError(f"no images found under {root}")
+    cls = tuple(classes) if classes is not None else tuple(f.name for f in folders)
+    return ImageDataset(name, split, np.ascontiguousarray(np.stack(imgs)), np.asarray(labels, np.int64),
+                        cls, str(root))
+
+
+def load_restricted_imagenet(data_dir: str | os.PathLike[str] | None = None, split: str = "train",
+                             size: int = 224, max_per_class: int | None = None) -> ImageDataset:
+    """Restricted ImageNet: ImageNet's ``<data_dir>/<split>/<wnid>/`` folders merged into 9 classes."""
+    if split not in ("train", "val"):
+        raise ValueError(f"restricted_imagenet split must be 'train' or 'val', got {split!r}")
+    hint = "Point data_dir at an ImageNet root with train/ and val/ folders of 1000 WordNet-id sub-folders."
+    d = _require_dir(data_dir, "restricted_imagenet", hint)
+    root = d / split
+    n_folders = sum(1 for p in root.iterdir() if p.is_dir()) if root.is_dir() else 0
+    if n_folders != 1000:
+        raise DataError(f"{root} should hold the 1000 ImageNet class folders, found {n_folders}. {hint}")
+
+    def class_map(i: int, _name: str) -> int | None:
+        for label, (lo, hi) in enumerate(RESTRICTED_IMAGENET_RANGES):
+            if lo <= i <= hi:
+                return label
+        return None
+
+    return load_image_folder(root, size, class_map, RESTRICTED_IMAGENET_CLASSES, max_per_class,
+                             "restricted_imagenet", split)
+
+
+# ----------------------------------------------------------------------------------------------
+# registry
+
+DATASETS: dict[str, Callable[..., ImageDataset]] = {
+    "mnist": load_mnist,
+    "fashion_mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+    "svhn": load_svhn,
+    "restricted_imagenet": load_restricted_imagenet,
+}
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, split: str = "train",
+                 **kwargs: object) -> ImageDataset:
+    """Load ``name`` (one of :data:`DATASETS`) from ``data_dir``."""
+    key = name.lower().replace("-", "_")
+    key = {"fmnist": "fashion_mnist", "cifar": "cifar10", "cifar_10": "cifar10"}.get(key, key)
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    return DATASETS[key](data_dir=data_dir, split=split, **kwargs)
+
+
+def _torchvision_download(cls_name: str, data_dir: str | os.PathLike[str] | None, split: str) -> None:
+    if data_dir is None:
+        raise DataError("download=True needs an explicit data_dir to download into")
+    try:
+        import torchvision.datasets as tvd
+    except Exception as e:  # ImportError, or an operator-registration error on a mismatched torch
+        raise DataError(f"download=True needs a working torchvision (import failed: {e}); "
+                        "download the files by hand instead") from e
+    cls = getattr(tvd, cls_name)
+    if cls_name == "SVHN":
+        cls(str(data_dir), split=split, download=True)
+    else:
+        cls(str(data_dir), train=(split == "train"), download=True)

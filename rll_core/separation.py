@@ -1,0 +1,395 @@
+"""r-separation of labelled data (paper Section 3, Table 1, Figure 2).
+
+For every query point ``q`` with label ``y``, :func:`nearest_other_class` finds the L-inf distance to
+the nearest reference point whose label differs from ``y`` (and that point's index).  Train-train is
+the training set against itself (a point's own class is excluded, so the point itself is too);
+test-train is the test set against the training set.  The search is exact.
+
+uint8 data is compared on the integer pixel scale (distances 0..255, reported divided by 255), float
+data in its own dtype.  Both are exact in any order of evaluation, and ties are resolved to the smallest
+reference index, so every backend (numba on CPU, Triton or torch on GPU, torch on CPU) returns the same
+arrays bit for bit.
+
+Memory: the kernels hold the references once plus O(query_chunk) state; the numba kernel allocates
+nothing per pair, the torch kernel a tile bounded by ``tile_bytes``.  Results can be cached on disk
+(``cache_dir``): a finished run is reloaded instantly and an interrupted one resumes from its last
+finished query chunk.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from . import __version__
+from ._kernels import UINT8_SENTINEL, numba_nearest, torch_nearest
+from .data import DEFAULT_EPS, ImageDataset
+from .io import array_digest, load_json, load_npz, save_json, save_npz
+
+__all__ = [
+    "Backend",
+    "DistanceSummary",
+    "NearestOther",
+    "SeparationReport",
+    "SeparationResult",
+    "measure_separation",
+    "nearest_other_class",
+    "resolve_device",
+    "summarize",
+]
+
+Backend = Literal["auto", "numba", "torch", "triton"]
+ArrayLike = np.ndarray | torch.Tensor
+DEFAULT_PERCENTILES: tuple[float, ...] = (1, 5, 10, 25, 50, 75, 90, 95, 99)
+_CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class NearestOther:
+    """Per-query nearest point of another class.
+
+    ``distance`` is in data units (int32 0..255 for uint8 data, float64 for float data), ``index`` the
+    reference index (int64), ``scale`` the divisor to the [0, 1] pixel scale (255 or 1).
+    """
+
+    distance: np.ndarray
+    index: np.ndarray
+    scale: float
+
+    @property
+    def dist(self) -> np.ndarray:
+        """Distances on the [0, 1] pixel scale (float64)."""
+        return self.distance.astype(np.float64) / self.scale
+
+    def __len__(self) -> int:
+        return int(self.distance.shape[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# input checking
+
+
+def _as_numpy(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    raise TypeError(f"expected a numpy array or torch tensor, got {type(x).__name__}")
+
+
+def _check_points(x: ArrayLike, y: ArrayLike, name: str) -> tuple[np.ndarray, np.ndarray]:
+    xa, ya = _as_numpy(x), _as_numpy(y)
+    if xa.ndim < 2:
+        raise ValueError(f"{name} must have shape (N, D) or (N, C, H, W), got {xa.shape}")
+    n = xa.shape[0]
+    dim = int(np.prod(xa.shape[1:]))
+    if n == 0 or dim == 0:
+        raise ValueError(f"{name} is empty: shape {xa.shape}")
+    if xa.dtype not in (np.uint8, np.float32, np.float64):
+        raise TypeError(f"{name} must be uint8 (raw pixels, exact integer distances) or float32/float64, "
+                        f"got {xa.dtype}")
+    if xa.dtype != np.uint8 and not np.isfinite(xa).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if ya.ndim != 1 or ya.shape[0] != n:
+        raise ValueError(f"{name} labels must have shape ({n},), got {ya.shape}")
+    if ya.dtype == np.bool_ or not np.issubdtype(ya.dtype, np.integer):
+        raise TypeError(f"{name} labels must be integers, got {ya.dtype}")
+    return np.ascontiguousarray(xa.reshape(n, dim)), ya.astype(np.int64)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``'auto'`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU "
+                           f"(torch {torch.__version__}); use device='cpu'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}: use 'cpu', 'cuda' or 'auto'")
+    return dev
+
+
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _resolve_backend(backend: str, dev: torch.device, dtype: np.dtype) -> str:
+    if backend not in ("auto", "numba", "torch", "triton"):
+        raise ValueError(f"unknown backend {backend!r}; choose 'auto', 'numba', 'torch' or 'triton'")
+    if backend == "auto":
+        if dev.type == "cpu":
+            return "numba"
+        return "triton" if dtype == np.uint8 and _triton_available() else "torch"
+    if backend == "numba" and dev.type != "cpu":
+        raise ValueError("backend 'numba' runs on the CPU; use backend='triton' or 'torch' on CUDA")
+    if backend == "triton":
+        if dtype != np.uint8:
+            raise TypeError("backend 'triton' takes uint8 data; use backend='torch' for float data")
+        if not _triton_available():
+            raise RuntimeError("backend 'triton' needs the triton package (pip install triton)")
+        if dev.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("backend 'triton' on the CPU needs TRITON_INTERPRET=1 (slow; for testing)")
+    return backend
+
+
+# ----------------------------------------------------------------------------------------------
+# search
+
+
+def _dim_order(r: np.ndarray, max_rows: int = 20000) -> np.ndarray:
+    """Coordinates by decreasing variance (on a fixed sample): the early-exit kernel meets the large
+    differences sooner.  Any order gives the same result."""
+    step = max(1, r.shape[0] // max_rows)
+    var = r[::step].astype(np.float32).var(axis=0)
+    return np.argsort(-var, kind="stable")
+
+
+def nearest_other_class(
+    queries: ArrayLike,
+    query_labels: ArrayLike,
+    refs: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    backend: Backend = "auto",
+    query_chunk: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    desc: str = "nearest other class",
+    meta: dict[str, Any] | None = None,
+) -> NearestOther:
+    """Exact L-inf distance from every query to the nearest reference of another class.
+
+    ``refs=None`` measures the queries against themselves (train-train).  ``cache_dir`` stores the
+    result (``nearest-<digest>.npz`` + ``.json``) keyed by a digest of the inputs, and checkpoints
+    after every query chunk so that an interrupted run resumes.
+    """
+    q, qy = _check_points(queries, query_labels, "queries")
+    if refs is None:
+        if ref_labels is not None:
+            raise ValueError("ref_labels given without refs")
+        r, ry = q, qy
+    else:
+        if ref_labels is None:
+            raise ValueError("refs given without ref_labels")
+        r, ry = _check_points(refs, ref_labels, "refs")
+        if r.dtype != q.dtype:
+            raise TypeError(f"queries ({q.dtype}) and refs ({r.dtype}) must have the same dtype")
+        if r.shape[1] != q.shape[1]:
+            raise ValueError(f"queries have {q.shape[1]} features per point, refs {r.shape[1]}")
+    ref_classes = np.unique(ry)
+    if ref_classes.size < 2:
+        c = int(ref_classes[0])
+        if (qy == c).any():
+            raise ValueError(f"the reference labels hold a single class ({c}): points of that class have "
+                             "no point of another class to measure against (need at least two classes)")
+
+    dev = resolve_device(device)
+    be = _resolve_backend(backend, dev, q.dtype)
+    is_int = q.dtype == np.uint8
+    scale = 255.0 if is_int else 1.0
+    nq = q.shape[0]
+    if query_chunk is None:
+        query_chunk = 4096 if be == "numba" else 16384
+    if query_chunk <= 0:
+        raise ValueError(f"query_chunk must be positive, got {query_chunk}")
+
+    best_d = np.full(nq, UINT8_SENTINEL if is_int else np.inf, dtype=np.int32 if is_int else np.float64)
+    best_i = np.full(nq, -1, dtype=np.int64)
+    done = 0
+
+    final = partial = None
+    digest = ""
+    if cache_dir is not None:
+        digest = array_digest(q, qy, *(() if refs is None else (r, ry)),
+                              extra=f"nearest_other_class/v{_CACHE_FORMAT}/self={refs is None}")
+        cdir = Path(cache_dir)
+        final = cdir / f"nearest-{digest[:24]}.npz"
+        partial = cdir / f"nearest-{digest[:24]}.partial.npz"
+        if final.exists() and final.with_suffix(".json").exists():
+            z = load_npz(final)
+            if z["distance"].shape == (nq,) and load_json(final.with_suffix(".json")).get("digest") == digest:
+                return NearestOther(z["distance"], z["index"], scale)
+        if partial.exists():
+            z = load_npz(partial)
+            if str(z["digest"]) == digest and z["distance"].shape == (nq,):
+                done = int(z["done"])
+                best_d[:done] = z["distance"][:done]
+                best_i[:done] = z["index"][:done]
+
+    # prepare the references once
+    if be == "numba":
+        order = _dim_order(r)
+        r_run: Any = np.ascontiguousarray(r[:, order])
+        ry_run: Any = ry
+    else:
+        r_run = torch.from_numpy(r).to(dev)
+        ry_run = torch.from_numpy(ry).to(dev)
+
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    with tqdm(total=nq, initial=done, disable=not progress, desc=desc, unit="pt", smoothing=0.1) as bar:
+        for s in range(done, nq, query_chunk):
+            e = min(nq, s + query_chunk)
+            if be == "numba":
+                numba_nearest(np.ascontiguousarray(q[s:e][:, order]), qy[s:e], r_run, ry_run,
+                              best_d[s:e], best_i[s:e])
+            else:
+                qt = torch.from_numpy(q[s:e]).to(dev)
+                qyt = torch.from_numpy(qy[s:e]).to(dev)
+                bd = torch.from_numpy(best_d[s:e]).to(dev)
+                bi = torch.from_numpy(best_i[s:e]).to(dev)
+                if be == "triton":
+                    from ._triton import triton_nearest
+
+                    triton_nearest(qt, qyt, r_run, ry_run, bd, bi)
+                else:
+                    torch_nearest(qt, qyt, r_run, ry_run, bd, bi,
+                                  tile_bytes=(1 << 30) if dev.type == "cuda" else (64 << 20))
+                best_d[s:e] = bd.cpu().numpy()
+                best_i[s:e] = bi.cpu().numpy()
+            if partial is not None and e < nq:
+                save_npz(partial, distance=best_d, index=best_i, done=np.int64(e), digest=np.str_(digest))
+            bar.update(e - s)
+    elapsed = time.perf_counter() - t0
+
+    if (best_i < 0).any():  # cannot happen after the class check above; guard the invariant anyway
+        raise RuntimeError("internal error: a query found no point of another class")
+    if final is not None:
+        save_npz(final, distance=best_d, index=best_i)
+        info = {"digest": digest, "n_queries": nq, "n_refs": int(r.shape[0]), "dim": int(q.shape[1]),
+                "dtype": str(q.dtype), "self": refs is None, "backend": be, "device": str(dev),
+                "seconds": elapsed, "rll_version": __version__, **(meta or {})}
+        save_json(final.with_suffix(".json"), info)
+        if partial is not None and partial.exists():
+            partial.unlink()
+    return NearestOther(best_d, best_i, scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# summaries
+
+
+@dataclass(frozen=True)
+class DistanceSummary:
+    """Summary of a set of distances on the [0, 1] scale."""
+
+    n: int
+    min: float
+    mean: float
+    median: float
+    std: float
+    max: float
+    percentiles: dict[float, float] = field(default_factory=dict)
+
+
+def summarize(dist: np.ndarray, percentiles: Sequence[float] = DEFAULT_PERCENTILES) -> DistanceSummary:
+    d = np.asarray(dist, dtype=np.float64)
+    if d.ndim != 1 or d.size == 0:
+        raise ValueError(f"expected a non-empty 1-D array of distances, got shape {d.shape}")
+    pct = np.percentile(d, list(percentiles)) if len(percentiles) else []
+    return DistanceSummary(int(d.size), float(d.min()), float(d.mean()), float(np.median(d)), float(d.std()),
+                           float(d.max()), {float(p): float(v) for p, v in zip(percentiles, pct)})
+
+
+@dataclass(frozen=True)
+class SeparationReport:
+    """Table 1 of the paper for one dataset: separation against ``2 * eps``."""
+
+    dataset: str
+    eps: float
+    n_train: int
+    n_test: int
+    train_train: DistanceSummary
+    test_train: DistanceSummary | None
+    #: fraction of training points closer than 2*eps to another class (0 when r-separated at eps)
+    frac_train_within_2eps: float
+    #: fraction of test points closer than 2*eps to a training point of another class
+    frac_test_within_2eps: float | None
+
+    @property
+    def r_separation(self) -> float:
+        """The largest r for which the training set is r-separated: half the min train-train distance."""
+        return self.train_train.min / 2
+
+    @property
+    def two_eps(self) -> float:
+        return 2 * self.eps
+
+    def table1_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "dataset": self.dataset,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "train_train_min": self.train_train.min,
+            "train_train_mean": self.train_train.mean,
+            "test_train_min": self.test_train.min if self.test_train else float("nan"),
+            "test_train_mean": self.test_train.mean if self.test_train else float("nan"),
+            "2eps": self.two_eps,
+            "r_separation": self.r_separation,
+            "separated_at_eps": self.r_separation >= self.eps,
+            "frac_test_within_2eps": (self.frac_test_within_2eps if self.frac_test_within_2eps is not None
+                                      else float("nan")),
+        }
+        return row
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["r_separation"] = self.r_separation
+        return d
+
+
+@dataclass(frozen=True)
+class SeparationResult:
+    report: SeparationReport
+    train_train: NearestOther
+    test_train: NearestOther | None
+
+
+def measure_separation(
+    train: ImageDataset,
+    test: ImageDataset | None = None,
+    eps: float | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    backend: Backend = "auto",
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    query_chunk: int | None = None,
+) -> SeparationResult:
+    """Train-train and (if ``test`` given) test-train separation of a dataset, as in Table 1."""
+    if eps is None:
+        if train.name not in DEFAULT_EPS:
+            raise ValueError(f"no default eps for dataset {train.name!r}; pass eps=")
+        eps = DEFAULT_EPS[train.name]
+    if test is not None and test.shape != train.shape:
+        raise ValueError(f"test images {test.shape} and train images {train.shape} differ in shape")
+    common: dict[str, Any] = dict(device=device, backend=backend, cache_dir=cache_dir, progress=progress,
+                                  query_chunk=query_chunk)
+    tt = nearest_other_class(train.flat(), train.labels, desc=f"{train.name} train-train",
+                             meta={"dataset": train.name, "query_split": train.split, "ref_split": train.split},
+                             **common)
+    te = None
+    if test is not None:
+        te = nearest_other_class(test.flat(), test.labels, train.flat(), train.labels,
+                                 desc=f"{train.name} test-train",
+                                 meta={"dataset": train.name, "query_split": test.split, "ref_split": train.split},
+                                 **common)
+    report = SeparationReport(train.name, float(eps), len(train), len(test) if test is not None else 0,
+                              summarize(tt.dist), summarize(te.dist) if te is not None else None,
+                              float((tt.dist < 2 * eps).mean()),
+                              float((te.dist < 2 * eps).mean()) if te is not None else None)
+    return SeparationResult(report, tt, te)
