@@ -18,12 +18,26 @@ import numpy as np
 import torch
 
 try:  # numba is a hard dependency, but keep import errors readable
-    from numba import njit, prange
+    from numba import njit, prange, types
+    from numba.extending import overload
 except ImportError as e:  # pragma: no cover
     raise ImportError("rll_core needs numba for its CPU kernels: pip install numba") from e
 
 #: Sentinel distance for "no candidate yet" (larger than any uint8 distance).
 UINT8_SENTINEL = 256
+
+
+def _widen(x):  # type: ignore[no-untyped-def]  # pragma: no cover - replaced inside numba
+    return x
+
+
+@overload(_widen)
+def _widen_impl(x):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Inside the kernel: integers to int32, floats to float64 (the difference of two float32 values is
+    then exact, so float results do not depend on the rounding of the input dtype)."""
+    if isinstance(x, types.Float):
+        return lambda x: np.float64(x)
+    return lambda x: np.int32(x)
 
 
 @njit(parallel=True, cache=True, boundscheck=False, nogil=True)
@@ -46,8 +60,8 @@ def _numba_kernel(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,
                 while k0 < dim:
                     k1 = min(k0 + kblock, dim)
                     for k in range(k0, k1):
-                        a = q[i, k]
-                        c = r[j, k]
+                        a = _widen(q[i, k])
+                        c = _widen(r[j, k])
                         dd = a - c if a > c else c - a
                         if dd > m:
                             m = dd
@@ -71,12 +85,12 @@ def torch_nearest(q: torch.Tensor, qy: torch.Tensor, r: torch.Tensor, ry: torch.
                   best_d: torch.Tensor, best_i: torch.Tensor, tile_bytes: int = 64 << 20) -> None:
     """Tiled vectorised kernel on any torch device (all tensors on the same device).
 
-    uint8 data is compared in int16; float data in its own dtype. ``best_d`` is int32 / float64.
+    uint8 data is compared in int16, float data in float64. ``best_d`` is int32 / float64.
     """
     nq, dim = q.shape
     nr = r.shape[0]
     is_int = q.dtype == torch.uint8
-    work = torch.int16 if is_int else q.dtype
+    work = torch.int16 if is_int else torch.float64
     qw = q.to(work)
     sentinel = UINT8_SENTINEL if is_int else float("inf")
     elem = torch.empty((), dtype=work).element_size()

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from .separation import SeparationResult
 
-__all__ = ["FIGURE_FORMATS", "histogram_edges", "plot_separation_histograms", "save_figure"]
+__all__ = ["FIGURE_FORMATS", "export_separation", "histogram_edges", "plot_separation_histograms", "save_figure"]
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
 
@@ -85,3 +85,24 @@ def plot_separation_histograms(result: SeparationResult, bins: int = 50, axes: t
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def export_separation(result: SeparationResult, out_dir: str | os.PathLike[str],
+                      formats: Iterable[str] | str = ("png", "pdf")) -> dict[str, list[Path]]:
+    """Write Table 1 (``table1_<dataset>.csv`` / ``.md``), the report (``separation_<dataset>.json``) and
+    Figure 2 (``fig2_separation_<dataset>.<fmt>``) under ``out_dir``."""
+    import matplotlib.pyplot as plt
+
+    from .io import save_json, save_table
+
+    out = Path(out_dir)
+    rep = result.report
+    row = rep.table1_row()
+    tables = [save_table(out / f"table1_{rep.dataset}.csv", [row]), save_table(out / f"table1_{rep.dataset}.md", [row])]
+    report = [save_json(out / f"separation_{rep.dataset}.json", rep.to_dict())]
+    fig = plot_separation_histograms(result, title=f"{rep.dataset}: nearest other-class distance")
+    try:
+        figures = save_figure(fig, out / f"fig2_separation_{rep.dataset}", formats)
+    finally:
+        plt.close(fig)
+    return {"tables": tables, "report": report, "figures": figures}

@@ -6,7 +6,7 @@ the training set against itself (a point's own class is excluded, so the point i
 test-train is the test set against the training set.  The search is exact.
 
 uint8 data is compared on the integer pixel scale (distances 0..255, reported divided by 255), float
-data in its own dtype.  Both are exact in any order of evaluation, and ties are resolved to the smallest
+data in float64 (so float32 differences are exact).  Both are exact in any order of evaluation, and ties are resolved to the smallest
 reference index, so every backend (numba on CPU, Triton or torch on GPU, torch on CPU) returns the same
 arrays bit for bit.
 
@@ -156,6 +156,12 @@ def _dim_order(r: np.ndarray, max_rows: int = 20000) -> np.ndarray:
     return np.argsort(-var, kind="stable")
 
 
+def _to_device(a: np.ndarray, dev: torch.device) -> torch.Tensor:
+    """A torch-owned copy on ``dev`` (never a view of numpy memory, which Triton's interpreter and
+    in-place kernels must not resize or write through)."""
+    return torch.from_numpy(np.ascontiguousarray(a)).to(dev, copy=True)
+
+
 def nearest_other_class(
     queries: ArrayLike,
     query_labels: ArrayLike,
@@ -235,8 +241,8 @@ def nearest_other_class(
         r_run: Any = np.ascontiguousarray(r[:, order])
         ry_run: Any = ry
     else:
-        r_run = torch.from_numpy(r).to(dev)
-        ry_run = torch.from_numpy(ry).to(dev)
+        r_run = _to_device(r, dev)
+        ry_run = _to_device(ry, dev)
 
     from tqdm.auto import tqdm
 
@@ -248,10 +254,8 @@ def nearest_other_class(
                 numba_nearest(np.ascontiguousarray(q[s:e][:, order]), qy[s:e], r_run, ry_run,
                               best_d[s:e], best_i[s:e])
             else:
-                qt = torch.from_numpy(q[s:e]).to(dev)
-                qyt = torch.from_numpy(qy[s:e]).to(dev)
-                bd = torch.from_numpy(best_d[s:e]).to(dev)
-                bi = torch.from_numpy(best_i[s:e]).to(dev)
+                qt, qyt = _to_device(q[s:e], dev), _to_device(qy[s:e], dev)
+                bd, bi = _to_device(best_d[s:e], dev), _to_device(best_i[s:e], dev)
                 if be == "triton":
                     from ._triton import triton_nearest
 

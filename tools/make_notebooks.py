@@ -53,8 +53,7 @@ from pathlib import Path
 from IPython.display import Markdown, display
 
 from rll_core.data import DEFAULT_EPS, load_dataset
-from rll_core.io import save_json, save_table
-from rll_core.plotting import plot_separation_histograms, save_figure
+from rll_core.plotting import export_separation, plot_separation_histograms
 from rll_core.separation import measure_separation, resolve_device
 
 figures = Path(figures_dir)
@@ -80,24 +79,20 @@ rep = result.report"""),
 `train_train_min` is $2r$; the data is r-separated with $r \\ge \\epsilon$ when it is at least $2\\epsilon$.
 `frac_test_within_2eps` is the fraction of test points closer than $2\\epsilon$ to a training point of
 another class."""),
-    code("""row = rep.table1_row()
-stem = figures / f"table1_{train.name}"
-save_table(stem.with_suffix(".csv"), [row])
-save_table(stem.with_suffix(".md"), [row])
-save_json(figures / f"separation_{train.name}.json", rep.to_dict())
-display(Markdown(stem.with_suffix(".md").read_text()))
+    code("""written = export_separation(result, figures, formats)
+display(Markdown(written["tables"][1].read_text()))
 verdict = "is" if rep.r_separation >= rep.eps else "is NOT"
-print(f"r = {rep.r_separation:.4f}: the {train.name} training subset {verdict} r-separated at eps = {rep.eps}")
+print(f"r = {rep.r_separation:.4f}: the {train.name} training set {verdict} r-separated at eps = {rep.eps}")
 print("train-train percentiles:", {k: round(v, 4) for k, v in rep.train_train.percentiles.items()})
 if rep.test_train is not None:
     print("test-train percentiles: ", {k: round(v, 4) for k, v in rep.test_train.percentiles.items()})"""),
     md("""## Figure 2
 
-Histograms of the nearest other-class distances, with $2\\epsilon$ dashed. Both distributions sit well to
-the right of $2\\epsilon$ for real datasets."""),
+Histograms of the nearest other-class distances, with $2\\epsilon$ dashed (saved above with the table as
+`fig2_separation_<dataset>.<fmt>`). Both distributions sit well to the right of $2\\epsilon$ for real
+datasets."""),
     code("""fig = plot_separation_histograms(result, title=f"{train.name}: nearest other-class distance")
-paths = save_figure(fig, figures / f"fig2_separation_{train.name}", formats=formats)
-print("saved:", ", ".join(str(p) for p in paths))"""),
+print("saved:", ", ".join(str(p) for p in written["figures"]))"""),
     md("""## Explore
 
 Move $\\epsilon$ to see how many points fall within $2\\epsilon$ of another class. (Widgets need a live

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rll_core.data import DataError, load_fashion_mnist
+
+has_cuda = torch.cuda.is_available()
+requires_cuda = pytest.mark.skipif(not has_cuda, reason="needs a CUDA GPU")
+
+
+def brute_nearest_other(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,
+                        max_bytes: int = 1 << 27) -> tuple[np.ndarray, np.ndarray]:
+    """Reference: the full pairwise L-inf matrix in numpy, float64 (exact for uint8 and float32 inputs),
+    first index among ties; built in query chunks of at most ``max_bytes``."""
+    qf = q.reshape(len(q), -1).astype(np.float64)
+    rf = r.reshape(len(r), -1).astype(np.float64)
+    step = max(1, max_bytes // (8 * rf.size))
+    dmin, imin = [], []
+    for s in range(0, len(qf), step):
+        d = np.abs(qf[s:s + step, None, :] - rf[None, :, :]).max(axis=2)
+        d[qy[s:s + step, None] == ry[None, :]] = np.inf
+        dmin.append(d.min(axis=1))
+        imin.append(d.argmin(axis=1))
+    return np.concatenate(dmin), np.concatenate(imin)
+
+
+@pytest.fixture(scope="session")
+def fmnist() -> tuple:
+    """Fashion-MNIST train and test (installed by `make setup` from Debian's dataset-fashion-mnist)."""
+    try:
+        return load_fashion_mnist(split="train"), load_fashion_mnist(split="test")
+    except DataError as e:
+        pytest.fail(f"Fashion-MNIST is required for these tests (run `make data`): {e}")

@@ -1,0 +1,345 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import rll_core._kernels as K
+from rll_core.data import ImageDataset
+from rll_core.separation import measure_separation, nearest_other_class, resolve_device, summarize
+
+from .conftest import brute_nearest_other, has_cuda, requires_cuda
+
+
+def _random_case(seed: int, nq: int, nr: int, dim: int, n_classes: int, vmax: int, dtype: str):
+    rng = np.random.default_rng(seed)
+    q = rng.integers(0, vmax + 1, size=(nq, dim), dtype=np.uint8)
+    r = rng.integers(0, vmax + 1, size=(nr, dim), dtype=np.uint8)
+    qy = rng.integers(0, n_classes, size=nq)
+    ry = rng.integers(0, n_classes, size=nr)
+    ry[:n_classes] = np.arange(n_classes)  # every class present in the references
+    if dtype != "uint8":
+        q = (q / np.float64(vmax)).astype(dtype)
+        r = (r / np.float64(vmax)).astype(dtype)
+    return q, qy, r, ry
+
+
+CASES = [  # (nq, nr, dim, classes, vmax): small vmax forces many ties
+    (1, 2, 1, 2, 255),
+    (17, 40, 3, 2, 3),
+    (64, 97, 33, 3, 255),
+    (50, 200, 784, 10, 255),
+    (33, 61, 20, 4, 2),
+]
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
+@pytest.mark.parametrize("case", CASES)
+def test_test_train_matches_bruteforce(case, dtype, backend):
+    q, qy, r, ry = _random_case(hash(case) % 1000, *case, dtype=dtype)
+    res = nearest_other_class(q, qy, r, ry, backend=backend)
+    d_ref, i_ref = brute_nearest_other(q, qy, r, ry)
+    scale = 255.0 if dtype == "uint8" else 1.0
+    np.testing.assert_array_equal(res.distance.astype(np.float64), d_ref)
+    np.testing.assert_array_equal(res.index, i_ref)
+    np.testing.assert_array_equal(res.dist, d_ref / scale)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("case", CASES[1:])
+def test_train_train_matches_bruteforce(case, backend):
+    x, y, _, _ = _random_case(7, case[0] + case[1], case[3], case[2], case[3], case[4], "uint8")
+    y[: case[3]] = np.arange(case[3])
+    res = nearest_other_class(x, y, backend=backend)
+    d_ref, i_ref = brute_nearest_other(x, y, x, y)
+    np.testing.assert_array_equal(res.distance, d_ref)
+    np.testing.assert_array_equal(res.index, i_ref)
+    assert (y[res.index] != y).all()
+
+
+def test_image_shaped_input_and_torch_tensors():
+    q, qy, r, ry = _random_case(3, 20, 50, 2 * 4 * 4, 3, 255, "uint8")
+    a = nearest_other_class(torch.from_numpy(q.reshape(20, 2, 4, 4)), torch.from_numpy(qy),
+                            r.reshape(50, 2, 4, 4), ry)
+    d_ref, i_ref = brute_nearest_other(q, qy, r, ry)
+    np.testing.assert_array_equal(a.distance, d_ref)
+    np.testing.assert_array_equal(a.index, i_ref)
+
+
+def test_class_with_one_point_and_duplicates():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(30, 10), dtype=np.uint8)
+    y = np.array([0] * 14 + [1] * 15 + [2])  # class 2 has a single point
+    x[5] = x[20]  # the same image in classes 0 and 1: distance 0 both ways
+    x[6] = x[7]  # the same image twice in class 0: must not count
+    res = nearest_other_class(x, y)
+    d_ref, i_ref = brute_nearest_other(x, y, x, y)
+    np.testing.assert_array_equal(res.distance, d_ref)
+    np.testing.assert_array_equal(res.index, i_ref)
+    assert res.distance[5] == 0 and res.index[5] == 20 and res.distance[20] == 0
+    assert res.distance[6] > 0
+
+
+def test_query_equal_to_reference_point():
+    rng = np.random.default_rng(1)
+    r = rng.integers(0, 256, size=(40, 12), dtype=np.uint8)
+    ry = np.arange(40) % 4
+    q = r[[3, 10]].copy()
+    qy = np.array([ry[3], (ry[10] + 1) % 4])  # first: same class as its copy, second: another class
+    res = nearest_other_class(q, qy, r, ry)
+    assert res.distance[0] > 0 and ry[res.index[0]] != qy[0]
+    assert res.distance[1] == 0 and res.index[1] == 10
+
+
+def test_ties_resolve_to_smallest_index():
+    r = np.array([[0], [5], [10], [5], [10]], dtype=np.uint8)
+    ry = np.array([0, 1, 1, 1, 1])
+    q = np.array([[0], [0]], dtype=np.uint8)
+    res = nearest_other_class(q, np.array([0, 0]), r, ry)
+    np.testing.assert_array_equal(res.distance, [5, 5])
+    np.testing.assert_array_equal(res.index, [1, 1])
+    torch_res = nearest_other_class(q, np.array([0, 0]), r, ry, backend="torch")
+    np.testing.assert_array_equal(torch_res.index, [1, 1])
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+def test_chunk_size_does_not_change_results(chunk):
+    q, qy, r, ry = _random_case(11, 130, 150, 40, 5, 6, "uint8")
+    base = nearest_other_class(q, qy, r, ry, query_chunk=10_000)
+    for backend in ("numba", "torch"):
+        res = nearest_other_class(q, qy, r, ry, backend=backend, query_chunk=chunk)
+        np.testing.assert_array_equal(res.distance, base.distance)
+        np.testing.assert_array_equal(res.index, base.index)
+
+
+def test_torch_kernel_tile_size_does_not_change_results():
+    q, qy, r, ry = _random_case(12, 40, 90, 70, 3, 4, "uint8")
+    out = []
+    for tile in (1, 5000, 1 << 26):
+        bd = torch.full((40,), K.UINT8_SENTINEL, dtype=torch.int32)
+        bi = torch.full((40,), -1, dtype=torch.int64)
+        K.torch_nearest(torch.from_numpy(q), torch.from_numpy(qy), torch.from_numpy(r), torch.from_numpy(ry),
+                        bd, bi, tile_bytes=tile)
+        out.append((bd.numpy().copy(), bi.numpy().copy()))
+    d_ref, i_ref = brute_nearest_other(q, qy, r, ry)
+    for d, i in out:
+        np.testing.assert_array_equal(d, d_ref)
+        np.testing.assert_array_equal(i, i_ref)
+
+
+@pytest.mark.parametrize("qblock,kblock", [(1, 1), (3, 5), (16, 16), (64, 1000)])
+def test_numba_block_sizes_do_not_change_results(qblock, kblock):
+    q, qy, r, ry = _random_case(13, 45, 70, 29, 3, 5, "uint8")
+    bd = np.full(45, K.UINT8_SENTINEL, np.int32)
+    bi = np.full(45, -1, np.int64)
+    K.numba_nearest(q, qy, r, ry, bd, bi, qblock=qblock, kblock=kblock)
+    d_ref, i_ref = brute_nearest_other(q, qy, r, ry)
+    np.testing.assert_array_equal(bd, d_ref)
+    np.testing.assert_array_equal(bi, i_ref)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_give_clear_errors():
+    x = np.zeros((5, 4), np.uint8)
+    y = np.array([0, 1, 0, 1, 0])
+    with pytest.raises(ValueError, match=r"labels must have shape \(5,\)"):
+        nearest_other_class(x, y[:4])
+    with pytest.raises(TypeError, match="uint8 .* or float32/float64, got int32"):
+        nearest_other_class(x.astype(np.int32), y)
+    with pytest.raises(TypeError, match="labels must be integers"):
+        nearest_other_class(x, y.astype(np.float32))
+    with pytest.raises(ValueError, match="single class"):
+        nearest_other_class(x, np.zeros(5, np.int64))
+    with pytest.raises(ValueError, match="features per point"):
+        nearest_other_class(x, y, np.zeros((3, 5), np.uint8), np.array([0, 1, 1]))
+    with pytest.raises(TypeError, match="same dtype"):
+        nearest_other_class(x, y, np.zeros((3, 4), np.float32), np.array([0, 1, 1]))
+    with pytest.raises(ValueError, match="shape \\(N, D\\)"):
+        nearest_other_class(np.zeros(5, np.uint8), y)
+    with pytest.raises(ValueError, match="NaN"):
+        nearest_other_class(np.full((5, 4), np.nan, np.float32), y)
+    with pytest.raises(ValueError, match="unknown backend"):
+        nearest_other_class(x, y, backend="faiss")
+    with pytest.raises(ValueError, match="refs given without ref_labels"):
+        nearest_other_class(x, y, x)
+    with pytest.raises(ValueError, match="query_chunk"):
+        nearest_other_class(x, y, query_chunk=0)
+
+
+def test_single_class_refs_allowed_for_other_class_queries():
+    r = np.arange(12, dtype=np.uint8).reshape(4, 3)
+    q = np.array([[0, 0, 0]], np.uint8)
+    res = nearest_other_class(q, np.array([1]), r, np.zeros(4, np.int64))
+    assert res.distance[0] == 2 and res.index[0] == 0
+
+
+@pytest.mark.skipif(has_cuda, reason="checks the error raised without a GPU")
+def test_cuda_without_gpu_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+# ---------------------------------------------------------------------------------------------- GPU / Triton
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_gpu_matches_cpu_bit_for_bit(backend, fmnist):
+    pytest.importorskip("triton") if backend == "triton" else None
+    train, test = fmnist
+    tr, te = train.subset(4000, seed=0), test.subset(1000, seed=0)
+    for q, qy, r, ry in ((te.flat(), te.labels, tr.flat(), tr.labels), (tr.flat(), tr.labels, None, None)):
+        cpu = nearest_other_class(q, qy, r, ry, device="cpu")
+        gpu = nearest_other_class(q, qy, r, ry, device="cuda", backend=backend)
+        np.testing.assert_array_equal(cpu.distance, gpu.distance)
+        np.testing.assert_array_equal(cpu.index, gpu.index)
+
+
+def test_triton_kernel_in_interpreter_matches_bruteforce(tmp_path):
+    """The CUDA kernel's logic, run by Triton's CPU interpreter (needs TRITON_INTERPRET before import)."""
+    pytest.importorskip("triton")
+    script = textwrap.dedent(
+        """
+        import numpy as np, torch
+        from rll_core.separation import nearest_other_class
+        from rll_core._triton import triton_nearest
+        from tests.conftest import brute_nearest_other
+        rng = np.random.default_rng(0)
+        for nq, nr, dim, ncls, vmax, bq, br, bk, splits in [(37, 91, 20, 3, 7, 16, 16, 8, 3),
+                                                              (5, 300, 7, 2, 3, 16, 32, 4, None),
+                                                              (64, 64, 33, 4, 255, 16, 16, 16, 1)]:
+            q = rng.integers(0, vmax + 1, (nq, dim), dtype=np.uint8)
+            r = rng.integers(0, vmax + 1, (nr, dim), dtype=np.uint8)
+            qy, ry = rng.integers(0, ncls, nq), rng.integers(0, ncls, nr)
+            ry[:ncls] = np.arange(ncls)
+            d_ref, i_ref = brute_nearest_other(q, qy, r, ry)
+            bd = torch.full((nq,), 256, dtype=torch.int32)
+            bi = torch.full((nq,), -1, dtype=torch.int64)
+            triton_nearest(torch.from_numpy(q), torch.from_numpy(qy), torch.from_numpy(r), torch.from_numpy(ry),
+                           bd, bi, bq=bq, br=br, bk=bk, splits=splits)
+            assert (bd.numpy() == d_ref).all() and (bi.numpy() == i_ref).all(), (nq, nr, dim)
+        # through the public API, train-train with several query chunks
+        x = rng.integers(0, 4, (70, 9), dtype=np.uint8); y = rng.integers(0, 3, 70)
+        res = nearest_other_class(x, y, backend="triton", query_chunk=30)
+        d_ref, i_ref = brute_nearest_other(x, y, x, y)
+        assert (res.distance == d_ref).all() and (res.index == i_ref).all()
+        print("TRITON-INTERPRETER-OK")
+        """
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "TRITON-INTERPRETER-OK" in proc.stdout
+
+
+def test_triton_on_cpu_without_interpreter_is_refused(monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        nearest_other_class(np.zeros((2, 2), np.uint8), np.array([0, 1]), backend="triton", device="cpu")
+    with pytest.raises(TypeError, match="uint8"):
+        nearest_other_class(np.zeros((2, 2), np.float32), np.array([0, 1]), backend="triton", device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------- cache / resume
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_cache_makes_rerun_instant_and_resume_continues(tmp_path, monkeypatch):
+    q, qy, r, ry = _random_case(21, 100, 120, 16, 4, 255, "uint8")
+    d_ref, i_ref = brute_nearest_other(q, qy, r, ry)
+    calls = []
+    real = K.numba_nearest
+    interrupt_at = [3]
+
+    def flaky(qc, *args, **kw):
+        calls.append(len(qc))
+        if len(calls) == interrupt_at[0]:
+            raise Interrupted("simulated interruption")
+        return real(qc, *args, **kw)
+
+    import rll_core.separation as S
+
+    monkeypatch.setattr(S, "numba_nearest", flaky)
+    with pytest.raises(Interrupted):
+        nearest_other_class(q, qy, r, ry, cache_dir=tmp_path, query_chunk=30)
+    assert len(list(tmp_path.glob("*.partial.npz"))) == 1
+    assert calls == [30, 30, 30]
+    calls.clear()
+    interrupt_at[0] = -1
+    res = nearest_other_class(q, qy, r, ry, cache_dir=tmp_path, query_chunk=30)
+    assert calls == [30, 10], "the resumed run must start at the first unfinished chunk"
+    np.testing.assert_array_equal(res.distance, d_ref)
+    np.testing.assert_array_equal(res.index, i_ref)
+    assert not list(tmp_path.glob("*.partial.npz"))
+    assert len(list(tmp_path.glob("nearest-*.json"))) == 1
+
+    calls.clear()
+    again = nearest_other_class(q, qy, r, ry, cache_dir=tmp_path, query_chunk=30)
+    assert calls == []
+    np.testing.assert_array_equal(again.index, i_ref)
+
+    # different data -> different cache entry, computed afresh
+    q2 = q.copy()
+    q2[0, 0] ^= 1
+    nearest_other_class(q2, qy, r, ry, cache_dir=tmp_path, query_chunk=30)
+    assert len(calls) == 4
+    assert len(list(tmp_path.glob("nearest-*.npz"))) == 2
+
+
+# ---------------------------------------------------------------------------------------------- summaries
+
+
+def test_summarize_matches_numpy():
+    d = np.random.default_rng(0).random(1001)
+    s = summarize(d, percentiles=(5, 50, 95))
+    assert s.min == d.min() and s.max == d.max() and s.n == 1001
+    assert s.mean == pytest.approx(d.mean()) and s.median == pytest.approx(np.median(d))
+    assert s.percentiles[95.0] == pytest.approx(np.percentile(d, 95))
+    with pytest.raises(ValueError):
+        summarize(np.array([]))
+
+
+def _blobs(n_per_class: int, gap: int, seed: int) -> ImageDataset:
+    """Two classes of 1x2x2 images with pixels in [0, 50] and [50 + gap, 100 + gap]: the train-train
+    distance is known to be at least `gap`, and exactly `gap` when both extremes are present."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 51, size=(n_per_class, 1, 2, 2))
+    b = rng.integers(50 + gap, 101 + gap, size=(n_per_class, 1, 2, 2))
+    a[0] = 50
+    b[0] = 50 + gap
+    x = np.concatenate([a, b]).astype(np.uint8)
+    y = np.repeat([0, 1], n_per_class).astype(np.int64)
+    return ImageDataset("blobs", "train", x, y)
+
+
+def test_measure_separation_on_data_with_known_separation():
+    train = _blobs(40, gap=60, seed=0)
+    test = _blobs(10, gap=20, seed=1)
+    res = measure_separation(train, test, eps=0.1)
+    rep = res.report
+    assert rep.train_train.min == pytest.approx(60 / 255)
+    assert rep.r_separation == pytest.approx(30 / 255)
+    assert rep.frac_train_within_2eps == 0.0
+    d_ref, _ = brute_nearest_other(test.flat(), test.labels, train.flat(), train.labels)
+    assert rep.test_train.min == pytest.approx(d_ref.min() / 255)
+    assert rep.frac_test_within_2eps == pytest.approx(float((d_ref / 255 < 0.2).mean()))
+    row = rep.table1_row()
+    assert row["separated_at_eps"] is True and row["2eps"] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="no default eps"):
+        measure_separation(train)
