@@ -2,8 +2,9 @@
 
 Each program owns ``BQ`` queries and one contiguous slice of the references (the slices split the
 reference set so that small query sets still fill the GPU).  It walks its slice in ``BR`` tiles,
-accumulating ``max_k |q_k - r_k|`` over ``BK``-wide coordinate slabs in int32 registers, masks
-same-class pairs, and keeps the running (distance, smallest index) minimum.  The host merges the
+accumulating ``max_k |q_k - r_k|`` one coordinate at a time from the transposed data (coalesced
+loads, a (BQ, BR) int32 tile in registers), masks same-class pairs, and keeps the running
+(distance, smallest index) minimum.  The host merges the
 slices lexicographically on (distance, index), so ties resolve to the smallest index exactly as the
 CPU kernels do.
 
@@ -21,9 +22,11 @@ _BIG = 1 << 30
 
 
 @triton.jit
-def _linf_nearest_kernel(q_ptr, qy_ptr, r_ptr, ry_ptr, out_d_ptr, out_i_ptr,
-                         nq, nr, dim, stride_q, stride_r, refs_per_split,
-                         BQ: tl.constexpr, BR: tl.constexpr, BK: tl.constexpr):  # pragma: no cover
+def _linf_nearest_kernel(qt_ptr, qy_ptr, rt_ptr, ry_ptr, out_d_ptr, out_i_ptr,
+                         nq, nr, dim, refs_per_split,
+                         BQ: tl.constexpr, BR: tl.constexpr):  # pragma: no cover
+    """``qt`` (dim, nq) and ``rt`` (dim, nr) are the transposed uint8 data, so every coordinate step
+    loads two short contiguous vectors and updates a (BQ, BR) int32 tile: a (max, |a-b|) "matmul"."""
     pid_q = tl.program_id(0)
     pid_s = tl.program_id(1)
     offs_q = pid_q * BQ + tl.arange(0, BQ)
@@ -38,15 +41,10 @@ def _linf_nearest_kernel(q_ptr, qy_ptr, r_ptr, ry_ptr, out_d_ptr, out_i_ptr,
         rmask = offs_r < r_end
         ry = tl.load(ry_ptr + offs_r, mask=rmask, other=-2)
         acc = tl.zeros((BQ, BR), dtype=tl.int32)
-        for k0 in range(0, dim, BK):
-            offs_k = k0 + tl.arange(0, BK)
-            kmask = offs_k < dim
-            qt = tl.load(q_ptr + offs_q[:, None] * stride_q + offs_k[None, :],
-                         mask=qmask[:, None] & kmask[None, :], other=0).to(tl.int32)
-            rt = tl.load(r_ptr + offs_r[:, None] * stride_r + offs_k[None, :],
-                         mask=rmask[:, None] & kmask[None, :], other=0).to(tl.int32)
-            diff = tl.abs(qt[:, None, :] - rt[None, :, :])
-            acc = tl.maximum(acc, tl.max(diff, axis=2))
+        for k in range(0, dim):
+            qk = tl.load(qt_ptr + k * nq + offs_q, mask=qmask, other=0).to(tl.int32)
+            rk = tl.load(rt_ptr + k * nr + offs_r, mask=rmask, other=0).to(tl.int32)
+            acc = tl.maximum(acc, tl.abs(qk[:, None] - rk[None, :]))
         invalid = (qy[:, None] == ry[None, :]) | (rmask[None, :] == 0)
         acc = tl.where(invalid, 1 << 30, acc)
         tile_min = tl.min(acc, axis=1)
@@ -60,14 +58,14 @@ def _linf_nearest_kernel(q_ptr, qy_ptr, r_ptr, ry_ptr, out_d_ptr, out_i_ptr,
 
 
 def triton_nearest(q: torch.Tensor, qy: torch.Tensor, r: torch.Tensor, ry: torch.Tensor,
-                   best_d: torch.Tensor, best_i: torch.Tensor, bq: int = 64, br: int = 64, bk: int = 8,
-                   splits: int | None = None) -> None:
+                   best_d: torch.Tensor, best_i: torch.Tensor, bq: int = 64, br: int = 64,
+                   splits: int | None = None, num_warps: int = 4) -> None:
     """Update ``best_d`` (int32) / ``best_i`` (int64) for uint8 ``q`` (nq, D) against ``r`` (nr, D)."""
     if q.dtype != torch.uint8 or r.dtype != torch.uint8:
         raise TypeError("the Triton kernel takes uint8 data; use backend='torch' for floats")
     if r.shape[0] >= 2**31 - 1:
         raise ValueError("the Triton kernel indexes references with int32")
-    q, r = q.contiguous(), r.contiguous()
+    qt, rt = q.t().contiguous(), r.t().contiguous()
     qy, ry = qy.to(torch.int32).contiguous(), ry.to(torch.int32).contiguous()
     nq, dim = q.shape
     nr = r.shape[0]
@@ -79,8 +77,8 @@ def triton_nearest(q: torch.Tensor, qy: torch.Tensor, r: torch.Tensor, ry: torch
     splits = triton.cdiv(nr, refs_per_split)
     out_d = torch.empty((splits, nq), dtype=torch.int32, device=q.device)
     out_i = torch.empty((splits, nq), dtype=torch.int32, device=q.device)
-    _linf_nearest_kernel[(n_qblocks, splits)](q, qy, r, ry, out_d, out_i, nq, nr, dim, q.stride(0),
-                                              r.stride(0), refs_per_split, BQ=bq, BR=br, BK=bk)
+    _linf_nearest_kernel[(n_qblocks, splits)](qt, qy, rt, ry, out_d, out_i, nq, nr, dim, refs_per_split,
+                                              BQ=bq, BR=br, num_warps=num_warps)
     # lexicographic min over (distance, index) across the reference slices and the running best
     key = out_d.to(torch.int64) * (nr + 1) + out_i.to(torch.int64).clamp_min(0)
     key = torch.where(out_i < 0, torch.iinfo(torch.int64).max, key)
