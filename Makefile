@@ -6,7 +6,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 # the main job's parameters (papermill -p overrides), e.g. `make run RUN_ARGS="-p n_train 10000"`
 RUN_ARGS ?=
 
-.PHONY: setup data run test bench lab clean
+.PHONY: setup data run test typecheck bench lab clean
 
 setup: $(VENV)/.installed data
 
@@ -35,6 +35,9 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+typecheck: setup
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python benchmarks/separation.py

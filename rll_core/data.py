@@ -24,6 +24,7 @@ import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,8 +84,9 @@ RESTRICTED_IMAGENET_RANGES: tuple[tuple[int, int], ...] = (
 )
 RESTRICTED_IMAGENET_CLASSES = ("dog", "cat", "frog", "turtle", "bird", "primate", "fish", "crab", "insect")
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
 class DataError(RuntimeError):
@@ -200,7 +202,7 @@ def read_idx(path: str | os.PathLike[str], expected_md5: str | None = None) -> n
     if len(data) < header:
         raise bad("truncated header")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    dtype = np.dtype(_IDX_DTYPES[code])
+    dtype = _IDX_DTYPES[code]
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) - header != expected:
         raise bad(f"payload is {len(data) - header} bytes, header says {dims} -> {expected}")
@@ -387,8 +389,8 @@ def load_image_folder(root: str | os.PathLike[str], size: int | tuple[int, int] 
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMG_EXT)
         for p in files[:max_per_class]:
             try:
-                with Image.open(p) as im:
-                    im = im.convert("RGB")
+                with Image.open(p) as src:
+                    im = src.convert("RGB")
                     s = max(h / im.height, w / im.width)
                     im = im.resize((max(w, round(im.width * s)), max(h, round(im.height * s))),
                                    Image.Resampling.BILINEAR)

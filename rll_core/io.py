@@ -36,12 +36,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return path
 
 
-def save_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> Path:
-    """Atomically save arrays as an uncompressed ``.npz``."""
+def save_npz(path: str | os.PathLike[str], **arrays: Any) -> Path:
+    """Atomically save arrays (or numpy scalars) as an uncompressed ``.npz``."""
     import io
 
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    # numpy's stub matches **kwds against allow_pickle: bool
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -79,7 +80,7 @@ def array_digest(*arrays: np.ndarray, extra: str = "") -> str:
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(f"|{a.dtype.str}|{a.shape}|".encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(a.reshape(-1).view(np.uint8).data)
     return h.hexdigest()
 
 

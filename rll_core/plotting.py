@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def plot_separation_histograms(result: SeparationResult, bins: int = 50, axes: t
         ax_list = list(ax_arr[0])
     else:
         ax_list = list(axes)[: len(panels)]
-        fig = ax_list[0].figure
+        fig = cast("Figure", ax_list[0].get_figure(root=True))
     hi = max(max(float(d.max()) for _, d in panels), 2 * rep.eps)
     edges = histogram_edges(hi, bins, result.train_train.scale)
     for ax, (name, d) in zip(ax_list, panels):

@@ -312,7 +312,7 @@ def summarize(dist: np.ndarray, percentiles: Sequence[float] = DEFAULT_PERCENTIL
     d = np.asarray(dist, dtype=np.float64)
     if d.ndim != 1 or d.size == 0:
         raise ValueError(f"expected a non-empty 1-D array of distances, got shape {d.shape}")
-    pct = np.percentile(d, list(percentiles)) if len(percentiles) else []
+    pct: list[float] = np.percentile(d, list(percentiles)).tolist() if len(percentiles) else []
     return DistanceSummary(int(d.size), float(d.min()), float(d.mean()), float(np.median(d)), float(d.std()),
                            float(d.max()), {float(p): float(v) for p, v in zip(percentiles, pct)})
 

@@ -50,7 +50,7 @@ def test_fashion_mnist_shapes_labels_and_checksums(fmnist):
 
 
 def test_torchvision_layout_and_uncompressed_files(tmp_path, fmnist):
-    train, test = fmnist
+    _, test = fmnist
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):

@@ -50,6 +50,26 @@ def test_histogram_edges_put_each_uint8_value_in_one_bin():
         histogram_edges(1.0, 0, 255.0)
 
 
+def test_separation_histograms_on_given_axes():
+    import matplotlib.pyplot as plt
+
+    from rll_core.data import ImageDataset
+    from rll_core.plotting import plot_separation_histograms
+    from rll_core.separation import measure_separation
+
+    rng = np.random.default_rng(0)
+    ds = ImageDataset("toy", "train", rng.integers(0, 256, (30, 1, 2, 2), dtype=np.uint8),
+                      np.arange(30, dtype=np.int64) % 3)
+    res = measure_separation(ds, ds.subset(10, seed=1), eps=0.05)
+    fig, axes = plt.subplots(1, 2)
+    out = plot_separation_histograms(res, axes=(axes[0], axes[1]))
+    assert out is fig
+    # every train-train distance lands in some bar of the first panel
+    assert sum(p.get_height() for p in axes[0].patches) == 30
+    assert axes[1].get_title().startswith("toy test-train")
+    plt.close(fig)
+
+
 def test_save_figure_formats(tmp_path):
     import matplotlib.pyplot as plt
 

@@ -95,33 +95,58 @@ datasets."""),
 print("saved:", ", ".join(str(p) for p in written["figures"]))"""),
     md("""## Explore
 
-Move $\\epsilon$ to see how many points fall within $2\\epsilon$ of another class. (Widgets need a live
-kernel in JupyterLab; headless runs just build them.)"""),
+Pick a dataset (those whose files are found), a split and $\\epsilon$ to see how many points fall within
+$2\\epsilon$ of another class. Another dataset is measured with this notebook's subset sizes, and cached.
+(Widgets need a live kernel in JupyterLab; headless runs just build them.)"""),
     code("""if widgets:
     import ipywidgets as W
     import matplotlib.pyplot as plt
 
+    from rll_core.data import DATASETS, DataError
+    from rll_core.plotting import histogram_edges
+
+    def loadable(name):
+        try:
+            load_dataset(name, data_dir if name == train.name else None, split="train")
+            return True
+        except (DataError, ValueError):
+            return False
+
+    results = {train.name: result}
+
+    def result_for(name):
+        if name not in results:
+            split = "val" if name == "restricted_imagenet" else "test"
+            tr = load_dataset(name, None, split="train").subset(n_train, seed=subset_seed)
+            te = load_dataset(name, None, split=split).subset(n_test, seed=subset_seed)
+            results[name] = measure_separation(tr, te, device=dev, backend=backend, cache_dir=cache_dir)
+        return results[name]
+
     out = W.Output()
+    data_pick = W.Dropdown(options=[n for n in DATASETS if n == train.name or loadable(n)], value=train.name,
+                           description="dataset")
     eps_slider = W.FloatSlider(value=eps_used, min=0.0, max=0.5, step=0.001, readout_format=".3f",
                                description="eps")
-    split_pick = W.ToggleButtons(options=["train-train", "test-train"] if result.test_train is not None
-                                 else ["train-train"], description="split")
+    split_pick = W.ToggleButtons(options=["train-train", "test-train"], description="split")
 
     def redraw(*_):
-        d = (result.train_train if split_pick.value == "train-train" else result.test_train).dist
+        res = result_for(data_pick.value)
+        nn = res.train_train if split_pick.value == "train-train" or res.test_train is None else res.test_train
+        d = nn.dist
         with out:
             out.clear_output(wait=True)
             f, ax = plt.subplots(figsize=(5, 3))
-            ax.hist(d, bins=50, color="tab:blue")
+            ax.hist(d, bins=histogram_edges(max(d.max(), 2 * eps_slider.value), 50, nn.scale), color="tab:blue")
             ax.axvline(2 * eps_slider.value, color="tab:red", linestyle="--")
             ax.set_xlabel("distance to nearest other-class training point")
-            ax.set_title(f"{split_pick.value}: {(d < 2 * eps_slider.value).mean():.2%} within 2 eps")
+            ax.set_title(f"{data_pick.value} {split_pick.value}: "
+                         f"{(d < 2 * eps_slider.value).mean():.2%} within 2 eps")
             plt.show(f)
 
-    eps_slider.observe(redraw, "value")
-    split_pick.observe(redraw, "value")
+    for w in (data_pick, eps_slider, split_pick):
+        w.observe(redraw, "value")
     redraw()
-    display(W.VBox([W.HBox([eps_slider, split_pick]), out]))"""),
+    display(W.VBox([W.HBox([data_pick, split_pick]), eps_slider, out]))"""),
 ]
 
 out = Path(__file__).resolve().parents[1] / "notebooks" / "01_separation.ipynb"
