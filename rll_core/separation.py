@@ -170,6 +170,44 @@ def _to_device(a: np.ndarray, dev: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(dev, copy=True)
 
 
+class _ResultCache:
+    """``<dir>/nearest-<digest>.npz`` + ``.json`` for a finished result, ``.partial.npz`` while running."""
+
+    def __init__(self, cache_dir: str | os.PathLike[str], digest: str) -> None:
+        self.digest = digest
+        base = Path(cache_dir) / f"nearest-{digest[:24]}"
+        self.final, self.meta, self.partial = (base.with_suffix(".npz"), base.with_suffix(".json"),
+                                               base.with_name(base.name + ".partial.npz"))
+
+    def load_final(self, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        if not (self.final.exists() and self.meta.exists()):
+            return None
+        z = load_npz(self.final)
+        if z["distance"].shape != (n,) or load_json(self.meta).get("digest") != self.digest:
+            return None
+        return z["distance"], z["index"]
+
+    def load_partial(self, best_d: np.ndarray, best_i: np.ndarray) -> int:
+        """Fill the finished prefix of ``best_d`` / ``best_i``; return its length (0 if none)."""
+        if not self.partial.exists():
+            return 0
+        z = load_npz(self.partial)
+        if str(z["digest"]) != self.digest or z["distance"].shape != best_d.shape:
+            return 0
+        done = int(z["done"])
+        best_d[:done] = z["distance"][:done]
+        best_i[:done] = z["index"][:done]
+        return done
+
+    def save_partial(self, best_d: np.ndarray, best_i: np.ndarray, done: int) -> None:
+        save_npz(self.partial, distance=best_d, index=best_i, done=np.int64(done), digest=np.str_(self.digest))
+
+    def save_final(self, best_d: np.ndarray, best_i: np.ndarray, info: dict[str, Any]) -> None:
+        save_npz(self.final, distance=best_d, index=best_i)
+        save_json(self.meta, {"digest": self.digest, **info})
+        self.partial.unlink(missing_ok=True)
+
+
 def nearest_other_class(
     queries: ArrayLike,
     query_labels: ArrayLike,
@@ -224,24 +262,15 @@ def nearest_other_class(
     best_i = np.full(nq, -1, dtype=np.int64)
     done = 0
 
-    final = partial = None
-    digest = ""
+    cache = None
     if cache_dir is not None:
-        digest = array_digest(q, qy, *(() if refs is None else (r, ry)),
-                              extra=f"nearest_other_class/v{_CACHE_FORMAT}/self={refs is None}")
-        cdir = Path(cache_dir)
-        final = cdir / f"nearest-{digest[:24]}.npz"
-        partial = cdir / f"nearest-{digest[:24]}.partial.npz"
-        if final.exists() and final.with_suffix(".json").exists():
-            z = load_npz(final)
-            if z["distance"].shape == (nq,) and load_json(final.with_suffix(".json")).get("digest") == digest:
-                return NearestOther(z["distance"], z["index"], scale)
-        if partial.exists():
-            z = load_npz(partial)
-            if str(z["digest"]) == digest and z["distance"].shape == (nq,):
-                done = int(z["done"])
-                best_d[:done] = z["distance"][:done]
-                best_i[:done] = z["index"][:done]
+        cache = _ResultCache(cache_dir, array_digest(
+            q, qy, *(() if refs is None else (r, ry)),
+            extra=f"nearest_other_class/v{_CACHE_FORMAT}/self={refs is None}"))
+        hit = cache.load_final(nq)
+        if hit is not None:
+            return NearestOther(hit[0], hit[1], scale)
+        done = cache.load_partial(best_d, best_i)
 
     # prepare the references once
     if be == "numba":
@@ -259,8 +288,9 @@ def nearest_other_class(
         for s in range(done, nq, query_chunk):
             e = min(nq, s + query_chunk)
             if be == "numba":
-                numba_nearest(np.ascontiguousarray(q[s:e][:, order]), qy[s:e], r_run, ry_run,
-                              best_d[s:e], best_i[s:e])
+                # train-train: the permuted references already hold the permuted queries
+                qc = r_run[s:e] if refs is None else np.ascontiguousarray(q[s:e][:, order])
+                numba_nearest(qc, qy[s:e], r_run, ry_run, best_d[s:e], best_i[s:e])
             else:
                 qt, qyt = _to_device(q[s:e], dev), _to_device(qy[s:e], dev)
                 bd, bi = _to_device(best_d[s:e], dev), _to_device(best_i[s:e], dev)
@@ -273,21 +303,18 @@ def nearest_other_class(
                                   tile_bytes=(1 << 30) if dev.type == "cuda" else (64 << 20))
                 best_d[s:e] = bd.cpu().numpy()
                 best_i[s:e] = bi.cpu().numpy()
-            if partial is not None and e < nq:
-                save_npz(partial, distance=best_d, index=best_i, done=np.int64(e), digest=np.str_(digest))
+            if cache is not None and e < nq:
+                cache.save_partial(best_d, best_i, e)
             bar.update(e - s)
     elapsed = time.perf_counter() - t0
 
     if (best_i < 0).any():  # cannot happen after the class check above; guard the invariant anyway
         raise RuntimeError("internal error: a query found no point of another class")
-    if final is not None:
-        save_npz(final, distance=best_d, index=best_i)
-        info = {"digest": digest, "n_queries": nq, "n_refs": int(r.shape[0]), "dim": int(q.shape[1]),
-                "dtype": str(q.dtype), "self": refs is None, "backend": be, "device": str(dev),
-                "seconds": elapsed, "rll_version": __version__, **(meta or {})}
-        save_json(final.with_suffix(".json"), info)
-        if partial is not None and partial.exists():
-            partial.unlink()
+    if cache is not None:
+        cache.save_final(best_d, best_i, {
+            "n_queries": nq, "n_refs": int(r.shape[0]), "dim": int(q.shape[1]), "dtype": str(q.dtype),
+            "self": refs is None, "backend": be, "device": str(dev), "seconds": elapsed,
+            "rll_version": __version__, **(meta or {})})
     return NearestOther(best_d, best_i, scale)
 
 

@@ -111,11 +111,15 @@ def test_ties_resolve_to_smallest_index():
 @pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
 def test_chunk_size_does_not_change_results(chunk):
     q, qy, r, ry = _random_case(11, 130, 150, 40, 5, 6, "uint8")
-    base = nearest_other_class(q, qy, r, ry, query_chunk=10_000)
+    d_ref, i_ref = brute_nearest_other(q, qy, r, ry)
+    d_self, i_self = brute_nearest_other(r, ry, r, ry)
     for backend in ("numba", "torch"):
         res = nearest_other_class(q, qy, r, ry, backend=backend, query_chunk=chunk)
-        np.testing.assert_array_equal(res.distance, base.distance)
-        np.testing.assert_array_equal(res.index, base.index)
+        np.testing.assert_array_equal(res.distance, d_ref)
+        np.testing.assert_array_equal(res.index, i_ref)
+        self_res = nearest_other_class(r, ry, backend=backend, query_chunk=chunk)  # train-train
+        np.testing.assert_array_equal(self_res.distance, d_self)
+        np.testing.assert_array_equal(self_res.index, i_self)
 
 
 def test_torch_kernel_tile_size_does_not_change_results():
