@@ -199,7 +199,8 @@ def test_cuda_without_gpu_is_a_clear_error():
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_gpu_matches_cpu_bit_for_bit(backend, fmnist):
-    pytest.importorskip("triton") if backend == "triton" else None
+    if backend == "triton":
+        pytest.importorskip("triton")
     train, test = fmnist
     tr, te = train.subset(4000, seed=0), test.subset(1000, seed=0)
     for q, qy, r, ry in ((te.flat(), te.labels, tr.flat(), tr.labels), (tr.flat(), tr.labels, None, None)):
