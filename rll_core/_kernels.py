@@ -77,7 +77,7 @@ def numba_nearest(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,
                   best_d: np.ndarray, best_i: np.ndarray, qblock: int = 16, kblock: int = 16) -> None:
     """CPU kernel; ``q``/``r`` C-contiguous (N, D) of one dtype, ``best_d`` int32 (uint8 data) or
     float64 (float data), ``best_i`` int64."""
-    # the kernel only ever subtracts the smaller value from the larger, so uint8 never wraps
+    # values are widened inside the kernel (uint8 -> int32, float -> float64), so differences are exact
     _numba_kernel(q, qy, r, ry, best_d, best_i, qblock, kblock)
 
 
