@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .data import DATASETS, DataError, load_dataset
+from .data import DATASETS, DataError, load_train_test
 
 
 def _positive_int(s: str) -> int:
@@ -43,9 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .separation import measure_separation
 
     try:
-        train = load_dataset(args.dataset, args.data_dir, "train").subset(args.n_train, args.seed)
-        test_split = "val" if args.dataset == "restricted_imagenet" else "test"
-        test = load_dataset(args.dataset, args.data_dir, test_split).subset(args.n_test, args.seed)
+        train, test = load_train_test(args.dataset, args.data_dir, args.n_train, args.n_test, args.seed)
         result = measure_separation(train, test, args.eps, device=args.device, backend=args.backend,
                                     cache_dir=args.cache_dir, progress=not args.no_progress)
     except (DataError, ValueError, TypeError, RuntimeError) as e:

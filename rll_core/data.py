@@ -42,6 +42,7 @@ __all__ = [
     "load_mnist",
     "load_restricted_imagenet",
     "load_svhn",
+    "load_train_test",
     "read_idx",
 ]
 
@@ -441,14 +442,28 @@ DATASETS: dict[str, Callable[..., ImageDataset]] = {
 }
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, split: str = "train",
-                 **kwargs: object) -> ImageDataset:
-    """Load ``name`` (one of :data:`DATASETS`) from ``data_dir``."""
+def _canonical_name(name: str) -> str:
     key = name.lower().replace("-", "_")
     key = {"fmnist": "fashion_mnist", "cifar": "cifar10", "cifar_10": "cifar10"}.get(key, key)
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    return DATASETS[key](data_dir=data_dir, split=split, **kwargs)
+    return key
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, split: str = "train",
+                 **kwargs: object) -> ImageDataset:
+    """Load ``name`` (one of :data:`DATASETS`) from ``data_dir``."""
+    return DATASETS[_canonical_name(name)](data_dir=data_dir, split=split, **kwargs)
+
+
+def load_train_test(name: str, data_dir: str | os.PathLike[str] | None = None, n_train: int | None = None,
+                    n_test: int | None = None, seed: int | None = 0) -> tuple[ImageDataset, ImageDataset]:
+    """The training split and the held-out split (``val`` for Restricted ImageNet, else ``test``), each
+    optionally reduced to a seeded random subset (see :meth:`ImageDataset.subset`)."""
+    key = _canonical_name(name)
+    held_out = "val" if key == "restricted_imagenet" else "test"
+    return (load_dataset(key, data_dir, "train").subset(n_train, seed),
+            load_dataset(key, data_dir, held_out).subset(n_test, seed))
 
 
 def _torchvision_download(cls_name: str, data_dir: str | os.PathLike[str] | None, split: str) -> None:

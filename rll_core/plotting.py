@@ -88,9 +88,12 @@ def plot_separation_histograms(result: SeparationResult, bins: int = 50, axes: t
 
 
 def export_separation(result: SeparationResult, out_dir: str | os.PathLike[str],
-                      formats: Iterable[str] | str = ("png", "pdf")) -> dict[str, list[Path]]:
+                      formats: Iterable[str] | str = ("png", "pdf"), fig: Figure | None = None) -> dict[str, list[Path]]:
     """Write Table 1 (``table1_<dataset>.csv`` / ``.md``), the report (``separation_<dataset>.json``) and
-    Figure 2 (``fig2_separation_<dataset>.<fmt>``) under ``out_dir``."""
+    Figure 2 (``fig2_separation_<dataset>.<fmt>``) under ``out_dir``.
+
+    ``fig`` is a Figure 2 already drawn (by :func:`plot_separation_histograms`), saved as it is and left
+    open; without it one is drawn, saved and closed."""
     import matplotlib.pyplot as plt
 
     from .io import save_json, save_table
@@ -100,9 +103,12 @@ def export_separation(result: SeparationResult, out_dir: str | os.PathLike[str],
     row = rep.table1_row()
     tables = [save_table(out / f"table1_{rep.dataset}.csv", [row]), save_table(out / f"table1_{rep.dataset}.md", [row])]
     report = [save_json(out / f"separation_{rep.dataset}.json", rep.to_dict())]
-    fig = plot_separation_histograms(result, title=f"{rep.dataset}: nearest other-class distance")
-    try:
+    if fig is not None:
         figures = save_figure(fig, out / f"fig2_separation_{rep.dataset}", formats)
-    finally:
-        plt.close(fig)
+    else:
+        fig = plot_separation_histograms(result, title=f"{rep.dataset}: nearest other-class distance")
+        try:
+            figures = save_figure(fig, out / f"fig2_separation_{rep.dataset}", formats)
+        finally:
+            plt.close(fig)
     return {"tables": tables, "report": report, "figures": figures}

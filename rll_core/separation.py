@@ -6,9 +6,9 @@ the training set against itself (a point's own class is excluded, so the point i
 test-train is the test set against the training set.  The search is exact.
 
 uint8 data is compared on the integer pixel scale (distances 0..255, reported divided by 255), float
-data in float64 (so float32 differences are exact).  Both are exact in any order of evaluation, and ties are resolved to the smallest
-reference index, so every backend (numba on CPU, Triton or torch on GPU, torch on CPU) returns the same
-arrays bit for bit.
+data in float64 (so float32 differences are exact).  Both are exact in any order of evaluation, and ties
+are resolved to the smallest reference index, so every backend (numba on CPU, Triton or torch on GPU,
+torch on CPU) returns the same arrays bit for bit.
 
 Memory: the kernels hold the references once plus O(query_chunk) state; the numba kernel allocates
 nothing per pair, the torch kernel a tile bounded by ``tile_bytes``.  Results can be cached on disk

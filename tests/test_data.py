@@ -18,6 +18,7 @@ from rll_core.data import (
     load_image_folder,
     load_mnist,
     load_svhn,
+    load_train_test,
     read_idx,
 )
 
@@ -200,5 +201,8 @@ def test_dataset_registry_and_subsets(fmnist):
     np.testing.assert_array_equal(a.labels, b.labels)
     assert len(train.subset(500, seed=4)) == 500 and not np.array_equal(a.labels, train.subset(500, seed=4).labels)
     np.testing.assert_array_equal(train.subset(10, seed=None).labels, train.labels[:10])
+    tr, te = load_train_test("FMNIST", n_train=100, n_test=50, seed=3)
+    assert (tr.split, len(tr), te.split, len(te)) == ("train", 100, "test", 50)
+    np.testing.assert_array_equal(tr.labels, train.subset(100, seed=3).labels)
     with pytest.raises(ValueError, match="uint8"):
         ImageDataset("x", "train", np.zeros((2, 1, 2, 2), np.float32), np.zeros(2, np.int64))

@@ -37,6 +37,8 @@ def test_separation_notebook_runs_headless(tmp_path, fmnist):
     assert report["test_train"]["mean"] == pytest.approx(d_te.mean() / 255)
     assert report["n_train"] == 1000 and report["eps"] == 0.1
     out = json.loads((tmp_path / "out.ipynb").read_text())
+    fig2_cell = next(c for c in out["cells"] if c["cell_type"] == "code" and "".join(c["source"]).startswith("display(fig)"))
+    assert any("image/png" in o.get("data", {}) for o in fig2_cell["outputs"]), "Figure 2 is not shown"
     assert any("r-separated at eps" in "".join(o.get("text", "")) for c in out["cells"] for o in c.get("outputs", []))
 
 

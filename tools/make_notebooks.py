@@ -50,17 +50,16 @@ widgets = True              # build the interactive explorer at the end"""),
     code("""import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from rll_core.data import DEFAULT_EPS, load_dataset
+from rll_core.data import DEFAULT_EPS, load_train_test
 from rll_core.plotting import export_separation, plot_separation_histograms
 from rll_core.separation import measure_separation, resolve_device
 
 figures = Path(figures_dir)
 figures.mkdir(parents=True, exist_ok=True)
-train = load_dataset(dataset, data_dir, split="train").subset(n_train, seed=subset_seed)
-test_split = "val" if dataset == "restricted_imagenet" else "test"
-test = load_dataset(dataset, data_dir, split=test_split).subset(n_test, seed=subset_seed)
+train, test = load_train_test(dataset, data_dir, n_train, n_test, seed=subset_seed)
 eps_used = DEFAULT_EPS[train.name] if eps is None else float(eps)
 dev = resolve_device(device)
 print(f"{train.name}: {len(train)} train / {len(test)} test images of shape {train.shape}; "
@@ -79,7 +78,9 @@ rep = result.report"""),
 `train_train_min` is $2r$; the data is r-separated with $r \\ge \\epsilon$ when it is at least $2\\epsilon$.
 `frac_test_within_2eps` is the fraction of test points closer than $2\\epsilon$ to a training point of
 another class."""),
-    code("""written = export_separation(result, figures, formats)
+    code("""fig = plot_separation_histograms(result, title=f"{train.name}: nearest other-class distance")
+plt.close(fig)  # shown below, under Figure 2
+written = export_separation(result, figures, formats, fig=fig)
 display(Markdown(written["tables"][1].read_text()))
 verdict = "is" if rep.r_separation >= rep.eps else "is NOT"
 print(f"r = {rep.r_separation:.4f}: the {train.name} training set {verdict} r-separated at eps = {rep.eps}")
@@ -91,7 +92,7 @@ if rep.test_train is not None:
 Histograms of the nearest other-class distances, with $2\\epsilon$ dashed (saved above with the table as
 `fig2_separation_<dataset>.<fmt>`). Both distributions sit well to the right of $2\\epsilon$ for real
 datasets."""),
-    code("""fig = plot_separation_histograms(result, title=f"{train.name}: nearest other-class distance")
+    code("""display(fig)
 print("saved:", ", ".join(str(p) for p in written["figures"]))"""),
     md("""## Explore
 
@@ -100,9 +101,8 @@ $2\\epsilon$ of another class. Another dataset is measured with this notebook's 
 (Widgets need a live kernel in JupyterLab; headless runs just build them.)"""),
     code("""if widgets:
     import ipywidgets as W
-    import matplotlib.pyplot as plt
 
-    from rll_core.data import DATASETS, DataError
+    from rll_core.data import DATASETS, DataError, load_dataset
     from rll_core.plotting import histogram_edges
 
     def loadable(name):
@@ -116,9 +116,7 @@ $2\\epsilon$ of another class. Another dataset is measured with this notebook's 
 
     def result_for(name):
         if name not in results:
-            split = "val" if name == "restricted_imagenet" else "test"
-            tr = load_dataset(name, None, split="train").subset(n_train, seed=subset_seed)
-            te = load_dataset(name, None, split=split).subset(n_test, seed=subset_seed)
+            tr, te = load_train_test(name, None, n_train, n_test, seed=subset_seed)
             results[name] = measure_separation(tr, te, device=dev, backend=backend, cache_dir=cache_dir)
         return results[name]
 
