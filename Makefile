@@ -6,7 +6,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 # the main job's parameters (papermill -p overrides), e.g. `make run RUN_ARGS="-p n_train 10000"`
 RUN_ARGS ?=
 
-.PHONY: setup data run test typecheck bench lab clean
+.PHONY: setup data run test typecheck bench bench-eval lab clean
 
 setup: $(VENV)/.installed data
 
@@ -41,6 +41,9 @@ typecheck: setup
 
 bench: setup
 	$(BIN)/python benchmarks/separation.py
+
+bench-eval: setup
+	$(BIN)/python benchmarks/evaluation.py
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/

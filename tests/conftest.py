@@ -33,3 +33,24 @@ def fmnist() -> tuple:
         return load_fashion_mnist(split="train"), load_fashion_mnist(split="test")
     except DataError as e:
         pytest.fail(f"Fashion-MNIST is required for these tests (run `make data`): {e}")
+
+
+@pytest.fixture(scope="session")
+def fmnist_small_model(fmnist):
+    """A cnn001 trained for one seeded epoch on 4000 Fashion-MNIST images (about 80 % test accuracy),
+    with 1000 test images as float tensors: a real classifier for the attack cross-checks."""
+    from rll_core.models import build_model
+
+    train, test = fmnist
+    tr, te = train.subset(4000, seed=1), test.subset(1000, seed=1)
+    x, y = torch.from_numpy(tr.float_images()), torch.from_numpy(tr.labels)
+    torch.manual_seed(0)
+    model = build_model("cnn001", in_channels=1, num_classes=10, image_size=28)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for s in range(0, len(x), 50):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[s:s + 50]), y[s:s + 50]).backward()
+        opt.step()
+    model.eval()
+    return model, torch.from_numpy(te.float_images()), torch.from_numpy(te.labels)

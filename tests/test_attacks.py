@@ -1,0 +1,203 @@
+"""Attacks and evaluation against closed forms (linear models), an independent PGD (ART), and the
+conventions every attack must keep (box, mode, gradients, determinism, input checks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rll_core.attacks import AttackSpec, evaluate, multi_targeted, paper_attack, pgd, predict
+
+from .conftest import requires_cuda
+
+
+class Binary(nn.Module):
+    """Logits (0, w.x + b): class 1 iff w.x + b > 0."""
+
+    def __init__(self, w: torch.Tensor, b: float):
+        super().__init__()
+        self.lin = nn.Linear(len(w), 1)
+        with torch.no_grad():
+            self.lin.weight.copy_(w[None])
+            self.lin.bias.fill_(b)
+
+    def forward(self, x):
+        z = self.lin(x.flatten(1))
+        return torch.cat([torch.zeros_like(z), z], 1)
+
+
+def _linear_case(n=400, d=20, eps=0.1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(d, generator=g, dtype=torch.float64).float()
+    x = torch.rand(n, d, generator=g)
+    x[: n // 4] = (x[: n // 4] > 0.5).float()  # many points on the [0, 1] faces, where clipping binds
+    model = Binary(w, b=-float(w.sum()) / 2)
+    y = predict(model, x)
+    y[::7] = 1 - y[::7]  # some points misclassified already
+    return model, x, y, w, eps
+
+
+def _analytic_robust(model, x, y, w, eps):
+    """The worst point of the eps-box ∩ [0, 1]^D for a linear score is a corner: each coordinate moves
+    against sign(w) (towards the other class) as far as the box and [0, 1] allow."""
+    direction = torch.where(y[:, None] == 1, -torch.sign(w), torch.sign(w))
+    worst = torch.where(direction > 0, (x + eps).clamp(max=1), (x - eps).clamp(min=0))
+    worst = torch.where(direction == 0, x, worst)
+    return predict(model, worst) == y
+
+
+def test_pgd_reaches_the_analytic_worst_case_of_a_linear_classifier():
+    model, x, y, w, eps = _linear_case()
+    robust = _analytic_robust(model, x, y, w, eps)
+    assert 0.2 < robust.float().mean() < 0.8  # the case is not trivial
+    spec = paper_attack("pgd", eps)
+    x_adv = pgd(model, x, y, eps=eps, step_size=spec.step_size, steps=spec.steps,
+                generator=torch.Generator().manual_seed(1))
+    assert torch.equal(predict(model, x_adv) == y, robust)
+    res = evaluate(model, x, y, eps=eps, attacks=["pgd"], batch_size=37, progress=False)
+    assert res.adversarial_accuracy["pgd"] == pytest.approx(robust.float().mean().item())
+    assert res.clean_accuracy == pytest.approx((predict(model, x) == y).float().mean().item())
+    assert res.attacks["pgd"] == {"name": "pgd", "eps": eps, "steps": 10, "step_size": pytest.approx(0.02),
+                                  "restarts": 1, "random_start": True}
+    assert res.n == len(x) and res.seed == 0 and set(res.to_dict()) >= {"clean_accuracy", "attacks"}
+    # too few steps to cross the box cannot reach the corner everywhere: the count is then higher
+    weak = pgd(model, x, y, eps=eps, step_size=0.01, steps=2, random_start=False)
+    assert (predict(model, weak) == y).sum() > robust.sum()
+
+
+class ThreeWay(nn.Module):
+    """Class 0 everywhere near x1 = 0.5; class 1 would need x1 > 0.65 (unreachable at eps 0.1) but has a
+    steep logit that pulls the cross-entropy gradient towards it; class 2 wins once x1 < 0.45."""
+
+    def forward(self, x):
+        t = x[:, 0] - 0.5
+        return torch.stack([torch.zeros_like(t), 10 * t - 1.5, -t - 0.05], 1)
+
+
+def test_multi_targeted_finds_the_target_untargeted_pgd_misses():
+    model = ThreeWay()
+    x = torch.full((5, 2), 0.5)
+    y = torch.zeros(5, dtype=torch.long)
+    kw = dict(eps=0.1, step_size=0.02, steps=10, random_start=False)
+    assert bool((predict(model, pgd(model, x, y, **kw)) == 0).all())
+    x_mt = multi_targeted(model, x, y, **kw)
+    assert bool((predict(model, x_mt) == 2).all())
+    assert float((x_mt - x).abs().max()) <= 0.1 + 1e-7
+    specs = [paper_attack(a, 0.1, random_start=False) for a in ("pgd", "multitarget")]
+    res = evaluate(model, x, y, eps=0.1, attacks=specs, progress=False)
+    assert res.adversarial_accuracy == {"pgd": 1.0, "multitarget": 0.0}
+    assert res.attacks["multitarget"]["steps"] == 20 and not res.attacks["pgd"]["random_start"]
+
+
+def test_multi_targeted_keeps_the_strongest_target():
+    """Two reachable wrong classes: the kept point is the one whose margin over the label is larger."""
+
+    class Two(nn.Module):
+        def forward(self, x):
+            t = x[:, 0] - 0.5
+            return torch.stack([torch.zeros_like(t), t, -3 * t], 1)
+
+    x, y = torch.full((3, 1), 0.5), torch.zeros(3, dtype=torch.long)
+    x_mt = multi_targeted(Two(), x, y, eps=0.1, step_size=0.05, steps=4, random_start=False)
+    assert torch.allclose(x_mt, torch.full((3, 1), 0.4))  # class 2 (margin 0.3) beats class 1 (0.1)
+
+
+def _small_cnn():
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(), nn.BatchNorm1d(4 * 36),
+                         nn.Linear(4 * 36, 5))
+
+
+@pytest.mark.parametrize("attack", [pgd, multi_targeted])
+def test_box_mode_gradients_and_determinism(attack):
+    model = _small_cnn()
+    model.train()
+    model[4].eval()  # a mixed-mode model must come back mixed
+    x = torch.rand(9, 1, 8, 8)
+    x[0] = 0.0
+    x[1] = 1.0
+    y = torch.arange(9) % 5
+    eps = 0.05
+    out = [attack(model, x, y, eps=eps, step_size=0.02, steps=3, generator=torch.Generator().manual_seed(5))
+           for _ in range(2)]
+    assert torch.equal(out[0], out[1])
+    xa = out[0]
+    assert bool((xa >= 0).all() and (xa <= 1).all())
+    assert bool((xa <= x + eps).all() and (xa >= x - eps).all())
+    assert model.training and model[2].training and not model[4].training
+    assert all(p.grad is None for p in model.parameters())
+    assert not xa.requires_grad
+    other = attack(model, x, y, eps=eps, step_size=0.02, steps=3, generator=torch.Generator().manual_seed(6))
+    assert not torch.equal(other, xa)
+    # batch of one works
+    assert attack(model, x[:1], y[:1], eps=eps, step_size=0.02, steps=1).shape == (1, 1, 8, 8)
+
+
+def test_bad_arguments_raise_before_any_work():
+    model = _small_cnn().eval()
+    x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
+    cases = [
+        (dict(eps=-0.1), "eps"), (dict(steps=0), "steps"), (dict(step_size=0.0), "step_size"),
+        (dict(x=x * 2), r"\[0, 1\]"), (dict(x=(x * 255).to(torch.uint8)), "floating"),
+        (dict(y=torch.zeros(3, dtype=torch.long)), "shape"), (dict(y=torch.full((4,), 5)), "range|lie in"),
+        (dict(y=torch.full((4,), -1)), "lie in"), (dict(y=torch.zeros(4)), "integer"),
+        (dict(x=torch.full((4, 1, 8, 8), float("nan"))), r"\[0, 1\]"),
+    ]
+    for attack in (pgd, multi_targeted):
+        for change, msg in cases:
+            kw = dict(x=x, y=y, eps=0.1, step_size=0.01, steps=2) | change
+            with pytest.raises(ValueError, match=msg):
+                attack(model, kw.pop("x"), kw.pop("y"), **kw)
+    with pytest.raises(ValueError, match="restarts"):
+        pgd(model, x, y, eps=0.1, step_size=0.01, steps=2, restarts=0)
+    with pytest.raises(ValueError, match="unknown attack"):
+        evaluate(model, x, y, eps=0.1, attacks=["fgsm"], progress=False)
+    with pytest.raises(ValueError, match="unknown attack settings"):
+        paper_attack("pgd", 0.1, stepz=3)
+
+
+def test_pgd_restarts_keep_the_first_success():
+    model, x, y, w, eps = _linear_case(n=200)
+    one = pgd(model, x, y, eps=eps, step_size=0.005, steps=3, generator=torch.Generator().manual_seed(0))
+    many = pgd(model, x, y, eps=eps, step_size=0.005, steps=3, restarts=8, generator=torch.Generator().manual_seed(0))
+    fooled_one, fooled_many = predict(model, one) != y, predict(model, many) != y
+    assert bool((fooled_one <= fooled_many).all())  # the first restart is the same, later ones only add
+    assert fooled_many.sum() > fooled_one.sum()
+
+
+def test_pgd_agrees_with_art(fmnist_small_model):
+    """Robust accuracy of a trained Fashion-MNIST CNN under our PGD and ART's, same settings: within a point."""
+    art = pytest.importorskip("art")
+    from art.attacks.evasion import ProjectedGradientDescentPyTorch
+    from art.estimators.classification import PyTorchClassifier
+
+    model, x, y = fmnist_small_model
+    x, y, eps = x[:500], y[:500], 0.1
+    ours = evaluate(model, x, y, eps=eps, attacks=["pgd"], progress=False, seed=0)
+    assert ours.clean_accuracy > 0.7
+    clf = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
+                            clip_values=(0.0, 1.0), device_type="cpu")
+    attack = ProjectedGradientDescentPyTorch(clf, norm=np.inf, eps=eps, eps_step=2 * eps / 10, max_iter=10,
+                                             num_random_init=1, batch_size=250, verbose=False)
+    np.random.seed(0)
+    x_art = attack.generate(x.numpy(), y=np.eye(10, dtype=np.float32)[y.numpy()])
+    art_acc = float((predict(model, torch.from_numpy(x_art)) == y).float().mean())
+    assert abs(art_acc - ours.adversarial_accuracy["pgd"]) <= 0.01, (art_acc, ours.adversarial_accuracy)
+    assert ours.adversarial_accuracy["pgd"] < ours.clean_accuracy - 0.2  # the attack does something
+    assert art.__version__
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_attacks_follow_the_input_device(fmnist_small_model):
+    model, x, y = fmnist_small_model
+    cpu = evaluate(model, x[:300], y[:300], eps=0.1, progress=False)
+    gpu_model = __import__("copy").deepcopy(model).cuda()
+    gpu = evaluate(gpu_model, x[:300], y[:300], eps=0.1, progress=False)
+    assert cpu.clean_accuracy == gpu.clean_accuracy
+    for k in cpu.adversarial_accuracy:
+        assert abs(cpu.adversarial_accuracy[k] - gpu.adversarial_accuracy[k]) <= 0.02
+    x_adv = pgd(gpu_model, x[:8].cuda(), y[:8].cuda(), eps=0.1, step_size=0.02, steps=2)
+    assert x_adv.device.type == "cuda"

@@ -1,0 +1,84 @@
+"""Empirical local Lipschitzness against exact constants (linear maps, by enumerating the sign vectors)
+and a brute-force upper bound (a one-hidden-layer ReLU network)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from rll_core.lipschitz import lipschitz_ratio, local_lipschitz
+
+
+def _signs(d: int) -> torch.Tensor:
+    return torch.tensor(list(itertools.product([-1.0, 1.0], repeat=d)), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("d,k,seed", [(4, 3, 0), (8, 5, 1), (12, 10, 2), (12, 4, 3)])
+def test_linear_map_constant_is_reached_and_never_exceeded(d, k, seed):
+    torch.manual_seed(seed)
+    lin = nn.Linear(d, k)
+    w = lin.weight.detach().double()
+    # max ||W u||_1 over ||u||_inf <= 1 is attained at a sign vector (a convex function on a cube)
+    true = (_signs(d) @ w.T).abs().sum(1).max().item()
+    x = torch.rand(6, d) * 0.6 + 0.2  # away from the [0, 1] faces so the whole eps-ball is allowed
+    est = local_lipschitz(lin, x, eps=0.1, restarts=32, generator=torch.Generator().manual_seed(seed))
+    assert est.shape == (6,)
+    assert float(est.max()) <= true * (1 + 1e-5)
+    assert float(est.min()) >= 0.99 * true
+
+
+def test_relu_network_never_exceeds_a_brute_force_bound_and_beats_random_search():
+    """f = W2 relu(W1 x + b1) + b2: f(x) - f(x') = W2 S W1 (x - x') with S diagonal in [0, 1] (ReLU
+    secant slopes), so the ratio is at most the max of ||W2 S W1 u||_1 over S in {0,1}^h (convexity) and
+    u in {-1,1}^d: enumerated exactly."""
+    torch.manual_seed(4)
+    d, h, k = 6, 7, 3
+    net = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, k))
+    w1, w2 = net[0].weight.detach().double(), net[2].weight.detach().double()
+    masks = _signs(h).clamp(min=0)  # all 0/1 vectors
+    bound = max((((w2 * m) @ w1) @ _signs(d).T).abs().sum(0).max().item() for m in masks)
+    x = torch.rand(20, d) * 0.6 + 0.2
+    eps = 0.15
+    est = local_lipschitz(net, x, eps=eps, restarts=8, generator=torch.Generator().manual_seed(0))
+    assert float(est.max()) <= bound * (1 + 1e-5)
+    # random search with 2000 points per example in the same ball finds no larger ratio than the ascent
+    g = torch.Generator().manual_seed(1)
+    best_random = torch.zeros(len(x))
+    for _ in range(20):
+        xr = (x[:, None] + (torch.rand(len(x), 100, d, generator=g) * 2 - 1) * eps).reshape(-1, d)
+        r = lipschitz_ratio(net, x.repeat_interleave(100, 0), xr).detach().reshape(len(x), 100).amax(1)
+        best_random = torch.maximum(best_random, r)
+    assert bool((est >= best_random * (1 - 1e-4)).all())
+
+
+def test_respects_the_unit_box_mode_and_inputs():
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Dropout(0.5), nn.ReLU(), nn.Linear(8, 3)).train()
+    x = torch.zeros(3, 1, 4, 4)  # on the lower face: only increases are allowed
+    est = local_lipschitz(net, x, eps=0.2, generator=torch.Generator().manual_seed(0))
+    assert net.training and all(p.grad is None for p in net.parameters())
+    assert bool((est > 0).all())
+    # uint8 pixels are taken as x / 255
+    est8 = local_lipschitz(net, torch.zeros(3, 1, 4, 4, dtype=torch.uint8), eps=0.2,
+                           generator=torch.Generator().manual_seed(0))
+    assert torch.equal(est, est8)
+    for kw, msg in ((dict(eps=0.0), "eps"), (dict(eps=-1.0), "eps"), (dict(eps=0.1, steps=0), "steps"),
+                    (dict(eps=0.1, restarts=0), "restarts")):
+        with pytest.raises(ValueError, match=msg):
+            local_lipschitz(net, x, **kw)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        local_lipschitz(net, x + 2, eps=0.1)
+
+
+def test_a_flat_model_has_constant_zero_and_a_steeper_one_more():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    nn.init.zeros_(net[1].weight)
+    x = torch.rand(5, 4)
+    assert torch.equal(local_lipschitz(net, x, eps=0.1), torch.zeros(5))
+    nn.init.ones_(net[1].weight)
+    # f = (sum x, sum x): ||f(x) - f(x')||_1 = 2 |sum(x - x')| <= 2 * 4 * ||x - x'||_inf, equality on a corner
+    est = local_lipschitz(net, x * 0.5 + 0.25, eps=0.1)
+    assert torch.allclose(est, torch.full((5,), 8.0), rtol=1e-4)
