@@ -1,4 +1,9 @@
-"""Command line: ``rll separation --dataset cifar10 --data-dir ~/data`` (Table 1 + Figure 2 for one dataset)."""
+"""Command line.
+
+* ``rll separation --dataset cifar10 --data-dir ~/data``: Table 1 + Figure 2 for one dataset.
+* ``rll train --dataset fashion_mnist --method trades --beta 6 --epochs 5 --out runs/trades6``: one run.
+* ``rll evaluate runs/trades6``: accuracy, adversarial accuracy, local Lipschitzness, gaps (``eval.json``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pathlib import Path
+
 from .data import DATASETS, DataError, load_train_test
+from .methods import METHODS
+from .training import PAPER_SETTINGS
 
 
 def _positive_int(s: str) -> int:
@@ -34,11 +43,71 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="figures", help="where the table and figures go")
     s.add_argument("--formats", default="png,pdf", help="comma-separated: png,pdf,svg")
     s.add_argument("--no-progress", action="store_true")
+
+    t = sub.add_parser("train", help="train one model with one method (Section 5), resumable")
+    t.add_argument("--dataset", default="fashion_mnist", choices=sorted(PAPER_SETTINGS))
+    t.add_argument("--data-dir", default=None)
+    t.add_argument("--model", default=None, help="architecture (default: the paper's for the dataset)")
+    t.add_argument("--method", default="natural", help=f"one of {', '.join(METHODS)}")
+    for name in ("eps", "beta", "lam", "mu", "h", "step-size"):
+        t.add_argument(f"--{name}", type=float, default=None, help="method hyperparameter")
+    t.add_argument("--steps", type=int, default=None, help="method hyperparameter (inner steps)")
+    t.add_argument("--dropout", type=float, default=None)
+    t.add_argument("--epochs", type=_positive_int, default=None)
+    t.add_argument("--batch-size", type=_positive_int, default=None)
+    t.add_argument("--lr", type=float, default=None, help="for the mean loss over the batch")
+    t.add_argument("--optimizer", default=None, choices=["sgd", "adam"])
+    t.add_argument("--n-train", type=_positive_int, default=None)
+    t.add_argument("--n-test", type=_positive_int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--out", required=True, help="run folder (resumed if it holds this run)")
+    t.add_argument("--no-progress", action="store_true")
+
+    e = sub.add_parser("evaluate", help="evaluate a run folder: accuracies, attacks, Lipschitz, gaps")
+    e.add_argument("run_dir")
+    e.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    e.add_argument("--n-eval", type=_positive_int, default=1000, help="points of train and of test")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .runs import train_run
+
+    hyper = {k: getattr(args, k) for k in ("eps", "beta", "lam", "mu", "h", "step_size", "steps")
+             if getattr(args, k) is not None}
+    res = train_run(args.out, dataset=args.dataset, method=args.method, hyper=hyper, model=args.model,
+                    dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                    optimizer=args.optimizer, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
+                    data_dir=args.data_dir, device=args.device, progress=not args.no_progress)
+    last = res.history[-1] if res.history else {}
+    print(f"trained {res.settings['method']} for {len(res.history)} epochs into {args.out}: "
+          + ", ".join(f"{k} {last[k]:.4f}" for k in ("loss", "val_accuracy", "val_pgd_accuracy") if k in last))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .runs import evaluate_run
+
+    row = evaluate_run(args.run_dir, checkpoint=args.checkpoint, n_eval=args.n_eval, data_dir=args.data_dir,
+                       device=args.device, progress=not args.no_progress)
+    keys = [k for k in row if k.endswith(("accuracy", "lipschitz")) or k.startswith("gap_")]
+    print(" | ".join(f"{k} {row[k]:.4f}" for k in keys))
+    print(f"wrote {Path(args.run_dir) / 'eval.json'}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "evaluate"):
+        try:
+            return _train(args) if args.command == "train" else _evaluate(args)
+        except (DataError, ValueError) as e:
+            print(f"rll: error: {e}", file=sys.stderr)
+            return 2
     from .plotting import export_separation
     from .separation import measure_separation
 

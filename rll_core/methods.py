@@ -1,0 +1,281 @@
+"""Training methods of the paper (Section 5) as losses, and tensor augmentation for the training loop.
+
+A method is a small frozen dataclass of hyperparameters, called as ``method(model, x, y) -> loss`` (the
+TRADES pattern): it replaces the cross-entropy and nothing else, never sees the optimizer, and leaves
+the model's train/eval mode as it found it (inner maximisations run in eval mode, restored after).
+Losses are means over the batch.
+
+* :class:`Natural` - cross-entropy.
+* :class:`GR` - gradient regularisation, finite-difference form (TULIP, Finlay & Oberman 2019).
+* :class:`LLR` - local linearity regularisation (Qin et al. 2019).
+* :class:`AT` - adversarial training on PGD examples (Madry et al. 2018).
+* :class:`TRADES` - Zhang et al. 2019.
+* :class:`RST` - the paper's robust self-training loss ``CE(x) + lam * CE(PGD(x))`` (Raghunathan et al.
+  2020); pseudo-labelled extra data is passed to :func:`train` as ``extra_data``.
+
+The paper's code has two defects these do not repeat: its LLR differentiates a tensor that does not
+depend on the input (the input gradient is identically zero), and its GR adds the cross-entropy twice.
+With its regulariser switched off (``beta``/``lam``/``mu`` = 0) every method is the natural
+cross-entropy exactly, in value and in parameter gradient: the clean forward pass is always the first
+random draw, so even dropout masks coincide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attacks import check_eps, eval_mode, input_grad, pgd, project, sign_ascent
+
+__all__ = ["AT", "GR", "LLR", "METHODS", "Method", "Natural", "RST", "TRADES", "augment_batch", "ce_input_grad",
+           "make_method"]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (inner searches need no gradient sync)."""
+    inner = getattr(model, "module", None)
+    return inner if isinstance(model, nn.parallel.DistributedDataParallel) and isinstance(inner, nn.Module) else model
+
+
+@contextlib.contextmanager
+def same_random_draws(device: torch.device) -> Iterator[None]:
+    """Run the block, then rewind the RNG: the next forward pass draws the same dropout masks."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def ce_input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                  create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits at ``x`` and the gradient of the summed cross-entropy with respect to ``x`` (one forward).
+
+    With ``create_graph`` the gradient is itself differentiable in the parameters (double backprop).
+    """
+    xg = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(xg)
+        (g,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), xg, create_graph=create_graph,
+                                   retain_graph=True)
+    return logits, g
+
+
+class Method:
+    """Base of the training losses: ``name`` for the registry, hyperparameters as dataclass fields."""
+
+    name: ClassVar[str] = ""
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """The method's name and hyperparameters (stored with every run)."""
+        return {"method": self.name, **dataclasses.asdict(self)}  # type: ignore[call-overload]
+
+
+def _check_nonneg(**kw: float) -> None:
+    for k, v in kw.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
+
+
+def _steps_default(eps: float, step_size: float | None, steps: int) -> float:
+    return step_size if step_size is not None else (2 * eps / steps if eps > 0 and steps > 0 else 1e-3)
+
+
+@dataclass(frozen=True)
+class Natural(Method):
+    """Cross-entropy on clean data."""
+
+    name: ClassVar[str] = "natural"
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x), y)
+
+
+@dataclass(frozen=True)
+class GR(Method):
+    """CE + lam * mean((CE(x + h v) - CE(x))^2 / h^2), v the L2-normalised input gradient of CE (held fixed).
+
+    The penalty is a finite-difference estimate of ``||grad_x CE||_2^2`` that needs no double backprop.
+    Both forward passes draw the same dropout masks.  The cross-entropy enters once.
+    """
+
+    name: ClassVar[str] = "gr"
+    lam: float = 1.0
+    h: float = 0.01
+
+    def __post_init__(self) -> None:
+        _check_nonneg(lam=self.lam)
+        if not (isinstance(self.h, (int, float)) and math.isfinite(self.h) and self.h > 0):
+            raise ValueError(f"h must be a finite number > 0, got {self.h!r}")
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with same_random_draws(x.device):
+            logits, g = ce_input_grad(model, x, y)
+        ce = F.cross_entropy(logits, y, reduction="none")
+        v = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
+        ce_h = F.cross_entropy(model(x + self.h * v), y, reduction="none")
+        penalty = ((ce_h - ce) ** 2).mean() / self.h**2
+        return F.cross_entropy(logits, y) + self.lam * penalty
+
+
+@dataclass(frozen=True)
+class LLR(Method):
+    """Local linearity regularisation: CE + lam * gamma + mu * |delta* . grad_x CE|, means over the batch.
+
+    ``gamma(x) = |CE(x + delta*) - CE(x) - delta* . grad_x CE(x)|`` with ``delta*`` the maximiser of that
+    quantity over the L-inf eps-ball, found by ``steps`` projected sign-gradient steps from a uniform
+    start (eval mode).  ``grad_x CE(x)`` is the real input gradient, kept differentiable so both terms
+    train the parameters (double backprop).  Defaults lam = 4, mu = 3 as in Qin et al.
+    """
+
+    name: ClassVar[str] = "llr"
+    eps: float = 0.1
+    lam: float = 4.0
+    mu: float = 3.0
+    steps: int = 10
+    step_size: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_nonneg(lam=self.lam, mu=self.mu)
+        check_eps(self.eps, _steps_default(self.eps, self.step_size, self.steps), self.steps)
+
+    def input_gradient(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``grad_x CE(x)`` per example (the gradient of the summed CE), as this loss uses it."""
+        return ce_input_grad(model, x, y)[1]
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with same_random_draws(x.device):
+            logits, gx = ce_input_grad(model, x, y, create_graph=True)
+        ce = F.cross_entropy(logits, y, reduction="none")
+        inner = _unwrap(model)
+        ce0, g0 = ce.detach(), gx.detach()
+
+        def nonlinearity(z: torch.Tensor) -> torch.Tensor:
+            d = z - x
+            return (F.cross_entropy(inner(z), y, reduction="none") - ce0 - (d * g0).flatten(1).sum(1)).abs().sum()
+
+        with eval_mode(inner):
+            start = x + (2 * torch.rand_like(x) - 1) * self.eps
+            z = sign_ascent(nonlinearity, x, start, self.eps, _steps_default(self.eps, self.step_size, self.steps),
+                            self.steps)
+        delta = (z - x).detach()
+        lin = (delta * gx).flatten(1).sum(1)
+        ce_d = F.cross_entropy(model(x + delta), y, reduction="none")
+        gamma = (ce_d - ce - lin).abs()
+        return F.cross_entropy(logits, y) + self.lam * gamma.mean() + self.mu * lin.abs().mean()
+
+
+@dataclass(frozen=True)
+class AT(Method):
+    """Cross-entropy on PGD examples (random start; the paper: 10 steps of 2 eps / 10)."""
+
+    name: ClassVar[str] = "at"
+    eps: float = 0.1
+    steps: int = 10
+    step_size: float | None = None
+
+    def __post_init__(self) -> None:
+        check_eps(self.eps, _steps_default(self.eps, self.step_size, self.steps), self.steps)
+
+    def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return pgd(_unwrap(model), x, y, eps=self.eps, steps=self.steps,
+                   step_size=_steps_default(self.eps, self.step_size, self.steps))
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(self.adversarial(model, x, y)), y)
+
+
+@dataclass(frozen=True)
+class TRADES(Method):
+    """CE(f(x), y) + beta * KL(f(x) || f(x')), x' from sign ascent on the KL from x + 0.001 N(0, 1)."""
+
+    name: ClassVar[str] = "trades"
+    eps: float = 0.1
+    beta: float = 6.0
+    steps: int = 10
+    step_size: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_nonneg(beta=self.beta)
+        check_eps(self.eps, _steps_default(self.eps, self.step_size, self.steps), self.steps)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = model(x)
+        inner = _unwrap(model)
+        with eval_mode(inner):
+            with torch.no_grad():
+                p_nat = F.softmax(inner(x), 1)
+
+            def kl(z: torch.Tensor) -> torch.Tensor:
+                return F.kl_div(F.log_softmax(inner(z), 1), p_nat, reduction="sum")
+
+            x_adv = sign_ascent(kl, x, x + 0.001 * torch.randn_like(x), self.eps,
+                                _steps_default(self.eps, self.step_size, self.steps), self.steps)
+        robust = F.kl_div(F.log_softmax(model(x_adv), 1), F.softmax(logits, 1), reduction="batchmean")
+        return F.cross_entropy(logits, y) + self.beta * robust
+
+
+@dataclass(frozen=True)
+class RST(Method):
+    """Robust self-training loss: CE(x) + lam * CE(PGD(x)); extra pseudo-labelled data via ``train``."""
+
+    name: ClassVar[str] = "rst"
+    eps: float = 0.1
+    lam: float = 1.0
+    steps: int = 10
+    step_size: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_nonneg(lam=self.lam)
+        check_eps(self.eps, _steps_default(self.eps, self.step_size, self.steps), self.steps)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        clean = F.cross_entropy(model(x), y)
+        x_adv = AT(self.eps, self.steps, self.step_size).adversarial(model, x, y)
+        return clean + self.lam * F.cross_entropy(model(x_adv), y)
+
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Natural, GR, LLR, AT, TRADES, RST)}
+
+
+def make_method(name: str, **hyper: Any) -> Method:
+    """A method by registry name with hyperparameters (every one but ``eps`` has a default)."""
+    cls = METHODS.get(name.lower())
+    if cls is None:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
+    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    bad = sorted(set(hyper) - set(fields))
+    if bad:
+        raise ValueError(f"method {cls.name!r} has no hyperparameter {', '.join(bad)}; valid: "
+                         f"{', '.join(fields) or '(none)'}")
+    return cls(**hyper)
+
+
+# ----------------------------------------------------------------------------------------------
+# augmentation
+
+
+def augment_batch(x: torch.Tensor, *, pad: int = 4, flip: bool = True,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop after zero padding by ``pad`` and random horizontal flip, vectorised on ``x``'s device."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (n, h, 1)
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (n, 1, w)
+    out = padded.permute(0, 2, 3, 1)[torch.arange(n, device=x.device)[:, None, None], rows, cols]
+    out = out.permute(0, 3, 1, 2)
+    if flip:
+        mask = torch.rand(n, generator=generator, device=x.device) < 0.5
+        out = torch.where(mask[:, None, None, None], out.flip(3), out)
+    return out.contiguous()

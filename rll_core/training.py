@@ -1,0 +1,311 @@
+"""One generic training loop for every method of the paper: seeded, checkpointed, resumable, distributed.
+
+:func:`train` runs ``method(model, x, y)`` (see :mod:`rll_core.methods`) under any optimizer and LR
+schedule.  Each epoch it writes ``last.pt`` atomically under ``out_dir`` (model, optimizer, scheduler, RNG
+state, history); ``best.pt`` keeps the epoch with the highest PGD accuracy on a fixed validation subset.
+A run whose folder already holds epochs resumes after the last one; on CPU it ends bit-identical to an
+uninterrupted run.  A folder that holds a run with other settings is refused.
+
+Under ``torchrun --nproc_per_node N`` (one or several nodes) the same call trains with
+DistributedDataParallel: every rank draws the same epoch permutation and takes every N-th index of it
+(what ``DistributedSampler`` does), each rank's batch is ``batch_size / N``, gradients are averaged, and
+only rank 0 writes files.
+
+Losses are means over the batch.  The paper's reference code sums the cross-entropy over the batch, so
+its learning rates are per example: :data:`PAPER_SETTINGS` lists them multiplied by the batch size,
+which gives the same updates for plain SGD.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .attacks import as_float_images, check_images, check_labels, evaluate, model_device, paper_attack
+from .data import ImageDataset
+from .io import array_digest, atomic_write_bytes, load_json, save_json
+from .separation import resolve_device
+from .methods import (AT, GR, LLR, METHODS, RST, TRADES, Method, Natural, augment_batch, ce_input_grad,
+                      make_method)
+
+__all__ = ["AT", "GR", "LLR", "METHODS", "PAPER_SETTINGS", "RST", "RunMismatch", "TRADES", "TrainResult",
+           "Method", "Natural", "augment_batch", "ce_input_grad", "load_checkpoint", "make_method", "train"]
+
+_FORMAT = 1
+
+#: The reference code's per-dataset settings (``get_hyper`` of the paper's repository), learning rates
+#: converted to our mean-over-batch losses (x batch size).  LR milestones: the reference uses none.
+PAPER_SETTINGS: dict[str, dict[str, Any]] = {
+    "mnist": dict(eps=0.1, model="cnn001", optimizer="sgd", lr=1e-4 * 64, momentum=0.9, batch_size=64,
+                  epochs=160, milestones=(), augment=False),
+    "fashion_mnist": dict(eps=0.1, model="cnn001", optimizer="sgd", lr=1e-4 * 64, momentum=0.9, batch_size=64,
+                          epochs=160, milestones=(), augment=False),
+    "cifar10": dict(eps=0.031, model="wrn-40-10", optimizer="sgd", lr=1e-2 * 64, lr_adversarial=1e-3 * 64,
+                    momentum=0.9, batch_size=64, epochs=120, milestones=(), augment=True, dropout=0.2),
+    "svhn": dict(eps=0.031, model="wrn-40-10", optimizer="sgd", lr=1e-2 * 64, lr_adversarial=1e-3 * 64,
+                 momentum=0.9, batch_size=64, epochs=60, milestones=(), augment=True, dropout=0.5),
+    "restricted_imagenet": dict(eps=0.005, model="resnet50", optimizer="sgd", lr=1e-2 * 64, momentum=0.9,
+                                batch_size=64, epochs=70, milestones=(), augment=True),
+}
+
+
+class RunMismatch(ValueError):
+    """``out_dir`` holds a run with other settings, or a checkpoint that cannot be read."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did: per-epoch history, the best epoch (by validation PGD accuracy), the folder."""
+
+    history: list[dict[str, Any]]
+    best_epoch: int | None
+    out_dir: Path | None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# data and settings
+
+
+def _as_tensors(data: ImageDataset | tuple[Any, Any], what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 or [0, 1] float images and integer labels as CPU tensors (uint8 kept compact)."""
+    if isinstance(data, ImageDataset):
+        x, y = torch.from_numpy(data.images), torch.from_numpy(data.labels)
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x = torch.from_numpy(np.ascontiguousarray(data[0])) if isinstance(data[0], np.ndarray) else data[0]
+        y = torch.from_numpy(np.ascontiguousarray(data[1])) if isinstance(data[1], np.ndarray) else data[1]
+    else:
+        raise ValueError(f"{what} must be an ImageDataset or an (images, labels) pair")
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise ValueError(f"{what}: images and labels must be numpy arrays or torch tensors")
+    if x.ndim != 4:
+        raise ValueError(f"{what}: images must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if x.dtype != torch.uint8:
+        check_images(x)
+    check_labels(y, len(x))
+    return x, y.long()
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    return as_float_images(x) if x.dtype == torch.uint8 else x
+
+
+def _optimizer(name: str, params: Any, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; valid: sgd, adam")
+
+
+def _check_settings(epochs: int, batch_size: int, lr: float, milestones: Sequence[int], world: int) -> None:
+    for k, v in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if any(not isinstance(m, int) or m < 1 for m in milestones):
+        raise ValueError(f"milestones must be positive epoch numbers, got {list(milestones)}")
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} is not divisible by the {world} distributed processes")
+
+
+def _check_run_dir(out_dir: Path, settings: dict[str, Any]) -> None:
+    """Refuse a folder holding a run with other settings (``epochs`` may grow: that extends the run)."""
+    path = out_dir / "settings.json"
+    if not path.exists():
+        return
+    stored = load_json(path)
+    diff = [k for k in sorted(set(stored) | set(settings)) if k != "epochs" and stored.get(k) != settings.get(k)]
+    if diff:
+        k = diff[0]
+        raise RunMismatch(f"{out_dir} holds a run with other settings ({k}: stored {stored.get(k)!r}, asked "
+                          f"{settings.get(k)!r}); choose another out_dir")
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(dict(payload), buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`train` (tensors and plain values only; no code is unpickled)."""
+    try:
+        ck: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated zip, bad pickle, ...
+        raise RunMismatch(f"checkpoint {path} is corrupt or not an rll checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ck, dict) or ck.get("format") != _FORMAT or "model" not in ck:
+        raise RunMismatch(f"checkpoint {path} is not an rll checkpoint of format {_FORMAT}")
+    return ck
+
+
+# ----------------------------------------------------------------------------------------------
+# distributed
+
+
+def _distributed() -> tuple[int, int, torch.device | None]:
+    """(rank, world size, device) under torchrun; (0, 1, None) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dist.get_rank(), dist.get_world_size(), dev
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop
+
+
+def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: Method, *, epochs: int,
+          batch_size: int = 64, optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.9,
+          weight_decay: float = 0.0, milestones: Sequence[int] = (), gamma: float = 0.1, augment: bool = False,
+          seed: int = 0, out_dir: str | os.PathLike[str] | None = None,
+          val_data: ImageDataset | tuple[Any, Any] | None = None, n_val: int = 500, val_eps: float | None = None,
+          extra_data: ImageDataset | tuple[Any, Any] | None = None, device: str | torch.device | None = None,
+          amp: bool = False, channels_last: bool = False, meta: Mapping[str, Any] | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train ``model`` in place with ``method`` for ``epochs`` epochs (resuming from ``out_dir``).
+
+    ``train_data``/``val_data``/``extra_data``: an :class:`ImageDataset` or ``(images, labels)`` with uint8
+    pixels or [0, 1] floats, NCHW.  ``extra_data`` (e.g. pseudo-labelled images for RST) adds, to every
+    batch, as many extra examples drawn at random.  ``milestones``: epochs after which the LR is multiplied
+    by ``gamma``.  ``augment``: random crop (pad 4) + horizontal flip on the device.  ``amp``: bf16
+    autocast; ``channels_last``: NHWC memory format (both for CUDA).  Validation (clean and PGD accuracy
+    at ``val_eps``, default the method's eps) runs on the first ``n_val`` validation points after every
+    epoch.  ``meta``: extra settings stored with the run (dataset and architecture names, say).
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(method, Method):
+        raise ValueError(f"method must be a training method (see make_method), got {type(method).__name__}")
+    rank, world, ddp_device = _distributed()
+    _check_settings(epochs, batch_size, lr, milestones, world)
+    x, y = _as_tensors(train_data, "train_data")
+    val = _as_tensors(val_data, "val_data") if val_data is not None else None
+    extra = _as_tensors(extra_data, "extra_data") if extra_data is not None else None
+    if ddp_device is not None:
+        dev = ddp_device
+    elif device is not None:
+        dev = resolve_device(device)
+    else:
+        dev = model_device(model)
+    eps = float(val_eps if val_eps is not None else getattr(method, "eps", 0.1))
+    settings = {
+        **method.settings(), "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
+        "momentum": momentum, "weight_decay": weight_decay, "milestones": list(milestones), "gamma": gamma,
+        "augment": augment, "seed": seed, "n_train": len(x), "n_extra": len(extra[0]) if extra else 0,
+        "n_val": min(n_val, len(val[0])) if val else 0, "val_eps": eps, "amp": amp, "world_size": world,
+        "data_digest": array_digest(x.numpy(), y.numpy()), "model_class": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()), **dict(meta or {}),
+    }
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        _check_run_dir(out, settings)
+
+    model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    opt = _optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(milestones), gamma)
+    torch.manual_seed(seed)
+    history: list[dict[str, Any]] = []
+    best: tuple[float, int] | None = None
+    start = 1
+    if out is not None and (out / "last.pt").exists():
+        ck = load_checkpoint(out / "last.pt", dev)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        torch.set_rng_state(ck["rng"]["torch"].cpu())
+        if dev.type == "cuda" and "cuda" in ck["rng"]:
+            torch.cuda.set_rng_state(ck["rng"]["cuda"].cpu(), dev)
+        history, start = list(ck["history"]), int(ck["epoch"]) + 1
+        best = (ck["best"][0], int(ck["best"][1])) if ck.get("best") else None
+    if out is not None and rank == 0:
+        save_json(out / "settings.json", settings)
+
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    per_rank = batch_size // world
+    for epoch in range(start, epochs + 1):
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(len(x), generator=g)
+        order = order[: len(order) - len(order) % world][rank::world]
+        aug_gen = torch.Generator(device=dev).manual_seed(seed * 1_000_003 + epoch + 7919 * (rank + 1))
+        model.train()
+        losses = []
+        batches = range(0, len(order), per_rank)
+        for s in tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress or rank != 0, leave=False,
+                      unit="batch"):
+            idx = order[s:s + per_rank]
+            xb, yb = _to_float(x[idx].to(dev)), y[idx].to(dev)
+            if extra is not None:
+                j = torch.randint(0, len(extra[0]), (len(idx),), generator=g)
+                xb = torch.cat([xb, _to_float(extra[0][j].to(dev))])
+                yb = torch.cat([yb, extra[1][j].to(dev)])
+            if augment:
+                xb = augment_batch(xb, generator=aug_gen)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                loss = method(net, xb, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+        sched.step()
+        row: dict[str, Any] = {"epoch": epoch, "loss": float(torch.stack(losses).mean()) if losses else math.nan,
+                               "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        if rank == 0 and val is not None and n_val > 0:
+            r = evaluate(model, val[0][:n_val], val[1][:n_val], eps=eps, attacks=[paper_attack("pgd", eps)],
+                         seed=seed, progress=False)
+            row |= {"val_accuracy": r.clean_accuracy, "val_pgd_accuracy": r.adversarial_accuracy["pgd"]}
+            if best is None or row["val_pgd_accuracy"] > best[0]:
+                best = (row["val_pgd_accuracy"], epoch)
+                if out is not None:
+                    _save_checkpoint(out / "best.pt", {"format": _FORMAT, "epoch": epoch, "model": model.state_dict(),
+                                                       "settings": settings, "metrics": row})
+        history.append(row)
+        if out is not None and rank == 0:
+            _save_checkpoint(out / "last.pt", {
+                "format": _FORMAT, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "rng": _rng_state(dev), "history": history,
+                "best": list(best) if best else None, "settings": settings})
+            save_json(out / "history.json", {"settings": settings, "history": history})
+        if progress and rank == 0:
+            extra_txt = "".join(f", {k} {row[k]:.3f}" for k in ("val_accuracy", "val_pgd_accuracy") if k in row)
+            print(f"epoch {epoch}/{epochs}: loss {row['loss']:.4f}{extra_txt} ({row['seconds']:.1f} s)", flush=True)
+    return TrainResult(history, best[1] if best else None, out, settings)
