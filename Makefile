@@ -6,7 +6,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 # the main job's parameters (papermill -p overrides), e.g. `make run RUN_ARGS="-p n_train 10000"`
 RUN_ARGS ?=
 
-.PHONY: setup data run test typecheck bench bench-eval lab clean
+.PHONY: setup data run test typecheck bench bench-eval bench-train lab clean
 
 setup: $(VENV)/.installed data
 
@@ -44,6 +44,9 @@ bench: setup
 
 bench-eval: setup
 	$(BIN)/python benchmarks/evaluation.py
+
+bench-train: setup
+	$(BIN)/python benchmarks/training.py
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/

@@ -73,6 +73,71 @@ def _numba_kernel(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,
                     best_i[i] = j
 
 
+@njit(parallel=True, cache=True, boundscheck=False, nogil=True)
+def _numba_top2_kernel(q: np.ndarray, r: np.ndarray, rc: np.ndarray, best_d: np.ndarray, best_i: np.ndarray,
+                       best_c: np.ndarray, qblock: int, kblock: int) -> None:  # pragma: no cover
+    """The same early-exit scan, keeping per query the nearest class and the runner-up class.
+
+    ``rc``: class index (0..C-1) of each reference; ``best_*`` (nq, 2): distance, reference index and
+    class index of the nearest point of the nearest class (column 0) and of the runner-up class (column
+    1).  Classes are ordered by (distance, class index), references within a class by (distance, index),
+    as a stable sort of the full per-class table would order them.  A reference of the current nearest
+    class can only improve column 0, any other only matters if it beats column 1, so it is abandoned as
+    soon as its partial distance exceeds that threshold.
+    """
+    nq, dim = q.shape
+    nr = r.shape[0]
+    nblk = (nq + qblock - 1) // qblock
+    for b in prange(nblk):
+        s = b * qblock
+        e = min(s + qblock, nq)
+        for j in range(nr):
+            c = rc[j]
+            for i in range(s, e):
+                same = c == best_c[i, 0]
+                bd = best_d[i, 0] if same else best_d[i, 1]
+                m = 0
+                k0 = 0
+                while k0 < dim:
+                    k1 = min(k0 + kblock, dim)
+                    for k in range(k0, k1):
+                        a = _widen(q[i, k])
+                        cc = _widen(r[j, k])
+                        dd = a - cc if a > cc else cc - a
+                        if dd > m:
+                            m = dd
+                    if m > bd:
+                        break
+                    k0 = k1
+                if m > bd:
+                    continue
+                if same:
+                    if m < bd:
+                        best_d[i, 0] = m
+                        best_i[i, 0] = j
+                elif m < best_d[i, 0] or (m == best_d[i, 0] and c < best_c[i, 0]):
+                    best_d[i, 1] = best_d[i, 0]
+                    best_i[i, 1] = best_i[i, 0]
+                    best_c[i, 1] = best_c[i, 0]
+                    best_d[i, 0] = m
+                    best_i[i, 0] = j
+                    best_c[i, 0] = c
+                elif c == best_c[i, 1]:
+                    if m < bd:
+                        best_i[i, 1] = j
+                        best_d[i, 1] = m
+                elif m < bd or (m == bd and c < best_c[i, 1]):
+                    best_d[i, 1] = m
+                    best_i[i, 1] = j
+                    best_c[i, 1] = c
+
+
+def numba_top2(q: np.ndarray, r: np.ndarray, rc: np.ndarray, best_d: np.ndarray, best_i: np.ndarray,
+               best_c: np.ndarray, qblock: int = 16, kblock: int = 16) -> None:
+    """CPU top-2 kernel (see :func:`_numba_top2_kernel`); arrays as for :func:`numba_nearest`, (nq, 2)."""
+    _numba_top2_kernel(q, r, rc, best_d, best_i, best_c, qblock, kblock)
+
+
 def numba_nearest(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,
                   best_d: np.ndarray, best_i: np.ndarray, qblock: int = 16, kblock: int = 16) -> None:
     """CPU kernel; ``q``/``r`` C-contiguous (N, D) of one dtype, ``best_d`` int32 (uint8 data) or

@@ -1,0 +1,315 @@
+"""Section 4 made runnable: separation is enough for a robust, locally Lipschitz classifier.
+
+If the classes of a training set are ``2r`` apart in L-inf (it is *r-separated*), the classifier with
+logits ``f_c(x) = -dist_inf(x, X_c) / r`` (``X_c`` the training points of class ``c``) predicts the nearest
+class, is ``1/r``-Lipschitz in every coordinate (a distance to a set is 1-Lipschitz), and has astuteness
+1 at every radius ``eps < r`` on the training set (Lemma 4.1, Theorem 4.2, Lemma 4.3 of the paper).
+
+* :func:`per_class_nearest` - exact L-inf distance from every query to the nearest reference of each
+  class, computed with the separation kernels (one search per class against that class's points),
+  bit-identical across backends.  Each class prunes only against its own best, so on Fashion-MNIST the
+  full table costs about 4x the separation search.
+* :func:`nearest_two_classes` - its top-2 form (nearest class and runner-up) in one early-exit pass, at
+  the cost of the separation search; what certification needs, for any number of classes.
+* :class:`LipschitzClassifier` - that classifier as a ``torch.nn.Module`` with a (sub)gradient, so the
+  attacks and the Lipschitz estimate of the evaluation core run on it like on any network.
+* :func:`astuteness` - robust accuracy exactly bracketed per point: *certified* when the nearest class
+  is right and the runner-up is more than ``2 eps`` farther (a lower bound), *attacked* when a concrete
+  perturbation of norm ``<= eps`` flips the prediction (so the upper bound counts the points no attack
+  flipped).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .attacks import check_eps, check_images, pgd, project
+from .separation import ArrayLike, Backend, _as_numpy, _check_points, nearest_other_class
+
+__all__ = ["Astuteness", "LipschitzClassifier", "PerClassNearest", "Top2", "astuteness", "lipschitz_ratio_inf",
+           "max_lipschitz_ratio", "nearest_two_classes", "per_class_nearest"]
+
+
+@dataclass(frozen=True)
+class PerClassNearest:
+    """Distance from each query to the nearest reference of each class.
+
+    ``distance[i, k]``: to class ``classes[k]`` in data units (int32 grey levels for uint8 data, float64
+    otherwise); ``index[i, k]``: that reference's index; ``scale``: divisor to the [0, 1] pixel scale.
+    """
+
+    distance: np.ndarray
+    index: np.ndarray
+    classes: np.ndarray
+    scale: float
+
+    @property
+    def dist(self) -> np.ndarray:
+        """Distances on the [0, 1] scale, (N, C) float64."""
+        return self.distance.astype(np.float64) / self.scale
+
+    def top2(self) -> Top2:
+        """Nearest class and runner-up (classes ordered by distance, ties to the smaller class)."""
+        order = np.argsort(self.distance, axis=1, kind="stable")[:, :2]
+        rows = np.arange(len(order))[:, None]
+        return Top2(self.distance[rows, order], self.index[rows, order], self.classes[order], self.scale)
+
+
+@dataclass(frozen=True)
+class Top2:
+    """Per query the nearest class (column 0) and the runner-up class (column 1): ``distance`` in data
+    units, ``index`` of the nearest reference of that class, ``label`` the class; ``scale`` as above."""
+
+    distance: np.ndarray
+    index: np.ndarray
+    label: np.ndarray
+    scale: float
+
+    @property
+    def dist(self) -> np.ndarray:
+        """(N, 2) distances on the [0, 1] scale."""
+        return self.distance.astype(np.float64) / self.scale
+
+    @property
+    def margin(self) -> np.ndarray:
+        """Runner-up distance minus nearest distance, [0, 1] scale: certified radius times 2."""
+        d = self.dist
+        return d[:, 1] - d[:, 0]
+
+
+def per_class_nearest(queries: ArrayLike, query_labels: ArrayLike | None, refs: ArrayLike, ref_labels: ArrayLike, *,
+                      device: str | torch.device = "cpu", backend: Backend = "auto",
+                      cache_dir: str | None = None, progress: bool = False) -> PerClassNearest:
+    """Exact L-inf distance from every query to the nearest reference of every class of ``ref_labels``.
+
+    ``query_labels`` (optional) are only checked for shape; a query's own class is measured too (a
+    training point's distance to its own class is 0).  Each class is one call of
+    :func:`~rll_core.separation.nearest_other_class` on that class's references, so backends, exactness,
+    tie-breaking (smallest index) and the cache are those of the separation search.
+    """
+    r, ry = _check_points(refs, ref_labels, "refs")
+    qa = _as_numpy(queries)
+    ql = np.zeros(len(qa), np.int64) if query_labels is None else _as_numpy(query_labels)
+    q, _ = _check_points(qa, ql, "queries")
+    if q.dtype != r.dtype:
+        raise ValueError(f"queries ({q.dtype}) and refs ({r.dtype}) must have the same dtype")
+    if q.shape[1] != r.shape[1]:
+        raise ValueError(f"queries have {q.shape[1]} features per point, refs {r.shape[1]}")
+    classes = np.unique(ry)
+    if classes.size < 2:
+        raise ValueError(f"the references hold a single class ({int(classes[0])}); need at least two")
+    ones = np.ones(len(q), np.int64)
+    dist = np.empty((len(q), classes.size), np.int32 if q.dtype == np.uint8 else np.float64)
+    index = np.empty((len(q), classes.size), np.int64)
+    scale = 1.0
+    for k, c in enumerate(classes):
+        members = np.flatnonzero(ry == c)
+        res = nearest_other_class(q, ones, r[members], np.zeros(len(members), np.int64), device=device,
+                                  backend=backend, cache_dir=cache_dir, progress=progress,
+                                  desc=f"class {int(c)} ({k + 1}/{classes.size})")
+        dist[:, k], index[:, k], scale = res.distance, members[res.index], res.scale
+    return PerClassNearest(dist, index, classes, scale)
+
+
+def nearest_two_classes(queries: ArrayLike, refs: ArrayLike, ref_labels: ArrayLike, *, query_chunk: int = 4096,
+                        progress: bool = False) -> Top2:
+    """The top-2 form of :func:`per_class_nearest` in one early-exit pass on the CPU (numba).
+
+    Equal to ``per_class_nearest(...).top2()`` bit for bit, at about the cost of the separation search
+    (a reference is abandoned once it cannot beat the runner-up), where the full table costs one
+    search per class with weaker pruning.
+    """
+    from tqdm.auto import tqdm
+
+    from ._kernels import UINT8_SENTINEL, numba_top2
+    from .separation import _dim_order
+
+    r, ry = _check_points(refs, ref_labels, "refs")
+    q, _ = _check_points(_as_numpy(queries), np.zeros(len(_as_numpy(queries)), np.int64), "queries")
+    if q.dtype != r.dtype or q.shape[1] != r.shape[1]:
+        raise ValueError(f"queries {q.dtype} (N, {q.shape[1]}) and refs {r.dtype} (N, {r.shape[1]}) must match")
+    classes, rc = np.unique(ry, return_inverse=True)
+    if classes.size < 2:
+        raise ValueError(f"the references hold a single class ({int(classes[0])}); need at least two")
+    is_int = q.dtype == np.uint8
+    best_d = np.full((len(q), 2), UINT8_SENTINEL if is_int else np.inf, np.int32 if is_int else np.float64)
+    best_i = np.full((len(q), 2), -1, np.int64)
+    best_c = np.full((len(q), 2), classes.size, np.int64)
+    order = _dim_order(r)
+    r_run = np.ascontiguousarray(r[:, order])
+    for s in tqdm(range(0, len(q), query_chunk), disable=not progress, desc="nearest two classes", unit="chunk"):
+        e = min(len(q), s + query_chunk)
+        numba_top2(np.ascontiguousarray(q[s:e][:, order]), r_run, rc.astype(np.int64), best_d[s:e], best_i[s:e],
+                   best_c[s:e])
+    return Top2(best_d, best_i, classes[best_c], 255.0 if is_int else 1.0)
+
+
+class _SetDistance(torch.autograd.Function):
+    """Distances to each class's set, with the subgradient sign(x_j - r_j) at the maximising coordinate
+    j of the nearest reference r (a distance to a set is 1-Lipschitz; this is one of its subgradients)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, clf: LipschitzClassifier) -> torch.Tensor:  # type: ignore[override]
+        flat = x.detach().flatten(1).to("cpu", torch.float64)
+        pcn = per_class_nearest(flat.numpy(), None, clf.refs, clf.ref_labels, backend=clf.backend)
+        nearest = torch.from_numpy(clf.refs)[torch.from_numpy(pcn.index)]  # (B, C, D)
+        diff = flat[:, None, :] - nearest
+        j = diff.abs().argmax(2)
+        ctx.save_for_backward(j, diff.gather(2, j[..., None])[..., 0].sign())
+        ctx.shape = x.shape
+        return torch.from_numpy(pcn.dist).to(x.device, x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        j, sign = ctx.saved_tensors
+        g = torch.zeros(ctx.shape[0], int(np.prod(ctx.shape[1:])), dtype=torch.float64)
+        g.scatter_add_(1, j, grad.detach().to("cpu", torch.float64) * sign)
+        return g.view(ctx.shape).to(grad.device, grad.dtype), None
+
+
+class LipschitzClassifier(nn.Module):
+    """The classifier of Section 4: logits ``-dist_inf(x, X_c) / r``, prediction the nearest class.
+
+    ``x_train``: uint8 pixels or [0, 1] floats, ``(N, ...)``; ``r`` defaults to half the train-train
+    separation (the largest r for which the training set is r-separated).  Inputs to ``forward`` are
+    images in [0, 1] on any device; distances are computed exactly on the CPU (float64).
+    """
+
+    def __init__(self, x_train: ArrayLike, y_train: ArrayLike, r: float | None = None, *,
+                 backend: Backend = "auto") -> None:
+        super().__init__()
+        x = _as_numpy(x_train)
+        xf, y = _check_points(x, _as_numpy(y_train), "x_train")
+        if np.unique(y).size < 2:
+            raise ValueError("x_train holds a single class; the classifier needs at least two")
+        self.refs = xf.astype(np.float64) / (255.0 if xf.dtype == np.uint8 else 1.0)
+        if self.refs.min() < 0 or self.refs.max() > 1:
+            raise ValueError("x_train must be uint8 pixels or floats in [0, 1]")
+        self.ref_labels = y
+        self.classes = np.unique(y)
+        self.backend: Backend = backend
+        self.input_shape = tuple(x.shape[1:])
+        self.separation = float(nearest_other_class(xf, y, backend=backend).dist.min())
+        if r is None:
+            r = self.separation / 2
+        if not (isinstance(r, (int, float)) and math.isfinite(r) and r > 0):
+            raise ValueError(f"r must be a finite number > 0, got {r!r}"
+                             + (" (the training set has duplicate points of different classes)" if r == 0 else ""))
+        self.r = float(r)
+
+    def distances(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C) distances to each class (differentiable), columns in the order of ``classes``."""
+        check_images(x)
+        if tuple(x.shape[1:]) != self.input_shape and int(np.prod(x.shape[1:])) != self.refs.shape[1]:
+            raise ValueError(f"inputs must have shape (N, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
+        out: torch.Tensor = _SetDistance.apply(x, self)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.distances(x) / self.r
+
+
+@dataclass
+class Astuteness:
+    """Bracketed robust accuracy of the classifier at radius ``eps`` on ``n`` points.
+
+    ``certified <= true astuteness <= attacked``.  Per point: ``correct``, ``certified`` (provably
+    robust and correct), ``flipped`` (an attack of norm <= eps changed the prediction, or it was wrong
+    already) and ``x_adv`` (the perturbation that flipped it, else the strongest tried).
+    """
+
+    eps: float
+    n: int
+    accuracy: float
+    certified: float
+    attacked: float
+    per_point: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    x_adv: torch.Tensor | None = field(repr=False, default=None)
+
+
+def astuteness(classifier: LipschitzClassifier, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+               pgd_steps: int = 20) -> Astuteness:
+    """Certified (lower) and attacked (upper) astuteness of ``classifier`` at radius ``eps``.
+
+    Attacks: a step of size ``eps`` (per coordinate, clipped) towards the nearest training point of the
+    nearest wrong class, and PGD from ``x`` with ``pgd_steps`` steps of ``2.5 eps / pgd_steps`` on the
+    classifier.  Each is re-classified; a point counts as flipped only if a concrete input did it.
+    """
+    check_eps(eps, None, pgd_steps)
+    x = x.float() / 255 if x.dtype == torch.uint8 else x
+    check_images(x)
+    if tuple(y.shape) != (len(x),):
+        raise ValueError(f"labels must have shape ({len(x)},), got {tuple(y.shape)}")
+    classes = torch.from_numpy(classifier.classes)
+    col = torch.searchsorted(classes, y.cpu())
+    if bool((col >= len(classes)).any()) or not bool((classes[col.clamp(max=len(classes) - 1)] == y.cpu()).all()):
+        raise ValueError("labels must be classes of the training set")
+    with torch.no_grad():
+        d = classifier.distances(x).cpu().double()
+    pred = d.argmin(1)
+    correct = pred == col
+    two = d.topk(2, dim=1, largest=False).values
+    certified = correct & (two[:, 1] - two[:, 0] > 2 * eps)
+    # attack 1: towards the nearest point of the nearest wrong class
+    wrong = d.clone()
+    wrong[torch.arange(len(x)), col] = math.inf
+    target = torch.from_numpy(_nearest_points(classifier, x, wrong.argmin(1)))
+    flat = x.detach().flatten(1).cpu().double()
+    step = flat + (target - flat).clamp(-eps, eps)
+    x1 = project(step.view(x.shape).to(x.device, x.dtype), x, eps)
+    candidates = [x1]
+    if eps > 0:  # logits columns follow ``classes``: the cross-entropy target is the column
+        candidates.append(pgd(classifier, x, col.to(x.device), eps=eps, step_size=2.5 * eps / pgd_steps,
+                              steps=pgd_steps, random_start=False))
+    flipped = ~correct
+    x_adv = x.detach().clone()
+    for cand in candidates:
+        with torch.no_grad():
+            hit = (classifier.distances(cand).cpu().argmin(1) != col) & ~flipped
+        x_adv[hit.to(x.device)] = cand[hit.to(x.device)]
+        flipped |= hit
+    n = len(x)
+    return Astuteness(float(eps), n, float(correct.double().mean()), float(certified.double().mean()),
+                      float((~flipped).double().mean()),
+                      {"correct": correct.numpy(), "certified": certified.numpy(), "flipped": flipped.numpy()},
+                      x_adv)
+
+
+def _nearest_points(classifier: LipschitzClassifier, x: torch.Tensor, col: torch.Tensor) -> np.ndarray:
+    """The nearest training point of class ``classes[col[i]]`` to each ``x[i]`` (float64, flattened)."""
+    pcn = per_class_nearest(x.detach().flatten(1).cpu().double().numpy(), None, classifier.refs,
+                            classifier.ref_labels, backend=classifier.backend)
+    return classifier.refs[pcn.index[np.arange(len(x)), col.numpy()]]
+
+
+def lipschitz_ratio_inf(model: nn.Module, x: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    """``||f(x) - f(x2)||_inf / ||x - x2||_inf`` per pair (0 where ``x2 == x``)."""
+    with torch.no_grad():
+        num = (model(x) - model(x2)).abs().flatten(1).amax(1).double()
+    den = (x - x2).abs().flatten(1).amax(1).double()
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(num))
+
+
+def max_lipschitz_ratio(classifier: LipschitzClassifier, x: torch.Tensor, eps: float, *, n_random: int = 32,
+                        generator: torch.Generator | None = None) -> float:
+    """Largest ``||f(x) - f(x')||_inf / ||x - x'||_inf`` over random points of the eps-ball around each
+    ``x`` (uniform and at the corners) and the attack points of :func:`astuteness`; at most 1/r in theory."""
+    check_eps(eps)
+    best = 0.0
+    for i in range(n_random):
+        u = torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1
+        if i % 2:
+            u = u.sign()
+        best = max(best, float(lipschitz_ratio_inf(classifier, x, project(x + eps * u, x, eps)).max()))
+    with torch.no_grad():
+        y = torch.from_numpy(classifier.classes)[classifier.distances(x).cpu().argmin(1)]
+    adv = astuteness(classifier, x, y, eps).x_adv
+    if adv is not None:
+        best = max(best, float(lipschitz_ratio_inf(classifier, x, adv).max()))
+    return best

@@ -1,0 +1,162 @@
+"""Section 4: per-class distances against brute force, the Lipschitz classifier's guarantees, astuteness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rll_core.attacks import pgd
+from rll_core.lipschitz import local_lipschitz
+from rll_core.theory import (LipschitzClassifier, astuteness, lipschitz_ratio_inf, max_lipschitz_ratio,
+                             nearest_two_classes, per_class_nearest)
+
+
+def brute_per_class(q, r, ry):
+    """Full pairwise L-inf matrix in float64, then the min (first index among ties) within each class."""
+    d = np.abs(q.reshape(len(q), -1).astype(np.float64)[:, None] - r.reshape(len(r), -1).astype(np.float64)[None]).max(2)
+    classes = np.unique(ry)
+    dist = np.stack([d[:, ry == c].min(1) for c in classes], 1)
+    idx = np.stack([np.flatnonzero(ry == c)[d[:, ry == c].argmin(1)] for c in classes], 1)
+    return dist, idx
+
+
+@pytest.mark.parametrize("n_classes,dtype", [(2, np.uint8), (20, np.uint8), (5, np.float32)])
+def test_per_class_nearest_matches_brute_force(n_classes, dtype):
+    g = np.random.default_rng(n_classes)
+    if dtype == np.uint8:
+        r = g.integers(0, 6, (300, 7), dtype=np.uint8)  # few grey levels: many ties
+        q = np.concatenate([g.integers(0, 6, (40, 7), dtype=np.uint8), r[:10]])
+    else:
+        r = g.random((200, 9), dtype=np.float32)
+        q = g.random((30, 9), dtype=np.float32)
+    ry = g.integers(0, n_classes, len(r))
+    ry[:n_classes] = np.arange(n_classes)  # every class present
+    qy = g.integers(0, 3, len(q))  # query classes are not consulted: a class absent from queries is fine
+    out = per_class_nearest(q, qy, r, ry)
+    d, i = brute_per_class(q, r, ry)
+    scale = 255.0 if dtype == np.uint8 else 1.0
+    np.testing.assert_array_equal(out.dist, d / scale)
+    np.testing.assert_array_equal(out.index, i)
+    np.testing.assert_array_equal(out.classes, np.arange(n_classes))
+    top = out.top2()
+    order = np.argsort(d, axis=1, kind="stable")
+    np.testing.assert_array_equal(top.label, order[:, :2])
+    np.testing.assert_array_equal(top.dist[:, 0], d.min(1) / scale)
+    np.testing.assert_array_equal(top.dist[:, 1], np.sort(d, 1)[:, 1] / scale)
+    np.testing.assert_array_equal(top.index, np.take_along_axis(i, order[:, :2], 1))
+    # the one-pass top-2 kernel agrees with the full table bit for bit (ties included)
+    fast = nearest_two_classes(q, r, ry, query_chunk=7)
+    for f in ("distance", "index", "label"):
+        np.testing.assert_array_equal(getattr(fast, f), getattr(top, f))
+
+
+def test_per_class_nearest_backends_agree_and_bad_input():
+    g = np.random.default_rng(1)
+    r, ry, q = g.integers(0, 256, (150, 12), dtype=np.uint8), g.integers(0, 4, 150), g.integers(0, 256, (20, 12), dtype=np.uint8)
+    a, b = per_class_nearest(q, None, r, ry, backend="numba"), per_class_nearest(q, None, r, ry, backend="torch")
+    assert np.array_equal(a.distance, b.distance) and np.array_equal(a.index, b.index)
+    with pytest.raises(ValueError, match="single class"):
+        per_class_nearest(q, None, r, np.zeros(150, np.int64))
+    with pytest.raises(ValueError, match="features"):
+        per_class_nearest(q[:, :5], None, r, ry)
+    with pytest.raises(ValueError, match="dtype"):
+        per_class_nearest(q.astype(np.float32), None, r, ry)
+    with pytest.raises(ValueError, match="single class"):
+        nearest_two_classes(q, r, np.zeros(150, np.int64))
+    # labels need not be 0..C-1
+    t = nearest_two_classes(q, r, ry * 10 + 3)
+    assert np.array_equal(t.label, a.top2().label * 10 + 3) and np.array_equal(t.distance, a.top2().distance)
+
+
+def _separated(seed=0, n=30, r=0.1):
+    """Three classes in [0, 1]^2 whose closest cross-class pair is exactly 2r apart (a pair placed at 2r,
+    all other points farther)."""
+    g = np.random.default_rng(seed)
+    centres = np.array([[0.2, 0.2], [0.8, 0.2], [0.5, 0.8]])
+    x = np.concatenate([c + g.uniform(-0.1, 0.1, (n, 2)) for c in centres])
+    y = np.repeat(np.arange(3), n)
+    x[0], x[n] = [0.45, 0.3], [0.45 + 2 * r, 0.3]  # the closest pair: exactly 2r in L-inf
+    return x, y
+
+
+def test_theorem_astuteness_one_below_r_and_less_above():
+    x, y = _separated()
+    clf = LipschitzClassifier(x, y)
+    assert clf.separation == pytest.approx(0.2) and clf.r == pytest.approx(0.1)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for eps in (0.0, 0.05, 0.099):
+        a = astuteness(clf, xt, yt, eps)
+        assert a.certified == 1.0 and a.attacked == 1.0 and a.accuracy == 1.0
+    for eps in (0.11, 0.2, 0.3):
+        a = astuteness(clf, xt, yt, eps)
+        assert a.certified <= a.attacked < 1.0
+        flipped = torch.from_numpy(a.per_point["flipped"])
+        assert a.x_adv is not None
+        adv = a.x_adv[flipped]
+        # every "attacked" perturbation is real: within eps, in [0, 1], and re-classified differently
+        assert float((adv - xt[flipped]).abs().max()) <= eps + 1e-12
+        assert bool(((adv >= 0) & (adv <= 1)).all())
+        assert bool((clf(adv).argmax(1) != yt[flipped]).all())
+        # certified points are never flipped (the certificate is sound)
+        assert not bool((torch.from_numpy(a.per_point["certified"]) & flipped).any())
+
+
+def test_each_logit_is_one_over_r_lipschitz():
+    x, y = _separated(seed=1)
+    clf = LipschitzClassifier(x, y)
+    xt = torch.from_numpy(x)
+    ratio = max_lipschitz_ratio(clf, xt, 0.15, generator=torch.Generator().manual_seed(0))
+    assert 0.5 / clf.r < ratio <= (1 / clf.r) * (1 + 1e-9)
+    # the evaluation core runs on it like on any network: PGD, and the L1 Lipschitz estimate (<= C / r)
+    x_adv = pgd(clf, xt[:10], torch.from_numpy(y[:10]), eps=0.15, step_size=0.05, steps=5)
+    assert float((x_adv - xt[:10]).abs().max()) <= 0.15 + 1e-12
+    lip = local_lipschitz(clf, xt[:10], eps=0.15)
+    assert float(lip.max()) <= 3 / clf.r * (1 + 1e-9)
+    far = torch.rand(40, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert float(lipschitz_ratio_inf(clf, far, far.flip(0)).max()) <= (1 / clf.r) * (1 + 1e-9)
+
+
+def test_subgradient_matches_finite_differences():
+    x, y = _separated(seed=2)
+    clf = LipschitzClassifier(x, y)
+    z = torch.tensor([[0.31, 0.52], [0.66, 0.47]], dtype=torch.float64, requires_grad=True)
+    d = clf.distances(z)
+    (g,) = torch.autograd.grad(d.sum(), z)
+    t = 1e-7
+    for k in range(2):
+        e = torch.zeros_like(z)
+        e[:, k] = t
+        fd = ((clf.distances(z.detach() + e) - clf.distances(z.detach() - e)).sum(1)) / (2 * t)
+        assert torch.allclose(g[:, k], fd, atol=1e-6)
+
+
+def test_real_data_train_astuteness_is_one_at_r(fmnist):
+    train, _ = fmnist
+    tr = train.subset(600, seed=4)
+    clf = LipschitzClassifier(tr.images, tr.labels)
+    x, y = torch.from_numpy(tr.float_images()[:60]).double(), torch.from_numpy(tr.labels[:60])
+    a = astuteness(clf, x, y, 0.999 * clf.r)
+    assert a.certified == 1.0 and a.accuracy == 1.0
+
+
+def test_bad_input():
+    x, y = _separated()
+    with pytest.raises(ValueError, match="r must be"):
+        LipschitzClassifier(x, y, r=0.0)
+    with pytest.raises(ValueError, match="r must be"):
+        LipschitzClassifier(x, y, r=-1.0)
+    with pytest.raises(ValueError, match="single class"):
+        LipschitzClassifier(x, np.zeros(len(x), np.int64))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        LipschitzClassifier(x, y[:-1])
+    clf = LipschitzClassifier(x, y)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    with pytest.raises(ValueError, match="eps"):
+        astuteness(clf, xt, yt, -0.1)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        astuteness(clf, xt, yt[:-1], 0.1)
+    with pytest.raises(ValueError, match="classes of the training set"):
+        astuteness(clf, xt, yt + 5, 0.1)
+    with pytest.raises(ValueError, match="inputs must have shape"):
+        clf(torch.rand(3, 5, dtype=torch.float64))
