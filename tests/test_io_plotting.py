@@ -27,6 +27,10 @@ def test_npz_json_table_roundtrip(tmp_path):
     assert (tmp_path / "t.csv").read_text() == "name,v\na,0.1235\nb,2\n"
     save_table(tmp_path / "t.md", rows)
     assert (tmp_path / "t.md").read_text().splitlines()[2] == "| a | 0.1235 |"
+    save_table(tmp_path / "t.tex", [{"the_name": "a_b & 5%", "v": 0.5}])
+    assert (tmp_path / "t.tex").read_text().splitlines() == [
+        r"\begin{tabular}{ll}", r"\toprule", r"the\_name & v \\", r"\midrule", r"a\_b \& 5\% & 0.5000 \\",
+        r"\bottomrule", r"\end{tabular}"]
 
 
 def test_digest_depends_on_content_dtype_and_shape():

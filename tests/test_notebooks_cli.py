@@ -1,4 +1,4 @@
-"""End to end: the separation notebook under papermill, and the command line, on small real subsets."""
+"""End to end: the four notebooks under papermill on small real subsets, their jupytext pairing, the CLI."""
 
 from __future__ import annotations
 
@@ -12,18 +12,44 @@ from rll_core.cli import main
 from .conftest import brute_nearest_other
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
+
+
+def _run(name: str, tmp_path: Path, **params) -> dict:
+    papermill = pytest.importorskip("papermill")
+    out = tmp_path / f"{name}.out.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out),
+                               parameters={"interactive": False, "figures_dir": str(tmp_path / "figures"), **params},
+                               cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False)
+    nb = json.loads(out.read_text())
+    for c in nb["cells"]:  # no error, and no widget left behind in a headless run
+        for o in c.get("outputs", []):
+            assert o.get("output_type") != "error", o
+            assert "application/vnd.jupyter.widget-view+json" not in o.get("data", {}), name
+    return nb
+
+
+def _texts(nb: dict) -> str:
+    return "\n".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+
+
+def test_every_notebook_is_a_jupytext_pair_in_sync():
+    jupytext = pytest.importorskip("jupytext")
+    assert [p.stem for p in NOTEBOOKS] == ["01_separation", "02_theory", "03_methods", "04_dropout"]
+    for py in NOTEBOOKS:
+        src, ipynb = jupytext.read(py), jupytext.read(py.with_suffix(".ipynb"))
+        cells = [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in src.cells]
+        assert cells == [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in ipynb.cells], py.name
+        assert all(not c.get("outputs") for c in ipynb.cells), f"{py.name}: committed with outputs"
+        assert cells[1][2] == ["parameters"], f"{py.name}: the second cell must be the tagged parameters cell"
 
 
 @pytest.mark.slow
 def test_separation_notebook_runs_headless(tmp_path, fmnist):
-    papermill = pytest.importorskip("papermill")
-    figs, cache = tmp_path / "figures", tmp_path / "cache"
-    papermill.execute_notebook(
-        str(ROOT / "notebooks" / "01_separation.ipynb"), str(tmp_path / "out.ipynb"),
-        parameters={"n_train": 1000, "n_test": 200, "figures_dir": str(figs), "cache_dir": str(cache),
-                    "formats": "png,svg", "device": "cpu"},
-        cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False,
-    )
+    cache = tmp_path / "cache"
+    nb = _run("01_separation", tmp_path, dataset="fashion_mnist", n_train=1000, n_test=200,
+              cache_dir=str(cache), formats="png,svg", device="cpu")
+    figs = tmp_path / "figures"
     names = sorted(p.name for p in figs.iterdir())
     assert names == ["fig2_separation_fashion_mnist.png", "fig2_separation_fashion_mnist.svg",
                      "separation_fashion_mnist.json", "table1_fashion_mnist.csv", "table1_fashion_mnist.md"]
@@ -36,15 +62,52 @@ def test_separation_notebook_runs_headless(tmp_path, fmnist):
     assert report["train_train"]["min"] == pytest.approx(d_tt.min() / 255)
     assert report["test_train"]["mean"] == pytest.approx(d_te.mean() / 255)
     assert report["n_train"] == 1000 and report["eps"] == 0.1
-    out = json.loads((tmp_path / "out.ipynb").read_text())
-    fig2_cell = next(c for c in out["cells"] if c["cell_type"] == "code" and "".join(c["source"]).startswith("display(fig)"))
+    fig2_cell = next(c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).startswith("display(fig)"))
     assert any("image/png" in o.get("data", {}) for o in fig2_cell["outputs"]), "Figure 2 is not shown"
-    assert any("r-separated at eps" in "".join(o.get("text", "")) for c in out["cells"] for o in c.get("outputs", []))
+    assert "r-separated at eps" in _texts(nb)
+    assert "VBox(" not in _texts(nb)
+
+
+@pytest.mark.slow
+def test_theory_notebook_runs_headless(tmp_path, mnist):
+    nb = _run("02_theory", tmp_path, n_train=400, n_test=100, n_eval=40, formats="png")
+    figs = tmp_path / "figures"
+    assert {"fig_theory_toy.png", "fig_theory_astuteness_mnist.png", "theory_astuteness_mnist.csv"} <= {
+        p.name for p in figs.iterdir()}
+    lines = (figs / "theory_astuteness_mnist.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, map(float, line.split(",")))) for line in lines[1:]]
+    text = _texts(nb)
+    r = float(text.split(", r = ")[1].split(",")[0])
+    for row in rows:  # the theorem on the training subset, and the bracket everywhere
+        if row["eps"] < r:
+            assert row["train_certified"] == 1.0
+        assert row["test_certified"] <= row["test_attacked"] <= row["test_accuracy"]
+    assert "certified 1.000" in text
+
+
+@pytest.mark.slow
+def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
+    common = dict(n_train=200, n_test=100, n_eval=20, epochs=1, runs_dir=str(tmp_path / "runs"), formats="png")
+    _run("03_methods", tmp_path, methods="natural,gr,trades:beta6", **common)
+    md = (tmp_path / "figures" / "table_methods_mnist_quick.md").read_text().splitlines()
+    labels = [line.split(" | ")[0] for line in md[2:]]
+    assert labels[:3] == ["| natural", "| GR", "| TRADES(beta=6)"] and labels[3].startswith("| 1/r-Lipschitz (r=")
+    assert len(labels) == 4
+    assert (tmp_path / "figures" / "table_methods_mnist_quick.tex").read_text().startswith("\\begin{tabular}")
+    shared = tmp_path / "runs" / "mnist-cnn001-natural-quick" / "last.pt"
+    before = shared.stat().st_mtime_ns
+    _run("04_dropout", tmp_path, methods="natural", **common)
+    assert shared.stat().st_mtime_ns == before  # the run with dropout came from notebook 3's folder
+    assert (tmp_path / "runs" / "mnist-cnn001-natural-drop0-quick" / "eval.json").exists()
+    rows = (tmp_path / "figures" / "table_dropout_mnist_quick.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["natural no dropout", "natural + dropout"]
 
 
 def test_cli_separation(tmp_path, capsys):
-    rc = main(["separation", "--n-train", "800", "--n-test", "200", "--out", str(tmp_path / "o"),
-               "--cache-dir", str(tmp_path / "c"), "--formats", "png", "--no-progress", "--device", "cpu"])
+    rc = main(["separation", "--dataset", "fashion_mnist", "--n-train", "800", "--n-test", "200",
+               "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), "--formats", "png",
+               "--no-progress", "--device", "cpu"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "| fashion_mnist | 800 | 200 |" in out
@@ -52,5 +115,10 @@ def test_cli_separation(tmp_path, capsys):
     rc = main(["separation", "--dataset", "cifar10", "--data-dir", str(tmp_path / "missing"), "--no-progress"])
     assert rc == 2
     assert "does not exist" in capsys.readouterr().err
+    # bad input is refused before any work, with one line
+    for bad, msg in ((["--eps", "-1"], "eps must be >= 0"), (["--formats", "jpg"], "unsupported figure format 'jpg'")):
+        assert main(["separation", *bad, "--cache-dir", str(tmp_path / "c2"), "--no-progress"]) == 2
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "c2").exists()
     with pytest.raises(SystemExit):
         main(["separation", "--n-train", "0"])

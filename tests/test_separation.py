@@ -187,7 +187,7 @@ def test_single_class_refs_allowed_for_other_class_queries():
 
 @pytest.mark.skipif(has_cuda, reason="checks the error raised without a GPU")
 def test_cuda_without_gpu_is_a_clear_error():
-    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+    with pytest.raises(ValueError, match="no CUDA GPU"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
 
@@ -302,6 +302,7 @@ def test_cache_makes_rerun_instant_and_resume_continues(tmp_path, monkeypatch):
     calls.clear()
     again = nearest_other_class(q, qy, r, ry, cache_dir=tmp_path, query_chunk=30)
     assert calls == []
+    assert again.cached and not res.cached
     np.testing.assert_array_equal(again.index, i_ref)
 
     # different data -> different cache entry, computed afresh

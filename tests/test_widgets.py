@@ -1,0 +1,61 @@
+"""The notebook explorers as library widgets: moving a control redraws with the right data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ipywidgets")
+
+from rll_core.separation import measure_separation  # noqa: E402
+from rll_core.theory import LipschitzClassifier, astuteness  # noqa: E402
+from rll_core.widgets import astuteness_explorer, methods_explorer, separation_explorer  # noqa: E402
+
+
+def test_separation_explorer_redraws_for_eps_split_and_dataset(fmnist, mnist):
+    res = measure_separation(fmnist[0].subset(300, seed=0), fmnist[1].subset(100, seed=0))
+    loaded = []
+
+    def load(name):
+        loaded.append(name)
+        return measure_separation(mnist[0].subset(300, seed=0), mnist[1].subset(100, seed=0))
+
+    box = separation_explorer(res, load=load, datasets=["mnist", "cifar10"])
+    c = box.controls
+    assert list(c["dataset"].options) == ["fashion_mnist", "mnist", "cifar10"] and loaded == []
+    assert box.state["within_2eps"] == pytest.approx(float((res.train_train.dist < 0.2).mean()))
+    c["eps"].value = 0.2
+    assert box.state["within_2eps"] == pytest.approx(float((res.train_train.dist < 0.4).mean()))
+    c["split"].value = "test-train"
+    assert box.state["n"] == 100
+    assert box.state["within_2eps"] == pytest.approx(float((res.test_train.dist < 0.4).mean()))
+    c["dataset"].value = "mnist"
+    assert loaded == ["mnist"] and box.state["dataset"] == "mnist"
+    assert c["eps"].description == "ε"
+    single = separation_explorer(res)
+    assert single.controls["dataset"].disabled and list(single.controls["dataset"].options) == ["fashion_mnist"]
+
+
+def test_astuteness_explorer_follows_the_slider():
+    g = np.random.default_rng(0)
+    x = np.concatenate([g.uniform(0.1, 0.3, (10, 2)), g.uniform(0.6, 0.9, (10, 2))])
+    y = np.repeat([0, 1], 10)
+    clf = LipschitzClassifier(x, y)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    box = astuteness_explorer(clf, xt, yt, eps_max=2 * clf.r)
+    assert box.state["certified"] == astuteness(clf, xt, yt, clf.r).certified
+    box.controls["eps"].value = 0.5 * clf.r
+    assert box.state["certified"] == 1.0
+    box.controls["eps"].value = 1.9 * clf.r
+    a = astuteness(clf, xt, yt, box.controls["eps"].value)
+    assert (box.state["certified"], box.state["attacked"]) == (a.certified, a.attacked)
+
+
+def test_methods_explorer_plots_the_chosen_columns():
+    rows = [{"label": "natural", "test_lipschitz": 30.0, "test_pgd_accuracy": 0.1, "gap_standard": 0.01},
+            {"label": "AT", "test_lipschitz": 3.0, "test_pgd_accuracy": 0.8, "gap_standard": 0.02}]
+    box = methods_explorer(rows)
+    assert box.state["points"] == [(30.0, 0.1), (3.0, 0.8)]
+    box.controls["y"].value = "gap_standard"
+    assert box.state["points"] == [(30.0, 0.01), (3.0, 0.02)]
