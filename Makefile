@@ -6,7 +6,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 # extra papermill parameters for the separation notebook, e.g. `make run RUN_ARGS="-p n_train 10000"`
 RUN_ARGS ?=
 
-.PHONY: setup data run test typecheck bench bench-eval bench-train lab notebooks clean
+.PHONY: setup data run test test-ui ui-deps typecheck bench bench-eval bench-train lab notebooks clean
 
 setup: $(VENV)/.installed data
 
@@ -50,8 +50,22 @@ run: setup
 	$(PM) -p preset $(PRESET) -p device $(DEVICE) notebooks/04_dropout.ipynb results/notebooks/04_dropout.ipynb
 	@echo "tables and figures written under figures/; executed notebooks under results/notebooks/"
 
-test: setup
+test: setup ui-deps
 	$(BIN)/python -m pytest -q
+
+# Debian's chromium for the browser test (tests/test_ui.py skips, with a reason, where it cannot be had).
+ui-deps:
+	@if command -v chromium >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "installing Debian's chromium for the JupyterLab browser test"; \
+		($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null) \
+		|| echo "could not install chromium: tests/test_ui.py will be skipped"; \
+	else echo "no chromium and no apt-get: tests/test_ui.py will be skipped"; fi
+
+# Only the browser test: JupyterLab + Chromium, screenshots under results/ui/.
+test-ui: setup ui-deps
+	$(BIN)/python -m pytest -q -m ui -p no:cacheprovider
 
 typecheck: setup
 	$(BIN)/mypy

@@ -1,0 +1,154 @@
+"""JupyterLab as a user meets it: a real browser (Debian's Chromium, driven by Playwright) opens each
+notebook in a JupyterLab started here on 127.0.0.1, runs all cells, checks that no cell shows an error,
+that the explorer renders, and that moving its ε control redraws the plot.  Screenshots go to
+``results/ui/`` for a person to look at.  Needs ``chromium`` and ``playwright`` (``make test-ui``)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "results" / "ui"
+pytestmark = [
+    pytest.mark.ui,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make test-ui)"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (make test-ui)")
+
+#: small parameters per notebook (appended to its parameters cell, as papermill would)
+SMALL = {
+    "01_separation": dict(dataset="fashion_mnist", n_train=1000, n_test=200),
+    "02_theory": dict(n_train=300, n_test=100, n_eval=30),
+    "03_methods": dict(methods="natural,trades:beta6", n_train=200, n_test=100, n_eval=20, epochs=1),
+    "04_dropout": dict(methods="natural", n_train=200, n_test=100, n_eval=20, epochs=1),
+}
+#: the slider each notebook's explorer offers, if any, and the notebook's explorer output
+SLIDERS = {"01_separation": "ε", "02_theory": "ε"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    jupytext = pytest.importorskip("jupytext")
+    root = tmp_path_factory.mktemp("lab")
+    (root / "notebooks").mkdir()
+    for name, params in SMALL.items():
+        nb = jupytext.read(ROOT / "notebooks" / f"{name}.py")
+        nb.cells[1].source += "\n# test overrides\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
+        jupytext.write(nb, root / "notebooks" / f"{name}.ipynb")
+    port, token = _free_port(), secrets.token_hex(16)
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True"]
+    if os.getuid() == 0:
+        cmd.append("--allow-root")
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / ".jupyter"), "JUPYTERLAB_WORKSPACES_DIR": str(root / ".ws")}
+    log = open(root / "lab.log", "wb")
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"jupyter lab exited: {(root / 'lab.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        else:
+            pytest.fail("jupyter lab did not start in 60 s")
+        yield base, token, root
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+_KERNEL_IDLE = "() => { const w = window.jupyterapp.shell.currentWidget; " \
+               "return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel " \
+               "&& w.sessionContext.session.kernel.status === 'idle'); }"
+_ALL_RUN = "() => { const w = window.jupyterapp.shell.currentWidget; " \
+           "return w.sessionContext.session.kernel.status === 'idle' && w.content.widgets.every(" \
+           "c => c.model.type !== 'code' || (c.model.executionCount !== null && c.promptNode.textContent.indexOf('*') < 0)); }"
+_ERRORS = "() => window.jupyterapp.shell.currentWidget.content.widgets.filter(c => c.model.type === 'code')" \
+          ".flatMap(c => c.model.outputs.toJSON()).filter(o => o.output_type === 'error')" \
+          ".map(o => o.ename + ': ' + o.evalue)"
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_notebook_runs_in_jupyterlab(lab, browser, name):
+    base, token, root = lab
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    try:
+        # a workspace of its own, reset: only this notebook is open and current
+        page.goto(f"{base}/lab/workspaces/t{name}/tree/notebooks/{name}.ipynb?token={token}&reset",
+                  wait_until="domcontentloaded")
+        page.wait_for_function("() => window.jupyterapp !== undefined && window.jupyterapp.shell.currentWidget "
+                               "&& window.jupyterapp.shell.currentWidget.content !== undefined", timeout=60_000)
+        page.wait_for_function(_KERNEL_IDLE, timeout=60_000)
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_timeout(1000)
+        try:
+            page.wait_for_function(_ALL_RUN, timeout=240_000, polling=500)
+        except sync_api.TimeoutError:
+            page.screenshot(path=str(SHOTS / f"{name}-timeout.png"), full_page=True)
+            raise
+        errors = page.evaluate(_ERRORS)
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        assert errors == [], f"{name}: cells failed: {errors}"
+        assert page.locator(".jp-OutputArea-output img").count() >= 1, f"{name}: no figure shown"
+        explorer = page.locator(".widget-output").last
+        explorer.wait_for(timeout=30_000)
+        assert page.locator(".jp-OutputArea-output:has-text('Error displaying widget')").count() == 0
+        if name in SLIDERS:
+            _slide_and_check_redraw(page, SLIDERS[name], SHOTS / f"{name}-explorer")
+    finally:
+        page.close()
+
+
+def _slide_and_check_redraw(page, label: str, stem: Path) -> None:
+    slider = page.locator(".widget-slider", has=page.locator(f".widget-label:text-is('{label}')")).last
+    slider.scroll_into_view_if_needed()
+    img = page.locator(".widget-output img").last
+    img.wait_for(timeout=30_000)
+    before = img.get_attribute("src")
+    readout_before = slider.locator(".widget-readout").inner_text()
+    slider.screenshot(path=str(stem.with_name(stem.name + "-before.png")))
+    handle = slider.locator(".noUi-handle")
+    handle.focus()
+    for _ in range(25):
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function("([sel, old]) => { const i = document.querySelectorAll(sel); "
+                           "return i.length && i[i.length - 1].getAttribute('src') !== old; }",
+                           arg=[".widget-output img", before], timeout=60_000)
+    assert slider.locator(".widget-readout").inner_text() != readout_before
+    page.locator(".widget-output").last.screenshot(path=str(stem.with_name(stem.name + "-after.png")))
