@@ -6,8 +6,10 @@ such ``j`` among ties.  They update ``best_d`` / ``best_i`` in place (a referenc
 current best when it is *strictly* closer and references are visited in increasing index order, so
 ties resolve to the smallest index in every kernel, which is what makes CPU and GPU agree bit for bit).
 
-* :func:`numba_nearest` - CPU, multi-threaded over query blocks, with early exit: a reference is
-  abandoned as soon as a block of coordinates shows it cannot beat the current best.
+* :func:`numba_nearest_prefix` - CPU, uint8: per query, lower bounds for thousands of references at
+  once from their leading coordinates (8-bit SIMD), then an early-exit scan of the few that survive.
+* :func:`numba_nearest` - CPU, any dtype, multi-threaded over query blocks, with early exit: a reference
+  is abandoned as soon as a block of coordinates shows it cannot beat the current best.
 * :func:`torch_nearest` - any torch device, tiled and vectorised (memory bounded by ``tile_bytes``).
 * ``rll_core._triton.triton_nearest`` - CUDA kernel for uint8 data.
 """
@@ -136,6 +138,87 @@ def numba_top2(q: np.ndarray, r: np.ndarray, rc: np.ndarray, best_d: np.ndarray,
                best_c: np.ndarray, qblock: int = 16, kblock: int = 16) -> None:
     """CPU top-2 kernel (see :func:`_numba_top2_kernel`); arrays as for :func:`numba_nearest`, (nq, 2)."""
     _numba_top2_kernel(q, r, rc, best_d, best_i, best_c, qblock, kblock)
+
+
+@njit(parallel=True, cache=True, boundscheck=False, nogil=True, fastmath=True)
+def _numba_prefix_kernel(q: np.ndarray, qy: np.ndarray, pref: np.ndarray, r: np.ndarray, orig: np.ndarray,
+                         seg_start: np.ndarray, seg_end: np.ndarray, seg_class: np.ndarray, best_d: np.ndarray,
+                         best_i: np.ndarray, kblock: int, chunk: int) -> None:  # pragma: no cover
+    """uint8 kernel that tests many references at once on their leading coordinates.
+
+    ``r`` holds the references grouped by class (``seg_start/seg_end/seg_class``: one segment per class,
+    ``orig``: each row's original index) with coordinates in decreasing-variance order; ``pref`` is the
+    transpose of its first ``kp`` columns (coordinate-major).  Per query and per chunk of an other-class
+    segment, a lower bound on every distance (the max over the ``kp`` leading coordinates) is computed
+    across the chunk in 8-bit lanes (``max(a, b) - min(a, b)`` on uint8 vectorises to SIMD); only the
+    references whose bound does not exceed the current best are scanned on, row by row with early exit.
+    Same-class segments are skipped whole (no label test per pair).  Ties go to the smallest original
+    index, so the result equals the brute-force reference.
+    """
+    nq, dim = q.shape
+    kp = pref.shape[0]
+    nseg = seg_start.shape[0]
+    for i in prange(nq):
+        acc = np.empty(chunk, np.uint8)
+        qi = q[i]
+        bd = np.int32(best_d[i])
+        bi = best_i[i]
+        for s in range(nseg):
+            if seg_class[s] == qy[i]:
+                continue
+            for c0 in range(seg_start[s], seg_end[s], chunk):
+                c1 = min(c0 + chunk, seg_end[s])
+                n = c1 - c0
+                for t in range(n):
+                    acc[t] = 0
+                for k in range(kp):
+                    a = qi[k]
+                    row = pref[k, c0:c1]
+                    for t in range(n):
+                        b = row[t]
+                        acc[t] = max(acc[t], np.uint8(max(a, b) - min(a, b)))
+                for t in range(n):
+                    m = np.int32(acc[t])
+                    if m > bd:
+                        continue
+                    j = c0 + t
+                    k0 = kp
+                    while k0 < dim and m <= bd:
+                        k1 = min(k0 + kblock, dim)
+                        for k in range(k0, k1):
+                            x = np.int32(qi[k])
+                            y = np.int32(r[j, k])
+                            d = x - y if x > y else y - x
+                            if d > m:
+                                m = d
+                        k0 = k1
+                    if m < bd or (m == bd and orig[j] < bi):
+                        bd = m
+                        bi = orig[j]
+        best_d[i] = bd
+        best_i[i] = bi
+
+
+class PrefixRefs:
+    """References prepared once for :func:`numba_nearest_prefix`: grouped by class, coordinates permuted
+    by ``order``, and the first ``prefix`` coordinates also stored coordinate-major."""
+
+    def __init__(self, r: np.ndarray, ry: np.ndarray, order: np.ndarray, prefix: int = 128) -> None:
+        perm = np.argsort(ry, kind="stable")
+        self.rows = np.ascontiguousarray(r[perm][:, order])
+        self.orig = perm.astype(np.int64)
+        labels = ry[perm]
+        self.seg_class, starts = np.unique(labels, return_index=True)
+        self.seg_start = starts.astype(np.int64)
+        self.seg_end = np.append(starts[1:], len(labels)).astype(np.int64)
+        self.pref = np.ascontiguousarray(self.rows[:, : min(prefix, r.shape[1])].T)
+
+
+def numba_nearest_prefix(q: np.ndarray, qy: np.ndarray, refs: PrefixRefs, best_d: np.ndarray,
+                         best_i: np.ndarray, kblock: int = 16, chunk: int = 4096) -> None:
+    """CPU kernel for uint8 data; ``q`` with its coordinates in the same order as ``refs``."""
+    _numba_prefix_kernel(q, qy, refs.pref, refs.rows, refs.orig, refs.seg_start, refs.seg_end,
+                         refs.seg_class.astype(np.int64), best_d, best_i, kblock, chunk)
 
 
 def numba_nearest(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,

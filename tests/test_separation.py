@@ -274,7 +274,7 @@ def test_cache_makes_rerun_instant_and_resume_continues(tmp_path, monkeypatch):
     q, qy, r, ry = _random_case(21, 100, 120, 16, 4, 255, "uint8")
     d_ref, i_ref = brute_nearest_other(q, qy, r, ry)
     calls = []
-    real = K.numba_nearest
+    real = K.numba_nearest_prefix  # the uint8 CPU kernel
     interrupt_at = [3]
 
     def flaky(qc, *args, **kw):
@@ -285,7 +285,7 @@ def test_cache_makes_rerun_instant_and_resume_continues(tmp_path, monkeypatch):
 
     import rll_core.separation as S
 
-    monkeypatch.setattr(S, "numba_nearest", flaky)
+    monkeypatch.setattr(S, "numba_nearest_prefix", flaky)
     with pytest.raises(Interrupted):
         nearest_other_class(q, qy, r, ry, cache_dir=tmp_path, query_chunk=30)
     assert len(list(tmp_path.glob("*.partial.npz"))) == 1
@@ -354,3 +354,34 @@ def test_measure_separation_on_data_with_known_separation():
     assert row["separated_at_eps"] is True and row["2eps"] == pytest.approx(0.2)
     with pytest.raises(ValueError, match="no default eps"):
         measure_separation(train)
+
+
+@pytest.mark.parametrize("prefix,chunk,kblock", [(1, 1, 1), (3, 7, 5), (29, 64, 16), (200, 4096, 1000)])
+def test_prefix_kernel_sizes_do_not_change_results(prefix, chunk, kblock):
+    """The SIMD-filter kernel against brute force, with few grey levels (many ties across classes, so the
+    smallest-original-index rule is exercised across class segments) and every prefix / chunk size."""
+    q, qy, r, ry = _random_case(14, 45, 170, 29, 4, 4, "uint8")
+    order = np.random.default_rng(0).permutation(29)  # any coordinate order gives the same result
+    refs = K.PrefixRefs(r, ry, order, prefix=prefix)
+    bd = np.full(45, K.UINT8_SENTINEL, np.int32)
+    bi = np.full(45, -1, np.int64)
+    K.numba_nearest_prefix(np.ascontiguousarray(q[:, order]), qy, refs, bd, bi, kblock=kblock, chunk=chunk)
+    d_ref, i_ref = brute_nearest_other(q, qy, r, ry)
+    np.testing.assert_array_equal(bd, d_ref)
+    np.testing.assert_array_equal(bi, i_ref)
+
+
+@pytest.mark.parametrize("self_search", [True, False])
+def test_kernel_calibration_keeps_exact_results(monkeypatch, self_search):
+    """Large uint8 searches time both CPU kernels on their first queries and go on with the faster one:
+    whichever wins, the results equal brute force (calibration shrunk here so small data triggers it)."""
+    import rll_core.separation as S
+
+    monkeypatch.setattr(S, "_CALIBRATION_QUERIES", 6)
+    q, qy, r, ry = _random_case(15, 60, 80, 21, 3, 6, "uint8")
+    if self_search:
+        q, qy = r, ry
+    res = nearest_other_class(q, qy, None if self_search else r, None if self_search else ry, query_chunk=7)
+    d_ref, i_ref = brute_nearest_other(q, qy, r, ry)
+    np.testing.assert_array_equal(res.distance, d_ref)
+    np.testing.assert_array_equal(res.index, i_ref)
