@@ -46,7 +46,8 @@ def _with_eps(method: str, hyper: Mapping[str, Any] | None, eps: float) -> dict[
 
 def _build(settings: Mapping[str, Any], train_set: ImageDataset) -> torch.nn.Module:
     c, h, _ = train_set.shape
-    k = int(train_set.labels.max()) + 1
+    # the dataset's class count, not the subset's (a small subset can miss the last class)
+    k = len(train_set.classes) or int(train_set.labels.max()) + 1
     return build_model(settings["architecture"], in_channels=c, num_classes=max(k, 2), image_size=h,
                        dropout=settings.get("dropout"))
 

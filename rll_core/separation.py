@@ -106,6 +106,14 @@ def _check_points(x: ArrayLike, y: ArrayLike, name: str) -> tuple[np.ndarray, np
     return np.ascontiguousarray(xa.reshape(n, dim)), ya.astype(np.int64)
 
 
+def _check_compatible(q: np.ndarray, r: np.ndarray) -> None:
+    """Queries and references of one dtype and one number of features."""
+    if r.dtype != q.dtype:
+        raise TypeError(f"queries ({q.dtype}) and refs ({r.dtype}) must have the same dtype")
+    if r.shape[1] != q.shape[1]:
+        raise ValueError(f"queries have {q.shape[1]} features per point, refs {r.shape[1]}")
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``'auto'`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
     if str(device) == "auto":
@@ -268,10 +276,7 @@ def nearest_other_class(
         if ref_labels is None:
             raise ValueError("refs given without ref_labels")
         r, ry = _check_points(refs, ref_labels, "refs")
-        if r.dtype != q.dtype:
-            raise TypeError(f"queries ({q.dtype}) and refs ({r.dtype}) must have the same dtype")
-        if r.shape[1] != q.shape[1]:
-            raise ValueError(f"queries have {q.shape[1]} features per point, refs {r.shape[1]}")
+        _check_compatible(q, r)
     ref_classes = np.unique(ry)
     if ref_classes.size < 2:
         c = int(ref_classes[0])

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .attacks import check_eps, check_images, pgd, project
-from .separation import ArrayLike, Backend, _as_numpy, _check_points, nearest_other_class
+from .separation import ArrayLike, Backend, _as_numpy, _check_compatible, _check_points, nearest_other_class
 
 __all__ = ["Astuteness", "LipschitzClassifier", "PerClassNearest", "Top2", "astuteness", "lipschitz_ratio_inf",
            "max_lipschitz_ratio", "nearest_two_classes", "per_class_nearest"]
@@ -97,10 +97,7 @@ def per_class_nearest(queries: ArrayLike, query_labels: ArrayLike | None, refs: 
     qa = _as_numpy(queries)
     ql = np.zeros(len(qa), np.int64) if query_labels is None else _as_numpy(query_labels)
     q, _ = _check_points(qa, ql, "queries")
-    if q.dtype != r.dtype:
-        raise ValueError(f"queries ({q.dtype}) and refs ({r.dtype}) must have the same dtype")
-    if q.shape[1] != r.shape[1]:
-        raise ValueError(f"queries have {q.shape[1]} features per point, refs {r.shape[1]}")
+    _check_compatible(q, r)
     classes = np.unique(ry)
     if classes.size < 2:
         raise ValueError(f"the references hold a single class ({int(classes[0])}); need at least two")
@@ -132,8 +129,7 @@ def nearest_two_classes(queries: ArrayLike, refs: ArrayLike, ref_labels: ArrayLi
 
     r, ry = _check_points(refs, ref_labels, "refs")
     q, _ = _check_points(_as_numpy(queries), np.zeros(len(_as_numpy(queries)), np.int64), "queries")
-    if q.dtype != r.dtype or q.shape[1] != r.shape[1]:
-        raise ValueError(f"queries {q.dtype} (N, {q.shape[1]}) and refs {r.dtype} (N, {r.shape[1]}) must match")
+    _check_compatible(q, r)
     classes, rc = np.unique(ry, return_inverse=True)
     if classes.size < 2:
         raise ValueError(f"the references hold a single class ({int(classes[0])}); need at least two")

@@ -60,7 +60,7 @@ def test_per_class_nearest_backends_agree_and_bad_input():
         per_class_nearest(q, None, r, np.zeros(150, np.int64))
     with pytest.raises(ValueError, match="features"):
         per_class_nearest(q[:, :5], None, r, ry)
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(TypeError, match="dtype"):
         per_class_nearest(q.astype(np.float32), None, r, ry)
     with pytest.raises(ValueError, match="single class"):
         nearest_two_classes(q, r, np.zeros(150, np.int64))

@@ -245,3 +245,18 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--epochs", "0", "--out", str(run)])
     assert not (tmp_path / "x").exists()
+
+
+def test_extra_pseudo_labelled_data_enters_every_batch(fmnist):
+    """RST's extra data: images labelled 3 by a (pseudo-)labeller, mixed into every batch, pull the
+    predictions towards 3 compared with the same training without them."""
+    tr, te = _fmnist_subset(fmnist, 256, 200)
+    extra = (tr.images[:128], np.full(128, 3, np.int64))
+    preds = {}
+    for name, kw in (("plain", {}), ("extra", {"extra_data": extra})):
+        model = _tiny(seed=6)
+        res = train(model, tr, RST(eps=0.1, lam=0.5, steps=1), epochs=2, batch_size=32, optimizer="adam", lr=2e-3,
+                    seed=0, progress=False, **kw)
+        assert res.settings["n_extra"] == (128 if kw else 0)
+        preds[name] = (model.eval()(torch.from_numpy(te.float_images())).argmax(1) == 3).float().mean().item()
+    assert preds["extra"] > preds["plain"] + 0.1, preds

@@ -152,3 +152,22 @@ def _slide_and_check_redraw(page, label: str, stem: Path) -> None:
                            arg=[".widget-output img", before], timeout=60_000)
     assert slider.locator(".widget-readout").inner_text() != readout_before
     page.locator(".widget-output").last.screenshot(path=str(stem.with_name(stem.name + "-after.png")))
+
+
+def test_opening_a_notebook_does_not_modify_it(lab, browser):
+    """JupyterLab must not mark a freshly opened notebook as changed (kernelspec, language_info)."""
+    base, token, root = lab
+    # the committed notebook itself, under a name no other test has opened (no kernel session yet)
+    shutil.copy(ROOT / "notebooks" / "02_theory.ipynb", root / "notebooks" / "opened.ipynb")
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    try:
+        page.goto(f"{base}/lab/workspaces/topen/tree/notebooks/opened.ipynb?token={token}&reset",
+                  wait_until="domcontentloaded")
+        page.wait_for_function("() => window.jupyterapp !== undefined && window.jupyterapp.shell.currentWidget "
+                               "&& window.jupyterapp.shell.currentWidget.content !== undefined", timeout=60_000)
+        page.wait_for_function(_KERNEL_IDLE, timeout=60_000)
+        page.wait_for_timeout(1500)
+        meta = page.evaluate("() => JSON.stringify(window.jupyterapp.shell.currentWidget.context.model.toJSON().metadata)")
+        assert page.evaluate("() => window.jupyterapp.shell.currentWidget.context.model.dirty") is False, meta
+    finally:
+        page.close()

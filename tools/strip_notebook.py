@@ -1,5 +1,5 @@
 """git clean filter for notebooks/*.ipynb: drop outputs, execution counts and run-time metadata, so what
-JupyterLab saves (outputs, widget state, language_info) never reaches git.  Reads stdin, writes stdout.
+JupyterLab saves (outputs, widget state) never reaches git.  Reads stdin, writes stdout.
 Installed by `make setup` (git config filter.rll-notebook.clean); see .gitattributes."""
 
 import json
@@ -11,6 +11,6 @@ for cell in nb.get("cells", []):
         cell["outputs"] = []
         cell["execution_count"] = None
     cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k == "tags"}
-nb["metadata"] = {k: v for k, v in nb.get("metadata", {}).items() if k in ("kernelspec", "jupytext")}
+nb["metadata"] = {k: v for k, v in nb.get("metadata", {}).items() if k in ("kernelspec", "language_info", "jupytext")}
 json.dump(nb, sys.stdout, indent=1, ensure_ascii=False)
 sys.stdout.write("\n")
