@@ -30,11 +30,6 @@ __all__ = ["PAPER_METHODS", "PRESETS", "TABLE_COLUMNS", "collect_runs", "evaluat
            "run_grid", "run_name", "table_rows", "theory_row", "train_run"]
 
 
-def _data(dataset: str, data_dir: str | os.PathLike[str] | None, n_train: int | None, n_test: int | None,
-          seed: int) -> tuple[ImageDataset, ImageDataset]:
-    return load_train_test(dataset, data_dir, n_train, n_test, seed)
-
-
 def _with_eps(method: str, hyper: Mapping[str, Any] | None, eps: float) -> dict[str, Any]:
     """``hyper`` with the dataset's ``eps`` added when the method has an ``eps`` and it is not given."""
     out = dict(hyper or {})
@@ -71,7 +66,7 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
     adversarial = m.name in ("at", "llr", "rst", "trades")
     arch = model or paper["model"]
     drop = dropout if dropout is not None else paper.get("dropout")
-    train_set, test_set = _data(key, data_dir, n_train, n_test, seed)
+    train_set, test_set = load_train_test(key, data_dir, n_train, n_test, seed)
     settings = {"dataset": key, "architecture": arch, "dropout": drop, "n_test": len(test_set)}
     net = _build(settings, train_set)
     return train(net, train_set, m, epochs=epochs or paper["epochs"], batch_size=batch_size or paper["batch_size"],
@@ -105,8 +100,8 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", n
         prev = load_json(done)
         if prev.get("evaluation") == eval_settings and prev.get("epoch") == ck["epoch"]:
             return prev
-    train_set, test_set = _data(settings["dataset"], data_dir, settings["n_train"], settings["n_test"],
-                                settings["seed"])
+    train_set, test_set = load_train_test(settings["dataset"], data_dir, settings["n_train"], settings["n_test"],
+                                          settings["seed"])
     if array_digest(train_set.images, train_set.labels) != settings["data_digest"]:
         raise RunMismatch(f"the {settings['dataset']} training data found differs from the data {out} was "
                           "trained on")

@@ -51,8 +51,20 @@ DEFAULT_PERCENTILES: tuple[float, ...] = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 _CACHE_FORMAT = 1
 
 
+class ScaledDistances:
+    """Mixin for results holding ``distance`` in data units and the ``scale`` to the [0, 1] pixel scale."""
+
+    distance: np.ndarray
+    scale: float
+
+    @property
+    def dist(self) -> np.ndarray:
+        """Distances on the [0, 1] pixel scale (float64)."""
+        return self.distance.astype(np.float64) / self.scale
+
+
 @dataclass(frozen=True)
-class NearestOther:
+class NearestOther(ScaledDistances):
     """Per-query nearest point of another class.
 
     ``distance`` is in data units (int32 0..255 for uint8 data, float64 for float data), ``index`` the
@@ -64,11 +76,6 @@ class NearestOther:
     scale: float
     #: True when the result was read from ``cache_dir`` rather than computed
     cached: bool = False
-
-    @property
-    def dist(self) -> np.ndarray:
-        """Distances on the [0, 1] pixel scale (float64)."""
-        return self.distance.astype(np.float64) / self.scale
 
     def __len__(self) -> int:
         return int(self.distance.shape[0])

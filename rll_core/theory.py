@@ -30,14 +30,14 @@ import torch
 from torch import nn
 
 from .attacks import check_eps, check_images, pgd, project
-from .separation import ArrayLike, Backend, _as_numpy, _check_compatible, _check_points, nearest_other_class
+from .separation import ArrayLike, Backend, ScaledDistances, _as_numpy, _check_compatible, _check_points, nearest_other_class
 
 __all__ = ["Astuteness", "LipschitzClassifier", "PerClassNearest", "Top2", "astuteness", "lipschitz_ratio_inf",
            "max_lipschitz_ratio", "nearest_two_classes", "per_class_nearest"]
 
 
 @dataclass(frozen=True)
-class PerClassNearest:
+class PerClassNearest(ScaledDistances):
     """Distance from each query to the nearest reference of each class.
 
     ``distance[i, k]``: to class ``classes[k]`` in data units (int32 grey levels for uint8 data, float64
@@ -49,11 +49,6 @@ class PerClassNearest:
     classes: np.ndarray
     scale: float
 
-    @property
-    def dist(self) -> np.ndarray:
-        """Distances on the [0, 1] scale, (N, C) float64."""
-        return self.distance.astype(np.float64) / self.scale
-
     def top2(self) -> Top2:
         """Nearest class and runner-up (classes ordered by distance, ties to the smaller class)."""
         order = np.argsort(self.distance, axis=1, kind="stable")[:, :2]
@@ -62,7 +57,7 @@ class PerClassNearest:
 
 
 @dataclass(frozen=True)
-class Top2:
+class Top2(ScaledDistances):
     """Per query the nearest class (column 0) and the runner-up class (column 1): ``distance`` in data
     units, ``index`` of the nearest reference of that class, ``label`` the class; ``scale`` as above."""
 
@@ -70,11 +65,6 @@ class Top2:
     index: np.ndarray
     label: np.ndarray
     scale: float
-
-    @property
-    def dist(self) -> np.ndarray:
-        """(N, 2) distances on the [0, 1] scale."""
-        return self.distance.astype(np.float64) / self.scale
 
     @property
     def margin(self) -> np.ndarray:
@@ -153,7 +143,7 @@ class _SetDistance(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, clf: LipschitzClassifier) -> torch.Tensor:  # type: ignore[override]
         flat = x.detach().flatten(1).to("cpu", torch.float64)
-        pcn = per_class_nearest(flat.numpy(), None, clf.refs, clf.ref_labels, backend=clf.backend)
+        pcn = clf.nearest(x)
         nearest = torch.from_numpy(clf.refs)[torch.from_numpy(pcn.index)]  # (B, C, D)
         diff = flat[:, None, :] - nearest
         j = diff.abs().argmax(2)
@@ -199,11 +189,17 @@ class LipschitzClassifier(nn.Module):
                              + (" (the training set has duplicate points of different classes)" if r == 0 else ""))
         self.r = float(r)
 
-    def distances(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C) distances to each class (differentiable), columns in the order of ``classes``."""
+    def nearest(self, x: torch.Tensor) -> PerClassNearest:
+        """Exact distances from each input to each class and the nearest training point of each (no
+        gradient); inputs in [0, 1], shaped like the training points (or flattened)."""
         check_images(x)
         if tuple(x.shape[1:]) != self.input_shape and int(np.prod(x.shape[1:])) != self.refs.shape[1]:
             raise ValueError(f"inputs must have shape (N, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
+        flat = x.detach().flatten(1).to("cpu", torch.float64).numpy()
+        return per_class_nearest(flat, None, self.refs, self.ref_labels, backend=self.backend)
+
+    def distances(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C) distances to each class (differentiable), columns in the order of ``classes``."""
         out: torch.Tensor = _SetDistance.apply(x, self)
         return out
 
@@ -246,8 +242,8 @@ def astuteness(classifier: LipschitzClassifier, x: torch.Tensor, y: torch.Tensor
     col = torch.searchsorted(classes, y.cpu())
     if bool((col >= len(classes)).any()) or not bool((classes[col.clamp(max=len(classes) - 1)] == y.cpu()).all()):
         raise ValueError("labels must be classes of the training set")
-    with torch.no_grad():
-        d = classifier.distances(x).cpu().double()
+    pcn = classifier.nearest(x)  # one exact search serves the prediction, the certificate and attack 1
+    d = torch.from_numpy(pcn.dist)
     pred = d.argmin(1)
     correct = pred == col
     two = d.topk(2, dim=1, largest=False).values
@@ -255,7 +251,7 @@ def astuteness(classifier: LipschitzClassifier, x: torch.Tensor, y: torch.Tensor
     # attack 1: towards the nearest point of the nearest wrong class
     wrong = d.clone()
     wrong[torch.arange(len(x)), col] = math.inf
-    target = torch.from_numpy(_nearest_points(classifier, x, wrong.argmin(1)))
+    target = torch.from_numpy(classifier.refs[pcn.index[np.arange(len(x)), wrong.argmin(1).numpy()]])
     flat = x.detach().flatten(1).cpu().double()
     step = flat + (target - flat).clamp(-eps, eps)
     x1 = project(step.view(x.shape).to(x.device, x.dtype), x, eps)
@@ -266,8 +262,7 @@ def astuteness(classifier: LipschitzClassifier, x: torch.Tensor, y: torch.Tensor
     flipped = ~correct
     x_adv = x.detach().clone()
     for cand in candidates:
-        with torch.no_grad():
-            hit = (classifier.distances(cand).cpu().argmin(1) != col) & ~flipped
+        hit = (torch.from_numpy(classifier.nearest(cand).dist).argmin(1) != col) & ~flipped
         x_adv[hit.to(x.device)] = cand[hit.to(x.device)]
         flipped |= hit
     n = len(x)
@@ -275,13 +270,6 @@ def astuteness(classifier: LipschitzClassifier, x: torch.Tensor, y: torch.Tensor
                       float((~flipped).double().mean()),
                       {"correct": correct.numpy(), "certified": certified.numpy(), "flipped": flipped.numpy()},
                       x_adv)
-
-
-def _nearest_points(classifier: LipschitzClassifier, x: torch.Tensor, col: torch.Tensor) -> np.ndarray:
-    """The nearest training point of class ``classes[col[i]]`` to each ``x[i]`` (float64, flattened)."""
-    pcn = per_class_nearest(x.detach().flatten(1).cpu().double().numpy(), None, classifier.refs,
-                            classifier.ref_labels, backend=classifier.backend)
-    return classifier.refs[pcn.index[np.arange(len(x)), col.numpy()]]
 
 
 def lipschitz_ratio_inf(model: nn.Module, x: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:

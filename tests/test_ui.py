@@ -103,18 +103,23 @@ _ERRORS = "() => window.jupyterapp.shell.currentWidget.content.widgets.filter(c 
           ".map(o => o.ename + ': ' + o.evalue)"
 
 
+def _open(page, base: str, token: str, name: str) -> None:
+    """Open ``notebooks/<name>.ipynb`` in a reset workspace of its own (only it is open and current) and
+    wait until its kernel is idle."""
+    page.goto(f"{base}/lab/workspaces/t{name}/tree/notebooks/{name}.ipynb?token={token}&reset",
+              wait_until="domcontentloaded")
+    page.wait_for_function("() => window.jupyterapp !== undefined && window.jupyterapp.shell.currentWidget "
+                           "&& window.jupyterapp.shell.currentWidget.content !== undefined", timeout=60_000)
+    page.wait_for_function(_KERNEL_IDLE, timeout=60_000)
+
+
 @pytest.mark.parametrize("name", list(SMALL))
 def test_notebook_runs_in_jupyterlab(lab, browser, name):
     base, token, root = lab
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1366, "height": 900})
     try:
-        # a workspace of its own, reset: only this notebook is open and current
-        page.goto(f"{base}/lab/workspaces/t{name}/tree/notebooks/{name}.ipynb?token={token}&reset",
-                  wait_until="domcontentloaded")
-        page.wait_for_function("() => window.jupyterapp !== undefined && window.jupyterapp.shell.currentWidget "
-                               "&& window.jupyterapp.shell.currentWidget.content !== undefined", timeout=60_000)
-        page.wait_for_function(_KERNEL_IDLE, timeout=60_000)
+        _open(page, base, token, name)
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         page.wait_for_timeout(1000)
         try:
@@ -161,11 +166,7 @@ def test_opening_a_notebook_does_not_modify_it(lab, browser):
     shutil.copy(ROOT / "notebooks" / "02_theory.ipynb", root / "notebooks" / "opened.ipynb")
     page = browser.new_page(viewport={"width": 1366, "height": 900})
     try:
-        page.goto(f"{base}/lab/workspaces/topen/tree/notebooks/opened.ipynb?token={token}&reset",
-                  wait_until="domcontentloaded")
-        page.wait_for_function("() => window.jupyterapp !== undefined && window.jupyterapp.shell.currentWidget "
-                               "&& window.jupyterapp.shell.currentWidget.content !== undefined", timeout=60_000)
-        page.wait_for_function(_KERNEL_IDLE, timeout=60_000)
+        _open(page, base, token, "opened")
         page.wait_for_timeout(1500)
         meta = page.evaluate("() => JSON.stringify(window.jupyterapp.shell.currentWidget.context.model.toJSON().metadata)")
         assert page.evaluate("() => window.jupyterapp.shell.currentWidget.context.model.dirty") is False, meta
