@@ -6,10 +6,11 @@ such ``j`` among ties.  They update ``best_d`` / ``best_i`` in place (a referenc
 current best when it is *strictly* closer and references are visited in increasing index order, so
 ties resolve to the smallest index in every kernel, which is what makes CPU and GPU agree bit for bit).
 
-* :func:`numba_nearest_prefix` - CPU, uint8: per query, lower bounds for thousands of references at
-  once from their leading coordinates (8-bit SIMD), then an early-exit scan of the few that survive.
-* :func:`numba_nearest` - CPU, any dtype, multi-threaded over query blocks, with early exit: a reference
-  is abandoned as soon as a block of coordinates shows it cannot beat the current best.
+* :func:`numba_nearest_prefix` - CPU, uint8 (the default there): blocks of queries against cache-sized
+  chunks of class-grouped references; per query, lower bounds for the whole chunk from the leading
+  coordinates (8-bit SIMD across references), then an 8-bit SIMD early-exit scan of the few survivors.
+* :func:`numba_nearest` - CPU, any dtype (used for float data), multi-threaded over query blocks, with
+  early exit: a reference is abandoned as soon as a block of coordinates shows it cannot beat the best.
 * :func:`torch_nearest` - any torch device, tiled and vectorised (memory bounded by ``tile_bytes``).
 * ``rll_core._triton.triton_nearest`` - CUDA kernel for uint8 data.
 """
@@ -53,23 +54,25 @@ def _numba_kernel(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,
         e = min(s + qblock, nq)
         for j in range(nr):
             rj = ry[j]
+            rrow = r[j]
             for i in range(s, e):
                 if qy[i] == rj:
                     continue
                 bd = best_d[i]
+                qrow = q[i]
                 m = 0
-                k0 = 0
-                while k0 < dim:
-                    k1 = min(k0 + kblock, dim)
-                    for k in range(k0, k1):
-                        a = _widen(q[i, k])
-                        c = _widen(r[j, k])
+                for k0 in range(0, dim, kblock):
+                    # slices indexed from 0: no wraparound test per element, so the loop vectorises
+                    qs = qrow[k0:k0 + kblock]
+                    rs = rrow[k0:k0 + kblock]
+                    for k in range(qs.shape[0]):
+                        a = _widen(qs[k])
+                        c = _widen(rs[k])
                         dd = a - c if a > c else c - a
                         if dd > m:
                             m = dd
                     if m >= bd:
                         break
-                    k0 = k1
                 if m < bd:
                     best_d[i] = m
                     best_i[i] = j
@@ -95,22 +98,23 @@ def _numba_top2_kernel(q: np.ndarray, r: np.ndarray, rc: np.ndarray, best_d: np.
         e = min(s + qblock, nq)
         for j in range(nr):
             c = rc[j]
+            rrow = r[j]
             for i in range(s, e):
                 same = c == best_c[i, 0]
                 bd = best_d[i, 0] if same else best_d[i, 1]
+                qrow = q[i]
                 m = 0
-                k0 = 0
-                while k0 < dim:
-                    k1 = min(k0 + kblock, dim)
-                    for k in range(k0, k1):
-                        a = _widen(q[i, k])
-                        cc = _widen(r[j, k])
+                for k0 in range(0, dim, kblock):
+                    qs = qrow[k0:k0 + kblock]
+                    rs = rrow[k0:k0 + kblock]
+                    for k in range(qs.shape[0]):
+                        a = _widen(qs[k])
+                        cc = _widen(rs[k])
                         dd = a - cc if a > cc else cc - a
                         if dd > m:
                             m = dd
                     if m > bd:
                         break
-                    k0 = k1
                 if m > bd:
                     continue
                 if same:
@@ -140,85 +144,126 @@ def numba_top2(q: np.ndarray, r: np.ndarray, rc: np.ndarray, best_d: np.ndarray,
     _numba_top2_kernel(q, r, rc, best_d, best_i, best_c, qblock, kblock)
 
 
-@njit(parallel=True, cache=True, boundscheck=False, nogil=True, fastmath=True)
-def _numba_prefix_kernel(q: np.ndarray, qy: np.ndarray, pref: np.ndarray, r: np.ndarray, orig: np.ndarray,
-                         seg_start: np.ndarray, seg_end: np.ndarray, seg_class: np.ndarray, best_d: np.ndarray,
-                         best_i: np.ndarray, kblock: int, chunk: int) -> None:  # pragma: no cover
-    """uint8 kernel that tests many references at once on their leading coordinates.
+#: Coordinates per 8-bit SIMD block (one AVX2 register of uint8) in the filter kernel's row scan.
+_LANES = 32
 
-    ``r`` holds the references grouped by class (``seg_start/seg_end/seg_class``: one segment per class,
-    ``orig``: each row's original index) with coordinates in decreasing-variance order; ``pref`` is the
-    transpose of its first ``kp`` columns (coordinate-major).  Per query and per chunk of an other-class
-    segment, a lower bound on every distance (the max over the ``kp`` leading coordinates) is computed
-    across the chunk in 8-bit lanes (``max(a, b) - min(a, b)`` on uint8 vectorises to SIMD); only the
-    references whose bound does not exceed the current best are scanned on, row by row with early exit.
-    Same-class segments are skipped whole (no label test per pair).  Ties go to the smallest original
-    index, so the result equals the brute-force reference.
+
+@njit(parallel=True, cache=True, boundscheck=False, nogil=True, fastmath=True)
+def _numba_filter_kernel(q: np.ndarray, qy: np.ndarray, pref: np.ndarray, rows: np.ndarray, orig: np.ndarray,
+                         seg_start: np.ndarray, seg_end: np.ndarray, seg_class: np.ndarray, best_d: np.ndarray,
+                         best_i: np.ndarray, chunk: int, qblock: int) -> None:  # pragma: no cover
+    """uint8 kernel: a SIMD lower-bound filter over many references, then a SIMD scan of the survivors.
+
+    ``rows`` holds the references grouped by class (``seg_start/seg_end/seg_class``: one segment per
+    class; ``orig``: each row's original index), coordinates in decreasing-variance order and zero-padded
+    to a multiple of ``_LANES`` (padding adds |0 - 0| = 0); ``pref`` is the transpose of its first ``kp``
+    columns (coordinate-major).  A block of ``qblock`` queries walks the references in chunks small
+    enough to stay in the core's cache, so each reference byte is read from memory once per query
+    block, not once per query.  Per query and chunk:
+
+    1. filter: the max over the ``kp`` leading coordinates, a lower bound on every distance, computed
+       across the chunk in 8-bit lanes (``max(a, b) - min(a, b)`` on uint8 is one SIMD op per 32 pairs);
+    2. scan: each reference whose bound does not exceed the query's current best goes on along its row
+       in blocks of ``_LANES`` coordinates (one SIMD op and a horizontal max each), abandoned as soon as
+       it exceeds the best.
+
+    Same-class segments are skipped whole (no label test per pair); the index loops run over fresh
+    slices from 0 so that numba drops its negative-index wraparound and LLVM emits vector loads.  Ties
+    go to the smallest original index, so the result equals the brute-force reference.
     """
     nq, dim = q.shape
     kp = pref.shape[0]
     nseg = seg_start.shape[0]
-    for i in prange(nq):
+    for b in prange((nq + qblock - 1) // qblock):
+        i0 = b * qblock
+        i1 = min(i0 + qblock, nq)
         acc = np.empty(chunk, np.uint8)
-        qi = q[i]
-        bd = np.int32(best_d[i])
-        bi = best_i[i]
         for s in range(nseg):
-            if seg_class[s] == qy[i]:
-                continue
             for c0 in range(seg_start[s], seg_end[s], chunk):
-                c1 = min(c0 + chunk, seg_end[s])
-                n = c1 - c0
-                for t in range(n):
-                    acc[t] = 0
-                for k in range(kp):
-                    a = qi[k]
-                    row = pref[k, c0:c1]
-                    for t in range(n):
-                        b = row[t]
-                        acc[t] = max(acc[t], np.uint8(max(a, b) - min(a, b)))
-                for t in range(n):
-                    m = np.int32(acc[t])
-                    if m > bd:
+                n = min(chunk, seg_end[s] - c0)
+                for i in range(i0, i1):
+                    if qy[i] == seg_class[s]:
                         continue
-                    j = c0 + t
-                    k0 = kp
-                    while k0 < dim and m <= bd:
-                        k1 = min(k0 + kblock, dim)
-                        for k in range(k0, k1):
-                            x = np.int32(qi[k])
-                            y = np.int32(r[j, k])
-                            d = x - y if x > y else y - x
-                            if d > m:
-                                m = d
-                        k0 = k1
-                    if m < bd or (m == bd and orig[j] < bi):
-                        bd = m
-                        bi = orig[j]
-        best_d[i] = bd
-        best_i[i] = bi
+                    qi = q[i]
+                    bd = np.int32(best_d[i])
+                    bi = best_i[i]
+                    for t in range(n):
+                        acc[t] = 0
+                    for k in range(0, kp, 4):  # four coordinates per pass over acc (kp is a multiple of 4)
+                        a0, a1, a2, a3 = qi[k], qi[k + 1], qi[k + 2], qi[k + 3]
+                        v0, v1 = pref[k, c0:c0 + n], pref[k + 1, c0:c0 + n]
+                        v2, v3 = pref[k + 2, c0:c0 + n], pref[k + 3, c0:c0 + n]
+                        for t in range(n):
+                            d01 = max(np.uint8(max(a0, v0[t]) - min(a0, v0[t])), np.uint8(max(a1, v1[t]) - min(a1, v1[t])))
+                            d23 = max(np.uint8(max(a2, v2[t]) - min(a2, v2[t])), np.uint8(max(a3, v3[t]) - min(a3, v3[t])))
+                            acc[t] = max(acc[t], max(d01, d23))
+                    for t in range(n):
+                        m = np.int32(acc[t])
+                        if m > bd:
+                            continue
+                        j = orig[c0 + t]
+                        # a tie only wins with a smaller index: otherwise stop at the best distance itself
+                        lim = bd if j < bi else bd - 1
+                        if m > lim:
+                            continue
+                        rj = rows[c0 + t]
+                        for k0 in range(kp, dim, _LANES):
+                            qs = qi[k0:k0 + _LANES]
+                            rs = rj[k0:k0 + _LANES]
+                            mb = np.uint8(0)
+                            for k in range(_LANES):
+                                d = np.uint8(max(qs[k], rs[k]) - min(qs[k], rs[k]))
+                                mb = mb if mb > d else d
+                            if np.int32(mb) > m:
+                                m = np.int32(mb)
+                                if m > lim:
+                                    break
+                        if m <= lim:
+                            bd = m
+                            bi = j
+                    best_d[i] = bd
+                    best_i[i] = bi
 
 
 class PrefixRefs:
     """References prepared once for :func:`numba_nearest_prefix`: grouped by class, coordinates permuted
-    by ``order``, and the first ``prefix`` coordinates also stored coordinate-major."""
+    by ``order`` and zero-padded to a multiple of 32, and the first ``prefix`` coordinates (rounded up
+    to a multiple of 32) also stored coordinate-major.  :meth:`queries` prepares queries to match."""
 
-    def __init__(self, r: np.ndarray, ry: np.ndarray, order: np.ndarray, prefix: int = 128) -> None:
+    def __init__(self, r: np.ndarray, ry: np.ndarray, order: np.ndarray, prefix: int = 64) -> None:
+        self.order = order
+        self.dim = r.shape[1]
+        padded = -(-self.dim // _LANES) * _LANES
         perm = np.argsort(ry, kind="stable")
-        self.rows = np.ascontiguousarray(r[perm][:, order])
+        self.rows = np.zeros((r.shape[0], padded), np.uint8)
+        for s in range(0, r.shape[0], 8192):  # bounded temporaries
+            self.rows[s:s + 8192, :self.dim] = r[perm[s:s + 8192]][:, order]
         self.orig = perm.astype(np.int64)
         labels = ry[perm]
-        self.seg_class, starts = np.unique(labels, return_index=True)
+        classes, starts = np.unique(labels, return_index=True)
+        self.seg_class = classes.astype(np.int64)
         self.seg_start = starts.astype(np.int64)
         self.seg_end = np.append(starts[1:], len(labels)).astype(np.int64)
-        self.pref = np.ascontiguousarray(self.rows[:, : min(prefix, r.shape[1])].T)
+        kp = min(padded, max(1, -(-prefix // _LANES)) * _LANES)
+        self.pref = np.ascontiguousarray(self.rows[:, :kp].T)
+
+    def queries(self, q: np.ndarray) -> np.ndarray:
+        """``q`` (N, D) uint8 with its coordinates permuted and padded like the references."""
+        out = np.zeros((q.shape[0], self.rows.shape[1]), np.uint8)
+        out[:, :self.dim] = q[:, self.order]
+        return out
+
+    def chunk(self, cache_bytes: int = 1 << 19) -> int:
+        """References per chunk: the chunk's rows fit in ``cache_bytes`` (a core's L2 on current CPUs),
+        within 256..1024 (measured best on Fashion-MNIST and CIFAR-sized rows)."""
+        return max(256, min(1024, cache_bytes // self.rows.shape[1] // 64 * 64))
 
 
 def numba_nearest_prefix(q: np.ndarray, qy: np.ndarray, refs: PrefixRefs, best_d: np.ndarray,
-                         best_i: np.ndarray, kblock: int = 16, chunk: int = 4096) -> None:
-    """CPU kernel for uint8 data; ``q`` with its coordinates in the same order as ``refs``."""
-    _numba_prefix_kernel(q, qy, refs.pref, refs.rows, refs.orig, refs.seg_start, refs.seg_end,
-                         refs.seg_class.astype(np.int64), best_d, best_i, kblock, chunk)
+                         best_i: np.ndarray, chunk: int | None = None, qblock: int = 64) -> None:
+    """CPU kernel for uint8 data (see :func:`_numba_filter_kernel`); ``q`` from ``refs.queries``."""
+    _numba_filter_kernel(q, qy, refs.pref, refs.rows, refs.orig, refs.seg_start, refs.seg_end, refs.seg_class,
+                         best_d, best_i, refs.chunk() if chunk is None else chunk, qblock)
 
 
 def numba_nearest(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,

@@ -225,35 +225,6 @@ class _ResultCache:
         self.partial.unlink(missing_ok=True)
 
 
-_CALIBRATION_QUERIES = 256
-
-
-def _choose_cpu_kernel(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray, order: np.ndarray,
-                       r_perm: np.ndarray, self_search: bool, best_d: np.ndarray, best_i: np.ndarray,
-                       done: int) -> tuple[PrefixRefs | None, int]:
-    """Run both exact uint8 CPU kernels on the next queries, keep their (identical) results, and return the
-    prepared references of the SIMD-filter kernel if it was faster there (else None), with the new count
-    of finished queries.  The filter wins where distances are moderate (Fashion-MNIST: 2.5x) and loses
-    where nearly every pair is at distance ~255 (binary-looking MNIST), so the data decides."""
-    nq = q.shape[0]
-    if nq - done < 4 * _CALIBRATION_QUERIES:
-        return PrefixRefs(r, ry, order), done
-    s, e = done, done + _CALIBRATION_QUERIES
-    prefix_refs = PrefixRefs(r, ry, order)
-    qc = np.ascontiguousarray(q[s:e][:, order])
-    t = time.perf_counter()
-    numba_nearest_prefix(qc, qy[s:e], prefix_refs, best_d[s:e], best_i[s:e])
-    t_prefix = time.perf_counter() - t
-    d2 = np.full(e - s, UINT8_SENTINEL, np.int32)
-    i2 = np.full(e - s, -1, np.int64)
-    t = time.perf_counter()
-    numba_nearest(r_perm[s:e] if self_search else qc, qy[s:e], r_perm, ry, d2, i2)
-    t_rows = time.perf_counter() - t
-    if not (np.array_equal(d2, best_d[s:e]) and np.array_equal(i2, best_i[s:e])):  # pragma: no cover
-        raise RuntimeError("internal error: the two exact CPU kernels disagree")
-    return (prefix_refs if t_prefix <= t_rows else None), e
-
-
 def nearest_other_class(
     queries: ArrayLike,
     query_labels: ArrayLike,
@@ -316,15 +287,13 @@ def nearest_other_class(
         done = cache.load_partial(best_d, best_i)
 
     # prepare the references once
-    if be == "numba":
+    prefix_refs = None
+    if be == "numba" and is_int:  # the SIMD-filter kernel
+        prefix_refs = PrefixRefs(r, ry, _dim_order(r))
+    elif be == "numba":
         order = _dim_order(r)
         r_run: Any = np.ascontiguousarray(r[:, order])
         ry_run: Any = ry
-        prefix_refs = None
-        if is_int:  # the SIMD-filter kernel where it pays on this data (measured on the first queries)
-            prefix_refs, done = _choose_cpu_kernel(q, qy, r, ry, order, r_run, refs is None, best_d, best_i, done)
-            if prefix_refs is not None:
-                r_run = None  # only the class-grouped copy is needed from here on
     else:
         r_run = _to_device(r, dev)
         ry_run = _to_device(ry, dev)
@@ -335,9 +304,8 @@ def nearest_other_class(
     with tqdm(total=nq, initial=done, disable=not progress, desc=desc, unit="pt", smoothing=0.1) as bar:
         for s in range(done, nq, query_chunk):
             e = min(nq, s + query_chunk)
-            if be == "numba" and prefix_refs is not None:
-                numba_nearest_prefix(np.ascontiguousarray(q[s:e][:, order]), qy[s:e], prefix_refs, best_d[s:e],
-                                     best_i[s:e])
+            if prefix_refs is not None:
+                numba_nearest_prefix(prefix_refs.queries(q[s:e]), qy[s:e], prefix_refs, best_d[s:e], best_i[s:e])
             elif be == "numba":
                 # train-train: the permuted references already hold the permuted queries
                 qc = r_run[s:e] if refs is None else np.ascontiguousarray(q[s:e][:, order])

@@ -356,32 +356,36 @@ def test_measure_separation_on_data_with_known_separation():
         measure_separation(train)
 
 
-@pytest.mark.parametrize("prefix,chunk,kblock", [(1, 1, 1), (3, 7, 5), (29, 64, 16), (200, 4096, 1000)])
-def test_prefix_kernel_sizes_do_not_change_results(prefix, chunk, kblock):
+@pytest.mark.parametrize("prefix,chunk,qblock,dim", [(1, 1, 1, 29), (3, 7, 5, 29), (40, 64, 16, 70),
+                                                     (200, 4096, 1000, 29), (64, 3, 2, 96)])
+def test_prefix_kernel_sizes_do_not_change_results(prefix, chunk, qblock, dim):
     """The SIMD-filter kernel against brute force, with few grey levels (many ties across classes, so the
-    smallest-original-index rule is exercised across class segments) and every prefix / chunk size."""
-    q, qy, r, ry = _random_case(14, 45, 170, 29, 4, 4, "uint8")
-    order = np.random.default_rng(0).permutation(29)  # any coordinate order gives the same result
+    smallest-original-index rule is exercised across class segments and chunks), every prefix / chunk /
+    query-block size, and dimensions below, between and at multiples of the 32-byte SIMD block."""
+    q, qy, r, ry = _random_case(14, 45, 170, dim, 4, 4, "uint8")
+    order = np.random.default_rng(0).permutation(dim)  # any coordinate order gives the same result
     refs = K.PrefixRefs(r, ry, order, prefix=prefix)
     bd = np.full(45, K.UINT8_SENTINEL, np.int32)
     bi = np.full(45, -1, np.int64)
-    K.numba_nearest_prefix(np.ascontiguousarray(q[:, order]), qy, refs, bd, bi, kblock=kblock, chunk=chunk)
+    K.numba_nearest_prefix(refs.queries(q), qy, refs, bd, bi, chunk=chunk, qblock=qblock)
     d_ref, i_ref = brute_nearest_other(q, qy, r, ry)
     np.testing.assert_array_equal(bd, d_ref)
     np.testing.assert_array_equal(bi, i_ref)
 
 
-@pytest.mark.parametrize("self_search", [True, False])
-def test_kernel_calibration_keeps_exact_results(monkeypatch, self_search):
-    """Large uint8 searches time both CPU kernels on their first queries and go on with the faster one:
-    whichever wins, the results equal brute force (calibration shrunk here so small data triggers it)."""
-    import rll_core.separation as S
+def test_prefix_kernel_ties_go_to_the_smallest_index_across_classes():
+    """Every reference at the same distance: the answer is the smallest index of another class, although
+    the kernel visits classes in label order (class 0's segment after class 2's smaller indices)."""
+    r = np.full((9, 40), 100, np.uint8)
+    r[:, 0] = 0  # every query-reference pair differs by exactly 100 on coordinate 0
+    ry = np.array([2, 0, 2, 1, 0, 1, 2, 0, 1])
+    q = np.full((3, 40), 100, np.uint8)
+    qy = np.array([0, 1, 2])
+    refs = K.PrefixRefs(r, ry, np.arange(40))
+    bd = np.full(3, K.UINT8_SENTINEL, np.int32)
+    bi = np.full(3, -1, np.int64)
+    K.numba_nearest_prefix(refs.queries(q), qy, refs, bd, bi)
+    np.testing.assert_array_equal(bd, [100, 100, 100])
+    np.testing.assert_array_equal(bi, [0, 0, 1])
 
-    monkeypatch.setattr(S, "_CALIBRATION_QUERIES", 6)
-    q, qy, r, ry = _random_case(15, 60, 80, 21, 3, 6, "uint8")
-    if self_search:
-        q, qy = r, ry
-    res = nearest_other_class(q, qy, None if self_search else r, None if self_search else ry, query_chunk=7)
-    d_ref, i_ref = brute_nearest_other(q, qy, r, ry)
-    np.testing.assert_array_equal(res.distance, d_ref)
-    np.testing.assert_array_equal(res.index, i_ref)
+
