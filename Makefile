@@ -71,7 +71,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 bench: setup
-	$(BIN)/python benchmarks/separation.py
+	$(BIN)/python benchmarks/separation.py --job
 
 bench-eval: setup
 	$(BIN)/python benchmarks/evaluation.py

@@ -1,23 +1,27 @@
-"""Benchmark: exact nearest-other-class L-inf search, rll_core kernels vs a naive torch.cdist baseline.
+"""Benchmark: exact nearest-other-class L-inf search, rll_core kernels against baselines measured in the
+same run on the same queries.
 
-Workloads (train-train, the heaviest case of Table 1):
+Workloads:
 
-Baselines measured in the same run: a naive chunked ``torch.cdist(p=inf)`` and, on the CPU, the library
-anchor scipy ``cKDTree(p=inf)`` (one tree per class, built outside the timing, queried on all cores;
-``--ckdtree-queries``).
+* ``fmnist``: Fashion-MNIST train-train, 60,000 x 60,000 x 784 (real data, Debian's dataset-fashion-mnist)
+* ``fmnist-test``: Fashion-MNIST test-train, 10,000 x 60,000 x 784
+* ``cifar``:  CIFAR-10 train-train shape, 50,000 x 50,000 x 3072: real CIFAR-10 from $RLL_DATA_DIR if
+  present, else random uint8 with 10 random labels (the early-exit worst case: every pair is near 255)
 
-* ``fmnist``: Fashion-MNIST train, 60,000 x 60,000 x 784 (real data, Debian's dataset-fashion-mnist)
-* ``cifar``:  CIFAR-10 train shape, 50,000 x 50,000 x 3072: real CIFAR-10 from $RLL_DATA_DIR if present,
-  else random uint8 with 10 random labels (a worst case for the early-exit CPU kernel)
+Baselines: a naive chunked ``torch.cdist(p=inf)``; on the CPU the library anchor scipy ``cKDTree(p=inf)``
+(one tree per class, built outside the timing, queried on all cores; ``--ckdtree-queries``) and rll's
+own row kernel (``numba-rows``, the kernel float data uses; it was the uint8 default before the SIMD
+filter kernel).
 
-On the CPU, a query subset is timed against the *full* reference set (``--cpu-queries``, default 2000;
-the naive baseline gets ``--naive-queries``) and the full-size time is extrapolated from pairs/second;
-``--full`` times all queries.  On CUDA every row runs at full size.  Each row reports peak extra memory
-(RSS on CPU, torch's allocator peak on GPU) and whether its distances equal the numba kernel's on the
-queries it ran.
+On the CPU a query subset is timed against the *full* reference set (``--cpu-queries``, default 2000;
+the baselines get fewer) and full-size times are extrapolated from pairs/second; ``--full`` times all
+queries.  On CUDA every row runs at full size.  Each row reports peak extra memory (RSS on CPU, torch's
+allocator peak on GPU) and whether its distances equal the first row's on the queries it ran.
+``--job`` also times the whole Fashion-MNIST job (train-train + test-train, as ``measure_separation``
+runs it, no cache).
 
     python benchmarks/separation.py                 # CPU rows (and GPU rows when CUDA is present)
-    python benchmarks/separation.py --workloads fmnist --cpu-queries 60000   # the full CPU run
+    python benchmarks/separation.py --workloads fmnist-test --ckdtree-queries 1000 --job
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class Row:
     method: str
     device: str
     nq: int
+    nq_all: int
     nr: int
     seconds: float
     peak_mb: float
@@ -139,27 +144,89 @@ def timed(fn, device: torch.device):  # type: ignore[no-untyped-def]
     return out, dt, mem.extra_mb
 
 
-def load_workload(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
-    if name == "fmnist":
-        ds = load_fashion_mnist(split="train")
-        return ds.flat(), ds.labels, "Fashion-MNIST train (real)"
+@dataclass
+class Workload:
+    desc: str
+    q: np.ndarray
+    qy: np.ndarray
+    r: np.ndarray
+    ry: np.ndarray
+
+
+def load_workload(name: str, seed: int) -> Workload:
+    if name in ("fmnist", "fmnist-test"):
+        tr = load_fashion_mnist(split="train")
+        if name == "fmnist":
+            return Workload("Fashion-MNIST train-train (real)", tr.flat(), tr.labels, tr.flat(), tr.labels)
+        te = load_fashion_mnist(split="test")
+        return Workload("Fashion-MNIST test-train (real)", te.flat(), te.labels, tr.flat(), tr.labels)
+    if name != "cifar":
+        raise SystemExit(f"unknown workload {name!r}: fmnist, fmnist-test or cifar")
     try:
         ds = load_cifar10(split="train")
-        return ds.flat(), ds.labels, "CIFAR-10 train (real)"
+        return Workload("CIFAR-10 train-train (real)", ds.flat(), ds.labels, ds.flat(), ds.labels)
     except DataError:
         rng = np.random.default_rng(seed)
         x = rng.integers(0, 256, size=(50000, 3072), dtype=np.uint8)
-        return x, rng.integers(0, 10, size=50000).astype(np.int64), "CIFAR-10 shape (random uint8)"
+        y = rng.integers(0, 10, size=50000).astype(np.int64)
+        return Workload("CIFAR-10 shape train-train (random uint8)", x, y, x, y)
+
+
+def rows_kernel(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray) -> np.ndarray:
+    """rll's row kernel on uint8 data (coordinates in the same variance order as the library uses)."""
+    from rll_core._kernels import UINT8_SENTINEL, numba_nearest
+    from rll_core.separation import _dim_order
+
+    order = _dim_order(r)
+    ro, qo = np.ascontiguousarray(r[:, order]), np.ascontiguousarray(q[:, order])
+    bd = np.full(len(q), UINT8_SENTINEL, np.int32)
+    bi = np.full(len(q), -1, np.int64)
+    numba_nearest(qo, qy, ro, ry, bd, bi)
+    return bd
+
+
+def time_job() -> float:
+    """The whole Fashion-MNIST separation job (train-train + test-train), no cache, JIT already warm."""
+    from rll_core.separation import measure_separation
+
+    tr, te = load_fashion_mnist(split="train"), load_fashion_mnist(split="test")
+    t = time.perf_counter()
+    measure_separation(tr, te)
+    return time.perf_counter() - t
+
+
+def run_method(m: str, wl: Workload, n: int, dev: torch.device) -> tuple[np.ndarray, float, float]:
+    """Distances of the first ``n`` queries by method ``m``, wall seconds and peak extra MB."""
+    q, qy = wl.q[:n], wl.qy[:n]
+    if m == "naive":
+        return timed(lambda: naive_cdist(q, qy, wl.r, wl.ry, dev), dev)
+    if m == "ckdtree":
+        t_build = time.perf_counter()
+        trees = ckdtree_trees(wl.r, wl.ry)
+        print(f"  ckdtree trees built in {time.perf_counter() - t_build:.2f} s (not in the timing)")
+        return timed(lambda: ckdtree_nearest(trees, q, qy), dev)
+    if m == "numba-rows":
+        rows_kernel(q[:8], qy[:8], wl.r[:500], wl.ry[:500])  # JIT warm-up
+        return timed(lambda: rows_kernel(q, qy, wl.r, wl.ry), dev)
+    def search(n_q: int) -> np.ndarray:
+        res = nearest_other_class(q[:n_q], qy[:n_q], wl.r, wl.ry, device=dev, backend=m)  # type: ignore[arg-type]
+        return res.distance
+
+    search(64)  # warm-up (JIT compilation) on a few queries first
+    sync(dev)
+    return timed(lambda: search(n), dev)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workloads", default="fmnist,cifar")
+    ap.add_argument("--workloads", default="fmnist,fmnist-test,cifar")
     ap.add_argument("--device", default="auto", help="auto (CPU rows, plus GPU rows if CUDA), cpu or cuda")
     ap.add_argument("--cpu-queries", type=int, default=2000)
     ap.add_argument("--naive-queries", type=int, default=200)
+    ap.add_argument("--rows-queries", type=int, default=500, help="queries for rll's row kernel (CPU)")
     ap.add_argument("--ckdtree-queries", type=int, default=300, help="queries for scipy's cKDTree (CPU)")
     ap.add_argument("--full", action="store_true", help="time every query on the CPU too")
+    ap.add_argument("--job", action="store_true", help="also time the full Fashion-MNIST job (CPU)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -175,69 +242,51 @@ def main() -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"cuda: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
     rows: list[Row] = []
-    for wl in args.workloads.split(","):
-        x, y, desc = load_workload(wl, args.seed)
-        nr = len(x)
-        print(f"\n{wl}: {desc}, {nr} x {nr} x {x.shape[1]}", flush=True)
+    workloads = args.workloads.split(",")
+    for name in workloads:
+        wl = load_workload(name, args.seed)
+        nq_all, nr = len(wl.q), len(wl.r)
+        print(f"\n{name}: {wl.desc}, {nq_all} x {nr} x {wl.q.shape[1]}", flush=True)
         for dev in devices:
             if dev.type == "cpu":
-                nq = nr if args.full else min(nr, args.cpu_queries)
-                nq_naive = min(nq, args.naive_queries)
+                nq = nq_all if args.full else min(nq_all, args.cpu_queries)
+                methods = {"numba": nq, "numba-rows": args.rows_queries, "naive": args.naive_queries,
+                           "ckdtree": args.ckdtree_queries}
             else:
-                nq = nq_naive = nr
-            q, qy = x[:nq], y[:nq]
-            methods = (["numba"] if dev.type == "cpu" else ["triton", "torch"]) + ["naive"]
-            if dev.type == "cpu":
-                methods.append("ckdtree")
+                methods = {"triton": nq_all, "torch": nq_all, "naive": nq_all}
             ref = None
-            for m in methods:
+            for m, n in methods.items():
                 if m == "triton":
                     try:
                         import triton  # noqa: F401
                     except ImportError:
                         continue
-                if m == "naive":
-                    qn, qyn = x[:nq_naive], y[:nq_naive]
-                    out, dt, mb = timed(lambda: naive_cdist(qn, qyn, x, y, dev), dev)
-                    d = out
-                    n_used = nq_naive
-                elif m == "ckdtree":
-                    n_used = min(nq, args.ckdtree_queries)
-                    qk, qyk = x[:n_used], y[:n_used]
-                    t_build = time.perf_counter()
-                    trees = ckdtree_trees(x, y)
-                    print(f"  ckdtree trees built in {time.perf_counter() - t_build:.2f} s (not in the timing)")
-                    d, dt, mb = timed(lambda: ckdtree_nearest(trees, qk, qyk), dev)
-                else:
-                    # warm-up (JIT compilation) on a few queries first
-                    nearest_other_class(q[:64], qy[:64], x, y, device=dev, backend=m)  # type: ignore[arg-type]
-                    sync(dev)
-                    res, dt, mb = timed(lambda: nearest_other_class(q, qy, x, y, device=dev, backend=m),  # type: ignore[arg-type]
-                                        dev)
-                    d = res.distance
-                    n_used = nq
+                n = min(n, nq_all)
+                d, dt, mb = run_method(m, wl, n, dev)
                 if ref is None:
-                    ref = d
-                    match = "reference"
+                    ref, match = d, "reference"
                 else:
                     k = min(len(ref), len(d))
                     match = "yes" if np.array_equal(ref[:k], d[:k]) else "NO"
-                rows.append(Row(wl, m, dev.type, n_used, nr, dt, mb, match))
-                r = rows[-1]
-                print(f"  {m:7s} {dev.type:4s} {n_used:6d} queries: {dt:8.2f} s  {r.mpairs:9.1f} Mpairs/s", flush=True)
+                rows.append(Row(name, m, dev.type, n, nq_all, nr, dt, mb, match))
+                print(f"  {m:10s} {dev.type:4s} {n:6d} queries: {dt:8.2f} s  {rows[-1].mpairs:9.1f} Mpairs/s",
+                      flush=True)
 
-    for wl in args.workloads.split(","):
-        by = {r.method: r for r in rows if r.workload == wl and r.device == "cpu"}
-        if "numba" in by and "ckdtree" in by:
-            print(f"{wl}: rll numba / scipy cKDTree throughput = {by['numba'].mpairs / by['ckdtree'].mpairs:.1f}x "
-                  "(queries only; tree building excluded)")
-    print("\n| workload | method | device | queries x refs | wall s | Mpairs/s | est. full train-train s "
+    print()
+    for name in workloads:
+        by = {r.method: r for r in rows if r.workload == name and r.device == "cpu"}
+        for base in ("ckdtree", "numba-rows", "naive"):
+            if "numba" in by and base in by:
+                print(f"{name}: rll numba / {base} throughput = {by['numba'].mpairs / by[base].mpairs:.1f}x")
+    print("\n| workload | method | device | queries x refs | wall s | Mpairs/s | est. all queries s "
           "| peak extra MB | same distances |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        full = r.nr * r.nr / (r.mpairs * 1e6)
+        full = r.nq_all * r.nr / (r.mpairs * 1e6)
         print(f"| {r.workload} | {r.method} | {r.device} | {r.nq} x {r.nr} | {r.seconds:.2f} | {r.mpairs:.1f} "
               f"| {full:.1f} | {r.peak_mb:.0f} | {r.match} |")
+    if args.job and "cpu" in [d.type for d in devices]:
+        print(f"\nfull Fashion-MNIST job (train-train + test-train, measure_separation): {time_job():.1f} s")
     return 0
 
 

@@ -148,6 +148,12 @@ def numba_top2(q: np.ndarray, r: np.ndarray, rc: np.ndarray, best_d: np.ndarray,
 _LANES = 32
 
 
+@njit(inline="always", cache=True)
+def _absdiff(a, b):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """|a - b| of two uint8 values as uint8 (vectorises to max, min and an 8-bit subtraction)."""
+    return np.uint8(max(a, b) - min(a, b))
+
+
 @njit(parallel=True, cache=True, boundscheck=False, nogil=True, fastmath=True)
 def _numba_filter_kernel(q: np.ndarray, qy: np.ndarray, pref: np.ndarray, rows: np.ndarray, orig: np.ndarray,
                          seg_start: np.ndarray, seg_end: np.ndarray, seg_class: np.ndarray, best_d: np.ndarray,
@@ -194,8 +200,8 @@ def _numba_filter_kernel(q: np.ndarray, qy: np.ndarray, pref: np.ndarray, rows: 
                         v0, v1 = pref[k, c0:c0 + n], pref[k + 1, c0:c0 + n]
                         v2, v3 = pref[k + 2, c0:c0 + n], pref[k + 3, c0:c0 + n]
                         for t in range(n):
-                            d01 = max(np.uint8(max(a0, v0[t]) - min(a0, v0[t])), np.uint8(max(a1, v1[t]) - min(a1, v1[t])))
-                            d23 = max(np.uint8(max(a2, v2[t]) - min(a2, v2[t])), np.uint8(max(a3, v3[t]) - min(a3, v3[t])))
+                            d01 = max(_absdiff(a0, v0[t]), _absdiff(a1, v1[t]))
+                            d23 = max(_absdiff(a2, v2[t]), _absdiff(a3, v3[t]))
                             acc[t] = max(acc[t], max(d01, d23))
                     for t in range(n):
                         m = np.int32(acc[t])
@@ -212,7 +218,7 @@ def _numba_filter_kernel(q: np.ndarray, qy: np.ndarray, pref: np.ndarray, rows: 
                             rs = rj[k0:k0 + _LANES]
                             mb = np.uint8(0)
                             for k in range(_LANES):
-                                d = np.uint8(max(qs[k], rs[k]) - min(qs[k], rs[k]))
+                                d = _absdiff(qs[k], rs[k])
                                 mb = mb if mb > d else d
                             if np.int32(mb) > m:
                                 m = np.int32(mb)
@@ -236,8 +242,8 @@ class PrefixRefs:
         padded = -(-self.dim // _LANES) * _LANES
         perm = np.argsort(ry, kind="stable")
         self.rows = np.zeros((r.shape[0], padded), np.uint8)
-        for s in range(0, r.shape[0], 8192):  # bounded temporaries
-            self.rows[s:s + 8192, :self.dim] = r[perm[s:s + 8192]][:, order]
+        for s in range(0, r.shape[0], 8192):  # bounded temporaries; take is ~6x faster than fancy indexing
+            self.rows[s:s + 8192, :self.dim] = r.take(perm[s:s + 8192], axis=0).take(order, axis=1)
         self.orig = perm.astype(np.int64)
         labels = ry[perm]
         classes, starts = np.unique(labels, return_index=True)
@@ -250,7 +256,7 @@ class PrefixRefs:
     def queries(self, q: np.ndarray) -> np.ndarray:
         """``q`` (N, D) uint8 with its coordinates permuted and padded like the references."""
         out = np.zeros((q.shape[0], self.rows.shape[1]), np.uint8)
-        out[:, :self.dim] = q[:, self.order]
+        out[:, :self.dim] = q.take(self.order, axis=1)
         return out
 
     def chunk(self, cache_bytes: int = 1 << 19) -> int:
