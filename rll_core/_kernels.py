@@ -2,9 +2,10 @@
 
 All kernels solve the same problem on one chunk of queries against all references: for query ``i``,
 ``min_j max_k |Q[i, k] - R[j, k]|`` over references ``j`` with ``ry[j] != qy[i]``, and the smallest
-such ``j`` among ties.  They update ``best_d`` / ``best_i`` in place (a reference only replaces the
-current best when it is *strictly* closer and references are visited in increasing index order, so
-ties resolve to the smallest index in every kernel, which is what makes CPU and GPU agree bit for bit).
+such ``j`` among ties.  They update ``best_d`` / ``best_i`` in place.  The row, torch and Triton kernels
+visit references in index order and replace the best only when *strictly* closer; the class-grouped
+filter kernel does not visit them in index order and also takes a tie with a smaller index.  So ties
+resolve to the smallest index in every kernel, which is what makes CPU and GPU agree bit for bit.
 
 * :func:`numba_nearest_prefix` - CPU, uint8 (the default there): blocks of queries against cache-sized
   chunks of class-grouped references; per query, lower bounds for the whole chunk from the leading
