@@ -155,6 +155,40 @@ def _absdiff(a, b):  # type: ignore[no-untyped-def]  # pragma: no cover
     return np.uint8(max(a, b) - min(a, b))
 
 
+@njit(inline="always", cache=True)
+def _prefix_bounds(qi, pref, c0, n, acc):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """``acc[t]``: max over the ``pref.shape[0]`` leading coordinates of |qi - reference c0 + t|, a lower
+    bound on its distance, for t < n; 8-bit SIMD across references, four coordinates per pass."""
+    for t in range(n):
+        acc[t] = 0
+    for k in range(0, pref.shape[0], 4):  # the prefix length is a multiple of 4
+        a0, a1, a2, a3 = qi[k], qi[k + 1], qi[k + 2], qi[k + 3]
+        v0, v1 = pref[k, c0:c0 + n], pref[k + 1, c0:c0 + n]
+        v2, v3 = pref[k + 2, c0:c0 + n], pref[k + 3, c0:c0 + n]
+        for t in range(n):
+            d01 = max(_absdiff(a0, v0[t]), _absdiff(a1, v1[t]))
+            d23 = max(_absdiff(a2, v2[t]), _absdiff(a3, v3[t]))
+            acc[t] = max(acc[t], max(d01, d23))
+
+
+@njit(inline="always", cache=True)
+def _scan_row(qi, rj, kp, m, lim):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """``m`` raised to the max of |qi - rj| over coordinates ``kp..``, ``_LANES`` at a time (one SIMD step
+    and a horizontal max each), stopping as soon as it exceeds ``lim``."""
+    for k0 in range(kp, qi.shape[0], _LANES):
+        qs = qi[k0:k0 + _LANES]
+        rs = rj[k0:k0 + _LANES]
+        mb = np.uint8(0)
+        for k in range(_LANES):
+            d = _absdiff(qs[k], rs[k])
+            mb = mb if mb > d else d
+        if np.int32(mb) > m:
+            m = np.int32(mb)
+            if m > lim:
+                break
+    return m
+
+
 @njit(parallel=True, cache=True, boundscheck=False, nogil=True, fastmath=True)
 def _numba_filter_kernel(q: np.ndarray, qy: np.ndarray, pref: np.ndarray, rows: np.ndarray, orig: np.ndarray,
                          seg_start: np.ndarray, seg_end: np.ndarray, seg_class: np.ndarray, best_d: np.ndarray,
@@ -178,7 +212,7 @@ def _numba_filter_kernel(q: np.ndarray, qy: np.ndarray, pref: np.ndarray, rows: 
     slices from 0 so that numba drops its negative-index wraparound and LLVM emits vector loads.  Ties
     go to the smallest original index, so the result equals the brute-force reference.
     """
-    nq, dim = q.shape
+    nq = q.shape[0]
     kp = pref.shape[0]
     nseg = seg_start.shape[0]
     for b in prange((nq + qblock - 1) // qblock):
@@ -194,16 +228,7 @@ def _numba_filter_kernel(q: np.ndarray, qy: np.ndarray, pref: np.ndarray, rows: 
                     qi = q[i]
                     bd = np.int32(best_d[i])
                     bi = best_i[i]
-                    for t in range(n):
-                        acc[t] = 0
-                    for k in range(0, kp, 4):  # four coordinates per pass over acc (kp is a multiple of 4)
-                        a0, a1, a2, a3 = qi[k], qi[k + 1], qi[k + 2], qi[k + 3]
-                        v0, v1 = pref[k, c0:c0 + n], pref[k + 1, c0:c0 + n]
-                        v2, v3 = pref[k + 2, c0:c0 + n], pref[k + 3, c0:c0 + n]
-                        for t in range(n):
-                            d01 = max(_absdiff(a0, v0[t]), _absdiff(a1, v1[t]))
-                            d23 = max(_absdiff(a2, v2[t]), _absdiff(a3, v3[t]))
-                            acc[t] = max(acc[t], max(d01, d23))
+                    _prefix_bounds(qi, pref, c0, n, acc)
                     for t in range(n):
                         m = np.int32(acc[t])
                         if m > bd:
@@ -211,25 +236,69 @@ def _numba_filter_kernel(q: np.ndarray, qy: np.ndarray, pref: np.ndarray, rows: 
                         j = orig[c0 + t]
                         # a tie only wins with a smaller index: otherwise stop at the best distance itself
                         lim = bd if j < bi else bd - 1
-                        if m > lim:
-                            continue
-                        rj = rows[c0 + t]
-                        for k0 in range(kp, dim, _LANES):
-                            qs = qi[k0:k0 + _LANES]
-                            rs = rj[k0:k0 + _LANES]
-                            mb = np.uint8(0)
-                            for k in range(_LANES):
-                                d = _absdiff(qs[k], rs[k])
-                                mb = mb if mb > d else d
-                            if np.int32(mb) > m:
-                                m = np.int32(mb)
-                                if m > lim:
-                                    break
                         if m <= lim:
-                            bd = m
-                            bi = j
+                            m = _scan_row(qi, rows[c0 + t], kp, m, lim)
+                            if m <= lim:
+                                bd = m
+                                bi = j
                     best_d[i] = bd
                     best_i[i] = bi
+
+
+@njit(parallel=True, cache=True, boundscheck=False, nogil=True, fastmath=True)
+def _numba_top2_filter_kernel(q: np.ndarray, pref: np.ndarray, rows: np.ndarray, orig: np.ndarray,
+                              seg_start: np.ndarray, seg_end: np.ndarray, seg_class: np.ndarray, best_d: np.ndarray,
+                              best_i: np.ndarray, best_c: np.ndarray, chunk: int,
+                              qblock: int) -> None:  # pragma: no cover
+    """The top-2 search of :func:`_numba_top2_kernel` on uint8 data with the filter kernel's layout and
+    steps (``seg_class`` holds class indices 0..C-1).
+
+    A reference of class ``c`` matters only if it improves the nearest class's distance (``c`` is that
+    class) or beats the runner-up (ordered by (distance, class index)); that threshold bounds the filter,
+    and each survivor is scanned against the exact limit, where a tie within a class cannot win (a
+    segment is visited in increasing index order) and a tie with the runner-up wins for a smaller class.
+    """
+    nq = q.shape[0]
+    kp = pref.shape[0]
+    nseg = seg_start.shape[0]
+    for b in prange((nq + qblock - 1) // qblock):
+        i0 = b * qblock
+        i1 = min(i0 + qblock, nq)
+        acc = np.empty(chunk, np.uint8)
+        for s in range(nseg):
+            c = seg_class[s]
+            for c0 in range(seg_start[s], seg_end[s], chunk):
+                n = min(chunk, seg_end[s] - c0)
+                for i in range(i0, i1):
+                    qi = q[i]
+                    d0, d1 = np.int32(best_d[i, 0]), np.int32(best_d[i, 1])
+                    j0, j1 = best_i[i, 0], best_i[i, 1]
+                    k0, k1 = best_c[i, 0], best_c[i, 1]
+                    _prefix_bounds(qi, pref, c0, n, acc)
+                    for t in range(n):
+                        m = np.int32(acc[t])
+                        if c == k0:
+                            lim = d0 - 1
+                        elif c == k1 or c > k1:
+                            lim = d1 - 1
+                        else:
+                            lim = d1
+                        if m > lim:
+                            continue
+                        m = _scan_row(qi, rows[c0 + t], kp, m, lim)
+                        if m > lim:
+                            continue
+                        j = orig[c0 + t]
+                        if c == k0:
+                            d0, j0 = m, j
+                        elif m < d0 or (m == d0 and c < k0):
+                            d1, j1, k1 = d0, j0, k0
+                            d0, j0, k0 = m, j, c
+                        else:
+                            d1, j1, k1 = m, j, c
+                    best_d[i, 0], best_d[i, 1] = d0, d1
+                    best_i[i, 0], best_i[i, 1] = j0, j1
+                    best_c[i, 0], best_c[i, 1] = k0, k1
 
 
 class PrefixRefs:
@@ -271,6 +340,14 @@ def numba_nearest_prefix(q: np.ndarray, qy: np.ndarray, refs: PrefixRefs, best_d
     """CPU kernel for uint8 data (see :func:`_numba_filter_kernel`); ``q`` from ``refs.queries``."""
     _numba_filter_kernel(q, qy, refs.pref, refs.rows, refs.orig, refs.seg_start, refs.seg_end, refs.seg_class,
                          best_d, best_i, refs.chunk() if chunk is None else chunk, qblock)
+
+
+def numba_top2_prefix(q: np.ndarray, refs: PrefixRefs, best_d: np.ndarray, best_i: np.ndarray, best_c: np.ndarray,
+                      chunk: int | None = None, qblock: int = 64) -> None:
+    """CPU top-2 kernel for uint8 data (see :func:`_numba_top2_filter_kernel`): ``refs`` built with class
+    indices 0..C-1 as labels, ``q`` from ``refs.queries``, ``best_*`` (nq, 2) as for :func:`numba_top2`."""
+    _numba_top2_filter_kernel(q, refs.pref, refs.rows, refs.orig, refs.seg_start, refs.seg_end, refs.seg_class,
+                              best_d, best_i, best_c, refs.chunk() if chunk is None else chunk, qblock)
 
 
 def numba_nearest(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,

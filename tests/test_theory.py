@@ -51,6 +51,29 @@ def test_per_class_nearest_matches_brute_force(n_classes, dtype):
         np.testing.assert_array_equal(getattr(fast, f), getattr(top, f))
 
 
+@pytest.mark.parametrize("chunk,qblock,n_classes", [(1, 1, 3), (5, 3, 7), (64, 64, 2), (1024, 16, 12)])
+def test_top2_filter_kernel_block_sizes_match_brute_force(chunk, qblock, n_classes):
+    """The uint8 top-2 filter kernel with every chunk / query-block size, 40 coordinates (a prefix of 32
+    and a partial SIMD block after it) and three grey levels, so ties within and across classes abound."""
+    from rll_core._kernels import UINT8_SENTINEL, PrefixRefs, numba_top2_prefix
+
+    g = np.random.default_rng(chunk)
+    r = g.integers(0, 3, (230, 40), dtype=np.uint8) * 120
+    q = np.concatenate([g.integers(0, 3, (50, 40), dtype=np.uint8) * 120, r[:9]])
+    ry = g.integers(0, n_classes, len(r))
+    ry[:n_classes] = np.arange(n_classes)
+    refs = PrefixRefs(r, ry, g.permutation(40), prefix=32)
+    best_d = np.full((len(q), 2), UINT8_SENTINEL, np.int32)
+    best_i = np.full((len(q), 2), -1, np.int64)
+    best_c = np.full((len(q), 2), n_classes, np.int64)
+    numba_top2_prefix(refs.queries(q), refs, best_d, best_i, best_c, chunk=chunk, qblock=qblock)
+    d, i = brute_per_class(q, r, ry)
+    order = np.argsort(d, axis=1, kind="stable")[:, :2]
+    np.testing.assert_array_equal(best_c, order)
+    np.testing.assert_array_equal(best_d, np.take_along_axis(d, order, 1))
+    np.testing.assert_array_equal(best_i, np.take_along_axis(i, order, 1))
+
+
 def test_per_class_nearest_backends_agree_and_bad_input():
     g = np.random.default_rng(1)
     r, ry, q = g.integers(0, 256, (150, 12), dtype=np.uint8), g.integers(0, 4, 150), g.integers(0, 256, (20, 12), dtype=np.uint8)
