@@ -8,9 +8,9 @@ class, is ``1/r``-Lipschitz in every coordinate (a distance to a set is 1-Lipsch
 * :func:`per_class_nearest` - exact L-inf distance from every query to the nearest reference of each
   class, computed with the separation kernels (one search per class against that class's points),
   bit-identical across backends.  Each class prunes only against its own best, so on Fashion-MNIST
-  (2,000 test queries against the training set) the full table costs 2.5-3x the separation search.
+  (2,000 test queries against the training set) the full table costs 2.5-3.3x the separation search.
 * :func:`nearest_two_classes` - its top-2 form (nearest class and runner-up) in one early-exit pass, at
-  1.3-1.5x the separation search there; what certification needs, for any number of classes.
+  1.0-1.5x the separation search there; what certification needs, for any number of classes.
 * :class:`LipschitzClassifier` - that classifier as a ``torch.nn.Module`` with a (sub)gradient, so the
   attacks and the Lipschitz estimate of the evaluation core run on it like on any network.
 * :func:`astuteness` - robust accuracy exactly bracketed per point: *certified* when the nearest class
@@ -109,9 +109,9 @@ def nearest_two_classes(queries: ArrayLike, refs: ArrayLike, ref_labels: ArrayLi
     """The top-2 form of :func:`per_class_nearest` in one early-exit pass on the CPU (numba; uint8 data
     through the separation search's SIMD-filter layout).
 
-    Equal to ``per_class_nearest(...).top2()`` bit for bit, at 1.3-1.5x the cost of the separation search
+    Equal to ``per_class_nearest(...).top2()`` bit for bit, at 1.0-1.5x the cost of the separation search
     on Fashion-MNIST (a reference is abandoned once it cannot beat the runner-up), where the full table
-    costs one search per class with weaker pruning (2.5-3x).
+    costs one search per class with weaker pruning (2.5-3.3x).
     """
     from .progress import progress_bar as tqdm
 
