@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 try:  # numba is a hard dependency, but keep import errors readable
+    import numba
     from numba import njit, prange, types
     from numba.extending import overload
 except ImportError as e:  # pragma: no cover
@@ -353,19 +354,27 @@ class PrefixRefs:
         return max(256, min(1024, cache_bytes // self.rows.shape[1] // 64 * 64))
 
 
+def _qblock(nq: int, qblock: int | None) -> int:
+    """Queries per block of the filter kernels: 64 (each reference chunk is then read once per 64
+    queries), fewer when that would leave threads idle (at least two blocks per thread)."""
+    if qblock is not None:
+        return qblock
+    return max(1, min(64, -(-nq // (2 * numba.get_num_threads()))))
+
+
 def numba_nearest_prefix(q: np.ndarray, qy: np.ndarray, refs: PrefixRefs, best_d: np.ndarray,
-                         best_i: np.ndarray, chunk: int | None = None, qblock: int = 64) -> None:
+                         best_i: np.ndarray, chunk: int | None = None, qblock: int | None = None) -> None:
     """CPU kernel for uint8 data (see :func:`_numba_filter_kernel`); ``q`` from ``refs.queries``."""
     _numba_filter_kernel(q, qy, refs.pref, refs.rows, refs.orig, refs.seg_start, refs.seg_end, refs.seg_class,
-                         best_d, best_i, refs.chunk() if chunk is None else chunk, qblock)
+                         best_d, best_i, refs.chunk() if chunk is None else chunk, _qblock(len(q), qblock))
 
 
 def numba_top2_prefix(q: np.ndarray, refs: PrefixRefs, best_d: np.ndarray, best_i: np.ndarray, best_c: np.ndarray,
-                      chunk: int | None = None, qblock: int = 64) -> None:
+                      chunk: int | None = None, qblock: int | None = None) -> None:
     """CPU top-2 kernel for uint8 data (see :func:`_numba_top2_filter_kernel`): ``refs`` built with class
     indices 0..C-1 as labels, ``q`` from ``refs.queries``, ``best_*`` (nq, 2) as for :func:`numba_top2`."""
     _numba_top2_filter_kernel(q, refs.pref, refs.rows, refs.orig, refs.seg_start, refs.seg_end, refs.seg_class,
-                              best_d, best_i, best_c, refs.chunk() if chunk is None else chunk, qblock)
+                              best_d, best_i, best_c, refs.chunk() if chunk is None else chunk, _qblock(len(q), qblock))
 
 
 def numba_nearest(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,
