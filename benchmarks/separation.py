@@ -208,6 +208,7 @@ def run_method(m: str, wl: Workload, n: int, dev: torch.device) -> tuple[np.ndar
     if m == "numba-rows":
         rows_kernel(q[:8], qy[:8], wl.r[:500], wl.ry[:500])  # JIT warm-up
         return timed(lambda: rows_kernel(q, qy, wl.r, wl.ry), dev)
+
     def search(n_q: int) -> np.ndarray:
         res = nearest_other_class(q[:n_q], qy[:n_q], wl.r, wl.ry, device=dev, backend=m)  # type: ignore[arg-type]
         return res.distance
