@@ -45,10 +45,30 @@ def _widen_impl(x):  # type: ignore[no-untyped-def]  # pragma: no cover
     return lambda x: np.int32(x)
 
 
+@njit(inline="always", cache=True)
+def _slab_max(qrow, rrow, kblock, bound, stop_at_bound):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """max |qrow - rrow| (widened), ``kblock`` coordinates at a time, stopping after the first slab that
+    takes it above ``bound`` (or to ``bound`` itself when ``stop_at_bound``): then the pair cannot win.
+    Slices indexed from 0 carry no wraparound test per element, so the inner loop vectorises."""
+    m = 0
+    for k0 in range(0, qrow.shape[0], kblock):
+        qs = qrow[k0:k0 + kblock]
+        rs = rrow[k0:k0 + kblock]
+        for k in range(qs.shape[0]):
+            a = _widen(qs[k])
+            c = _widen(rs[k])
+            dd = a - c if a > c else c - a
+            if dd > m:
+                m = dd
+        if m > bound or (stop_at_bound and m == bound):
+            break
+    return m
+
+
 @njit(parallel=True, cache=True, boundscheck=False, nogil=True)
 def _numba_kernel(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,
                   best_d: np.ndarray, best_i: np.ndarray, qblock: int, kblock: int) -> None:  # pragma: no cover
-    nq, dim = q.shape
+    nq = q.shape[0]
     nr = r.shape[0]
     nblk = (nq + qblock - 1) // qblock
     for b in prange(nblk):
@@ -61,20 +81,7 @@ def _numba_kernel(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,
                 if qy[i] == rj:
                     continue
                 bd = best_d[i]
-                qrow = q[i]
-                m = 0
-                for k0 in range(0, dim, kblock):
-                    # slices indexed from 0: no wraparound test per element, so the loop vectorises
-                    qs = qrow[k0:k0 + kblock]
-                    rs = rrow[k0:k0 + kblock]
-                    for k in range(qs.shape[0]):
-                        a = _widen(qs[k])
-                        c = _widen(rs[k])
-                        dd = a - c if a > c else c - a
-                        if dd > m:
-                            m = dd
-                    if m >= bd:
-                        break
+                m = _slab_max(q[i], rrow, kblock, bd, True)
                 if m < bd:
                     best_d[i] = m
                     best_i[i] = j
@@ -92,7 +99,7 @@ def _numba_top2_kernel(q: np.ndarray, r: np.ndarray, rc: np.ndarray, best_d: np.
     class can only improve column 0, any other only matters if it beats column 1, so it is abandoned as
     soon as its partial distance exceeds that threshold.
     """
-    nq, dim = q.shape
+    nq = q.shape[0]
     nr = r.shape[0]
     nblk = (nq + qblock - 1) // qblock
     for b in prange(nblk):
@@ -104,19 +111,7 @@ def _numba_top2_kernel(q: np.ndarray, r: np.ndarray, rc: np.ndarray, best_d: np.
             for i in range(s, e):
                 same = c == best_c[i, 0]
                 bd = best_d[i, 0] if same else best_d[i, 1]
-                qrow = q[i]
-                m = 0
-                for k0 in range(0, dim, kblock):
-                    qs = qrow[k0:k0 + kblock]
-                    rs = rrow[k0:k0 + kblock]
-                    for k in range(qs.shape[0]):
-                        a = _widen(qs[k])
-                        cc = _widen(rs[k])
-                        dd = a - cc if a > cc else cc - a
-                        if dd > m:
-                            m = dd
-                    if m > bd:
-                        break
+                m = _slab_max(q[i], rrow, kblock, bd, False)
                 if m > bd:
                     continue
                 if same:
