@@ -50,6 +50,7 @@
 dataset = "mnist"
 data_dir = None
 preset = "quick"          # quick | paper
+eps = None                # None: the paper's radius; every run trains, validates and is evaluated at this eps
 methods = "paper"         # paper (all ten rows), or a list such as natural,at,trades:beta6,rst:lam0.5
 model = None              # None: the paper's architecture (cnn001 on MNIST)
 epochs = None             # None: the preset's
@@ -68,7 +69,8 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from rll_core.data import DEFAULT_EPS, load_train_test
+from rll_core.data import load_train_test
+from rll_core.paper import EPS, dataset_key
 from rll_core.plotting import check_formats, plot_gaps, plot_lipschitz_vs_accuracy, save_figure
 from rll_core.progress import set_progress
 from rll_core.runs import PRESETS, export_table, parse_methods, run_grid, theory_row
@@ -77,7 +79,8 @@ set_progress("widget" if interactive else "text")
 check_formats(formats)
 grid = parse_methods(methods)
 figures = Path(figures_dir)
-print(f"{dataset}, preset {preset} ({PRESETS[preset]}), {len(grid)} runs: {[m for m, _ in grid]}")
+eps_run = EPS[dataset_key(dataset)] if eps is None else float(eps)
+print(f"{dataset}, eps {eps_run:g}, preset {preset} ({PRESETS[preset]}), {len(grid)} runs: {[m for m, _ in grid]}")
 
 # %% [markdown]
 # ## Train and evaluate every method
@@ -85,18 +88,22 @@ print(f"{dataset}, preset {preset} ({PRESETS[preset]}), {len(grid)} runs: {[m fo
 # One progress bar over the grid; each run is resumable from its folder.
 
 # %%
-rows = run_grid(runs_dir, dataset=dataset, methods=grid, preset=preset, model=model, epochs=epochs,
+rows = run_grid(runs_dir, dataset=dataset, methods=grid, preset=preset, eps=eps_run, model=model, epochs=epochs,
                 n_train=n_train, n_test=n_test, n_eval=n_eval, data_dir=data_dir, device=device, progress=True)
 if include_theory:
     p = PRESETS[preset]
     train, test = load_train_test(dataset, data_dir, n_train or p["n_train"], n_test or p["n_test"])
-    rows.append(theory_row(train, test, DEFAULT_EPS[train.name], n_eval=n_eval or p["n_eval"]))
+    rows.append(theory_row(train, test, eps_run, n_eval=n_eval or p["n_eval"]))
 print(f"{len(rows)} rows")
 
 # %% [markdown]
 # ## Tables 2 / 3
 #
 # Accuracies in [0, 1]; Lipschitz constants in logit units per unit of $\ell_\infty$ input change.
+# `test_lipschitz` is rll's estimate (projected *ascent*: a lower bound on the true local constant);
+# `test_lipschitz_reference` is the same models measured with the paper's published procedure, which steps
+# downhill from a point next to $x$ (fixed step 0.003) and so reports far smaller values: compare the
+# paper's Lipschitz column with that one, never with rll's.
 
 # %%
 stem = figures / f"table_methods_{dataset}_{preset}"

@@ -29,6 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_eps, check_int
+from .paper import step_size as paper_step_size
+
 __all__ = ["ATTACKS", "AttackSpec", "EvalResult", "check_batch", "eval_mode", "evaluate", "multi_targeted",
            "paper_attack", "pgd", "predict"]
 
@@ -47,17 +50,6 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, t in flags:
             m.training = t
-
-
-def check_eps(eps: float, step_size: float | None = None, steps: int | None = None) -> None:
-    """Radius >= 0 and finite; step size > 0 and finite; steps an integer >= 1."""
-    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-    if step_size is not None and (not isinstance(step_size, (int, float)) or not math.isfinite(step_size)
-                                  or step_size <= 0):
-        raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
 
 
 def check_images(x: torch.Tensor) -> None:
@@ -150,8 +142,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_
     the model (for targeted: that reaches ``y``), else the last.  Returns ``x_adv`` (detached).
     """
     check_eps(eps, step_size, steps)
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+    check_int("restarts", restarts)
     check_batch(model, x, y)
     y = y.long()
     sign = -1.0 if targeted else 1.0
@@ -230,6 +221,19 @@ class AttackSpec:
     restarts: int = 1
     random_start: bool = True
 
+    def __post_init__(self) -> None:
+        if self.name not in ATTACKS:
+            raise ValueError(f"unknown attack {self.name!r}; valid: {', '.join(ATTACKS)}")
+        check_eps(self.eps, self.step_size, self.steps)
+        check_int("restarts", self.restarts)
+        if self.name != "pgd" and self.restarts != 1:
+            raise ValueError(f"restarts apply to pgd only, got {self.restarts} for {self.name!r}")
+        # plain Python numbers, so the settings stored beside a result are JSON and compare equal
+        for k in ("eps", "step_size"):
+            object.__setattr__(self, k, float(getattr(self, k)))
+        for k in ("steps", "restarts"):
+            object.__setattr__(self, k, int(getattr(self, k)))
+
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             generator: torch.Generator | None) -> torch.Tensor:
         if self.name == "pgd":
@@ -239,8 +243,9 @@ class AttackSpec:
                               random_start=self.random_start, generator=generator)
 
 
-#: The paper's evaluation attacks as (steps, step size / eps): PGD 10 x 2eps/10, multi-targeted 20 x 2eps/20.
-ATTACKS: dict[str, tuple[int, float]] = {"pgd": (10, 0.2), "multitarget": (20, 0.1)}
+#: The paper's evaluation attacks and their step counts: PGD-10 and multi-targeted 20 steps per target, each
+#: step 2 eps / steps (:func:`rll_core.paper.step_size`).
+ATTACKS: dict[str, int] = {"pgd": 10, "multitarget": 20}
 
 
 def paper_attack(name: str, eps: float, **overrides: Any) -> AttackSpec:
@@ -248,14 +253,15 @@ def paper_attack(name: str, eps: float, **overrides: Any) -> AttackSpec:
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
     check_eps(eps)
-    steps, rel = ATTACKS[name]
-    spec = AttackSpec(name, float(eps), steps, rel * eps if eps > 0 else 1e-3)
     bad = set(overrides) - set(AttackSpec.__dataclass_fields__) - {"name"}
     if bad:
         raise ValueError(f"unknown attack settings {sorted(bad)}; valid: steps, step_size, restarts, random_start")
-    spec = AttackSpec(**{**asdict(spec), **overrides})
-    check_eps(spec.eps, spec.step_size, spec.steps)
-    return spec
+    steps = overrides.pop("steps", ATTACKS[name])
+    check_eps(eps, None, steps)
+    step_size = overrides.pop("step_size", None)
+    if step_size is None:
+        step_size = paper_step_size(eps, steps)
+    return AttackSpec(name, float(eps), steps, step_size, **overrides)
 
 
 @dataclass
@@ -305,6 +311,8 @@ def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | tor
     from .progress import progress_bar as tqdm
 
     check_eps(eps)
+    if isinstance(attacks, str):
+        raise ValueError(f"attacks must be a sequence of names, got the string {attacks!r}; write ({attacks!r},)")
     specs = [a if isinstance(a, AttackSpec) else paper_attack(a, eps) for a in attacks]
     if len({s.name for s in specs}) != len(specs):
         raise ValueError("each attack may appear once")

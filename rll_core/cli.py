@@ -13,15 +13,43 @@ from collections.abc import Sequence
 
 from pathlib import Path
 
+from .attacks import ATTACKS
 from .data import DATASETS, DataError, install_mnist, load_train_test
 from .methods import METHODS
-from .training import PAPER_SETTINGS
+from .paper import SETTINGS
 
 
 def _positive_int(s: str) -> int:
-    v = int(s)
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}") from None
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
+def _number(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {s!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {s}")
+    return v
+
+
+def _positive(s: str) -> float:
+    v = _number(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+    return v
+
+
+def _eps(s: str) -> float:
+    v = _number(s)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1] (images are on the [0, 1] scale), got {s}")
     return v
 
 
@@ -36,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-train", type=_positive_int, default=None, help="seeded random training subset")
     s.add_argument("--n-test", type=_positive_int, default=None, help="seeded random test subset")
     s.add_argument("--seed", type=int, default=0, help="subset seed")
-    s.add_argument("--eps", type=float, default=None, help="default: the paper's eps for the dataset")
+    s.add_argument("--eps", type=_eps, default=None, help="in [0, 1]; default: the paper's eps for the dataset")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
     s.add_argument("--backend", default="auto", choices=["auto", "numba", "torch", "triton"])
     s.add_argument("--cache-dir", default="results/cache")
@@ -45,17 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
 
     t = sub.add_parser("train", help="train one model with one method (Section 5), resumable")
-    t.add_argument("--dataset", default="fashion_mnist", choices=sorted(PAPER_SETTINGS))
+    t.add_argument("--dataset", default="fashion_mnist", choices=sorted(SETTINGS))
     t.add_argument("--data-dir", default=None)
     t.add_argument("--model", default=None, help="architecture (default: the paper's for the dataset)")
     t.add_argument("--method", default="natural", help=f"one of {', '.join(METHODS)}")
-    for name in ("eps", "beta", "lam", "mu", "h", "step-size"):
-        t.add_argument(f"--{name}", type=float, default=None, help="method hyperparameter")
-    t.add_argument("--steps", type=int, default=None, help="method hyperparameter (inner steps)")
+    t.add_argument("--eps", type=_eps, default=None,
+                   help="the run's radius in [0, 1]: training, validation and evaluation (default: the paper's)")
+    for name in ("beta", "lam", "mu", "h", "step-size"):
+        t.add_argument(f"--{name}", type=_number, default=None, help="method hyperparameter (default: the paper's)")
+    t.add_argument("--steps", type=_positive_int, default=None, help="method hyperparameter (inner steps)")
     t.add_argument("--dropout", type=float, default=None)
     t.add_argument("--epochs", type=_positive_int, default=None)
     t.add_argument("--batch-size", type=_positive_int, default=None)
-    t.add_argument("--lr", type=float, default=None, help="for the mean loss over the batch")
+    t.add_argument("--lr", type=_positive, default=None, help="for the mean loss over the batch (default: the "
+                   "paper's, converted)")
     t.add_argument("--optimizer", default=None, choices=["sgd", "adam"])
     t.add_argument("--n-train", type=_positive_int, default=None)
     t.add_argument("--n-test", type=_positive_int, default=None)
@@ -70,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate a run folder: accuracies, attacks, Lipschitz, gaps")
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    e.add_argument("--eps", type=_eps, default=None, help="attack radius in [0, 1] (default: the run's eps)")
+    e.add_argument("--attacks", default="pgd,multitarget", help=f"comma-separated, of {', '.join(ATTACKS)}")
+    e.add_argument("--steps", type=_positive_int, default=None,
+                   help="steps of every attack, each of 2 eps / steps (default: PGD 10, multi-targeted 20)")
+    e.add_argument("--restarts", type=_positive_int, default=1, help="PGD random restarts (default: 1)")
     e.add_argument("--n-eval", type=_positive_int, default=1000, help="points of train and of test")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--device", default="auto")
@@ -80,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     from .runs import train_run
 
-    hyper = {k: getattr(args, k) for k in ("eps", "beta", "lam", "mu", "h", "step_size", "steps")
+    hyper = {k: getattr(args, k) for k in ("beta", "lam", "mu", "h", "step_size", "steps")
              if getattr(args, k) is not None}
-    res = train_run(args.out, dataset=args.dataset, method=args.method, hyper=hyper, model=args.model,
+    res = train_run(args.out, dataset=args.dataset, method=args.method, hyper=hyper, eps=args.eps, model=args.model,
                     dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                     optimizer=args.optimizer, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
                     data_dir=args.data_dir, device=args.device, progress=not args.no_progress)
@@ -95,11 +131,16 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from .runs import evaluate_run
 
-    row = evaluate_run(args.run_dir, checkpoint=args.checkpoint, n_eval=args.n_eval, data_dir=args.data_dir,
-                       device=args.device, progress=not args.no_progress)
-    keys = [k for k in row if k.endswith(("accuracy", "lipschitz")) or k.startswith("gap_")]
-    print(" | ".join(f"{k} {row[k]:.4f}" for k in keys))
-    print(f"wrote {Path(args.run_dir) / 'eval.json'}")
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    bad = [a for a in attacks if a not in ATTACKS]
+    if bad or not attacks:
+        raise ValueError(f"unknown attack {bad[0] if bad else args.attacks!r}; valid: {', '.join(ATTACKS)}")
+    row = evaluate_run(args.run_dir, checkpoint=args.checkpoint, eps=args.eps, attacks=attacks, steps=args.steps,
+                       restarts=args.restarts, n_eval=args.n_eval, data_dir=args.data_dir, device=args.device,
+                       progress=not args.no_progress)
+    keys = [k for k in row if k.endswith(("accuracy", "lipschitz", "lipschitz_reference")) or k.startswith("gap_")]
+    print(f"eps {row['eps']:g} | " + " | ".join(f"{k} {row[k]:.4f}" for k in keys))
+    print(f"wrote {Path(args.run_dir) / row['eval_file']}")
     return 0
 
 
@@ -123,8 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         check_formats(args.formats)
-        if args.eps is not None and not args.eps >= 0:
-            raise ValueError(f"--eps must be >= 0, got {args.eps}")
         train, test = load_train_test(args.dataset, args.data_dir, args.n_train, args.n_test, args.seed)
         result = measure_separation(train, test, args.eps, device=args.device, backend=args.backend,
                                     cache_dir=args.cache_dir, progress=not args.no_progress)

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .paper import EPS as PAPER_EPS
+
 __all__ = [
     "DATASETS",
     "DEFAULT_EPS",
@@ -49,14 +51,8 @@ __all__ = [
 ]
 
 #: Perturbation radius the paper uses per dataset (on the [0, 1] pixel scale): Table 1 compares
-#: separation against ``2 * eps``.
-DEFAULT_EPS: dict[str, float] = {
-    "mnist": 0.1,
-    "fashion_mnist": 0.1,
-    "cifar10": 0.031,
-    "svhn": 0.031,
-    "restricted_imagenet": 0.005,
-}
+#: separation against ``2 * eps``.  Defined in :mod:`rll_core.paper`.
+DEFAULT_EPS: dict[str, float] = PAPER_EPS
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts the files (``apt-get install
 #: dataset-fashion-mnist``); used when no ``data_dir`` is given.

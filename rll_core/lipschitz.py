@@ -17,6 +17,14 @@ the ball.  Measured on random linear maps ``R^12 -> R^10`` (true constant by enu
 vectors): ratio ascent stalls 2-3 % below the constant with 32 restarts, numerator ascent reaches it
 to within 1 %.
 
+``procedure="reference"`` reproduces, on purpose, the estimator behind the paper's published Lipschitz
+column (``estimate_local_lip_v2`` in the reference code, written out here from its definition): start
+at ``x + 0.001 N(0, 1)`` (not clipped), take ``steps`` sign steps of ``step_size`` (default 0.003,
+whatever eps) on ``-ratio`` -- that is, *downhill* on the ratio -- clipping to the eps-box and to
+[0, 1] after each, and report the ratio at the last iterate, with ``1e-6`` added to every coordinate
+of ``x - x'`` in the denominator.  Its values are far below the ascent's (on one MNIST CNN: 6.85
+against 112.9); use it only to relate rll's numbers to the published ones.
+
 Step size: with sign steps a coordinate moves ``step_size`` per step, so reaching the edge of the ball
 from the centre takes ``eps / step_size`` steps.  The default ``step_size = 2 * eps / steps`` lets the
 search reach the edge in half of its steps and still turn back within the ball.
@@ -27,11 +35,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attacks import as_float_images, check_eps, check_images, eval_mode, model_device, project
+from .attacks import as_float_images, check_images, eval_mode, model_device, project
+from .checks import check_eps, check_int
+from .paper import step_size as paper_step_size
 
-__all__ = ["lipschitz_ratio", "local_lipschitz"]
+__all__ = ["PROCEDURES", "lipschitz_ratio", "local_lipschitz"]
 
 _TINY = 1e-12
+
+#: ``ascent``: rll's estimator (a lower bound on the true local constant); ``reference``: the paper's
+#: published procedure, which descends (see the module docstring).
+PROCEDURES = ("ascent", "reference")
+
+#: The reference estimator's fixed step (``estimate_local_lip_v2(step_size=0.003)``).
+REFERENCE_STEP_SIZE = 0.003
 
 
 def lipschitz_ratio(model: nn.Module, x: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
@@ -47,31 +64,41 @@ def _ratio(fx: torch.Tensor, fz: torch.Tensor, x: torch.Tensor, z: torch.Tensor)
 
 def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int = 10,
                     step_size: float | None = None, restarts: int = 1, batch_size: int = 256,
-                    generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+                    generator: torch.Generator | None = None, progress: bool = False,
+                    procedure: str = "ascent") -> torch.Tensor:
     """Per-point empirical local Lipschitz constant of ``model``'s logits in the L-inf ``eps``-ball.
 
     ``x``: images in [0, 1] (uint8 pixels are divided by 255), processed in batches on the model's
     device; the model runs in eval mode (restored after).  ``restarts`` independent random starts; per
     point the largest ratio found.  Returns a float tensor ``(N,)`` on CPU.  Paper setting: 10 steps.
+    ``procedure="reference"``: the paper's published (descending) procedure, step 0.003 by default, one
+    start, the last iterate's ratio (see the module docstring).
     """
     from .progress import progress_bar as tqdm
 
+    if procedure not in PROCEDURES:
+        raise ValueError(f"unknown procedure {procedure!r}; valid: {', '.join(PROCEDURES)}")
+    check_eps(eps, None, steps)
     if step_size is None:
-        step_size = 2 * eps / steps if isinstance(steps, int) and steps > 0 and eps > 0 else 1e-3
+        step_size = REFERENCE_STEP_SIZE if procedure == "reference" else paper_step_size(eps, steps)
     check_eps(eps, step_size, steps)
     if eps == 0:
         raise ValueError("eps must be > 0 for a local Lipschitz estimate")
-    for name, v in (("restarts", restarts), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    check_int("restarts", restarts)
+    check_int("batch_size", batch_size)
+    if procedure == "reference" and restarts != 1:
+        raise ValueError("the reference procedure has one start; restarts must be 1")
     xt = as_float_images(x)
     check_images(xt)
     dev = model_device(model)
     out = []
     with eval_mode(model):
         for s in tqdm(range(0, len(xt), batch_size), desc="local Lipschitz", disable=not progress, unit="batch"):
-            out.append(_batch_lipschitz(model, xt[s:s + batch_size].to(dev), eps, step_size, steps, restarts,
-                                        generator).cpu())
+            xb = xt[s:s + batch_size].to(dev)
+            if procedure == "reference":
+                out.append(_batch_reference(model, xb, float(eps), step_size, steps, generator).cpu())
+            else:
+                out.append(_batch_lipschitz(model, xb, eps, step_size, steps, restarts, generator).cpu())
     return torch.cat(out)
 
 
@@ -98,3 +125,24 @@ def _batch_lipschitz(model: nn.Module, x: torch.Tensor, eps: float, step_size: f
         with torch.no_grad():
             best = torch.maximum(best, _ratio(fx, model(z), x, z))
     return best
+
+
+def _reference_ratio(fx: torch.Tensor, fz: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The reference's ratio: ``||f(x) - f(z)||_1 / ||x - z + 1e-6||_inf`` (1e-6 added per coordinate)."""
+    return (fx - fz).flatten(1).abs().sum(1) / (x - z + 1e-6).flatten(1).abs().amax(1)
+
+
+def _batch_reference(model: nn.Module, x: torch.Tensor, eps: float, step_size: float, steps: int,
+                     generator: torch.Generator | None) -> torch.Tensor:
+    """The published procedure: sign steps on minus the batch-mean ratio, clip, last iterate."""
+    with torch.no_grad():
+        fx = model(x)
+    z = x + 0.001 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    for _ in range(steps):
+        zg = z.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(-_reference_ratio(fx, model(zg), x, zg).mean(), zg)
+        # the step follows the gradient of the *negative* ratio: the ratio goes down
+        z = torch.minimum(torch.maximum(z + step_size * g.sign(), x - eps), x + eps).clamp(0, 1)
+    with torch.no_grad():
+        return _reference_ratio(fx, model(z), x, z)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -33,10 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import check_eps, eval_mode, input_grad, pgd, project, sign_ascent
+from .attacks import eval_mode, pgd, sign_ascent
+from .checks import check_eps, check_int, check_real
+from .paper import step_size as paper_step_size
 
-__all__ = ["AT", "GR", "LLR", "METHODS", "Method", "Natural", "RST", "TRADES", "augment_batch", "ce_input_grad",
-           "make_method"]
+__all__ = ["AT", "AUGMENTATIONS", "GR", "LLR", "METHODS", "Method", "Natural", "RST", "TRADES", "augment_batch",
+           "ce_input_grad", "make_method", "replay_draws", "rng_state"]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -45,12 +46,28 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return inner if isinstance(model, nn.parallel.DistributedDataParallel) and isinstance(inner, nn.Module) else model
 
 
+def rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The random state that ``device``'s next dropout mask is drawn from (CPU, plus CUDA's on a GPU)."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
 @contextlib.contextmanager
-def same_random_draws(device: torch.device) -> Iterator[None]:
-    """Run the block, then rewind the RNG: the next forward pass draws the same dropout masks."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+def replay_draws(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> Iterator[None]:
+    """Run the block from the random ``state`` captured earlier (so a forward pass there draws the same
+    dropout masks as the pass that followed the capture), then put back the state the block found, so
+    later draws (the next batch, the next random start) are not repeats."""
+    now = rng_state(device)
+    _set_rng_state(state, device)
+    try:
         yield
+    finally:
+        _set_rng_state(now, device)
 
 
 def ce_input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
@@ -79,15 +96,26 @@ class Method:
         """The method's name and hyperparameters (stored with every run)."""
         return {"method": self.name, **dataclasses.asdict(self)}  # type: ignore[call-overload]
 
+    def _set(self, **values: Any) -> None:
+        """Store checked values as plain Python numbers (frozen dataclass), so settings are JSON."""
+        for k, v in values.items():
+            object.__setattr__(self, k, v)
 
-def _check_nonneg(**kw: float) -> None:
-    for k, v in kw.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
+
+def _check_nonneg(method: Method, *names: str) -> None:
+    method._set(**{k: check_real(k, getattr(method, k), lo=0) for k in names})
+
+
+def _check_search(method: Any) -> None:
+    """An inner search's eps in [0, 1], steps >= 1 and step size > 0 (None: 2 eps / steps)."""
+    check_eps(method.eps)
+    method._set(eps=float(method.eps), steps=check_int("steps", method.steps))
+    if method.step_size is not None:
+        method._set(step_size=check_real("step_size", method.step_size, lo=0, lo_open=True))
 
 
 def _steps_default(eps: float, step_size: float | None, steps: int) -> float:
-    return step_size if step_size is not None else (2 * eps / steps if eps > 0 and steps > 0 else 1e-3)
+    return step_size if step_size is not None else paper_step_size(eps, steps)
 
 
 @dataclass(frozen=True)
@@ -102,28 +130,32 @@ class Natural(Method):
 
 @dataclass(frozen=True)
 class GR(Method):
-    """CE + lam * mean((CE(x + h v) - CE(x))^2 / h^2), v the L2-normalised input gradient of CE (held fixed).
+    """CE + lam * mean((CE(x + h v) - CE(x))^2 / h^2) / 2, v the L2-normalised input gradient of CE (fixed).
 
-    The penalty is a finite-difference estimate of ``||grad_x CE||_2^2`` that needs no double backprop.
-    Both forward passes draw the same dropout masks.  The cross-entropy enters once.
+    The penalty is a finite-difference estimate of ``||grad_x CE||_2^2 / 2`` that needs no double backprop
+    (TULIP, Finlay & Oberman 2019).  Convention: the reference's ``tulip_loss`` adds ``lambd * sum(dl^2) / 2``
+    to a summed CE; rll's losses are means over the batch, so ``lam`` here is the reference's weight
+    exactly.  Defaults are the reference's (``lam`` 1, step ``h`` 1.0); TULIP's own code uses ``h = 0.01``,
+    a closer derivative (``make_method("gr", h=0.01)``).  Both forward passes draw the same dropout
+    masks.  The cross-entropy enters once (the reference adds it twice).
     """
 
     name: ClassVar[str] = "gr"
     lam: float = 1.0
-    h: float = 0.01
+    h: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_nonneg(lam=self.lam)
-        if not (isinstance(self.h, (int, float)) and math.isfinite(self.h) and self.h > 0):
-            raise ValueError(f"h must be a finite number > 0, got {self.h!r}")
+        _check_nonneg(self, "lam")
+        self._set(h=check_real("h", self.h, lo=0, lo_open=True))
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with same_random_draws(x.device):
-            logits, g = ce_input_grad(model, x, y)
+        masks = rng_state(x.device)
+        logits, g = ce_input_grad(model, x, y)
         ce = F.cross_entropy(logits, y, reduction="none")
         v = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
-        ce_h = F.cross_entropy(model(x + self.h * v), y, reduction="none")
-        penalty = ((ce_h - ce) ** 2).mean() / self.h**2
+        with replay_draws(masks, x.device):
+            ce_h = F.cross_entropy(model(x + self.h * v), y, reduction="none")
+        penalty = (((ce_h - ce) / self.h) ** 2).mean() / 2
         return F.cross_entropy(logits, y) + self.lam * penalty
 
 
@@ -133,8 +165,16 @@ class LLR(Method):
 
     ``gamma(x) = |CE(x + delta*) - CE(x) - delta* . grad_x CE(x)|`` with ``delta*`` the maximiser of that
     quantity over the L-inf eps-ball, found by ``steps`` projected sign-gradient steps from a uniform
-    start (eval mode).  ``grad_x CE(x)`` is the real input gradient, kept differentiable so both terms
-    train the parameters (double backprop).  Defaults lam = 4, mu = 3 as in Qin et al.
+    start.  ``grad_x CE(x)`` is the real input gradient, kept differentiable so both terms train the
+    parameters (double backprop); the reference code's is identically zero.  Defaults lam = 4, mu = 3
+    (Qin et al.; the reference's MNIST/CIFAR-10/SVHN weights).
+
+    One function throughout.  The training-mode terms (``CE(x)``, ``grad_x CE(x)`` and ``CE(x + delta*)``)
+    are evaluated on the same dropout masks, so ``gamma`` measures the curvature of one network and goes to
+    0 with eps.  The search for ``delta*`` runs in eval mode (no dropout, frozen batch-norm statistics, as
+    every inner search here) and compares eval-mode values only: its reference point ``CE(x)``,
+    ``grad_x CE(x)`` is an eval-mode pass too, never the training-mode loss, which would make the
+    searched quantity nonzero at ``delta = 0``.
     """
 
     name: ClassVar[str] = "llr"
@@ -145,33 +185,44 @@ class LLR(Method):
     step_size: float | None = None
 
     def __post_init__(self) -> None:
-        _check_nonneg(lam=self.lam, mu=self.mu)
-        check_eps(self.eps, _steps_default(self.eps, self.step_size, self.steps), self.steps)
+        _check_nonneg(self, "lam", "mu")
+        _check_search(self)
 
     def input_gradient(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``grad_x CE(x)`` per example (the gradient of the summed CE), as this loss uses it."""
         return ce_input_grad(model, x, y)[1]
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with same_random_draws(x.device):
-            logits, gx = ce_input_grad(model, x, y, create_graph=True)
-        ce = F.cross_entropy(logits, y, reduction="none")
+    def search(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``delta*``: the eval-mode maximiser of the local nonlinearity in the eps-ball (detached)."""
         inner = _unwrap(model)
-        ce0, g0 = ce.detach(), gx.detach()
-
-        def nonlinearity(z: torch.Tensor) -> torch.Tensor:
-            d = z - x
-            return (F.cross_entropy(inner(z), y, reduction="none") - ce0 - (d * g0).flatten(1).sum(1)).abs().sum()
-
         with eval_mode(inner):
+            logits0, g0 = ce_input_grad(inner, x, y)
+            ce0, g0 = F.cross_entropy(logits0, y, reduction="none").detach(), g0.detach()
+
+            def nonlinearity(z: torch.Tensor) -> torch.Tensor:
+                d = z - x
+                return (F.cross_entropy(inner(z), y, reduction="none") - ce0 - (d * g0).flatten(1).sum(1)).abs().sum()
+
             start = x + (2 * torch.rand_like(x) - 1) * self.eps
             z = sign_ascent(nonlinearity, x, start, self.eps, _steps_default(self.eps, self.step_size, self.steps),
                             self.steps)
-        delta = (z - x).detach()
+        return (z - x).detach()
+
+    def terms(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-example ``ce``, ``gamma`` and ``lin = delta* . grad_x CE``, and the clean ``logits``
+        (differentiable in the parameters)."""
+        masks = rng_state(x.device)
+        logits, gx = ce_input_grad(model, x, y, create_graph=True)
+        ce = F.cross_entropy(logits, y, reduction="none")
+        delta = self.search(model, x, y)
         lin = (delta * gx).flatten(1).sum(1)
-        ce_d = F.cross_entropy(model(x + delta), y, reduction="none")
-        gamma = (ce_d - ce - lin).abs()
-        return F.cross_entropy(logits, y) + self.lam * gamma.mean() + self.mu * lin.abs().mean()
+        with replay_draws(masks, x.device):
+            ce_d = F.cross_entropy(model(x + delta), y, reduction="none")
+        return {"logits": logits, "ce": ce, "gamma": (ce_d - ce - lin).abs(), "lin": lin}
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        t = self.terms(model, x, y)
+        return F.cross_entropy(t["logits"], y) + self.lam * t["gamma"].mean() + self.mu * t["lin"].abs().mean()
 
 
 @dataclass(frozen=True)
@@ -184,7 +235,7 @@ class AT(Method):
     step_size: float | None = None
 
     def __post_init__(self) -> None:
-        check_eps(self.eps, _steps_default(self.eps, self.step_size, self.steps), self.steps)
+        _check_search(self)
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return pgd(_unwrap(model), x, y, eps=self.eps, steps=self.steps,
@@ -205,8 +256,8 @@ class TRADES(Method):
     step_size: float | None = None
 
     def __post_init__(self) -> None:
-        _check_nonneg(beta=self.beta)
-        check_eps(self.eps, _steps_default(self.eps, self.step_size, self.steps), self.steps)
+        _check_nonneg(self, "beta")
+        _check_search(self)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = model(x)
@@ -235,8 +286,8 @@ class RST(Method):
     step_size: float | None = None
 
     def __post_init__(self) -> None:
-        _check_nonneg(lam=self.lam)
-        check_eps(self.eps, _steps_default(self.eps, self.step_size, self.steps), self.steps)
+        _check_nonneg(self, "lam")
+        _check_search(self)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         clean = F.cross_entropy(model(x), y)
@@ -262,6 +313,12 @@ def make_method(name: str, **hyper: Any) -> Method:
 
 # ----------------------------------------------------------------------------------------------
 # augmentation
+
+
+#: Augmentations by name: ``crop-flip`` is the reference's ``aug01`` (CIFAR-10 Table 4 rows): random crop
+#: after 4 px zero padding + horizontal flip; ``crop8`` its Restricted ImageNet training transform:
+#: random crop after 8 px padding, no flip.
+AUGMENTATIONS: dict[str, dict[str, Any]] = {"crop-flip": {"pad": 4, "flip": True}, "crop8": {"pad": 8, "flip": False}}
 
 
 def augment_batch(x: torch.Tensor, *, pad: int = 4, flip: bool = True,

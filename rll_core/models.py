@@ -3,8 +3,9 @@
 Every model takes images in [0, 1], shape ``(N, C, H, W)``, with no hidden normalisation (so an
 L-inf radius means the same thing on the input as in the paper), and returns logits ``(N, classes)``.
 
-* ``cnn001``: the classic PyTorch MNIST example (conv 32 - conv 64 - max-pool - dropout2d - fc 128 -
-  dropout - fc), the paper's MNIST network.
+* ``cnn001``: the paper's MNIST network, ``CNN001`` of the reference code (``lolip/models/torch_utils/
+  archs.py``): conv 32 - ReLU - conv 64 - max-pool - dropout2d - fc 128 - ReLU - dropout - fc.  Unlike the
+  PyTorch MNIST example it derives from, there is no ReLU after the second convolution.
 * ``cnn002``: the small CNN of the TRADES repository (4 convolutions, 2 pools, fc 200 - dropout - fc
   200 - fc, last layer initialised to zero).
 * ``wrn-D-W``: wide ResNet (Zagoruyko & Komodakis 2016), depth ``D = 6n + 4``, widen factor ``W``;
@@ -45,7 +46,10 @@ def _conv_out(size: int, *shrinks: Callable[[int], int]) -> int:
 
 
 class CNN001(nn.Module):
-    """conv3x3 32 - conv3x3 64 - maxpool 2 - dropout2d - fc 128 - dropout - fc (valid padding)."""
+    """conv3x3 32 - ReLU - conv3x3 64 - maxpool 2 - dropout2d - fc 128 - ReLU - dropout - fc (valid padding).
+
+    As the reference's ``CNN001``: no activation between the second convolution and the max-pool.
+    """
 
     def __init__(self, in_channels: int, num_classes: int, image_size: int, dropout: float | None = None):
         super().__init__()
@@ -54,7 +58,7 @@ class CNN001(nn.Module):
         if side < 1:
             raise ValueError(f"cnn001 needs images of at least 6 px, got {image_size}")
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.MaxPool2d(2),
             nn.Dropout2d(p / 2), nn.Flatten())
         self.classifier = nn.Sequential(nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Dropout(p),
                                         nn.Linear(128, num_classes))

@@ -10,6 +10,8 @@ train and test, and the standard and adversarial generalization gaps, beside the
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,146 +19,209 @@ from typing import Any
 
 import torch
 
-from .attacks import evaluate
-from .data import DEFAULT_EPS, ImageDataset, load_train_test
-from .io import array_digest, load_json, save_json
-from .lipschitz import local_lipschitz
+from . import paper
+from .attacks import AttackSpec, evaluate, model_device, paper_attack
+from .checks import check_eps, check_int, check_real
+from .data import ImageDataset, load_train_test
+from .io import array_digest, load_json, save_json, save_npz
+from .lipschitz import REFERENCE_STEP_SIZE, local_lipschitz
 from .models import build_model
 from .separation import resolve_device
-from .training import METHODS, PAPER_SETTINGS, RunMismatch, TrainResult, load_checkpoint, make_method, train
+from .training import METHODS, RunMismatch, TrainResult, load_checkpoint, make_method, train
 
 __all__ = ["PAPER_METHODS", "PRESETS", "TABLE_COLUMNS", "collect_runs", "evaluate_run", "export_table", "method_label",
            "parse_methods",
            "run_grid", "run_name", "table_rows", "theory_row", "train_run"]
 
 
-def _with_eps(method: str, hyper: Mapping[str, Any] | None, eps: float) -> dict[str, Any]:
-    """``hyper`` with the dataset's ``eps`` added when the method has an ``eps`` and it is not given."""
-    out = dict(hyper or {})
+def _method_hyper(dataset: str, method: str, hyper: Mapping[str, Any] | None, eps: float | None) -> dict[str, Any]:
+    """The reference's hyperparameters of ``method`` on ``dataset`` at the run's eps, then the user's."""
     cls = METHODS.get(method.lower())
-    if cls is not None and "eps" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
-        out.setdefault("eps", eps)
-    return out
+    if cls is None:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    given = dict(hyper or {})
+    run_eps = given.get("eps", eps)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    base = {k: v for k, v in paper.method_hyper(dataset, cls.name, run_eps).items() if k in fields}
+    return {**base, **given}
 
 
-def _build(settings: Mapping[str, Any], train_set: ImageDataset) -> torch.nn.Module:
+def _build(settings: Mapping[str, Any], train_set: ImageDataset, seed: int) -> torch.nn.Module:
+    """The run's architecture, its initial weights drawn from ``seed`` (the global RNG is left as found)."""
     c, h, _ = train_set.shape
     # the dataset's class count, not the subset's (a small subset can miss the last class)
     k = len(train_set.classes) or int(train_set.labels.max()) + 1
-    return build_model(settings["architecture"], in_channels=c, num_classes=max(k, 2), image_size=h,
-                       dropout=settings.get("dropout"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(settings["architecture"], in_channels=c, num_classes=max(k, 2), image_size=h,
+                           dropout=settings.get("dropout"))
 
 
 def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "natural",
-              hyper: Mapping[str, Any] | None = None, model: str | None = None, dropout: float | None = None,
-              epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
-              optimizer: str | None = None, n_train: int | None = None, n_test: int | None = None,
+              hyper: Mapping[str, Any] | None = None, eps: float | None = None, model: str | None = None,
+              dropout: float | None = None, augment: str | None = None, epochs: int | None = None,
+              batch_size: int | None = None, lr: float | None = None, optimizer: str | None = None,
+              milestones: Sequence[int] | None = None, n_train: int | None = None, n_test: int | None = None,
               n_val: int = 500, seed: int = 0, data_dir: str | os.PathLike[str] | None = None,
               device: str = "auto", progress: bool = True) -> TrainResult:
-    """Train ``method`` on ``dataset`` into ``out_dir``; unset settings come from :data:`PAPER_SETTINGS`.
+    """Train ``method`` on ``dataset`` into ``out_dir``; unset settings are the reference's
+    (:mod:`rll_core.paper`).
 
-    ``hyper``: the method's hyperparameters (``eps`` defaults to the paper's radius for the dataset).
-    ``n_train`` / ``n_test``: seeded subsets.  Resumes a finished or interrupted run in ``out_dir``.
+    One eps per run: ``eps`` (or ``hyper["eps"]``; default the paper's for the dataset) is the radius the
+    method trains at, validation attacks at, and :func:`evaluate_run` evaluates at.  ``hyper``: the
+    method's hyperparameters over the reference's.  ``n_train`` / ``n_test``: seeded subsets.  The
+    model's initial weights come from ``seed``, so one seed gives bit-identical runs on CPU.  Resumes a
+    finished or interrupted run in ``out_dir``.
     """
-    key = dataset.lower().replace("-", "_")
-    if key not in PAPER_SETTINGS:
-        raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(PAPER_SETTINGS)}")
-    paper = PAPER_SETTINGS[key]
-    m = make_method(method, **_with_eps(method, hyper, DEFAULT_EPS[key]))  # checked before any data is read
-    adversarial = m.name in ("at", "llr", "rst", "trades")
-    arch = model or paper["model"]
-    drop = dropout if dropout is not None else paper.get("dropout")
+    key = paper.dataset_key(dataset)
+    ref = paper.SETTINGS[key]
+    hp = _method_hyper(key, method, hyper, eps)
+    run_eps = float(hp.get("eps", eps if eps is not None else paper.EPS[key]))
+    check_eps(run_eps)
+    m = make_method(method, **hp)  # checked before any data is read
+    opt = optimizer or ref.optimizer
+    bs = batch_size if batch_size is not None else ref.batch_size
+    n_epochs = epochs if epochs is not None else ref.epochs
+    rate = lr if lr is not None else paper.lr(key, m.name, opt, bs)
+    arch = model or ref.model
+    drop = dropout if dropout is not None else ref.dropout
     train_set, test_set = load_train_test(key, data_dir, n_train, n_test, seed)
-    settings = {"dataset": key, "architecture": arch, "dropout": drop, "n_test": len(test_set)}
-    net = _build(settings, train_set)
-    return train(net, train_set, m, epochs=epochs or paper["epochs"], batch_size=batch_size or paper["batch_size"],
-                 optimizer=optimizer or paper["optimizer"],
-                 lr=lr or (paper.get("lr_adversarial", paper["lr"]) if adversarial else paper["lr"]),
-                 momentum=paper["momentum"], milestones=paper["milestones"], augment=paper["augment"], seed=seed,
-                 out_dir=out_dir, val_data=test_set, n_val=n_val, val_eps=DEFAULT_EPS[key],
-                 device=resolve_device(device), meta=settings, progress=progress)
+    settings = {"dataset": key, "architecture": arch, "dropout": drop, "eps": run_eps, "n_test": len(test_set)}
+    net = _build(settings, train_set, seed)
+    return train(net, train_set, m, epochs=n_epochs, batch_size=bs, optimizer=opt, lr=rate, momentum=ref.momentum,
+                 milestones=paper.milestones(n_epochs) if milestones is None else milestones,
+                 augment=augment if augment is not None else ref.augment, seed=seed, out_dir=out_dir,
+                 val_data=test_set, n_val=n_val, val_eps=run_eps, device=resolve_device(device), meta=settings,
+                 progress=progress)
 
 
-def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", n_eval: int = 1000,
-                 attacks: Sequence[str] = ("pgd", "multitarget"), lipschitz_steps: int = 10,
-                 data_dir: str | os.PathLike[str] | None = None, device: str = "auto",
-                 progress: bool = True) -> dict[str, Any]:
-    """Evaluate a run folder on the first ``n_eval`` train and test points; write and return ``eval.json``.
+def _eval_specs(eps: float, attacks: Sequence[str], steps: int | None, restarts: int) -> list[AttackSpec]:
+    """The evaluation attacks at ``eps``: the paper's settings, ``steps`` (step 2 eps / steps) and PGD
+    ``restarts`` overriding them."""
+    if isinstance(attacks, str):
+        attacks = [a.strip() for a in attacks.split(",") if a.strip()]
+    specs = []
+    for a in attacks:
+        over: dict[str, Any] = {} if steps is None else {"steps": steps}
+        if a == "pgd":
+            over["restarts"] = restarts
+        specs.append(paper_attack(a, eps, **over))
+    return specs
 
-    A finished evaluation with the same settings is read back instead of recomputed.
+
+def _eval_stem(eval_settings: Mapping[str, Any], epoch: int) -> str:
+    """``eval-<checkpoint>-e<epoch>-eps<eps>-n<n>-<digest>``: one file name per evaluation setting."""
+    text = json.dumps({**eval_settings, "epoch": epoch}, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    eps = f"{eval_settings['eps']:g}".replace(".", "p")  # no dot: the name has no suffix of its own
+    return f"eval-{eval_settings['checkpoint']}-e{epoch}-eps{eps}-n{eval_settings['n_eval']}-{digest}"
+
+
+def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", eps: float | None = None,
+                 attacks: Sequence[str] = ("pgd", "multitarget"), steps: int | None = None, restarts: int = 1,
+                 n_eval: int = 1000, lipschitz_steps: int = 10, data_dir: str | os.PathLike[str] | None = None,
+                 device: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """Evaluate a run folder on the first ``n_eval`` train and test points at the run's eps (or ``eps``).
+
+    Writes ``eval-<settings>.json`` (the row, the evaluation settings, the run's settings) and, beside it,
+    ``.npz`` with the per-example verdicts (``<split>_<attack>``) and Lipschitz values
+    (``<split>_lipschitz``: rll's ascent; ``<split>_lipschitz_reference``: the paper's procedure).  Each
+    setting gets its own file, so no evaluation overwrites another; a finished one is read back.
     """
     out = Path(out_dir)
     if checkpoint not in ("last", "best"):
         raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    check_int("n_eval", n_eval)
+    check_int("lipschitz_steps", lipschitz_steps)
     if not (out / "settings.json").exists() or not (out / f"{checkpoint}.pt").exists():
         raise RunMismatch(f"{out} holds no finished run (settings.json and {checkpoint}.pt); train it first")
     settings = load_json(out / "settings.json")
-    eps = float(settings["val_eps"])
-    eval_settings = {"checkpoint": checkpoint, "n_eval": n_eval, "attacks": list(attacks), "eps": eps,
-                     "lipschitz_steps": lipschitz_steps, "lipschitz_step_size": 2 * eps / lipschitz_steps}
+    run_eps = float(settings.get("eps", settings.get("val_eps", 0.0)))
+    ev_eps = run_eps if eps is None else check_real("eps", eps, lo=0, hi=1)
+    specs = _eval_specs(ev_eps, attacks, steps, restarts)
+    eval_settings = {"checkpoint": checkpoint, "n_eval": n_eval, "eps": ev_eps,
+                     "attacks": {s.name: dataclasses.asdict(s) for s in specs}, "lipschitz_steps": lipschitz_steps,
+                     "lipschitz_step_size": paper.step_size(ev_eps, lipschitz_steps),
+                     "lipschitz_reference_step_size": REFERENCE_STEP_SIZE}
     ck = load_checkpoint(out / f"{checkpoint}.pt")
-    done = out / "eval.json"
-    if done.exists():
-        prev = load_json(done)
-        if prev.get("evaluation") == eval_settings and prev.get("epoch") == ck["epoch"]:
-            return prev
+    stem = _eval_stem(eval_settings, int(ck["epoch"]))
+    json_path, npz_path = out / f"{stem}.json", out / f"{stem}.npz"
+    if json_path.exists() and npz_path.exists():
+        return load_json(json_path)
     train_set, test_set = load_train_test(settings["dataset"], data_dir, settings["n_train"], settings["n_test"],
                                           settings["seed"])
     if array_digest(train_set.images, train_set.labels) != settings["data_digest"]:
         raise RunMismatch(f"the {settings['dataset']} training data found differs from the data {out} was "
                           "trained on")
     dev = resolve_device(device)
-    net = _build(settings, train_set).to(dev)
+    net = _build(settings, train_set, settings["seed"]).to(dev)
     net.load_state_dict(ck["model"])
-    row: dict[str, Any] = {"run": out.name, **{k: settings[k] for k in ("dataset", "architecture", "dropout",
-                                                                         "method", "epochs", "seed")},
+    row: dict[str, Any] = {"run": out.name, **{k: settings.get(k) for k in ("dataset", "architecture", "dropout",
+                                                                             "method", "epochs", "seed")},
                            "hyper": {k: v for k, v in settings.items() if k in ("beta", "lam", "mu", "h", "eps")},
-                           "epoch": ck["epoch"]}
-    for split, ds in (("train", train_set), ("test", test_set)):
-        sub = ds.subset(n_eval, seed=None)
-        r = evaluate(net, sub.images, sub.labels, eps=eps, attacks=attacks, seed=settings["seed"], progress=progress)
-        lip = local_lipschitz(net, torch.from_numpy(sub.images), eps=eps, steps=lipschitz_steps,
-                              generator=torch.Generator(device=dev).manual_seed(settings["seed"]), progress=progress)
-        row[f"{split}_accuracy"] = r.clean_accuracy
-        for a, acc in r.adversarial_accuracy.items():
-            row[f"{split}_{a}_accuracy"] = acc
-        row[f"{split}_lipschitz"] = float(lip.mean())
-        row["attack_settings"] = r.attacks
-    row["gap_standard"] = row["train_accuracy"] - row["test_accuracy"]
-    first = attacks[0] if attacks else None
-    if first:
-        row["gap_adversarial"] = row[f"train_{first}_accuracy"] - row[f"test_{first}_accuracy"]
+                           "epoch": ck["epoch"], "eps": ev_eps, "eval_file": json_path.name}
+    arrays = _measure(row, net, {"train": train_set, "test": test_set}, specs, eval_settings, settings["seed"],
+                      progress)
     result = {**row, "evaluation": eval_settings, "settings": settings}
-    save_json(done, result)
+    save_npz(npz_path, **arrays)
+    save_json(json_path, result)
     return result
 
 
+def _measure(row: dict[str, Any], net: torch.nn.Module, splits: Mapping[str, ImageDataset],
+             specs: Sequence[AttackSpec], ev: Mapping[str, Any], seed: int, progress: bool,
+             dtype: torch.dtype = torch.float32, reference: bool = True) -> dict[str, Any]:
+    """Fill ``row`` with accuracies, Lipschitz means and gaps; return the per-example arrays.  ``reference``:
+    also the paper's Lipschitz procedure (its start leaves [0, 1], which only a network accepts)."""
+    dev = model_device(net)
+    arrays: dict[str, Any] = {}
+    for split, ds in splits.items():
+        sub = ds.subset(ev["n_eval"], seed=None)
+        x = torch.from_numpy(sub.float_images()).to(dtype)
+        r = evaluate(net, x, sub.labels, eps=ev["eps"], attacks=specs, seed=seed, progress=progress)
+        row[f"{split}_n"] = r.n
+        row[f"{split}_accuracy"] = r.clean_accuracy
+        for name, verdict in r.correct.items():
+            arrays[f"{split}_{name}"] = verdict
+            if name != "clean":
+                row[f"{split}_{name}_accuracy"] = float(verdict.mean())
+        for proc, suffix in (("ascent", ""), ("reference", "_reference"))[:2 if reference else 1]:
+            lip = local_lipschitz(net, x, eps=ev["eps"], steps=ev["lipschitz_steps"], procedure=proc,
+                                  generator=torch.Generator(device=dev).manual_seed(seed), progress=progress)
+            arrays[f"{split}_lipschitz{suffix}"] = lip.numpy()
+            row[f"{split}_lipschitz{suffix}"] = float(lip.mean())
+            row[f"{split}_lipschitz{suffix}_se"] = float(lip.std() / max(len(lip), 1) ** 0.5) if len(lip) > 1 else 0.0
+        row["attack_settings"] = r.attacks
+    row["gap_standard"] = row["train_accuracy"] - row["test_accuracy"]
+    if specs:
+        first = specs[0].name
+        row["gap_adversarial"] = row[f"train_{first}_accuracy"] - row[f"test_{first}_accuracy"]
+    return arrays
+
+
 def collect_runs(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The ``eval.json`` of every run folder directly under ``root``, sorted by folder name."""
-    return [load_json(p) for p in sorted(Path(root).glob("*/eval.json"))]
+    """Every evaluation (``eval-*.json``) of every run folder directly under ``root``, sorted by path."""
+    return [load_json(p) for p in sorted(Path(root).glob("*/eval-*.json"))]
 
 
 # ----------------------------------------------------------------------------------------------
 # grids of runs (Tables 2-4)
 
 #: ``quick``: minutes on 2 CPU cores (a subset, few epochs, Adam); ``paper``: the reference settings of
-#: :data:`~rll_core.training.PAPER_SETTINGS` on the full splits (a GPU job).  ``None`` keeps the default.
+#: :mod:`rll_core.paper` on the full splits (a GPU job).  ``None`` keeps the reference's value.
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(n_train=2000, n_test=500, epochs=2, optimizer="adam", lr=1e-3, n_eval=100, n_val=100),
     "paper": dict(n_train=None, n_test=None, epochs=None, optimizer=None, lr=None, n_eval=1000, n_val=500),
 }
 
-#: The methods of Tables 2 and 3 with the paper's hyperparameter sweeps.
-PAPER_METHODS: tuple[tuple[str, dict[str, float]], ...] = (
-    ("natural", {}), ("gr", {}), ("llr", {}), ("at", {}),
-    ("trades", {"beta": 1.0}), ("trades", {"beta": 3.0}), ("trades", {"beta": 6.0}),
-    ("rst", {"lam": 0.5}), ("rst", {"lam": 1.0}), ("rst", {"lam": 2.0}),
-)
+#: The methods of Tables 2 and 3 with the paper's hyperparameter sweeps (:data:`rll_core.paper.METHODS`).
+PAPER_METHODS = paper.METHODS
 
-#: Columns of the Section 5 tables, in order (the paper's Tables 2-4).
+#: Columns of the Section 5 tables, in order (the paper's Tables 2-4), then the reference procedure's
+#: Lipschitz values (the published column's method) beside rll's.
 TABLE_COLUMNS = ("method", "train_accuracy", "test_accuracy", "train_pgd_accuracy", "test_pgd_accuracy",
                  "test_multitarget_accuracy", "train_lipschitz", "test_lipschitz", "gap_standard",
-                 "gap_adversarial")
+                 "gap_adversarial", "test_lipschitz_reference")
 
 
 def method_label(method: str, hyper: Mapping[str, Any]) -> str:
@@ -166,37 +231,46 @@ def method_label(method: str, hyper: Mapping[str, Any]) -> str:
 
 
 def run_name(dataset: str, model: str, method: str, hyper: Mapping[str, Any], dropout: float | None,
-             preset: str) -> str:
-    """A folder name that identifies a run's settings (so a rerun finds and resumes it)."""
-    hp = "".join(f"-{k}{v:g}" for k, v in sorted(hyper.items()))
+             preset: str, *, eps: float, n_train: int | None, epochs: int | None, seed: int = 0) -> str:
+    """A folder name from every setting a grid varies (so a rerun finds and resumes its own run, and a
+    run with other settings gets another folder)."""
+    hp = "".join(f"-{k}{v:g}" for k, v in sorted(hyper.items()) if k != "eps")
     drop = "" if dropout is None else f"-drop{dropout:g}"
-    return f"{dataset}-{model}-{method}{hp}{drop}-{preset}"
+    size = f"n{n_train}" if n_train is not None else "nall"
+    ep = f"e{epochs}" if epochs is not None else "eref"
+    return f"{dataset}-{model}-{method}{hp}{drop}-eps{eps:g}-{size}-{ep}-s{seed}-{preset}"
 
 
 def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequence[tuple[str, Mapping[str, Any]]],
-             preset: str = "quick", model: str | None = None, dropout: float | None = None,
-             epochs: int | None = None, n_train: int | None = None, n_test: int | None = None,
-             n_eval: int | None = None, seed: int = 0, data_dir: str | os.PathLike[str] | None = None,
-             device: str = "auto", progress: bool = True) -> list[dict[str, Any]]:
+             preset: str = "quick", eps: float | None = None, model: str | None = None,
+             dropout: float | None = None, augment: str | None = None, epochs: int | None = None,
+             n_train: int | None = None, n_test: int | None = None, n_eval: int | None = None, seed: int = 0,
+             data_dir: str | os.PathLike[str] | None = None, device: str = "auto",
+             progress: bool = True) -> list[dict[str, Any]]:
     """Train (or resume) and evaluate every ``(method, hyper)`` under ``out_root``; one table row each.
 
-    Arguments left ``None`` come from ``PRESETS[preset]`` (then from the paper's settings).  Finished runs
-    and evaluations are read back, so a rerun takes seconds.
+    ``eps`` (default the paper's for the dataset) is every run's training, validation and evaluation
+    radius.  Arguments left ``None`` come from ``PRESETS[preset]``, then from the reference settings.
+    Finished runs and evaluations are read back, so a rerun takes seconds.
     """
     from .progress import progress_bar as tqdm
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     p = PRESETS[preset]
+    key = paper.dataset_key(dataset)
+    run_eps = paper.EPS[key] if eps is None else check_real("eps", eps, lo=0, hi=1)
     for name, hyper in methods:  # check every method before any training
-        make_method(name, **_with_eps(name, hyper, DEFAULT_EPS.get(dataset, 0.1)))
-    arch = model or PAPER_SETTINGS[dataset.lower().replace("-", "_")]["model"]
+        make_method(name, **_method_hyper(key, name, hyper, run_eps))
+    arch = model or paper.SETTINGS[key].model
+    size = n_train if n_train is not None else p["n_train"]
+    n_epochs = epochs or p["epochs"]
     rows = []
     for name, hyper in tqdm(list(methods), desc=f"{dataset} runs", disable=not progress, unit="run"):
-        out = Path(out_root) / run_name(dataset, arch, name, hyper, dropout, preset)
-        train_run(out, dataset=dataset, method=name, hyper=hyper, model=arch, dropout=dropout,
-                  epochs=epochs or p["epochs"], optimizer=p["optimizer"], lr=p["lr"],
-                  n_train=n_train if n_train is not None else p["n_train"],
+        out = Path(out_root) / run_name(key, arch, name, hyper, dropout, preset, eps=run_eps, n_train=size,
+                                        epochs=n_epochs, seed=seed)
+        train_run(out, dataset=key, method=name, hyper=hyper, eps=run_eps, model=arch, dropout=dropout,
+                  augment=augment, epochs=n_epochs, optimizer=p["optimizer"], lr=p["lr"], n_train=size,
                   n_test=n_test if n_test is not None else p["n_test"], n_val=p["n_val"], seed=seed,
                   data_dir=data_dir, device=device, progress=False)
         row = evaluate_run(out, n_eval=n_eval or p["n_eval"], data_dir=data_dir, device=device, progress=False)
@@ -207,21 +281,14 @@ def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequenc
 
 def theory_row(train_set: ImageDataset, test_set: ImageDataset, eps: float, *, n_eval: int = 100,
                seed: int = 0) -> dict[str, Any]:
-    """Section 4's classifier as one more table row: the same columns, measured the same way."""
+    """Section 4's classifier as one more table row: the same columns, measured the same way (float64)."""
     from .theory import LipschitzClassifier
 
     clf = LipschitzClassifier(train_set.images, train_set.labels)
-    row: dict[str, Any] = {"label": f"1/r-Lipschitz (r={clf.r:.3f})", "method": "theory", "r": clf.r}
-    for split, ds in (("train", train_set), ("test", test_set)):
-        sub = ds.subset(n_eval, seed=None)
-        x = torch.from_numpy(sub.float_images()).double()
-        r = evaluate(clf, x, sub.labels, eps=eps, seed=seed, progress=False)
-        row[f"{split}_accuracy"] = r.clean_accuracy
-        for a, acc in r.adversarial_accuracy.items():
-            row[f"{split}_{a}_accuracy"] = acc
-        row[f"{split}_lipschitz"] = float(local_lipschitz(clf, x, eps=eps, generator=torch.Generator().manual_seed(seed)).mean())
-    row["gap_standard"] = row["train_accuracy"] - row["test_accuracy"]
-    row["gap_adversarial"] = row["train_pgd_accuracy"] - row["test_pgd_accuracy"]
+    row: dict[str, Any] = {"label": f"1/r-Lipschitz (r={clf.r:.3f})", "method": "theory", "r": clf.r, "eps": eps}
+    ev = {"n_eval": n_eval, "eps": eps, "lipschitz_steps": 10}
+    _measure(row, clf, {"train": train_set, "test": test_set}, _eval_specs(eps, ("pgd", "multitarget"), None, 1),
+             ev, seed, False, dtype=torch.float64, reference=False)
     return row
 
 

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attacks import check_eps, check_images, pgd, project
+from .attacks import check_images, pgd, project
+from .checks import check_eps, check_real
 from .separation import ArrayLike, Backend, ScaledDistances, _as_numpy, _check_compatible, _check_points, nearest_other_class
 
 __all__ = ["Astuteness", "LipschitzClassifier", "PerClassNearest", "Top2", "astuteness", "lipschitz_ratio_inf",
@@ -186,15 +187,16 @@ class LipschitzClassifier(nn.Module):
             raise ValueError("x_train must be uint8 pixels or floats in [0, 1]")
         self.ref_labels = y
         self.classes = np.unique(y)
+        self.num_outputs = int(self.classes.max()) + 1
         self.backend: Backend = backend
         self.input_shape = tuple(x.shape[1:])
         self.separation = float(nearest_other_class(xf, y, backend=backend).dist.min())
         if r is None:
             r = self.separation / 2
-        if not (isinstance(r, (int, float)) and math.isfinite(r) and r > 0):
-            raise ValueError(f"r must be a finite number > 0, got {r!r}"
-                             + (" (the training set has duplicate points of different classes)" if r == 0 else ""))
-        self.r = float(r)
+        if r == 0:
+            raise ValueError("r must be a finite number > 0, got 0 (the training set has duplicate points of "
+                             "different classes)")
+        self.r = check_real("r", r, lo=0, lo_open=True)
 
     def nearest(self, x: torch.Tensor) -> PerClassNearest:
         """Exact distances from each input to each class and the nearest training point of each (no
@@ -211,7 +213,15 @@ class LipschitzClassifier(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -self.distances(x) / self.r
+        """Logits indexed by label (column ``c`` is class ``c``), so ``argmax`` is a training label and
+        :func:`rll_core.attacks.evaluate` compares it with labels as given.  A label below the largest that
+        the training set lacks gets the constant ``-2 / r``: below every present class's ``-dist / r >=
+        -1 / r`` on [0, 1] images, so never predicted, and without gradient or Lipschitz contribution."""
+        logits = -self.distances(x) / self.r
+        if self.num_outputs == len(self.classes):  # labels are 0 .. C-1: columns are already labels
+            return logits
+        out = logits.new_full((len(logits), self.num_outputs), -2.0 / self.r)
+        return out.index_copy(1, torch.from_numpy(self.classes).to(logits.device), logits)
 
 
 @dataclass
@@ -263,8 +273,8 @@ def astuteness(classifier: LipschitzClassifier, x: torch.Tensor, y: torch.Tensor
     step = flat + (target - flat).clamp(-eps, eps)
     x1 = project(step.view(x.shape).to(x.device, x.dtype), x, eps)
     candidates = [x1]
-    if eps > 0:  # logits columns follow ``classes``: the cross-entropy target is the column
-        candidates.append(pgd(classifier, x, col.to(x.device), eps=eps, step_size=2.5 * eps / pgd_steps,
+    if eps > 0:  # logits columns are labels (``forward``): the cross-entropy target is the label
+        candidates.append(pgd(classifier, x, y.to(x.device).long(), eps=eps, step_size=2.5 * eps / pgd_steps,
                               steps=pgd_steps, random_start=False))
     flipped = ~correct
     x_adv = x.detach().clone()

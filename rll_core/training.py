@@ -12,8 +12,8 @@ DistributedDataParallel: every rank draws the same epoch permutation and takes e
 only rank 0 writes files.
 
 Losses are means over the batch.  The paper's reference code sums the cross-entropy over the batch, so
-its learning rates are per example: :data:`PAPER_SETTINGS` lists them multiplied by the batch size,
-which gives the same updates for plain SGD.
+its SGD learning rates are per example: :func:`rll_core.paper.lr` multiplies them by the batch size,
+which gives the same updates (see :mod:`rll_core.paper` for every reference setting).
 """
 
 from __future__ import annotations
@@ -32,32 +32,17 @@ import torch
 from torch import nn
 
 from .attacks import as_float_images, check_images, check_labels, evaluate, model_device, paper_attack
+from .checks import check_eps, check_int, check_real
 from .data import ImageDataset
 from .io import array_digest, atomic_write_bytes, load_json, save_json
 from .separation import resolve_device
-from .methods import (AT, GR, LLR, METHODS, RST, TRADES, Method, Natural, augment_batch, ce_input_grad,
-                      make_method)
+from .methods import (AT, AUGMENTATIONS, GR, LLR, METHODS, RST, TRADES, Method, Natural, augment_batch,
+                      ce_input_grad, make_method)
 
-__all__ = ["AT", "GR", "LLR", "METHODS", "PAPER_SETTINGS", "RST", "RunMismatch", "TRADES", "TrainResult",
+__all__ = ["AT", "GR", "LLR", "METHODS", "RST", "RunMismatch", "TRADES", "TrainResult",
            "Method", "Natural", "augment_batch", "ce_input_grad", "load_checkpoint", "make_method", "train"]
 
 _FORMAT = 1
-
-#: The reference code's per-dataset settings (``get_hyper`` of the paper's repository), learning rates
-#: converted to our mean-over-batch losses (x batch size).  LR milestones: the reference uses none.
-PAPER_SETTINGS: dict[str, dict[str, Any]] = {
-    "mnist": dict(eps=0.1, model="cnn001", optimizer="sgd", lr=1e-4 * 64, momentum=0.9, batch_size=64,
-                  epochs=160, milestones=(), augment=False),
-    "fashion_mnist": dict(eps=0.1, model="cnn001", optimizer="sgd", lr=1e-4 * 64, momentum=0.9, batch_size=64,
-                          epochs=160, milestones=(), augment=False),
-    "cifar10": dict(eps=0.031, model="wrn-40-10", optimizer="sgd", lr=1e-2 * 64, lr_adversarial=1e-3 * 64,
-                    momentum=0.9, batch_size=64, epochs=120, milestones=(), augment=True, dropout=0.2),
-    "svhn": dict(eps=0.031, model="wrn-40-10", optimizer="sgd", lr=1e-2 * 64, lr_adversarial=1e-3 * 64,
-                 momentum=0.9, batch_size=64, epochs=60, milestones=(), augment=True, dropout=0.5),
-    "restricted_imagenet": dict(eps=0.005, model="resnet50", optimizer="sgd", lr=1e-2 * 64, momentum=0.9,
-                                batch_size=64, epochs=70, milestones=(), augment=True),
-}
-
 
 class RunMismatch(ValueError):
     """``out_dir`` holds a run with other settings, or a checkpoint that cannot be read."""
@@ -109,15 +94,35 @@ def _optimizer(name: str, params: Any, lr: float, momentum: float, weight_decay:
 
 
 def _check_settings(epochs: int, batch_size: int, lr: float, milestones: Sequence[int], world: int) -> None:
-    for k, v in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if any(not isinstance(m, int) or m < 1 for m in milestones):
-        raise ValueError(f"milestones must be positive epoch numbers, got {list(milestones)}")
+    check_int("epochs", epochs)
+    check_int("batch_size", batch_size)
+    check_real("lr", lr, lo=0, lo_open=True)
+    for m in milestones:
+        check_int("milestones", m)
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {world} distributed processes")
+
+
+def _augmentation(augment: bool | str | None) -> dict[str, Any] | None:
+    """``None``/``False``: none; ``True``: ``crop-flip``; a name of :data:`AUGMENTATIONS`."""
+    if augment is None or augment is False:
+        return None
+    name = "crop-flip" if augment is True else augment
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augment!r}; valid: {', '.join(AUGMENTATIONS)}")
+    return AUGMENTATIONS[name]
+
+
+def _validation_eps(method: Method, val_eps: float | None, has_val: bool) -> float | None:
+    """The radius validation attacks at: ``val_eps``, else the method's own (one eps per run)."""
+    eps = val_eps if val_eps is not None else getattr(method, "eps", None)
+    if eps is None and has_val:
+        raise ValueError(f"val_eps is needed to validate a {method.name or type(method).__name__} run "
+                         "(the method has no eps of its own)")
+    if eps is not None:
+        check_eps(eps)
+        return float(eps)
+    return None
 
 
 def _check_run_dir(out_dir: Path, settings: dict[str, Any]) -> None:
@@ -189,7 +194,8 @@ def _distributed() -> tuple[int, int, torch.device | None]:
 
 def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: Method, *, epochs: int,
           batch_size: int = 64, optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.9,
-          weight_decay: float = 0.0, milestones: Sequence[int] = (), gamma: float = 0.1, augment: bool = False,
+          weight_decay: float = 0.0, milestones: Sequence[int] = (), gamma: float = 0.1,
+          augment: bool | str | None = None,
           seed: int = 0, out_dir: str | os.PathLike[str] | None = None,
           val_data: ImageDataset | tuple[Any, Any] | None = None, n_val: int = 500, val_eps: float | None = None,
           extra_data: ImageDataset | tuple[Any, Any] | None = None, device: str | torch.device | None = None,
@@ -200,10 +206,12 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
     ``train_data``/``val_data``/``extra_data``: an :class:`ImageDataset` or ``(images, labels)`` with uint8
     pixels or [0, 1] floats, NCHW.  ``extra_data`` (e.g. pseudo-labelled images for RST) adds, to every
     batch, as many extra examples drawn at random.  ``milestones``: epochs after which the LR is multiplied
-    by ``gamma``.  ``augment``: random crop (pad 4) + horizontal flip on the device.  ``amp``: bf16
-    autocast; ``channels_last``: NHWC memory format (both for CUDA).  Validation (clean and PGD accuracy
-    at ``val_eps``, default the method's eps) runs on the first ``n_val`` validation points after every
-    epoch.  ``meta``: extra settings stored with the run (dataset and architecture names, say).
+    by ``gamma``.  ``augment``: ``"crop-flip"`` (or ``True``: random crop after 4 px padding + horizontal
+    flip) or ``"crop8"`` (8 px padding, no flip), on the device.  ``amp``: bf16 autocast;
+    ``channels_last``: NHWC memory format (both for CUDA).  Validation (clean and PGD accuracy at
+    ``val_eps``, default the method's eps; required for a method without one) runs on the first ``n_val``
+    validation points after every epoch and picks ``best.pt``.  A folder that already holds more
+    epochs than ``epochs`` is refused (nothing is rewritten).  ``meta``: extra settings stored with the run (dataset and architecture names, say).
     """
     from .progress import progress_bar as tqdm
 
@@ -211,6 +219,8 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
         raise ValueError(f"method must be a training method (see make_method), got {type(method).__name__}")
     rank, world, ddp_device = _distributed()
     _check_settings(epochs, batch_size, lr, milestones, world)
+    aug = _augmentation(augment)
+    eps = _validation_eps(method, val_eps, val_data is not None and n_val > 0)
     x, y = _as_tensors(train_data, "train_data")
     val = _as_tensors(val_data, "val_data") if val_data is not None else None
     extra = _as_tensors(extra_data, "extra_data") if extra_data is not None else None
@@ -220,11 +230,10 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
         dev = resolve_device(device)
     else:
         dev = model_device(model)
-    eps = float(val_eps if val_eps is not None else getattr(method, "eps", 0.1))
     settings = {
         **method.settings(), "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
         "momentum": momentum, "weight_decay": weight_decay, "milestones": list(milestones), "gamma": gamma,
-        "augment": augment, "seed": seed, "n_train": len(x), "n_extra": len(extra[0]) if extra else 0,
+        "augment": augment if isinstance(augment, str) else ("crop-flip" if augment else None), "seed": seed, "n_train": len(x), "n_extra": len(extra[0]) if extra else 0,
         "n_val": min(n_val, len(val[0])) if val else 0, "val_eps": eps, "amp": amp, "world_size": world,
         "data_digest": array_digest(x.numpy(), y.numpy()), "model_class": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()), **dict(meta or {}),
@@ -244,6 +253,9 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
     start = 1
     if out is not None and (out / "last.pt").exists():
         ck = load_checkpoint(out / "last.pt", dev)
+        if int(ck["epoch"]) > epochs:
+            raise RunMismatch(f"{out} already holds {ck['epoch']} trained epochs, more than the {epochs} asked; "
+                              f"ask for epochs >= {ck['epoch']} or choose another out_dir")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -276,8 +288,8 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
                 j = torch.randint(0, len(extra[0]), (len(idx),), generator=g)
                 xb = torch.cat([xb, _to_float(extra[0][j].to(dev))])
                 yb = torch.cat([yb, extra[1][j].to(dev)])
-            if augment:
-                xb = augment_batch(xb, generator=aug_gen)
+            if aug is not None:
+                xb = augment_batch(xb, generator=aug_gen, **aug)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
@@ -289,7 +301,7 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
         sched.step()
         row: dict[str, Any] = {"epoch": epoch, "loss": float(torch.stack(losses).mean()) if losses else math.nan,
                                "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-        if rank == 0 and val is not None and n_val > 0:
+        if rank == 0 and val is not None and n_val > 0 and eps is not None:
             r = evaluate(model, val[0][:n_val], val[1][:n_val], eps=eps, attacks=[paper_attack("pgd", eps)],
                          seed=seed, progress=False)
             row |= {"val_accuracy": r.clean_accuracy, "val_pgd_accuracy": r.adversarial_accuracy["pgd"]}

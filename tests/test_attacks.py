@@ -183,8 +183,9 @@ def test_pgd_agrees_with_art(fmnist_small_model):
                                              num_random_init=1, batch_size=250, verbose=False)
     np.random.seed(0)
     x_art = attack.generate(x.numpy(), y=np.eye(10, dtype=np.float32)[y.numpy()])
-    art_acc = float((predict(model, torch.from_numpy(x_art)) == y).float().mean())
-    assert abs(art_acc - ours.adversarial_accuracy["pgd"]) <= 0.01, (art_acc, ours.adversarial_accuracy)
+    art_robust = int((predict(model, torch.from_numpy(x_art)) == y).sum())
+    ours_robust = int(ours.correct["pgd"].sum())
+    assert abs(art_robust - ours_robust) <= 5, (art_robust, ours_robust)  # within 1 % of the 500 points
     assert ours.adversarial_accuracy["pgd"] < ours.clean_accuracy - 0.2  # the attack does something
     assert art.__version__
 

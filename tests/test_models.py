@@ -13,7 +13,7 @@ def _conv(cin: int, cout: int, k: int, bias: bool = True) -> int:
     return cin * cout * k * k + (cout if bias else 0)
 
 
-def test_cnn001_is_the_classic_mnist_network():
+def test_cnn001_sizes_and_dropout():
     m = build_model("cnn001", in_channels=1, num_classes=10, image_size=28)
     # conv 1->32, conv 32->64, fc 64*12*12 -> 128, fc 128 -> 10
     assert count_parameters(m) == _conv(1, 32, 3) + _conv(32, 64, 3) + (9216 * 128 + 128) + (128 * 10 + 10)
@@ -23,6 +23,34 @@ def test_cnn001_is_the_classic_mnist_network():
     m3 = build_model("cnn001", in_channels=3, num_classes=7, image_size=32, dropout=0.2)
     assert m3(torch.rand(2, 3, 32, 32)).shape == (2, 7)
     assert [d.p for d in m3.modules() if isinstance(d, (nn.Dropout, nn.Dropout2d))] == [0.1, 0.2]
+
+
+def _reference_cnn001(x, w):
+    """The reference's CNN001.forward written out with torch.nn.functional (eval mode: dropout off):
+    conv1 - relu - conv2 - max_pool2d(2) - flatten - fc1 - relu - fc2; no ReLU after conv2."""
+    import torch.nn.functional as F
+
+    h = F.relu(F.conv2d(x, w["conv1.weight"], w["conv1.bias"]))
+    h = F.max_pool2d(F.conv2d(h, w["conv2.weight"], w["conv2.bias"]), 2)
+    h = F.relu(F.linear(torch.flatten(h, 1), w["fc1.weight"], w["fc1.bias"]))
+    return F.linear(h, w["fc2.weight"], w["fc2.bias"])
+
+
+def test_cnn001_equals_the_reference_cnn001_with_copied_weights():
+    torch.manual_seed(0)
+    m = build_model("cnn001", in_channels=1, num_classes=10, image_size=28).eval()
+    convs = [mod for mod in m.modules() if isinstance(mod, nn.Conv2d)]
+    fcs = [mod for mod in m.modules() if isinstance(mod, nn.Linear)]
+    w = {}
+    for name, mod in zip(("conv1", "conv2", "fc1", "fc2"), convs + fcs):
+        w[f"{name}.weight"], w[f"{name}.bias"] = mod.weight.detach().clone(), mod.bias.detach().clone()
+    # biases shifted negative so that a ReLU after conv2 would clip many activations (and change logits)
+    w["conv2.bias"] -= 0.5
+    with torch.no_grad():
+        convs[1].bias.copy_(w["conv2.bias"])
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(m(x), _reference_cnn001(x, w), atol=1e-5, rtol=1e-5)
 
 
 def test_cnn002_starts_at_zero_logits():
