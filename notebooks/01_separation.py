@@ -65,6 +65,7 @@ from pathlib import Path
 from IPython.display import Markdown, display
 
 from rll_core.data import DATASETS, DEFAULT_EPS, DataError, dataset_available, load_train_test
+from rll_core.io import output_tag
 from rll_core.plotting import check_formats, export_separation, plot_separation_histograms
 from rll_core.progress import set_progress
 from rll_core.separation import measure_separation, resolve_device
@@ -76,7 +77,11 @@ try:
     train, test = load_train_test(dataset, data_dir, n_train, n_test, seed=subset_seed)
 except DataError as e:  # one line, not a traceback
     raise SystemExit(f"rll: {e}") from None
-eps_used = DEFAULT_EPS[train.name] if eps is None else float(eps)
+eps_used = DEFAULT_EPS[train.kind] if eps is None else float(eps)
+# outputs named by what sets them apart from the full-data default (a subset never overwrites it)
+subset = n_train is not None or n_test is not None
+tag = output_tag(n=f"{n_train or 'all'}-{n_test or 'all'}" if subset else None, seed=subset_seed if subset else None,
+                 eps=eps)
 dev = resolve_device(device)
 print(f"{train.name}: {len(train)} train / {len(test)} test images of shape {train.shape}; "
       f"eps = {eps_used}; device = {dev}")
@@ -103,7 +108,7 @@ rep = result.report
 
 # %%
 fig = plot_separation_histograms(result, title=f"{train.name}: nearest other-class distance")
-written = export_separation(result, figures, formats, fig=fig)
+written = export_separation(result, figures, formats, fig=fig, tag=tag)
 row = rep.table1_row()
 display(Markdown("| | |\n|---|---|\n" + "\n".join(
     f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in row.items())))

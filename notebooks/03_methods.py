@@ -73,13 +73,16 @@ from rll_core.data import load_train_test
 from rll_core.paper import EPS, dataset_key
 from rll_core.plotting import check_formats, plot_gaps, plot_lipschitz_vs_accuracy, save_figure
 from rll_core.progress import set_progress
-from rll_core.runs import PRESETS, export_table, parse_methods, run_grid, theory_row
+from rll_core.io import output_tag
+from rll_core.runs import PRESETS, export_table, grid_digest, parse_methods, run_grid, theory_row
 
 set_progress("widget" if interactive else "text")
 check_formats(formats)
 grid = parse_methods(methods)
 figures = Path(figures_dir)
 eps_run = EPS[dataset_key(dataset)] if eps is None else float(eps)
+# output names say what sets this job apart from the preset's default (nothing is overwritten by a subset)
+tag = output_tag(eps=eps, n=n_train, e=epochs, m=grid_digest(grid) if methods != "paper" else None)
 print(f"{dataset}, eps {eps_run:g}, preset {preset} ({PRESETS[preset]}), {len(grid)} runs: {[m for m, _ in grid]}")
 
 # %% [markdown]
@@ -106,7 +109,7 @@ print(f"{len(rows)} rows")
 # paper's Lipschitz column with that one, never with rll's.
 
 # %%
-stem = figures / f"table_methods_{dataset}_{preset}"
+stem = figures / f"table_methods_{dataset}_{preset}{tag}"
 written = export_table(rows, stem)
 display(Markdown(written[1].read_text()))
 print("saved:", ", ".join(str(p) for p in written))
@@ -117,8 +120,8 @@ print("saved:", ", ".join(str(p) for p in written))
 # %%
 fig_lip = plot_lipschitz_vs_accuracy(rows)
 fig_gap = plot_gaps(rows)
-save_figure(fig_lip, figures / f"fig_lipschitz_vs_pgd_{dataset}_{preset}", formats)
-save_figure(fig_gap, figures / f"fig_gaps_{dataset}_{preset}", formats)
+save_figure(fig_lip, figures / f"fig_lipschitz_vs_pgd_{dataset}_{preset}{tag}", formats)
+save_figure(fig_gap, figures / f"fig_gaps_{dataset}_{preset}{tag}", formats)
 display(fig_lip, fig_gap)
 
 # %% [markdown]

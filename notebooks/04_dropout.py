@@ -63,12 +63,15 @@ from IPython.display import Markdown, display
 from rll_core.paper import table4
 from rll_core.plotting import check_formats, plot_dropout_comparison, save_figure
 from rll_core.progress import set_progress
-from rll_core.runs import export_table, parse_methods, run_grid
+from rll_core.io import output_tag
+from rll_core.runs import export_table, grid_digest, parse_methods, run_grid
 
 set_progress("widget" if interactive else "text")
 check_formats(formats)
 grid = parse_methods(methods)
 figures = Path(figures_dir)
+tag = output_tag(eps=eps, n=n_train, e=epochs, drop=dropout,
+                 m=grid_digest(grid) if methods != "natural,at,trades:beta6" else None)
 t4 = table4(dataset)  # the paper's Table 4 rate, and its augmentation on both sides (CIFAR-10)
 rate = dropout if dropout is not None else t4["dropout"]
 common = dict(dataset=dataset, methods=grid, preset=preset, eps=eps, model=model, augment=t4["augment"],
@@ -86,14 +89,14 @@ table = [{**r, "label": r["label"] + suffix} for pair in zip(without, with_dropo
 # ## Table 4
 
 # %%
-stem = figures / f"table_dropout_{dataset}_{preset}"
+stem = figures / f"table_dropout_{dataset}_{preset}{tag}"
 written = export_table(table, stem)
 display(Markdown(written[1].read_text()))
 print("saved:", ", ".join(str(p) for p in written))
 
 # %%
 fig = plot_dropout_comparison(without, with_dropout)
-save_figure(fig, figures / f"fig_dropout_{dataset}_{preset}", formats)
+save_figure(fig, figures / f"fig_dropout_{dataset}_{preset}{tag}", formats)
 display(fig)
 
 # %% [markdown]

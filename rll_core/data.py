@@ -21,13 +21,16 @@ import gzip
 import hashlib
 import os
 import pickle
+import sys
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .io import check_writable
 from .paper import EPS as PAPER_EPS
 
 __all__ = [
@@ -44,6 +47,8 @@ __all__ = [
     "load_image_folder",
     "load_mnist",
     "load_restricted_imagenet",
+    "is_npz_path",
+    "load_npz_dataset",
     "load_svhn",
     "load_train_test",
     "install_mnist",
@@ -117,8 +122,13 @@ class ImageDataset:
     labels: np.ndarray
     classes: tuple[str, ...] = field(default=())
     source: str = ""
+    #: the format / registry entry the data follows (``cifar10`` for a CIFAR-format folder you named
+    #: ``my-photos``; ``npz`` for arrays of your own); defaults to ``name``
+    kind: str = ""
 
     def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", self.name)
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {self.images.shape}")
         if self.labels.dtype != np.int64 or self.labels.shape != (self.images.shape[0],):
@@ -152,8 +162,7 @@ class ImageDataset:
             idx = np.arange(n)
         else:
             idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
-        return ImageDataset(self.name, self.split, np.ascontiguousarray(self.images[idx]), self.labels[idx],
-                            self.classes, self.source)
+        return dataclasses.replace(self, images=np.ascontiguousarray(self.images[idx]), labels=self.labels[idx])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,7 +184,7 @@ def default_data_dir(name: str) -> Path | None:
 
 
 def _require_dir(data_dir: str | os.PathLike[str] | None, name: str, hint: str) -> Path:
-    d = Path(data_dir) if data_dir is not None else default_data_dir(name)
+    d = Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
     if d is None:
         raise DataError(f"no data_dir given for {name} and $RLL_DATA_DIR is not set. {hint}")
     if not d.is_dir():
@@ -195,9 +204,13 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def read_idx(path: str | os.PathLike[str], expected_md5: str | None = None) -> np.ndarray:
-    """Read an IDX file (optionally gzip-compressed) into a numpy array with its stored shape."""
-    path = Path(path)
+def read_idx(path: str | os.PathLike[str], expected_md5: str | None = None, *, strict: bool = True) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed) into a numpy array with its stored shape.
+
+    ``expected_md5``: the known original's checksum.  ``strict``: a mismatch is an error (for the packaged
+    copies, where it means corruption); otherwise a one-line note on stderr (a valid file of your own in
+    the same format)."""
+    path = Path(path).expanduser()
     try:
         raw = path.read_bytes()
         data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
@@ -224,7 +237,10 @@ def read_idx(path: str | os.PathLike[str], expected_md5: str | None = None) -> n
     if len(data) - header != expected:
         raise bad(f"payload is {len(data) - header} bytes, header says {dims} -> {expected}")
     if expected_md5 is not None and _md5(data) != expected_md5:
-        raise bad("checksum mismatch")
+        if strict:
+            raise bad("checksum mismatch")
+        print(f"rll: note: {path} is a valid IDX file but not the original (MD5 differs); read as your own data",
+              file=sys.stderr, flush=True)
     arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
@@ -234,7 +250,7 @@ def read_idx(path: str | os.PathLike[str], expected_md5: str | None = None) -> n
 
 
 def _load_idx_pair(name: str, folder_name: str, data_dir: str | os.PathLike[str] | None, split: str,
-                   md5: dict[str, str] | None, hint: str) -> ImageDataset:
+                   md5: dict[str, str] | None, hint: str, strict: bool) -> ImageDataset:
     if split not in ("train", "test"):
         raise ValueError(f"{name} split must be 'train' or 'test', got {split!r}")
     d = _require_dir(data_dir, name, hint)
@@ -245,7 +261,7 @@ def _load_idx_pair(name: str, folder_name: str, data_dir: str | os.PathLike[str]
         cands = [base / f"{stem}{ext}" for base in (d, d / folder_name / "raw", d / "raw")
                  for ext in ("", ".gz")]
         p = _find_file(cands, f"{name} {split} {kind} file {stem}[.gz]", hint)
-        out.append((p, read_idx(p, expected_md5=(md5 or {}).get(stem))))
+        out.append((p, read_idx(p, expected_md5=(md5 or {}).get(stem), strict=strict)))
     (img_path, images), (_, labels) = out
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise DataError(f"{name} {split}: images {images.shape} and labels {labels.shape} do not match "
@@ -265,12 +281,16 @@ _FMNIST_HINT = ("Install Debian's package (`apt-get install dataset-fashion-mnis
 
 
 def load_mnist(data_dir: str | os.PathLike[str] | None = None, split: str = "train",
-               download: bool = False, verify: bool = True) -> ImageDataset:
-    """MNIST from IDX files (``data_dir`` or ``<data_dir>/MNIST/raw``), checked against the original
-    files' MD5s unless ``verify=False`` (for other data in the same format)."""
+               download: bool = False, verify: bool | None = None) -> ImageDataset:
+    """MNIST from IDX files (``data_dir`` or ``<data_dir>/MNIST/raw``), always checked for format.
+
+    ``verify``: ``True`` makes a difference from the original files' MD5s an error, ``False`` skips the
+    comparison, ``None`` (default) is strict for the packaged copy (no ``data_dir``) and only notes a
+    difference for a folder you name (your own data in MNIST's format)."""
     if download:
         _torchvision_download("MNIST", data_dir, split)
-    return _load_idx_pair("mnist", "MNIST", data_dir, split, MNIST_MD5 if verify else None, _MNIST_HINT)
+    return _load_idx_pair("mnist", "MNIST", data_dir, split, MNIST_MD5 if verify is not False else None,
+                          _MNIST_HINT, strict=bool(verify) if verify is not None else data_dir is None)
 
 
 def install_mnist(dest: str | os.PathLike[str] | None = None) -> Path:
@@ -285,10 +305,14 @@ def install_mnist(dest: str | os.PathLike[str] | None = None) -> Path:
     import tarfile
     import tempfile
 
-    root = Path(dest) if dest is not None else Path(os.environ.get("RLL_DATA_DIR") or PROJECT_DATA_DIR)
+    root = Path(dest).expanduser() if dest is not None else Path(os.environ.get("RLL_DATA_DIR") or PROJECT_DATA_DIR)
     raw = root / "MNIST" / "raw"
     if all((raw / n).is_file() and _md5((raw / n).read_bytes()) == m for n, m in MNIST_MD5.items()):
         return raw
+    try:
+        check_writable(raw, "MNIST folder")
+    except ValueError as e:
+        raise DataError(str(e)) from None
     npm = shutil.which("npm")
     if npm is None:
         raise DataError("installing MNIST needs npm (Node.js): `apt-get install npm`, or put the four MNIST IDX "
@@ -322,12 +346,15 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike[str] | None = None, split: str = "train",
-                       download: bool = False) -> ImageDataset:
-    """Fashion-MNIST from IDX files; defaults to Debian's ``dataset-fashion-mnist`` folder."""
+                       download: bool = False, verify: bool | None = None) -> ImageDataset:
+    """Fashion-MNIST from IDX files; defaults to Debian's ``dataset-fashion-mnist`` folder (``verify``
+    as for :func:`load_mnist`: strict for the packaged copy, a note for a folder you name)."""
     if download:
         _torchvision_download("FashionMNIST", data_dir, split)
-    ds = _load_idx_pair("fashion_mnist", "FashionMNIST", data_dir, split, FASHION_MNIST_MD5, _FMNIST_HINT)
-    return ImageDataset(ds.name, ds.split, ds.images, ds.labels, FASHION_MNIST_CLASSES, ds.source)
+    ds = _load_idx_pair("fashion_mnist", "FashionMNIST", data_dir, split,
+                        FASHION_MNIST_MD5 if verify is not False else None, _FMNIST_HINT,
+                        strict=bool(verify) if verify is not None else data_dir is None)
+    return dataclasses.replace(ds, classes=FASHION_MNIST_CLASSES)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,6 +385,8 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             obj = _SafeUnpickler(f, encoding="latin1").load()
     except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
         raise DataError(f"cannot read CIFAR batch {path}: {e}. {_CIFAR_HINT}") from e
+    if isinstance(obj, dict):  # re-pickled batches (the CIFAR site's own recipe) carry bytes keys
+        obj = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
     if not isinstance(obj, dict) or "data" not in obj or not ("labels" in obj or "fine_labels" in obj):
         raise DataError(f"{path} is not a CIFAR python batch (no 'data'/'labels'). {_CIFAR_HINT}")
     data = np.asarray(obj["data"])
@@ -529,20 +558,65 @@ def _canonical_name(name: str) -> str:
     return key
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, split: str = "train",
+def is_npz_path(name: str | os.PathLike[str]) -> bool:
+    """Whether a dataset name is a path to an ``.npz`` file of your own (see :func:`load_npz_dataset`)."""
+    return str(name).endswith(".npz")
+
+
+def load_npz_dataset(path: str | os.PathLike[str], split: str = "train") -> ImageDataset:
+    """Your own arrays from an ``.npz``: ``images`` (uint8, (N, H, W) or (N, C, H, W)) and integer
+    ``labels``; optional ``test_images`` / ``test_labels`` (the ``test`` split) and ``class_names``.
+    The dataset is named after the file (``toy.npz`` -> ``toy``)."""
+    p = Path(path).expanduser()
+    if split not in ("train", "test"):
+        raise ValueError(f"an .npz dataset has splits 'train' and 'test', got {split!r}")
+    if not p.is_file():
+        raise DataError(f"{p} does not exist (an .npz dataset needs images and labels arrays)")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile, ValueError for pickled object arrays, OSError
+        raise DataError(f"{p} is not a readable .npz file ({type(e).__name__}: {e})") from None
+    prefix = "" if split == "train" else "test_"
+    if f"{prefix}images" not in arrays or f"{prefix}labels" not in arrays:
+        raise DataError(f"{p.name} has no {prefix}images / {prefix}labels arrays (found: {', '.join(arrays)})")
+    x, y = arrays[f"{prefix}images"], arrays[f"{prefix}labels"]
+    if x.dtype != np.uint8 or x.ndim not in (3, 4):
+        raise DataError(f"{p.name}: images must be uint8 of shape (N, H, W) or (N, C, H, W), got {x.dtype} {x.shape}")
+    if not np.issubdtype(y.dtype, np.integer) or y.shape != (x.shape[0],) or (len(y) and y.min() < 0):
+        raise DataError(f"{p.name}: labels must be non-negative integers of shape ({x.shape[0]},), got {y.dtype} {y.shape}")
+    classes = tuple(str(c) for c in arrays["class_names"]) if "class_names" in arrays else ()
+    images = np.ascontiguousarray(x[:, None] if x.ndim == 3 else x)
+    return ImageDataset(p.stem, split, images, y.astype(np.int64), classes, str(p), kind="npz")
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, split: str = "train", *,
+                 dataset_name: str | None = None, class_names: Sequence[str] | None = None,
                  **kwargs: object) -> ImageDataset:
-    """Load ``name`` (one of :data:`DATASETS`) from ``data_dir``."""
-    return DATASETS[_canonical_name(name)](data_dir=data_dir, split=split, **kwargs)
+    """Load ``name`` (one of :data:`DATASETS`, or the path of an ``.npz`` of your own) from ``data_dir``.
+
+    ``dataset_name`` / ``class_names``: what to call the data and its classes in every output (a
+    CIFAR-format folder of your own is not CIFAR-10); the format stays in ``.kind``."""
+    ds = load_npz_dataset(name, split) if is_npz_path(name) else \
+        DATASETS[_canonical_name(name)](data_dir=data_dir, split=split, **kwargs)
+    if class_names is not None and len(class_names) != max(len(ds.classes), int(ds.labels.max(initial=0)) + 1):
+        raise ValueError(f"class_names has {len(class_names)} names, the data has "
+                         f"{max(len(ds.classes), int(ds.labels.max(initial=0)) + 1)} classes")
+    return dataclasses.replace(ds, name=dataset_name or ds.name,
+                               classes=tuple(class_names) if class_names is not None else ds.classes)
 
 
 def load_train_test(name: str, data_dir: str | os.PathLike[str] | None = None, n_train: int | None = None,
-                    n_test: int | None = None, seed: int | None = 0) -> tuple[ImageDataset, ImageDataset]:
+                    n_test: int | None = None, seed: int | None = 0, *, dataset_name: str | None = None,
+                    class_names: Sequence[str] | None = None) -> tuple[ImageDataset, ImageDataset]:
     """The training split and the held-out split (``val`` for Restricted ImageNet, else ``test``), each
-    optionally reduced to a seeded random subset (see :meth:`ImageDataset.subset`)."""
-    key = _canonical_name(name)
-    held_out = "val" if key == "restricted_imagenet" else "test"
-    return (load_dataset(key, data_dir, "train").subset(n_train, seed),
-            load_dataset(key, data_dir, held_out).subset(n_test, seed))
+    optionally reduced to a seeded random subset (see :meth:`ImageDataset.subset`).  ``name`` may be the
+    path of an ``.npz`` of your own holding both splits."""
+    held_out = "test" if is_npz_path(name) or _canonical_name(name) != "restricted_imagenet" else "val"
+    return (load_dataset(name, data_dir, "train", dataset_name=dataset_name, class_names=class_names)
+            .subset(n_train, seed),
+            load_dataset(name, data_dir, held_out, dataset_name=dataset_name, class_names=class_names)
+            .subset(n_test, seed))
 
 
 def _torchvision_download(cls_name: str, data_dir: str | os.PathLike[str] | None, split: str) -> None:

@@ -1,19 +1,100 @@
-"""Result I/O: atomic writes, content digests, npz + JSON result files."""
+"""Result I/O: atomic writes, content digests, npz + JSON result files, folder locks, path checks."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["array_digest", "atomic_write_bytes", "load_json", "load_npz", "save_json", "save_npz",
-           "save_table"]
+__all__ = ["CorruptFile", "FolderBusy", "array_digest", "atomic_write_bytes", "check_writable", "folder_lock", "lock_file", "output_tag",
+           "load_json", "load_npz", "save_json", "save_npz", "save_table", "set_aside", "user_path"]
+
+
+class FolderBusy(ValueError):
+    """Another process holds the lock of a run folder or cache entry."""
+
+
+class CorruptFile(ValueError):
+    """A result file that cannot be read (truncated, not JSON, not an npz)."""
+
+
+def user_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a :class:`Path` with ``~`` expanded (every path argument goes through this)."""
+    return Path(path).expanduser()
+
+
+def output_tag(**parts: Any) -> str:
+    """``_k1v1-k2v2`` from the parts that are set (None left out), for output names that say what made them:
+    ``output_tag(n="800-200", eps=None)`` -> ``_n800-200``; ``""`` when nothing is set."""
+    items = [f"{k}{format(v, 'g') if isinstance(v, float) else v}" for k, v in parts.items() if v is not None]
+    return "_" + "-".join(items) if items else ""
+
+
+def check_writable(folder: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Create ``folder`` if needed and prove a file can be written there; ValueError in one line if not."""
+    d = user_path(folder)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".rll-write-check.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ValueError(f"cannot write to the {what} {d}: {e.strerror or e}") from None
+    return d
+
+
+@contextlib.contextmanager
+def lock_file(lock: str | os.PathLike[str], what: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+    """Hold the lock file ``lock`` (guarding ``what``, named in the error) for the block.
+
+    A second holder, in this process or another, gets :class:`FolderBusy` naming the first one's PID at
+    once (no waiting).  The lock is the kernel's (``flock``): it goes away with its process, even one
+    killed with SIGKILL, so a crash never leaves anything locked.
+    """
+    lk = user_path(lock)
+    lk.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lk, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise FolderBusy(f"{what or lk} is in use by process {holder} (lock {lk}); wait for it to finish or "
+                             "use another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield lk
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def folder_lock(folder: str | os.PathLike[str]) -> contextlib.AbstractContextManager[Path]:
+    """:func:`lock_file` on ``<folder>/.lock``: one process at a time in a run folder."""
+    return lock_file(user_path(folder) / ".lock", user_path(folder))
+
+
+def set_aside(path: str | os.PathLike[str], reason: str) -> Path:
+    """Rename a corrupt file to ``<name>.corrupt-<time>`` and say so in one line on stderr."""
+    p = Path(path)
+    dest = p.with_name(f"{p.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(p, dest)
+    print(f"rll: {p} is corrupt ({reason}); set aside as {dest.name}, recomputing", file=sys.stderr, flush=True)
+    return dest
 
 
 def _umask() -> int:
@@ -54,8 +135,14 @@ def save_npz(path: str | os.PathLike[str], **arrays: Any) -> Path:
 
 
 def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    """Every array of an ``.npz`` (no pickles); :class:`CorruptFile` naming the file if it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        raise CorruptFile(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
 
 
 def _jsonable(o: Any) -> Any:
@@ -75,8 +162,14 @@ def save_json(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> Path:
 
 
 def load_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        out: dict[str, Any] = json.load(f)
+    """A JSON object from ``path``; :class:`CorruptFile` naming the file if it is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            out = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptFile(f"{path} is not valid JSON ({e}); delete or repair it") from None
+    if not isinstance(out, dict):
+        raise CorruptFile(f"{path} holds JSON but not an object; delete or repair it")
     return out
 
 

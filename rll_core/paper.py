@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EPS", "METHODS", "SETTINGS", "TABLE4", "DatasetSettings", "METHOD_DEFAULTS", "dataset_key", "lr", "method_hyper",
+__all__ = ["EPS", "METHODS", "SETTINGS", "TABLE4", "DatasetSettings", "METHOD_DEFAULTS", "dataset_key", "like", "lr", "method_hyper",
            "milestones", "step_size", "table4"]
 
 #: Perturbation radius per dataset on the [0, 1] pixel scale (``params.py``: ``'eps': [...]``).
@@ -144,6 +144,17 @@ def table4(dataset: str) -> dict[str, Any]:
     row: the architecture's own dropout, the dataset's own augmentation)."""
     t4 = TABLE4.get(dataset_key(dataset), {})
     return {"dropout": t4.get("dropout"), "augment": t4.get("augment")}
+
+
+def like(shape: tuple[int, int, int]) -> str:
+    """The paper dataset whose reference settings fit images of ``shape`` (C, H, W): data of your own
+    trains with those (1x28x28: MNIST; 3x32x32: CIFAR-10; 3x64x64: Restricted ImageNet)."""
+    table = {(1, 28, 28): "mnist", (3, 32, 32): "cifar10", (3, 64, 64): "restricted_imagenet"}
+    key = table.get(tuple(shape))  # type: ignore[arg-type]
+    if key is None:
+        raise ValueError(f"no paper dataset has images of shape {'x'.join(map(str, shape))}, so there are no reference "
+                         f"settings for them (the paper's shapes: {', '.join('x'.join(map(str, k)) for k in table)})")
+    return key
 
 
 def lr(dataset: str, method: str, optimizer: str | None = None, batch_size: int | None = None) -> float:

@@ -100,27 +100,31 @@ def plot_separation_histograms(result: SeparationResult, bins: int = 50, axes: t
 
 
 def export_separation(result: SeparationResult, out_dir: str | os.PathLike[str],
-                      formats: Iterable[str] | str = ("png", "pdf"), fig: Figure | None = None) -> dict[str, list[Path]]:
-    """Write Table 1 (``table1_<dataset>.csv`` / ``.md``), the report (``separation_<dataset>.json``) and
-    Figure 2 (``fig2_separation_<dataset>.<fmt>``) under ``out_dir``.
+                      formats: Iterable[str] | str = ("png", "pdf"), fig: Figure | None = None,
+                      tag: str = "") -> dict[str, list[Path]]:
+    """Write Table 1 (``table1_<dataset><tag>.csv`` / ``.md``), the report (``separation_<dataset><tag>.json``)
+    and Figure 2 (``fig2_separation_<dataset><tag>.<fmt>``) under ``out_dir``.
 
-    ``fig`` is a Figure 2 already drawn (by :func:`plot_separation_histograms`), saved as it is and left
-    open; without it one is drawn, saved and closed."""
+    ``tag`` (see :func:`rll_core.io.output_tag`) says what sets the outputs apart, e.g. ``_n800-200`` for
+    subsets, so a subset's table never overwrites the full data's.  ``fig`` is a Figure 2 already drawn
+    (by :func:`plot_separation_histograms`), saved as it is and left open; without it one is drawn, saved
+    and closed."""
     import matplotlib.pyplot as plt
 
-    from .io import save_json, save_table
+    from .io import save_json, save_table, user_path
 
-    out = Path(out_dir)
+    out = user_path(out_dir)
     rep = result.report
     row = rep.table1_row()
-    tables = [save_table(out / f"table1_{rep.dataset}.csv", [row]), save_table(out / f"table1_{rep.dataset}.md", [row])]
-    report = [save_json(out / f"separation_{rep.dataset}.json", rep.to_dict())]
+    name = f"{rep.dataset}{tag}"
+    tables = [save_table(out / f"table1_{name}.csv", [row]), save_table(out / f"table1_{name}.md", [row])]
+    report = [save_json(out / f"separation_{name}.json", rep.to_dict())]
     if fig is not None:
-        figures = save_figure(fig, out / f"fig2_separation_{rep.dataset}", formats)
+        figures = save_figure(fig, out / f"fig2_separation_{name}", formats)
     else:
         fig = plot_separation_histograms(result, title=f"{rep.dataset}: nearest other-class distance")
         try:
-            figures = save_figure(fig, out / f"fig2_separation_{rep.dataset}", formats)
+            figures = save_figure(fig, out / f"fig2_separation_{name}", formats)
         finally:
             plt.close(fig)
     return {"tables": tables, "report": report, "figures": figures}

@@ -22,15 +22,15 @@ import torch
 from . import paper
 from .attacks import AttackSpec, evaluate, model_device, paper_attack
 from .checks import check_eps, check_int, check_real
-from .data import ImageDataset, load_train_test
-from .io import array_digest, load_json, save_json, save_npz
+from .data import ImageDataset, is_npz_path, load_train_test
+from .io import array_digest, check_writable, load_json, save_json, save_npz, user_path
 from .lipschitz import REFERENCE_STEP_SIZE, local_lipschitz
 from .models import build_model
 from .separation import resolve_device
 from .training import METHODS, RunMismatch, TrainResult, load_checkpoint, make_method, train
 
-__all__ = ["PAPER_METHODS", "PRESETS", "TABLE_COLUMNS", "collect_runs", "evaluate_run", "export_table", "method_label",
-           "parse_methods",
+__all__ = ["PAPER_METHODS", "PRESETS", "TABLE_COLUMNS", "collect_runs", "evaluate_run", "export_table", "grid_digest", "load_run",
+           "method_label", "parse_methods",
            "run_grid", "run_name", "table_rows", "theory_row", "train_run"]
 
 
@@ -46,15 +46,13 @@ def _method_hyper(dataset: str, method: str, hyper: Mapping[str, Any] | None, ep
     return {**base, **given}
 
 
-def _build(settings: Mapping[str, Any], train_set: ImageDataset, seed: int) -> torch.nn.Module:
+def _build(settings: Mapping[str, Any], seed: int) -> torch.nn.Module:
     """The run's architecture, its initial weights drawn from ``seed`` (the global RNG is left as found)."""
-    c, h, _ = train_set.shape
-    # the dataset's class count, not the subset's (a small subset can miss the last class)
-    k = len(train_set.classes) or int(train_set.labels.max()) + 1
+    c, h, _ = settings["input_shape"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(settings["architecture"], in_channels=c, num_classes=max(k, 2), image_size=h,
-                           dropout=settings.get("dropout"))
+        return build_model(settings["architecture"], in_channels=c, num_classes=settings["num_classes"],
+                           image_size=h, dropout=settings.get("dropout"))
 
 
 def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "natural",
@@ -67,32 +65,69 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
     """Train ``method`` on ``dataset`` into ``out_dir``; unset settings are the reference's
     (:mod:`rll_core.paper`).
 
-    One eps per run: ``eps`` (or ``hyper["eps"]``; default the paper's for the dataset) is the radius the
-    method trains at, validation attacks at, and :func:`evaluate_run` evaluates at.  ``hyper``: the
-    method's hyperparameters over the reference's.  ``n_train`` / ``n_test``: seeded subsets.  The
-    model's initial weights come from ``seed``, so one seed gives bit-identical runs on CPU.  Resumes a
-    finished or interrupted run in ``out_dir``.
+    ``dataset``: a registry name, or the path of an ``.npz`` of your own (it gets the settings of the
+    paper dataset with the same image shape).  One eps per run: ``eps`` (or ``hyper["eps"]``; default the
+    paper's for the dataset) is the radius the method trains at, validation attacks at, and
+    :func:`evaluate_run` evaluates at.  ``hyper``: the method's hyperparameters over the reference's.
+    ``n_train`` / ``n_test``: seeded subsets.  The model's initial weights come from ``seed``, so one seed
+    gives bit-identical runs on CPU.  Resumes a finished or interrupted run in ``out_dir``.  Where the
+    data was read from is stored with the run, so evaluating it needs no ``data_dir``.
     """
-    key = paper.dataset_key(dataset)
+    dev = resolve_device(device)
+    npz = is_npz_path(dataset)
+    name = str(user_path(dataset).resolve()) if npz else paper.dataset_key(dataset)
+    # data of your own is read first (its shape picks the reference settings); a registry dataset after
+    # every setting is checked
+    loaded = load_train_test(name, data_dir, n_train, n_test, seed) if npz else None
+    key = paper.like(loaded[0].shape) if loaded else name
     ref = paper.SETTINGS[key]
     hp = _method_hyper(key, method, hyper, eps)
     run_eps = float(hp.get("eps", eps if eps is not None else paper.EPS[key]))
     check_eps(run_eps)
-    m = make_method(method, **hp)  # checked before any data is read
+    m = make_method(method, **hp)
+    check_writable(out_dir, "run folder")
+    train_set, test_set = loaded or load_train_test(name, data_dir, n_train, n_test, seed)
     opt = optimizer or ref.optimizer
     bs = batch_size if batch_size is not None else ref.batch_size
     n_epochs = epochs if epochs is not None else ref.epochs
-    rate = lr if lr is not None else paper.lr(key, m.name, opt, bs)
-    arch = model or ref.model
-    drop = dropout if dropout is not None else ref.dropout
-    train_set, test_set = load_train_test(key, data_dir, n_train, n_test, seed)
-    settings = {"dataset": key, "architecture": arch, "dropout": drop, "eps": run_eps, "n_test": len(test_set)}
-    net = _build(settings, train_set, seed)
-    return train(net, train_set, m, epochs=n_epochs, batch_size=bs, optimizer=opt, lr=rate, momentum=ref.momentum,
+    # the dataset's class count, not the subset's (a small subset can miss the last class)
+    k = max(len(train_set.classes) or int(train_set.labels.max()) + 1, 2)
+    settings = {"dataset": name, "reference_settings": key, "architecture": model or ref.model,
+                "dropout": dropout if dropout is not None else ref.dropout, "eps": run_eps,
+                "n_test": len(test_set), "input_shape": list(train_set.shape), "num_classes": k,
+                "data_dir": str(user_path(data_dir)) if data_dir is not None else None}
+    return train(_build(settings, seed), train_set, m, epochs=n_epochs, batch_size=bs, optimizer=opt,
+                 lr=lr if lr is not None else paper.lr(key, m.name, opt, bs), momentum=ref.momentum,
                  milestones=paper.milestones(n_epochs) if milestones is None else milestones,
                  augment=augment if augment is not None else ref.augment, seed=seed, out_dir=out_dir,
-                 val_data=test_set, n_val=n_val, val_eps=run_eps, device=resolve_device(device), meta=settings,
-                 progress=progress)
+                 val_data=test_set, n_val=n_val, val_eps=run_eps, device=dev, meta=settings, progress=progress)
+
+
+def _run_settings(out: Path, checkpoint: str) -> dict[str, Any]:
+    """A run folder's ``settings.json``, refused in one line when it cannot be evaluated here."""
+    if not (out / "settings.json").exists() or not (out / f"{checkpoint}.pt").exists():
+        raise RunMismatch(f"{out} holds no finished run (settings.json and {checkpoint}.pt); train it first")
+    settings = load_json(out / "settings.json")
+    missing = [k for k in ("dataset", "architecture", "input_shape", "num_classes") if k not in settings]
+    if missing:
+        raise RunMismatch(f"{out} was written by train() without a dataset and architecture ({', '.join(missing)} "
+                          "missing; train_run and `rll train` store them): evaluate its model with "
+                          "rll_core.attacks.evaluate on your own data")
+    return settings
+
+
+def load_run(out_dir: str | os.PathLike[str], checkpoint: str = "last",
+             device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]]]:
+    """A trained run back: ``(model in eval mode with the checkpoint's weights, settings, history)``."""
+    out = user_path(out_dir)
+    if checkpoint not in ("last", "best"):
+        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    settings = _run_settings(out, checkpoint)
+    ck = load_checkpoint(out / f"{checkpoint}.pt")
+    model = _build(settings, settings["seed"])
+    model.load_state_dict(ck["model"])
+    history = load_checkpoint(out / "last.pt")["history"] if (out / "last.pt").exists() else []
+    return model.to(resolve_device(device)).eval(), settings, history
 
 
 def _eval_specs(eps: float, attacks: Sequence[str], steps: int | None, restarts: int) -> list[AttackSpec]:
@@ -128,14 +163,13 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
     (``<split>_lipschitz``: rll's ascent; ``<split>_lipschitz_reference``: the paper's procedure).  Each
     setting gets its own file, so no evaluation overwrites another; a finished one is read back.
     """
-    out = Path(out_dir)
+    out = user_path(out_dir)
     if checkpoint not in ("last", "best"):
         raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
     check_int("n_eval", n_eval)
     check_int("lipschitz_steps", lipschitz_steps)
-    if not (out / "settings.json").exists() or not (out / f"{checkpoint}.pt").exists():
-        raise RunMismatch(f"{out} holds no finished run (settings.json and {checkpoint}.pt); train it first")
-    settings = load_json(out / "settings.json")
+    dev = resolve_device(device)
+    settings = _run_settings(out, checkpoint)
     run_eps = float(settings.get("eps", settings.get("val_eps", 0.0)))
     ev_eps = run_eps if eps is None else check_real("eps", eps, lo=0, hi=1)
     specs = _eval_specs(ev_eps, attacks, steps, restarts)
@@ -148,13 +182,12 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
     json_path, npz_path = out / f"{stem}.json", out / f"{stem}.npz"
     if json_path.exists() and npz_path.exists():
         return load_json(json_path)
-    train_set, test_set = load_train_test(settings["dataset"], data_dir, settings["n_train"], settings["n_test"],
-                                          settings["seed"])
+    train_set, test_set = load_train_test(settings["dataset"], data_dir or settings.get("data_dir"),
+                                          settings["n_train"], settings["n_test"], settings["seed"])
     if array_digest(train_set.images, train_set.labels) != settings["data_digest"]:
         raise RunMismatch(f"the {settings['dataset']} training data found differs from the data {out} was "
                           "trained on")
-    dev = resolve_device(device)
-    net = _build(settings, train_set, settings["seed"]).to(dev)
+    net = _build(settings, settings["seed"]).to(dev)
     net.load_state_dict(ck["model"])
     row: dict[str, Any] = {"run": out.name, **{k: settings.get(k) for k in ("dataset", "architecture", "dropout",
                                                                              "method", "epochs", "seed")},
@@ -241,6 +274,12 @@ def run_name(dataset: str, model: str, method: str, hyper: Mapping[str, Any], dr
     return f"{dataset}-{model}-{method}{hp}{drop}-eps{eps:g}-{size}-{ep}-s{seed}-{preset}"
 
 
+def grid_digest(methods: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """Six hex digits naming a set of ``(method, hyper)`` rows (order and spelling do not matter)."""
+    text = json.dumps(sorted([n.lower(), sorted(h.items())] for n, h in methods), default=float)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
 def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequence[tuple[str, Mapping[str, Any]]],
              preset: str = "quick", eps: float | None = None, model: str | None = None,
              dropout: float | None = None, augment: str | None = None, epochs: int | None = None,
@@ -267,7 +306,7 @@ def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequenc
     n_epochs = epochs or p["epochs"]
     rows = []
     for name, hyper in tqdm(list(methods), desc=f"{dataset} runs", disable=not progress, unit="run"):
-        out = Path(out_root) / run_name(key, arch, name, hyper, dropout, preset, eps=run_eps, n_train=size,
+        out = user_path(out_root) / run_name(key, arch, name, hyper, dropout, preset, eps=run_eps, n_train=size,
                                         epochs=n_epochs, seed=seed)
         train_run(out, dataset=key, method=name, hyper=hyper, eps=run_eps, model=arch, dropout=dropout,
                   augment=augment, epochs=n_epochs, optimizer=p["optimizer"], lr=p["lr"], n_train=size,

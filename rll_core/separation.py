@@ -18,6 +18,7 @@ finished query chunk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -30,8 +31,9 @@ import torch
 
 from . import __version__
 from ._kernels import UINT8_SENTINEL, PrefixRefs, numba_nearest, numba_nearest_prefix, torch_nearest
+from .checks import check_eps
 from .data import DEFAULT_EPS, ImageDataset
-from .io import array_digest, load_json, load_npz, save_json, save_npz
+from .io import CorruptFile, array_digest, load_json, load_npz, lock_file, save_json, save_npz, set_aside, user_path
 
 __all__ = [
     "Backend",
@@ -125,7 +127,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``'auto'`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unsupported device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU "
                            f"(torch {torch.__version__}); use device='cpu'")
@@ -192,15 +197,34 @@ class _ResultCache:
 
     def __init__(self, cache_dir: str | os.PathLike[str], digest: str) -> None:
         self.digest = digest
-        base = Path(cache_dir) / f"nearest-{digest[:24]}"
+        base = user_path(cache_dir) / f"nearest-{digest[:24]}"
         self.final, self.meta, self.partial = (base.with_suffix(".npz"), base.with_suffix(".json"),
                                                base.with_name(base.name + ".partial.npz"))
+
+    def lock(self) -> contextlib.AbstractContextManager[Path]:
+        return lock_file(self.final.with_suffix(".lock"), self.final.with_suffix(""))
+
+    def _read(self, path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+        """The arrays of ``path``; a file that cannot be read, or lacks ``keys``, is set aside (None)."""
+        try:
+            z = load_npz(path)
+            if not set(keys) <= set(z):
+                raise CorruptFile(f"{path} lacks {sorted(set(keys) - set(z))}")
+            return z
+        except CorruptFile:
+            set_aside(path, "not a readable .npz file with the expected arrays")
+            return None
 
     def load_final(self, n: int) -> tuple[np.ndarray, np.ndarray] | None:
         if not (self.final.exists() and self.meta.exists()):
             return None
-        z = load_npz(self.final)
-        if z["distance"].shape != (n,) or load_json(self.meta).get("digest") != self.digest:
+        z = self._read(self.final, ("distance", "index"))
+        try:
+            meta = load_json(self.meta)
+        except CorruptFile:
+            set_aside(self.meta, "not valid JSON")
+            return None
+        if z is None or z["distance"].shape != (n,) or meta.get("digest") != self.digest:
             return None
         return z["distance"], z["index"]
 
@@ -208,8 +232,8 @@ class _ResultCache:
         """Fill the finished prefix of ``best_d`` / ``best_i``; return its length (0 if none)."""
         if not self.partial.exists():
             return 0
-        z = load_npz(self.partial)
-        if str(z["digest"]) != self.digest or z["distance"].shape != best_d.shape:
+        z = self._read(self.partial, ("distance", "index", "done", "digest"))
+        if z is None or str(z["digest"]) != self.digest or z["distance"].shape != best_d.shape:
             return 0
         done = int(z["done"])
         best_d[:done] = z["distance"][:done]
@@ -223,6 +247,59 @@ class _ResultCache:
         save_npz(self.final, distance=best_d, index=best_i)
         save_json(self.meta, {"digest": self.digest, **info})
         self.partial.unlink(missing_ok=True)
+
+
+def _search_chunks(*, q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray, self_search: bool, be: str,
+                   dev: torch.device, best_d: np.ndarray, best_i: np.ndarray, query_chunk: int, progress: bool,
+                   desc: str, done: int, cache: _ResultCache | None) -> float:
+    """Fill ``best_d`` / ``best_i`` from query ``done`` on, chunk by chunk (saving each finished chunk to
+    ``cache``); return the seconds taken."""
+    is_int = q.dtype == np.uint8
+    nq = q.shape[0]
+    # prepare the references once
+    prefix_refs = None
+    if be == "numba" and is_int:  # the SIMD-filter kernel
+        prefix_refs = PrefixRefs(r, ry, _dim_order(r))
+    elif be == "numba":
+        order = _dim_order(r)
+        r_run: Any = np.ascontiguousarray(r[:, order])
+        ry_run: Any = ry
+    else:
+        r_run = _to_device(r, dev)
+        ry_run = _to_device(ry, dev)
+
+    from .progress import progress_bar as tqdm
+
+    t0 = time.perf_counter()
+    with tqdm(total=nq, initial=done, disable=not progress, desc=desc, unit="pt", smoothing=0.1) as bar:
+        for s in range(done, nq, query_chunk):
+            e = min(nq, s + query_chunk)
+            if prefix_refs is not None:
+                numba_nearest_prefix(prefix_refs.queries(q[s:e]), qy[s:e], prefix_refs, best_d[s:e], best_i[s:e])
+            elif be == "numba":
+                # train-train: the permuted references already hold the permuted queries
+                qc = r_run[s:e] if self_search else np.ascontiguousarray(q[s:e][:, order])
+                numba_nearest(qc, qy[s:e], r_run, ry_run, best_d[s:e], best_i[s:e])
+            else:
+                qt, qyt = _to_device(q[s:e], dev), _to_device(qy[s:e], dev)
+                bd, bi = _to_device(best_d[s:e], dev), _to_device(best_i[s:e], dev)
+                if be == "triton":
+                    from ._triton import triton_nearest
+
+                    triton_nearest(qt, qyt, r_run, ry_run, bd, bi)
+                else:
+                    torch_nearest(qt, qyt, r_run, ry_run, bd, bi,
+                                  tile_bytes=(1 << 30) if dev.type == "cuda" else (64 << 20))
+                best_d[s:e] = bd.cpu().numpy()
+                best_i[s:e] = bi.cpu().numpy()
+            if cache is not None and e < nq:
+                cache.save_partial(best_d, best_i, e)
+            bar.update(e - s)
+    elapsed = time.perf_counter() - t0
+
+    if (best_i < 0).any():  # cannot happen after the class check above; guard the invariant anyway
+        raise RuntimeError("internal error: a query found no point of another class")
+    return elapsed
 
 
 def nearest_other_class(
@@ -274,62 +351,19 @@ def nearest_other_class(
 
     best_d = np.full(nq, UINT8_SENTINEL if is_int else np.inf, dtype=np.int32 if is_int else np.float64)
     best_i = np.full(nq, -1, dtype=np.int64)
-    done = 0
-
-    cache = None
-    if cache_dir is not None:
-        cache = _ResultCache(cache_dir, array_digest(
-            q, qy, *(() if refs is None else (r, ry)),
-            extra=f"nearest_other_class/v{_CACHE_FORMAT}/self={refs is None}"))
-        hit = cache.load_final(nq)
-        if hit is not None:
-            return NearestOther(hit[0], hit[1], scale, cached=True)
-        done = cache.load_partial(best_d, best_i)
-
-    # prepare the references once
-    prefix_refs = None
-    if be == "numba" and is_int:  # the SIMD-filter kernel
-        prefix_refs = PrefixRefs(r, ry, _dim_order(r))
-    elif be == "numba":
-        order = _dim_order(r)
-        r_run: Any = np.ascontiguousarray(r[:, order])
-        ry_run: Any = ry
-    else:
-        r_run = _to_device(r, dev)
-        ry_run = _to_device(ry, dev)
-
-    from .progress import progress_bar as tqdm
-
-    t0 = time.perf_counter()
-    with tqdm(total=nq, initial=done, disable=not progress, desc=desc, unit="pt", smoothing=0.1) as bar:
-        for s in range(done, nq, query_chunk):
-            e = min(nq, s + query_chunk)
-            if prefix_refs is not None:
-                numba_nearest_prefix(prefix_refs.queries(q[s:e]), qy[s:e], prefix_refs, best_d[s:e], best_i[s:e])
-            elif be == "numba":
-                # train-train: the permuted references already hold the permuted queries
-                qc = r_run[s:e] if refs is None else np.ascontiguousarray(q[s:e][:, order])
-                numba_nearest(qc, qy[s:e], r_run, ry_run, best_d[s:e], best_i[s:e])
-            else:
-                qt, qyt = _to_device(q[s:e], dev), _to_device(qy[s:e], dev)
-                bd, bi = _to_device(best_d[s:e], dev), _to_device(best_i[s:e], dev)
-                if be == "triton":
-                    from ._triton import triton_nearest
-
-                    triton_nearest(qt, qyt, r_run, ry_run, bd, bi)
-                else:
-                    torch_nearest(qt, qyt, r_run, ry_run, bd, bi,
-                                  tile_bytes=(1 << 30) if dev.type == "cuda" else (64 << 20))
-                best_d[s:e] = bd.cpu().numpy()
-                best_i[s:e] = bi.cpu().numpy()
-            if cache is not None and e < nq:
-                cache.save_partial(best_d, best_i, e)
-            bar.update(e - s)
-    elapsed = time.perf_counter() - t0
-
-    if (best_i < 0).any():  # cannot happen after the class check above; guard the invariant anyway
-        raise RuntimeError("internal error: a query found no point of another class")
-    if cache is not None:
+    search: dict[str, Any] = dict(q=q, qy=qy, r=r, ry=ry, self_search=refs is None, be=be, dev=dev, best_d=best_d, best_i=best_i,
+                  query_chunk=query_chunk, progress=progress, desc=desc)
+    if cache_dir is None:
+        _search_chunks(**search, done=0, cache=None)
+        return NearestOther(best_d, best_i, scale)
+    cache = _ResultCache(cache_dir, array_digest(
+        q, qy, *(() if refs is None else (r, ry)),
+        extra=f"nearest_other_class/v{_CACHE_FORMAT}/self={refs is None}"))
+    hit = cache.load_final(nq)
+    if hit is not None:
+        return NearestOther(hit[0], hit[1], scale, cached=True)
+    with cache.lock():  # one process computes an entry; a second one is told who
+        elapsed = _search_chunks(**search, done=cache.load_partial(best_d, best_i), cache=cache)
         cache.save_final(best_d, best_i, {
             "n_queries": nq, "n_refs": int(r.shape[0]), "dim": int(q.shape[1]), "dtype": str(q.dtype),
             "self": refs is None, "backend": be, "device": str(dev), "seconds": elapsed,
@@ -435,11 +469,10 @@ def measure_separation(
 ) -> SeparationResult:
     """Train-train and (if ``test`` given) test-train separation of a dataset, as in Table 1."""
     if eps is None:
-        if train.name not in DEFAULT_EPS:
-            raise ValueError(f"no default eps for dataset {train.name!r}; pass eps=")
-        eps = DEFAULT_EPS[train.name]
-    if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        if train.kind not in DEFAULT_EPS:
+            raise ValueError(f"no default eps for dataset {train.name!r} ({train.kind}); pass eps=")
+        eps = DEFAULT_EPS[train.kind]
+    check_eps(eps)
     if test is not None and test.shape != train.shape:
         raise ValueError(f"test images {test.shape} and train images {train.shape} differ in shape")
     common: dict[str, Any] = dict(device=device, backend=backend, cache_dir=cache_dir, progress=progress,

@@ -18,6 +18,7 @@ which gives the same updates (see :mod:`rll_core.paper` for every reference sett
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -34,7 +35,7 @@ from torch import nn
 from .attacks import as_float_images, check_images, check_labels, evaluate, model_device, paper_attack
 from .checks import check_eps, check_int, check_real
 from .data import ImageDataset
-from .io import array_digest, atomic_write_bytes, load_json, save_json
+from .io import array_digest, atomic_write_bytes, folder_lock, load_json, save_json, user_path
 from .separation import resolve_device
 from .methods import (AT, AUGMENTATIONS, GR, LLR, METHODS, RST, TRADES, Method, Natural, augment_batch,
                       ce_input_grad, make_method)
@@ -126,12 +127,14 @@ def _validation_eps(method: Method, val_eps: float | None, has_val: bool) -> flo
 
 
 def _check_run_dir(out_dir: Path, settings: dict[str, Any]) -> None:
-    """Refuse a folder holding a run with other settings (``epochs`` may grow: that extends the run)."""
+    """Refuse a folder holding a run with other settings (``epochs`` may grow: that extends the run; where
+    the data was read from may change, its digest is compared)."""
     path = out_dir / "settings.json"
     if not path.exists():
         return
     stored = load_json(path)
-    diff = [k for k in sorted(set(stored) | set(settings)) if k != "epochs" and stored.get(k) != settings.get(k)]
+    free = ("epochs", "data_dir")
+    diff = [k for k in sorted(set(stored) | set(settings)) if k not in free and stored.get(k) != settings.get(k)]
     if diff:
         k = diff[0]
         raise RunMismatch(f"{out_dir} holds a run with other settings ({k}: stored {stored.get(k)!r}, asked "
@@ -192,6 +195,105 @@ def _distributed() -> tuple[int, int, torch.device | None]:
 # the loop
 
 
+@dataclass
+class _Loop:
+    """Everything one training run carries from epoch to epoch."""
+
+    model: nn.Module
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    method: Method
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    dev: torch.device
+    settings: dict[str, Any]
+    out: Path | None
+    rank: int
+    world: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: tuple[float, int] | None = None
+
+
+def _resume(loop: _Loop, epochs: int) -> int:
+    """Load ``last.pt`` of the run folder, if any; return the first epoch still to train."""
+    if loop.out is None or not (loop.out / "last.pt").exists():
+        return 1
+    ck = load_checkpoint(loop.out / "last.pt", loop.dev)
+    if int(ck["epoch"]) > epochs:
+        raise RunMismatch(f"{loop.out} already holds {ck['epoch']} trained epochs, more than the {epochs} asked; "
+                          f"ask for epochs >= {ck['epoch']} or choose another out_dir")
+    loop.model.load_state_dict(ck["model"])
+    loop.opt.load_state_dict(ck["optimizer"])
+    loop.sched.load_state_dict(ck["scheduler"])
+    torch.set_rng_state(ck["rng"]["torch"].cpu())
+    if loop.dev.type == "cuda" and "cuda" in ck["rng"]:
+        torch.cuda.set_rng_state(ck["rng"]["cuda"].cpu(), loop.dev)
+    loop.history = list(ck["history"])
+    loop.best = (ck["best"][0], int(ck["best"][1])) if ck.get("best") else None
+    return int(ck["epoch"]) + 1
+
+
+def _run_epoch(loop: _Loop, x: torch.Tensor, y: torch.Tensor, extra: tuple[torch.Tensor, torch.Tensor] | None,
+               epoch: int, epochs: int, batch_size: int, aug: dict[str, Any] | None, amp: bool, channels_last: bool,
+               progress: bool) -> dict[str, Any]:
+    """One pass over the (seeded, rank-sharded) epoch order; the epoch's mean loss and LR."""
+    from .progress import progress_bar as tqdm
+
+    t0 = time.perf_counter()
+    seed, rank, world, dev = loop.settings["seed"], loop.rank, loop.world, loop.dev
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(x), generator=g)
+    order = order[: len(order) - len(order) % world][rank::world]
+    aug_gen = torch.Generator(device=dev).manual_seed(seed * 1_000_003 + epoch + 7919 * (rank + 1))
+    loop.model.train()
+    losses = []
+    per_rank = batch_size // world
+    for s in tqdm(range(0, len(order), per_rank), desc=f"epoch {epoch}/{epochs}", disable=not progress or rank != 0,
+                  leave=False, unit="batch"):
+        idx = order[s:s + per_rank]
+        xb, yb = _to_float(x[idx].to(dev)), y[idx].to(dev)
+        if extra is not None:
+            j = torch.randint(0, len(extra[0]), (len(idx),), generator=g)
+            xb = torch.cat([xb, _to_float(extra[0][j].to(dev))])
+            yb = torch.cat([yb, extra[1][j].to(dev)])
+        if aug is not None:
+            xb = augment_batch(xb, generator=aug_gen, **aug)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loop.method(loop.net, xb, yb)
+        loop.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        loop.opt.step()
+        losses.append(loss.detach())
+    loop.sched.step()
+    return {"epoch": epoch, "loss": float(torch.stack(losses).mean()) if losses else math.nan,
+            "lr": loop.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+
+
+def _validate_and_save(loop: _Loop, row: dict[str, Any], val: tuple[torch.Tensor, torch.Tensor] | None,
+                       n_val: int, eps: float | None) -> None:
+    """Validation accuracy (clean, PGD at the run's eps) on rank 0; ``best.pt``, ``last.pt``, history."""
+    if loop.rank != 0:
+        return
+    s, out = loop.settings, loop.out
+    if val is not None and n_val > 0 and eps is not None:
+        r = evaluate(loop.model, val[0][:n_val], val[1][:n_val], eps=eps, attacks=[paper_attack("pgd", eps)],
+                     seed=s["seed"], progress=False)
+        row |= {"val_accuracy": r.clean_accuracy, "val_pgd_accuracy": r.adversarial_accuracy["pgd"]}
+        if loop.best is None or row["val_pgd_accuracy"] > loop.best[0]:
+            loop.best = (row["val_pgd_accuracy"], row["epoch"])
+            if out is not None:
+                _save_checkpoint(out / "best.pt", {"format": _FORMAT, "epoch": row["epoch"],
+                                                   "model": loop.model.state_dict(), "settings": s, "metrics": row})
+    loop.history.append(row)
+    if out is not None:
+        _save_checkpoint(out / "last.pt", {
+            "format": _FORMAT, "epoch": row["epoch"], "model": loop.model.state_dict(),
+            "optimizer": loop.opt.state_dict(), "scheduler": loop.sched.state_dict(), "rng": _rng_state(loop.dev),
+            "history": loop.history, "best": list(loop.best) if loop.best else None, "settings": s})
+        save_json(out / "history.json", {"settings": s, "history": loop.history})
+
+
 def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: Method, *, epochs: int,
           batch_size: int = 64, optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.9,
           weight_decay: float = 0.0, milestones: Sequence[int] = (), gamma: float = 0.1,
@@ -210,11 +312,11 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
     flip) or ``"crop8"`` (8 px padding, no flip), on the device.  ``amp``: bf16 autocast;
     ``channels_last``: NHWC memory format (both for CUDA).  Validation (clean and PGD accuracy at
     ``val_eps``, default the method's eps; required for a method without one) runs on the first ``n_val``
-    validation points after every epoch and picks ``best.pt``.  A folder that already holds more
-    epochs than ``epochs`` is refused (nothing is rewritten).  ``meta``: extra settings stored with the run (dataset and architecture names, say).
+    validation points after every epoch and picks ``best.pt``.  ``meta``: extra settings stored with the
+    run (dataset and architecture names, say).  ``out_dir`` is locked while training: a second process
+    is refused with the holder's PID; a folder that already holds more epochs than ``epochs``, or a run
+    with other settings, is refused (nothing is rewritten).
     """
-    from .progress import progress_bar as tqdm
-
     if not isinstance(method, Method):
         raise ValueError(f"method must be a training method (see make_method), got {type(method).__name__}")
     rank, world, ddp_device = _distributed()
@@ -224,100 +326,38 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
     x, y = _as_tensors(train_data, "train_data")
     val = _as_tensors(val_data, "val_data") if val_data is not None else None
     extra = _as_tensors(extra_data, "extra_data") if extra_data is not None else None
-    if ddp_device is not None:
-        dev = ddp_device
-    elif device is not None:
-        dev = resolve_device(device)
-    else:
-        dev = model_device(model)
+    dev = ddp_device if ddp_device is not None else resolve_device(device) if device is not None else model_device(model)
     settings = {
         **method.settings(), "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
         "momentum": momentum, "weight_decay": weight_decay, "milestones": list(milestones), "gamma": gamma,
-        "augment": augment if isinstance(augment, str) else ("crop-flip" if augment else None), "seed": seed, "n_train": len(x), "n_extra": len(extra[0]) if extra else 0,
+        "augment": augment if isinstance(augment, str) else ("crop-flip" if augment else None), "seed": seed,
+        "n_train": len(x), "n_extra": len(extra[0]) if extra else 0,
         "n_val": min(n_val, len(val[0])) if val else 0, "val_eps": eps, "amp": amp, "world_size": world,
         "data_digest": array_digest(x.numpy(), y.numpy()), "model_class": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()), **dict(meta or {}),
     }
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        _check_run_dir(out, settings)
-
-    model.to(dev)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    opt = _optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(milestones), gamma)
-    torch.manual_seed(seed)
-    history: list[dict[str, Any]] = []
-    best: tuple[float, int] | None = None
-    start = 1
-    if out is not None and (out / "last.pt").exists():
-        ck = load_checkpoint(out / "last.pt", dev)
-        if int(ck["epoch"]) > epochs:
-            raise RunMismatch(f"{out} already holds {ck['epoch']} trained epochs, more than the {epochs} asked; "
-                              f"ask for epochs >= {ck['epoch']} or choose another out_dir")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        torch.set_rng_state(ck["rng"]["torch"].cpu())
-        if dev.type == "cuda" and "cuda" in ck["rng"]:
-            torch.cuda.set_rng_state(ck["rng"]["cuda"].cpu(), dev)
-        history, start = list(ck["history"]), int(ck["epoch"]) + 1
-        best = (ck["best"][0], int(ck["best"][1])) if ck.get("best") else None
-    if out is not None and rank == 0:
-        save_json(out / "settings.json", settings)
-
-    net: nn.Module = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    per_rank = batch_size // world
-    for epoch in range(start, epochs + 1):
-        t0 = time.perf_counter()
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(len(x), generator=g)
-        order = order[: len(order) - len(order) % world][rank::world]
-        aug_gen = torch.Generator(device=dev).manual_seed(seed * 1_000_003 + epoch + 7919 * (rank + 1))
-        model.train()
-        losses = []
-        batches = range(0, len(order), per_rank)
-        for s in tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress or rank != 0, leave=False,
-                      unit="batch"):
-            idx = order[s:s + per_rank]
-            xb, yb = _to_float(x[idx].to(dev)), y[idx].to(dev)
-            if extra is not None:
-                j = torch.randint(0, len(extra[0]), (len(idx),), generator=g)
-                xb = torch.cat([xb, _to_float(extra[0][j].to(dev))])
-                yb = torch.cat([yb, extra[1][j].to(dev)])
-            if aug is not None:
-                xb = augment_batch(xb, generator=aug_gen, **aug)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                loss = method(net, xb, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.detach())
-        sched.step()
-        row: dict[str, Any] = {"epoch": epoch, "loss": float(torch.stack(losses).mean()) if losses else math.nan,
-                               "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-        if rank == 0 and val is not None and n_val > 0 and eps is not None:
-            r = evaluate(model, val[0][:n_val], val[1][:n_val], eps=eps, attacks=[paper_attack("pgd", eps)],
-                         seed=seed, progress=False)
-            row |= {"val_accuracy": r.clean_accuracy, "val_pgd_accuracy": r.adversarial_accuracy["pgd"]}
-            if best is None or row["val_pgd_accuracy"] > best[0]:
-                best = (row["val_pgd_accuracy"], epoch)
-                if out is not None:
-                    _save_checkpoint(out / "best.pt", {"format": _FORMAT, "epoch": epoch, "model": model.state_dict(),
-                                                       "settings": settings, "metrics": row})
-        history.append(row)
+    out = user_path(out_dir) if out_dir is not None else None
+    with folder_lock(out) if out is not None and rank == 0 else contextlib.nullcontext():
+        if out is not None:
+            _check_run_dir(out, settings)
+        model.to(dev)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        opt = _optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
+        net: nn.Module = model
+        if world > 1:
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        loop = _Loop(model, net, method, opt, torch.optim.lr_scheduler.MultiStepLR(opt, list(milestones), gamma),
+                     dev, settings, out, rank, world)
+        torch.manual_seed(seed)
+        start = _resume(loop, epochs)
         if out is not None and rank == 0:
-            _save_checkpoint(out / "last.pt", {
-                "format": _FORMAT, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "rng": _rng_state(dev), "history": history,
-                "best": list(best) if best else None, "settings": settings})
-            save_json(out / "history.json", {"settings": settings, "history": history})
-        if progress and rank == 0:
-            extra_txt = "".join(f", {k} {row[k]:.3f}" for k in ("val_accuracy", "val_pgd_accuracy") if k in row)
-            print(f"epoch {epoch}/{epochs}: loss {row['loss']:.4f}{extra_txt} ({row['seconds']:.1f} s)", flush=True)
-    return TrainResult(history, best[1] if best else None, out, settings)
+            save_json(out / "settings.json", settings)
+        for epoch in range(start, epochs + 1):
+            row = _run_epoch(loop, x, y, extra, epoch, epochs, batch_size, aug, amp, channels_last, progress)
+            _validate_and_save(loop, row, val, n_val, eps)
+            if progress and rank == 0:
+                extra_txt = "".join(f", {k} {row[k]:.3f}" for k in ("val_accuracy", "val_pgd_accuracy") if k in row)
+                print(f"epoch {epoch}/{epochs}: loss {row['loss']:.4f}{extra_txt} ({row['seconds']:.1f} s)",
+                      flush=True)
+    return TrainResult(loop.history, loop.best[1] if loop.best else None, out, settings)

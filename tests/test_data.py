@@ -111,8 +111,9 @@ def test_mnist_reader_on_idx_files(tmp_path):
     write_idx(raw / "train-images-idx3-ubyte.gz", imgs, True)
     write_idx(raw / "train-labels-idx1-ubyte.gz", labels, True)
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz: checksum mismatch"):
-        load_dataset("mnist", tmp_path, "train")  # not the original MNIST
-    ds = load_dataset("mnist", tmp_path, "train", verify=False)
+        load_dataset("mnist", tmp_path, "train", verify=True)  # not the original MNIST
+    ds = load_dataset("mnist", tmp_path, "train")  # a folder you name: your own data in MNIST's format
+    assert load_dataset("mnist", tmp_path, "train", verify=False).images.shape == ds.images.shape
     assert ds.images.shape == (7, 1, 28, 28)
     np.testing.assert_array_equal(ds.images[:, 0], imgs)
     np.testing.assert_array_equal(ds.labels, labels)

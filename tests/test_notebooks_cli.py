@@ -51,9 +51,10 @@ def test_separation_notebook_runs_headless(tmp_path, fmnist):
               cache_dir=str(cache), formats="png,svg", device="cpu")
     figs = tmp_path / "figures"
     names = sorted(p.name for p in figs.iterdir())
-    assert names == ["fig2_separation_fashion_mnist.png", "fig2_separation_fashion_mnist.svg",
-                     "separation_fashion_mnist.json", "table1_fashion_mnist.csv", "table1_fashion_mnist.md"]
-    report = json.loads((figs / "separation_fashion_mnist.json").read_text())
+    stem = "fashion_mnist_n1000-200-seed0"  # a subset's outputs never take the full data's names
+    assert names == [f"fig2_separation_{stem}.png", f"fig2_separation_{stem}.svg", f"separation_{stem}.json",
+                     f"table1_{stem}.csv", f"table1_{stem}.md"]
+    report = json.loads((figs / f"separation_{stem}.json").read_text())
     # the notebook's numbers agree with a brute-force computation on the same subsets
     train, test = fmnist
     tr, te = train.subset(1000, seed=0), test.subset(200, seed=0)
@@ -90,17 +91,20 @@ def test_theory_notebook_runs_headless(tmp_path, mnist):
 def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
     common = dict(n_train=200, n_test=100, n_eval=20, epochs=1, runs_dir=str(tmp_path / "runs"), formats="png")
     _run("03_methods", tmp_path, methods="natural,gr,trades:beta6", **common)
-    md = (tmp_path / "figures" / "table_methods_mnist_quick.md").read_text().splitlines()
+    # the outputs are named by what sets them apart from the preset's default job (n, epochs, method set)
+    (md_path,) = (tmp_path / "figures").glob("table_methods_mnist_quick_n200-e1-m*.md")
+    md = md_path.read_text().splitlines()
     labels = [line.split(" | ")[0] for line in md[2:]]
     assert labels[:3] == ["| natural", "| GR", "| TRADES(beta=6)"] and labels[3].startswith("| 1/r-Lipschitz (r=")
     assert len(labels) == 4
-    assert (tmp_path / "figures" / "table_methods_mnist_quick.tex").read_text().startswith("\\begin{tabular}")
+    assert md_path.with_suffix(".tex").read_text().startswith("\\begin{tabular}")
     shared = tmp_path / "runs" / "mnist-cnn001-natural-eps0.1-n200-e1-s0-quick" / "last.pt"
     before = shared.stat().st_mtime_ns
     _run("04_dropout", tmp_path, methods="natural", **common)
     assert shared.stat().st_mtime_ns == before  # the run with dropout came from notebook 3's folder
     assert list((tmp_path / "runs" / "mnist-cnn001-natural-drop0-eps0.1-n200-e1-s0-quick").glob("eval-*.npz"))
-    rows = (tmp_path / "figures" / "table_dropout_mnist_quick.csv").read_text().splitlines()
+    (csv,) = (tmp_path / "figures").glob("table_dropout_mnist_quick_n200-e1-m*.csv")
+    rows = csv.read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["natural no dropout", "natural + dropout"]
 
 
@@ -111,7 +115,7 @@ def test_cli_separation(tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "| fashion_mnist | 800 | 200 |" in out
-    assert (tmp_path / "o" / "fig2_separation_fashion_mnist.png").exists()
+    assert (tmp_path / "o" / "fig2_separation_fashion_mnist_n800-200-seed0.png").exists()
     rc = main(["separation", "--dataset", "cifar10", "--data-dir", str(tmp_path / "missing"), "--no-progress"])
     assert rc == 2
     assert "does not exist" in capsys.readouterr().err

@@ -317,3 +317,15 @@ def test_validation_needs_an_eps_for_methods_without_one():
         train(model, data, make_method("natural"), epochs=1, val_data=data, progress=False)
     with pytest.raises(ValueError, match="unknown augmentation"):
         train(model, data, TRADES(eps=0.1), epochs=1, augment="rotate", progress=False)
+
+
+def test_a_run_without_overrides_stores_the_reference_settings(tmp_path, mnist):
+    """train_run fills every unset value from rll_core.paper; settings.json says exactly which."""
+    train_run(tmp_path / "llr", dataset="mnist", method="llr", epochs=1, n_train=64, n_test=16, n_val=8,
+              device="cpu", progress=False)
+    s = json.loads((tmp_path / "llr" / "settings.json").read_text())
+    assert (s["optimizer"], s["lr"], s["momentum"], s["batch_size"], s["milestones"]) == \
+        ("sgd", pytest.approx(1e-4 * 64), 0.9, 64, [10, 15])
+    assert (s["architecture"], s["eps"], s["val_eps"], s["lam"], s["mu"], s["steps"], s["step_size"]) == \
+        ("cnn001", 0.1, 0.1, 4.0, 3.0, 2, 0.05)
+    assert s["augment"] is None and s["dropout"] is None
