@@ -29,14 +29,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "build_model", "count_parameters", "model_names"]
+from .checks import is_real
+
+__all__ = ["MODELS", "build_model", "check_model", "count_parameters", "model_names"]
 
 Builder = Callable[[int, int, int, "float | None"], nn.Module]
 
 
 def _check_dropout(p: float | None) -> None:
-    if p is not None and not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {p}")
+    if p is not None and not (is_real(p) and 0.0 <= p < 1.0):
+        raise ValueError(f"dropout must be a number in [0, 1), got {p!r}")
 
 
 def _conv_out(size: int, *shrinks: Callable[[int], int]) -> int:
@@ -211,6 +213,14 @@ _WRN = re.compile(r"wrn-(\d+)-(\d+)")
 def model_names() -> list[str]:
     """Registered names (any ``wrn-D-W`` with D = 6n + 4 is accepted as well)."""
     return sorted(MODELS)
+
+
+def check_model(name: str, dropout: float | None = None) -> None:
+    """Refuse an unknown architecture name or a dropout outside [0, 1) before anything is built or read."""
+    _check_dropout(dropout)
+    key = name.lower()
+    if key not in MODELS and not _WRN.fullmatch(key):
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(model_names())} (or any wrn-<6n+4>-<k>)")
 
 
 def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int,

@@ -25,7 +25,7 @@ from .checks import check_eps, check_int, check_real
 from .data import ImageDataset, is_npz_path, load_train_test
 from .io import array_digest, check_writable, load_json, save_json, save_npz, user_path
 from .lipschitz import REFERENCE_STEP_SIZE, local_lipschitz
-from .models import build_model
+from .models import build_model, check_model
 from .separation import resolve_device
 from .training import METHODS, RunMismatch, TrainResult, load_checkpoint, make_method, train
 
@@ -85,6 +85,7 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
     run_eps = float(hp.get("eps", eps if eps is not None else paper.EPS[key]))
     check_eps(run_eps)
     m = make_method(method, **hp)
+    check_model(model or ref.model, dropout if dropout is not None else ref.dropout)
     check_writable(out_dir, "run folder")
     train_set, test_set = loaded or load_train_test(name, data_dir, n_train, n_test, seed)
     opt = optimizer or ref.optimizer

@@ -33,6 +33,7 @@ from . import __version__
 from ._kernels import UINT8_SENTINEL, PrefixRefs, numba_nearest, numba_nearest_prefix, torch_nearest
 from .checks import check_eps
 from .data import DEFAULT_EPS, ImageDataset
+from .paper import like
 from .io import CorruptFile, array_digest, load_json, load_npz, lock_file, save_json, save_npz, set_aside, user_path
 
 __all__ = [
@@ -468,10 +469,11 @@ def measure_separation(
     query_chunk: int | None = None,
 ) -> SeparationResult:
     """Train-train and (if ``test`` given) test-train separation of a dataset, as in Table 1."""
-    if eps is None:
-        if train.kind not in DEFAULT_EPS:
-            raise ValueError(f"no default eps for dataset {train.name!r} ({train.kind}); pass eps=")
-        eps = DEFAULT_EPS[train.kind]
+    if eps is None:  # the paper's radius for the dataset, or for data of your own its shape's paper dataset
+        try:
+            eps = DEFAULT_EPS[train.kind] if train.kind in DEFAULT_EPS else DEFAULT_EPS[like(train.shape)]
+        except ValueError as e:
+            raise ValueError(f"no default eps for {train.name!r}: {e}; pass eps=") from None
     check_eps(eps)
     if test is not None and test.shape != train.shape:
         raise ValueError(f"test images {test.shape} and train images {train.shape} differ in shape")

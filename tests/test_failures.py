@@ -118,6 +118,8 @@ def test_unknown_devices_and_unwritable_outputs_fail_first(tmp_path, capsys):
                  ["separation", "--out", str(blocker / "out")],
                  ["separation", "--cache-dir", str(blocker / "cache")],
                  ["train", "--device", "tpu", "--out", str(tmp_path / "r")],
+                 ["train", "--dropout", "1.5", "--out", str(tmp_path / "r")],
+                 ["train", "--model", "vgg", "--out", str(tmp_path / "r")],
                  ["train", "--out", str(blocker / "run")],
                  ["install-mnist", "--dest", str(blocker / "mnist")]):
         assert main([*argv, "--no-progress"] if argv[0] != "install-mnist" else argv) == 2, argv
