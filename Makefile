@@ -6,7 +6,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 # extra papermill parameters for the separation notebook, e.g. `make run RUN_ARGS="-p n_train 10000"`
 RUN_ARGS ?=
 
-.PHONY: setup data run test test-ui ui-deps typecheck bench bench-eval bench-train lab notebooks clean
+.PHONY: setup data run test test-ui ui-deps lint typecheck bench bench-eval bench-train lab notebooks clean
 
 setup: $(VENV)/.installed data
 
@@ -50,8 +50,12 @@ run: setup
 	$(PM) -p preset $(PRESET) -p device $(DEVICE) notebooks/04_dropout.ipynb results/notebooks/04_dropout.ipynb
 	@echo "tables and figures written under figures/; executed notebooks under results/notebooks/"
 
-test: setup ui-deps
+test: setup ui-deps lint typecheck
 	$(BIN)/python -m pytest -q
+
+# ruff (rules E4, E7, E9, F, B, I; see pyproject.toml) over the library, tests, benchmarks and notebook sources
+lint: setup
+	$(BIN)/ruff check rll_core tests benchmarks notebooks/*.py
 
 # Debian's chromium for the browser test (tests/test_ui.py skips, with a reason, where it cannot be had).
 ui-deps:

@@ -52,7 +52,7 @@ def plain_multitarget(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
     for shift in range(1, k):
         t = (y + shift) % k
         xa = plain_pgd(model, x, y, eps, step, steps,
-                       lambda out, _: (out.gather(1, t[:, None]) - out.gather(1, y[:, None])).sum())
+                       lambda out, _, t=t: (out.gather(1, t[:, None]) - out.gather(1, y[:, None])).sum())
         with torch.no_grad():
             fooled = model(xa).argmax(1) != y
         best[fooled] = xa[fooled]
@@ -91,6 +91,19 @@ def workloads(n: int) -> list[tuple[str, str, torch.Tensor, torch.Tensor, float]
     return [("cnn001", f"{src} 28x28", x28, y28, 0.1), ("wrn-16-4", "random 32x32x3", x32, y32, 0.031)]
 
 
+def _tasks(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+           eps: float) -> list[tuple[str, Callable[[], object], Callable[[], object]]]:
+    """(task, rll's call, the plain loop's call) on one model and batch."""
+    return [
+        ("PGD-10", lambda: pgd(model, x, y, eps=eps, step_size=eps / 5, steps=10),
+         lambda: plain_pgd(model, x, y, eps, eps / 5, 10)),
+        ("multi-targeted 9x20", lambda: multi_targeted(model, x, y, eps=eps, step_size=eps / 10, steps=20),
+         lambda: plain_multitarget(model, x, y, eps, eps / 10, 20, 10)),
+        ("Lipschitz 10 steps", lambda: local_lipschitz(model, x, eps=eps, steps=10),
+         lambda: plain_lipschitz(model, x, eps, eps / 5, 10)),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=256, help="images for cnn001 (the WRN gets n / 16)")
@@ -105,14 +118,7 @@ def main() -> None:
             torch.manual_seed(0)
             model = build_model(name, in_channels=x0.shape[1], num_classes=10, image_size=x0.shape[-1]).to(dev)
             x, y = x0.to(dev), y0.to(dev)
-            tasks: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
-                ("PGD-10", lambda: pgd(model, x, y, eps=eps, step_size=eps / 5, steps=10),
-                 lambda: plain_pgd(model, x, y, eps, eps / 5, 10)),
-                ("multi-targeted 9x20", lambda: multi_targeted(model, x, y, eps=eps, step_size=eps / 10, steps=20),
-                 lambda: plain_multitarget(model, x, y, eps, eps / 10, 20, 10)),
-                ("Lipschitz 10 steps", lambda: local_lipschitz(model, x, eps=eps, steps=10),
-                 lambda: plain_lipschitz(model, x, eps, eps / 5, 10)),
-            ]
+            tasks = _tasks(model, x, y, eps)
             for task, ours, plain in tasks:
                 t_ours, t_plain = timed(ours, dev), timed(plain, dev)
                 print(f"| {name} | {data} | {dev_name} | {task} | {len(x)} | {len(x) / t_ours:.1f} | "

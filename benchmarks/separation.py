@@ -175,10 +175,9 @@ def load_workload(name: str, seed: int) -> Workload:
 
 def rows_kernel(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray) -> np.ndarray:
     """rll's row kernel on uint8 data (coordinates in the same variance order as the library uses)."""
-    from rll_core._kernels import UINT8_SENTINEL, numba_nearest
-    from rll_core.separation import _dim_order
+    from rll_core._kernels import UINT8_SENTINEL, dim_order, numba_nearest
 
-    order = _dim_order(r)
+    order = dim_order(r)
     ro, qo = np.ascontiguousarray(r[:, order]), np.ascontiguousarray(q[:, order])
     bd = np.full(len(q), UINT8_SENTINEL, np.int32)
     bi = np.full(len(q), -1, np.int64)
@@ -212,7 +211,7 @@ def run_method(m: str, wl: Workload, n: int, dev: torch.device) -> tuple[np.ndar
 
     def search(n_q: int) -> np.ndarray:
         res = nearest_other_class(q[:n_q], qy[:n_q], wl.r, wl.ry, device=dev, backend=m)  # type: ignore[arg-type]
-        return res.distance
+        return res.raw_distance
 
     search(64)  # warm-up (JIT compilation) on a few queries first
     sync(dev)

@@ -26,8 +26,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rll_core.data import load_fashion_mnist  # noqa: E402
+from rll_core.methods import make_method  # noqa: E402
 from rll_core.models import build_model  # noqa: E402
-from rll_core.training import make_method, train  # noqa: E402
+from rll_core.training import train  # noqa: E402
 
 EPS = 0.1
 

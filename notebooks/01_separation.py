@@ -64,11 +64,12 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
+from rll_core.checks import resolve_device
 from rll_core.data import DATASETS, DEFAULT_EPS, DataError, dataset_available, load_train_test
-from rll_core.io import output_tag
 from rll_core.plotting import check_formats, export_separation, plot_separation_histograms
 from rll_core.progress import set_progress
-from rll_core.separation import measure_separation, resolve_device
+from rll_core.separation import measure_separation
+from rll_core.storage import output_tag
 
 set_progress("widget" if interactive else "text")
 check_formats(formats)
@@ -118,7 +119,7 @@ pct = [rep.train_train] + ([rep.test_train] if rep.test_train is not None else [
 display(Markdown("| percentile | " + " | ".join(f"{p:g}" for p in rep.train_train.percentiles) + " |\n|---|"
                  + "---|" * len(rep.train_train.percentiles) + "\n" + "\n".join(
                      f"| {name} | " + " | ".join(f"{v:.3f}" for v in s.percentiles.values()) + " |"
-                     for name, s in zip(("train-train", "test-train"), pct))))
+                     for name, s in zip(("train-train", "test-train"), pct, strict=False))))
 
 # %% [markdown]
 # ## Figure 2

@@ -66,9 +66,9 @@ import torch
 from IPython.display import Markdown, display
 
 from rll_core.data import DEFAULT_EPS, load_train_test
-from rll_core.io import save_table
 from rll_core.plotting import check_formats, plot_astuteness_curves, plot_decision_regions, save_figure
 from rll_core.progress import set_progress
+from rll_core.storage import save_table
 from rll_core.theory import LipschitzClassifier, astuteness, max_lipschitz_ratio
 
 set_progress("widget" if interactive else "text")

@@ -73,8 +73,8 @@ from rll_core.data import load_train_test
 from rll_core.paper import EPS, dataset_key
 from rll_core.plotting import check_formats, plot_gaps, plot_lipschitz_vs_accuracy, save_figure
 from rll_core.progress import set_progress
-from rll_core.io import output_tag
 from rll_core.runs import PRESETS, export_table, grid_digest, parse_methods, run_grid, theory_row
+from rll_core.storage import output_tag
 
 set_progress("widget" if interactive else "text")
 check_formats(formats)

@@ -63,8 +63,8 @@ from IPython.display import Markdown, display
 from rll_core.paper import table4
 from rll_core.plotting import check_formats, plot_dropout_comparison, save_figure
 from rll_core.progress import set_progress
-from rll_core.io import output_tag
 from rll_core.runs import export_table, grid_digest, parse_methods, run_grid
+from rll_core.storage import output_tag
 
 set_progress("widget" if interactive else "text")
 check_formats(formats)
@@ -82,8 +82,8 @@ print(f"{dataset}, preset {preset}, methods {[m for m, _ in grid]}")
 # %%
 without = run_grid(runs_dir, dropout=0.0, **common)
 with_dropout = run_grid(runs_dir, dropout=rate, **common)
-table = [{**r, "label": r["label"] + suffix} for pair in zip(without, with_dropout)
-         for r, suffix in zip(pair, (" no dropout", " + dropout"))]
+table = [{**r, "label": r["label"] + suffix} for pair in zip(without, with_dropout, strict=False)
+         for r, suffix in zip(pair, (" no dropout", " + dropout"), strict=False)]
 
 # %% [markdown]
 # ## Table 4

@@ -1,11 +1,11 @@
-"""L-inf attacks as plain functions over any PyTorch classifier, and dataset-level robust accuracy.
+"""L-inf attacks as plain functions over any PyTorch classifier (dataset-level use: :mod:`rll_core.evaluation`).
 
 * :func:`pgd` - projected gradient ascent on the cross-entropy with sign steps (Madry et al. 2018),
   optionally targeted, with random starts and restarts.
 * :func:`multi_targeted` - for every class other than the label, a targeted PGD on the margin
   ``z_target - z_label`` (Gowal et al. 2019); per example the strongest target is kept.
-* :func:`evaluate` - clean accuracy and accuracy under each attack, over a dataset in batches, each
-  number stored beside the settings that produced it.
+* :func:`sign_ascent`, :func:`project`, :func:`input_grad`, :func:`eval_mode` - the pieces every inner
+  search of the training methods and the Lipschitz estimate is built from.
 
 Conventions (cleverhans v4 / torchattacks style): inputs are images in [0, 1] on any device (the work
 happens on ``x``'s device; nothing is moved to CUDA behind the caller's back); the model is attacked
@@ -18,22 +18,16 @@ parameters' ``.grad``; bad arguments raise ``ValueError`` before any work.  Give
 from __future__ import annotations
 
 import contextlib
-import math
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_eps, check_int
-from .paper import step_size as paper_step_size
+from .checks import check_eps, check_images, check_int, check_labels
 
-__all__ = ["ATTACKS", "AttackSpec", "EvalResult", "check_batch", "eval_mode", "evaluate", "multi_targeted",
-           "paper_attack", "pgd", "predict"]
+__all__ = ["check_batch", "eval_mode", "input_grad", "multi_targeted", "num_classes_of", "pgd", "predict", "project",
+           "sign_ascent"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -50,31 +44,6 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, t in flags:
             m.training = t
-
-
-def check_images(x: torch.Tensor) -> None:
-    """A floating tensor ``(N, ...)`` with N >= 1 and every value in [0, 1]."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"x must be a floating tensor of images in [0, 1], got {x.dtype} "
-                         "(convert uint8 pixels with x.float() / 255)")
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(f"x must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")
-    lo, hi = x.aminmax()
-    if not (bool(lo >= 0) and bool(hi <= 1)):  # also false for NaN
-        raise ValueError(f"x must lie in [0, 1], got values in [{float(lo)}, {float(hi)}]")
-
-
-def check_labels(y: torch.Tensor, n: int, num_classes: int | None = None) -> None:
-    """Integer labels of shape ``(n,)`` in ``[0, num_classes)``."""
-    if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise ValueError(f"labels must be an integer torch.Tensor, got "
-                         f"{y.dtype if isinstance(y, torch.Tensor) else type(y).__name__}")
-    if tuple(y.shape) != (n,):
-        raise ValueError(f"labels must have shape ({n},), got {tuple(y.shape)}")
-    if n and (int(y.min()) < 0 or (num_classes is not None and int(y.max()) >= num_classes)):
-        raise ValueError(f"labels must lie in [0, {num_classes}), got values in [{int(y.min())}, {int(y.max())}]")
 
 
 def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
@@ -120,6 +89,15 @@ def sign_ascent(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
         g = input_grad(loss_fn, x_adv)
         x_adv = project(x_adv + step_size * g.sign(), x, eps)
     return x_adv.detach()
+
+
+def _target_margin(model: nn.Module, y: torch.Tensor, t: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The summed margin ``z_t - z_y`` of target ``t`` over label ``y``, as a function of the input."""
+    def loss(z: torch.Tensor) -> torch.Tensor:
+        logits = model(z)
+        return (logits.gather(1, t[:, None]) - logits.gather(1, y[:, None])).sum()
+
+    return loss
 
 
 def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -184,14 +162,8 @@ def multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         with torch.no_grad():
             best_margin = _margin(model(x), y)
         for shift in range(1, k):
-            t = (y + shift) % k
-
-            def loss(z: torch.Tensor) -> torch.Tensor:
-                logits = model(z)
-                return (logits.gather(1, t[:, None]) - logits.gather(1, y[:, None])).sum()
-
             start = x + _uniform(x, eps, generator) if random_start else x
-            x_adv = sign_ascent(loss, x, start, eps, step_size, steps)
+            x_adv = sign_ascent(_target_margin(model, y, (y + shift) % k), x, start, eps, step_size, steps)
             with torch.no_grad():
                 m = _margin(model(x_adv), y)
             better = m > best_margin
@@ -204,139 +176,3 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Predicted labels in eval mode (mode restored), without gradient."""
     with torch.no_grad(), eval_mode(model):
         return model(x).argmax(1)
-
-
-# ----------------------------------------------------------------------------------------------
-# dataset-level evaluation
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """An attack's full settings, stored beside every number it produced."""
-
-    name: str
-    eps: float
-    steps: int
-    step_size: float
-    restarts: int = 1
-    random_start: bool = True
-
-    def __post_init__(self) -> None:
-        if self.name not in ATTACKS:
-            raise ValueError(f"unknown attack {self.name!r}; valid: {', '.join(ATTACKS)}")
-        check_eps(self.eps, self.step_size, self.steps)
-        check_int("restarts", self.restarts)
-        if self.name != "pgd" and self.restarts != 1:
-            raise ValueError(f"restarts apply to pgd only, got {self.restarts} for {self.name!r}")
-        # plain Python numbers, so the settings stored beside a result are JSON and compare equal
-        for k in ("eps", "step_size"):
-            object.__setattr__(self, k, float(getattr(self, k)))
-        for k in ("steps", "restarts"):
-            object.__setattr__(self, k, int(getattr(self, k)))
-
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-            generator: torch.Generator | None) -> torch.Tensor:
-        if self.name == "pgd":
-            return pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
-                       random_start=self.random_start, restarts=self.restarts, generator=generator)
-        return multi_targeted(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
-                              random_start=self.random_start, generator=generator)
-
-
-#: The paper's evaluation attacks and their step counts: PGD-10 and multi-targeted 20 steps per target, each
-#: step 2 eps / steps (:func:`rll_core.paper.step_size`).
-ATTACKS: dict[str, int] = {"pgd": 10, "multitarget": 20}
-
-
-def paper_attack(name: str, eps: float, **overrides: Any) -> AttackSpec:
-    """The paper's setting of attack ``name`` at radius ``eps`` (fields overridable)."""
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
-    check_eps(eps)
-    bad = set(overrides) - set(AttackSpec.__dataclass_fields__) - {"name"}
-    if bad:
-        raise ValueError(f"unknown attack settings {sorted(bad)}; valid: steps, step_size, restarts, random_start")
-    steps = overrides.pop("steps", ATTACKS[name])
-    check_eps(eps, None, steps)
-    step_size = overrides.pop("step_size", None)
-    if step_size is None:
-        step_size = paper_step_size(eps, steps)
-    return AttackSpec(name, float(eps), steps, step_size, **overrides)
-
-
-@dataclass
-class EvalResult:
-    """Clean and adversarial accuracy of one model on one set, with the settings that produced them."""
-
-    n: int
-    clean_accuracy: float
-    adversarial_accuracy: dict[str, float]
-    attacks: dict[str, dict[str, Any]]
-    seed: int
-    seconds: float
-    correct: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (per-example verdicts left out)."""
-        d = asdict(self)
-        d.pop("correct")
-        return d
-
-
-def as_float_images(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 pixels -> float32 in [0, 1]; floating input is passed through as a tensor."""
-    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
-    if t.dtype == torch.uint8:
-        return t.float().div_(255)
-    return t
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a model with neither)."""
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
-def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *, eps: float,
-             attacks: Sequence[str | AttackSpec] = ("pgd", "multitarget"), batch_size: int = 256,
-             seed: int = 0, progress: bool = True) -> EvalResult:
-    """Clean accuracy and accuracy under each attack on ``(x, y)``, in batches on the model's device.
-
-    ``x``: images in [0, 1] (or uint8 pixels, divided by 255), ``y`` integer labels.  ``attacks``
-    names (the paper's settings at ``eps``, see :data:`ATTACKS`) or :class:`AttackSpec` objects.
-    The random starts come from one generator seeded with ``seed``, so the result is reproducible.
-    Points the model already misclassifies count as not robust and are not attacked.
-    """
-    from .progress import progress_bar as tqdm
-
-    check_eps(eps)
-    if isinstance(attacks, str):
-        raise ValueError(f"attacks must be a sequence of names, got the string {attacks!r}; write ({attacks!r},)")
-    specs = [a if isinstance(a, AttackSpec) else paper_attack(a, eps) for a in attacks]
-    if len({s.name for s in specs}) != len(specs):
-        raise ValueError("each attack may appear once")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    xt, yt = as_float_images(x), torch.as_tensor(y)
-    check_images(xt)
-    dev = model_device(model)
-    check_labels(yt, len(xt), num_classes_of(model, xt[:1].to(dev)))
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    correct: dict[str, list[torch.Tensor]] = {"clean": [], **{s.name: [] for s in specs}}
-    t0 = time.perf_counter()
-    for s in tqdm(range(0, len(xt), batch_size), desc="evaluate", disable=not progress, unit="batch"):
-        xb, yb = xt[s:s + batch_size].to(dev), yt[s:s + batch_size].to(dev).long()
-        ok = predict(model, xb) == yb
-        correct["clean"].append(ok.cpu())
-        for spec in specs:  # a misclassified point is not robust: only the correct ones are attacked
-            robust = ok.clone()
-            if bool(ok.any()):
-                robust[ok] = predict(model, spec.run(model, xb[ok], yb[ok], gen)) == yb[ok]
-            correct[spec.name].append(robust.cpu())
-    verdicts = {k: torch.cat(v).numpy() for k, v in correct.items()}
-    return EvalResult(
-        n=len(xt), clean_accuracy=float(verdicts["clean"].mean()),
-        adversarial_accuracy={s.name: float(verdicts[s.name].mean()) for s in specs},
-        attacks={s.name: asdict(s) for s in specs}, seed=seed, seconds=time.perf_counter() - t0,
-        correct=verdicts)

@@ -1,4 +1,5 @@
-"""Argument checks shared by every module: one line per bad value, raised before any work.
+"""Argument checks shared by every module (one line per bad value, raised before any work), device
+resolution and image conversion.
 
 Numbers are accepted as any real number (Python ``int``/``float``, numpy scalars, anything registered
 as :class:`numbers.Real`) except ``bool``, and returned as plain Python numbers, so
@@ -11,7 +12,15 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["check_eps", "check_int", "check_real", "is_real"]
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["ArrayLike", "as_float_images", "as_numpy", "check_compatible", "check_eps", "check_images",
+           "check_int", "check_labels", "check_points", "check_real", "is_real", "model_device", "resolve_device"]
+
+#: Points as numpy arrays or torch tensors.
+ArrayLike = np.ndarray | torch.Tensor
 
 
 def is_real(v: Any) -> bool:
@@ -50,3 +59,101 @@ def check_eps(eps: Any, step_size: Any = None, steps: Any = None) -> None:
         check_real("step_size", step_size, lo=0, lo_open=True)
     if steps is not None:
         check_int("steps", steps)
+
+
+# ----------------------------------------------------------------------------------------------
+# tensors, points and devices
+
+
+def check_images(x: torch.Tensor) -> None:
+    """A floating tensor ``(N, ...)`` with N >= 1 and every value in [0, 1]."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a floating tensor of images in [0, 1], got {x.dtype} "
+                         "(convert uint8 pixels with x.float() / 255)")
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")
+    lo, hi = x.aminmax()
+    if not (bool(lo >= 0) and bool(hi <= 1)):  # also false for NaN
+        raise ValueError(f"x must lie in [0, 1], got values in [{float(lo)}, {float(hi)}]")
+
+
+def check_labels(y: torch.Tensor, n: int, num_classes: int | None = None) -> None:
+    """Integer labels of shape ``(n,)`` in ``[0, num_classes)``."""
+    if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"labels must be an integer torch.Tensor, got "
+                         f"{y.dtype if isinstance(y, torch.Tensor) else type(y).__name__}")
+    if tuple(y.shape) != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {tuple(y.shape)}")
+    if n and (int(y.min()) < 0 or (num_classes is not None and int(y.max()) >= num_classes)):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got values in [{int(y.min())}, {int(y.max())}]")
+
+
+def as_float_images(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [0, 1]; floating input is passed through as a tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    if t.dtype == torch.uint8:
+        return t.float().div_(255)
+    return t
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model with neither)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def as_numpy(x: ArrayLike) -> np.ndarray:
+    """A numpy array or a torch tensor (detached, on the CPU) as a numpy array."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    raise ValueError(f"expected a numpy array or torch tensor, got {type(x).__name__}")
+
+
+def check_points(x: ArrayLike, y: ArrayLike, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled points as ``(N, D)`` uint8/float32/float64 and int64 labels (finite, non-empty)."""
+    xa, ya = as_numpy(x), as_numpy(y)
+    if xa.ndim < 2:
+        raise ValueError(f"{name} must have shape (N, D) or (N, C, H, W), got {xa.shape}")
+    n = xa.shape[0]
+    dim = int(np.prod(xa.shape[1:]))
+    if n == 0 or dim == 0:
+        raise ValueError(f"{name} is empty: shape {xa.shape}")
+    if xa.dtype not in (np.uint8, np.float32, np.float64):
+        raise ValueError(f"{name} must be uint8 (raw pixels, exact integer distances) or float32/float64, "
+                        f"got {xa.dtype}")
+    if xa.dtype != np.uint8 and not np.isfinite(xa).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if ya.ndim != 1 or ya.shape[0] != n:
+        raise ValueError(f"{name} labels must have shape ({n},), got {ya.shape}")
+    if ya.dtype == np.bool_ or not np.issubdtype(ya.dtype, np.integer):
+        raise ValueError(f"{name} labels must be integers, got {ya.dtype}")
+    return np.ascontiguousarray(xa.reshape(n, dim)), ya.astype(np.int64)
+
+
+def check_compatible(q: np.ndarray, r: np.ndarray) -> None:
+    """Queries and references of one dtype and one number of features."""
+    if r.dtype != q.dtype:
+        raise ValueError(f"queries ({q.dtype}) and refs ({r.dtype}) must have the same dtype")
+    if r.shape[1] != q.shape[1]:
+        raise ValueError(f"queries have {q.shape[1]} features per point, refs {r.shape[1]}")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``'auto'`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unsupported device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU "
+                           f"(torch {torch.__version__}); use device='cpu'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}: use 'cpu', 'cuda' or 'auto'")
+    return dev

@@ -11,8 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .attacks import ATTACKS
 from .data import DATASETS, DataError, install_mnist, is_npz_path, load_train_test
+from .evaluation import ATTACKS
 from .methods import METHODS
 from .paper import SETTINGS
 
@@ -185,9 +185,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _separation(args: argparse.Namespace) -> int:
-    from .io import check_writable, output_tag
+    from .checks import resolve_device
     from .plotting import check_formats, export_separation
-    from .separation import measure_separation, resolve_device
+    from .separation import measure_separation
+    from .storage import check_writable, output_tag
 
     check_formats(args.formats)
     resolve_device(args.device)

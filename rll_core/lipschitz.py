@@ -35,8 +35,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attacks import as_float_images, check_images, eval_mode, model_device, project
-from .checks import check_eps, check_int
+from .attacks import eval_mode, project
+from .checks import as_float_images, check_eps, check_images, check_int, model_device
 from .paper import step_size as paper_step_size
 
 __all__ = ["PROCEDURES", "lipschitz_ratio", "local_lipschitz"]

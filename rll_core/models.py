@@ -31,7 +31,8 @@ from torch import nn
 
 from .checks import is_real
 
-__all__ = ["MODELS", "build_model", "check_model", "count_parameters", "model_names"]
+__all__ = ["CNN001", "CNN002", "MODELS", "ResNet50", "WideResNet", "build_model", "check_model", "count_parameters",
+           "model_names"]
 
 Builder = Callable[[int, int, int, "float | None"], nn.Module]
 
@@ -162,7 +163,7 @@ class ResNet50(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
                                    nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
         cin = 64
-        for g, (blocks, mid) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
+        for g, (blocks, mid) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512), strict=True)):
             for i in range(blocks):
                 layers.append(_Bottleneck(cin, mid, 2 if i == 0 and g > 0 else 1, dropout))
                 cin = 4 * mid

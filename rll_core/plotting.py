@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+from .storage import atomic_write_bytes, user_path
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -37,19 +40,17 @@ def check_formats(formats: Iterable[str] | str) -> list[str]:
 
 def save_figure(fig: Figure, stem: str | os.PathLike[str], formats: Iterable[str] | str = ("png", "pdf"),
                 dpi: int = 200) -> list[Path]:
-    """Save ``fig`` as ``<stem>.<fmt>`` for each format (written to a temp file, then renamed).
+    """Save ``fig`` as ``<stem>.<fmt>`` for each format (each written atomically: a reader sees the old file
+    or the whole new one).
 
     ``formats`` is a list or a comma-separated string such as ``"png,pdf,svg"``."""
     formats = check_formats(formats)
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem = user_path(stem)
     out = []
     for fmt in formats:
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-        out.append(path)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")
+        out.append(atomic_write_bytes(stem.with_name(f"{stem.name}.{fmt}"), buf.getvalue()))
     return out
 
 
@@ -86,7 +87,7 @@ def plot_separation_histograms(result: SeparationResult, bins: int = 50, axes: t
         fig = cast("Figure", ax_list[0].get_figure(root=True))
     hi = max(max(float(d.max()) for _, d in panels), 2 * rep.eps)
     edges = histogram_edges(hi, bins, result.train_train.scale)
-    for ax, (name, d) in zip(ax_list, panels):
+    for ax, (name, d) in zip(ax_list, panels, strict=True):
         sns.histplot(d, bins=edges, ax=ax, color="tab:blue", edgecolor="white", linewidth=0.3)
         ax.axvline(2 * rep.eps, color="tab:red", linestyle="--", label=rf"$2\epsilon$ = {2 * rep.eps:.3g}")
         ax.set_xlabel(r"$\ell_\infty$ distance to nearest other-class training point")
@@ -105,13 +106,13 @@ def export_separation(result: SeparationResult, out_dir: str | os.PathLike[str],
     """Write Table 1 (``table1_<dataset><tag>.csv`` / ``.md``), the report (``separation_<dataset><tag>.json``)
     and Figure 2 (``fig2_separation_<dataset><tag>.<fmt>``) under ``out_dir``.
 
-    ``tag`` (see :func:`rll_core.io.output_tag`) says what sets the outputs apart, e.g. ``_n800-200`` for
+    ``tag`` (see :func:`rll_core.storage.output_tag`) says what sets the outputs apart, e.g. ``_n800-200`` for
     subsets, so a subset's table never overwrites the full data's.  ``fig`` is a Figure 2 already drawn
     (by :func:`plot_separation_histograms`), saved as it is and left open; without it one is drawn, saved
     and closed."""
     import matplotlib.pyplot as plt
 
-    from .io import save_json, save_table, user_path
+    from .storage import save_json, save_table, user_path
 
     out = user_path(out_dir)
     rep = result.report
@@ -144,6 +145,7 @@ def plot_lipschitz_vs_accuracy(rows: Sequence[Mapping[str, Any]], attack: str = 
     one labelled point per method."""
     import matplotlib.pyplot as plt
 
+    owned = ax is None  # a figure the caller passed in stays open
     fig, ax = _fig_ax(ax, (5.5, 4))
     for r in rows:
         x, y = r["test_lipschitz"], r[f"test_{attack}_accuracy"]
@@ -153,7 +155,8 @@ def plot_lipschitz_vs_accuracy(rows: Sequence[Mapping[str, Any]], attack: str = 
     ax.set_xlabel(r"empirical local Lipschitz constant (test, $\ell_\infty \to \ell_1$)")
     ax.set_ylabel(f"adversarial test accuracy ({attack})")
     ax.grid(alpha=0.3)
-    plt.close(fig)
+    if owned:
+        plt.close(fig)
     return fig
 
 
@@ -161,6 +164,7 @@ def plot_gaps(rows: Sequence[Mapping[str, Any]], ax: Axes | None = None) -> Figu
     """Standard and adversarial generalization gaps (train minus test accuracy) per method."""
     import matplotlib.pyplot as plt
 
+    owned = ax is None  # a figure the caller passed in stays open
     fig, ax = _fig_ax(ax, (max(5.0, 0.7 * len(rows) + 2), 3.5))
     pos = np.arange(len(rows))
     ax.bar(pos - 0.2, [r["gap_standard"] for r in rows], 0.4, label="standard (clean)")
@@ -169,7 +173,8 @@ def plot_gaps(rows: Sequence[Mapping[str, Any]], ax: Axes | None = None) -> Figu
     ax.set_ylabel("train − test accuracy")
     ax.axhline(0, color="black", linewidth=0.6)
     ax.legend(fontsize=8)
-    plt.close(fig)
+    if owned:
+        plt.close(fig)
     return fig
 
 
@@ -181,7 +186,7 @@ def plot_dropout_comparison(without: Sequence[Mapping[str, Any]], with_dropout: 
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
     pos = np.arange(len(without))
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes[0], metrics, strict=True):
         ax.bar(pos - 0.2, [r[m] for r in without], 0.4, label="no dropout")
         ax.bar(pos + 0.2, [r[m] for r in with_dropout], 0.4, label="dropout")
         ax.set_xticks(pos, [_label(r) for r in without], rotation=35, ha="right", fontsize=8)
@@ -199,6 +204,7 @@ def plot_astuteness_curves(eps: Sequence[float], curves: Mapping[str, Sequence[f
     pairs, certified then attacked, e.g. ``{"train certified": .., "train attacked": .., ...}``."""
     import matplotlib.pyplot as plt
 
+    owned = ax is None  # a figure the caller passed in stays open
     fig, ax = _fig_ax(ax, (6.5, 3.6))
     for i, (name, values) in enumerate(curves.items()):
         # a bracket's two sides share a colour: solid for the certified side, dashed for the attacked one
@@ -213,7 +219,8 @@ def plot_astuteness_curves(eps: Sequence[float], curves: Mapping[str, Sequence[f
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    plt.close(fig)
+    if owned:
+        plt.close(fig)
     return fig
 
 
@@ -226,6 +233,7 @@ def plot_decision_regions(classifier: Any, x: np.ndarray, y: np.ndarray, *, r: f
     import torch
     from matplotlib.patches import Rectangle
 
+    owned = ax is None  # a figure the caller passed in stays open
     fig, ax = _fig_ax(ax, (4.8, 4.8))
     g = np.linspace(0, 1, grid)
     xx, yy = np.meshgrid(g, g)
@@ -239,13 +247,14 @@ def plot_decision_regions(classifier: Any, x: np.ndarray, y: np.ndarray, *, r: f
         ax.add_patch(Rectangle(p - r, 2 * r, 2 * r, fill=False, linewidth=0.4, alpha=0.5))
     if attack is not None:
         src, dst = attack
-        for a, b in zip(src, dst):
+        for a, b in zip(src, dst, strict=True):
             ax.annotate("", b, a, arrowprops=dict(arrowstyle="->", color="black", linewidth=0.8), zorder=4)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
     ax.legend(fontsize=8, loc="upper right")
-    plt.close(fig)
+    if owned:
+        plt.close(fig)
     return fig
 
 

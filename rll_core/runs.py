@@ -20,14 +20,14 @@ from typing import Any
 import torch
 
 from . import paper
-from .attacks import AttackSpec, evaluate, model_device, paper_attack
-from .checks import check_eps, check_int, check_real
+from .checks import check_eps, check_int, check_real, model_device, resolve_device
 from .data import ImageDataset, is_npz_path, load_train_test
-from .io import array_digest, check_writable, load_json, save_json, save_npz, user_path
+from .evaluation import AttackSpec, evaluate, paper_attack
 from .lipschitz import REFERENCE_STEP_SIZE, local_lipschitz
+from .methods import METHODS, make_method
 from .models import build_model, check_model
-from .separation import resolve_device
-from .training import METHODS, RunMismatch, TrainResult, load_checkpoint, make_method, train
+from .storage import array_digest, check_writable, load_json, save_json, save_npz, user_path
+from .training import RunMismatch, TrainResult, load_checkpoint, train
 
 __all__ = ["PAPER_METHODS", "PRESETS", "TABLE_COLUMNS", "collect_runs", "evaluate_run", "export_table", "grid_digest", "load_run",
            "method_label", "parse_methods",
@@ -118,7 +118,7 @@ def _run_settings(out: Path, checkpoint: str) -> dict[str, Any]:
 
 
 def load_run(out_dir: str | os.PathLike[str], checkpoint: str = "last",
-             device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]]]:
+             device: str = "auto") -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]]]:
     """A trained run back: ``(model in eval mode with the checkpoint's weights, settings, history)``."""
     out = user_path(out_dir)
     if checkpoint not in ("last", "best"):
@@ -340,7 +340,7 @@ def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def export_table(rows: Sequence[Mapping[str, Any]], stem: str | os.PathLike[str]) -> list[Path]:
     """Write the rows as ``<stem>.csv``, ``.md`` and ``.tex``."""
-    from .io import save_table
+    from .storage import save_table
 
     t = table_rows(rows)
     stem = Path(stem)

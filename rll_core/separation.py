@@ -30,114 +30,71 @@ import numpy as np
 import torch
 
 from . import __version__
-from ._kernels import UINT8_SENTINEL, PrefixRefs, numba_nearest, numba_nearest_prefix, torch_nearest
-from .checks import check_eps
+from ._kernels import UINT8_SENTINEL, PrefixRefs, dim_order, numba_nearest, numba_nearest_prefix, torch_nearest
+from .checks import ArrayLike, check_compatible, check_eps, check_points, resolve_device
 from .data import DEFAULT_EPS, ImageDataset
 from .paper import like
-from .io import CorruptFile, array_digest, load_json, load_npz, lock_file, save_json, save_npz, set_aside, user_path
+from .storage import (
+    CorruptFile,
+    array_digest,
+    load_json,
+    load_npz,
+    lock_file,
+    save_json,
+    save_npz,
+    set_aside,
+    user_path,
+)
 
 __all__ = [
     "Backend",
     "DistanceSummary",
     "NearestOther",
+    "ScaledDistances",
     "SeparationReport",
     "SeparationResult",
     "measure_separation",
     "nearest_other_class",
-    "resolve_device",
     "summarize",
 ]
 
 Backend = Literal["auto", "numba", "torch", "triton"]
-ArrayLike = np.ndarray | torch.Tensor
 DEFAULT_PERCENTILES: tuple[float, ...] = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 _CACHE_FORMAT = 1
 
 
 class ScaledDistances:
-    """Mixin for results holding ``distance`` in data units and the ``scale`` to the [0, 1] pixel scale."""
+    """Mixin for results holding ``raw_distance`` in data units and the ``scale`` to the [0, 1] pixel scale."""
 
-    distance: np.ndarray
+    raw_distance: np.ndarray
     scale: float
 
     @property
     def dist(self) -> np.ndarray:
         """Distances on the [0, 1] pixel scale (float64)."""
-        return self.distance.astype(np.float64) / self.scale
+        return self.raw_distance.astype(np.float64) / self.scale
 
 
 @dataclass(frozen=True)
 class NearestOther(ScaledDistances):
     """Per-query nearest point of another class.
 
-    ``distance`` is in data units (int32 0..255 for uint8 data, float64 for float data), ``index`` the
+    ``raw_distance`` is in data units (int32 0..255 for uint8 data, float64 for float data), ``index`` the
     reference index (int64), ``scale`` the divisor to the [0, 1] pixel scale (255 or 1).
     """
 
-    distance: np.ndarray
+    raw_distance: np.ndarray
     index: np.ndarray
     scale: float
     #: True when the result was read from ``cache_dir`` rather than computed
     cached: bool = False
 
     def __len__(self) -> int:
-        return int(self.distance.shape[0])
+        return int(self.raw_distance.shape[0])
 
 
 # ----------------------------------------------------------------------------------------------
 # input checking
-
-
-def _as_numpy(x: ArrayLike) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray):
-        return x
-    raise TypeError(f"expected a numpy array or torch tensor, got {type(x).__name__}")
-
-
-def _check_points(x: ArrayLike, y: ArrayLike, name: str) -> tuple[np.ndarray, np.ndarray]:
-    xa, ya = _as_numpy(x), _as_numpy(y)
-    if xa.ndim < 2:
-        raise ValueError(f"{name} must have shape (N, D) or (N, C, H, W), got {xa.shape}")
-    n = xa.shape[0]
-    dim = int(np.prod(xa.shape[1:]))
-    if n == 0 or dim == 0:
-        raise ValueError(f"{name} is empty: shape {xa.shape}")
-    if xa.dtype not in (np.uint8, np.float32, np.float64):
-        raise TypeError(f"{name} must be uint8 (raw pixels, exact integer distances) or float32/float64, "
-                        f"got {xa.dtype}")
-    if xa.dtype != np.uint8 and not np.isfinite(xa).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if ya.ndim != 1 or ya.shape[0] != n:
-        raise ValueError(f"{name} labels must have shape ({n},), got {ya.shape}")
-    if ya.dtype == np.bool_ or not np.issubdtype(ya.dtype, np.integer):
-        raise TypeError(f"{name} labels must be integers, got {ya.dtype}")
-    return np.ascontiguousarray(xa.reshape(n, dim)), ya.astype(np.int64)
-
-
-def _check_compatible(q: np.ndarray, r: np.ndarray) -> None:
-    """Queries and references of one dtype and one number of features."""
-    if r.dtype != q.dtype:
-        raise TypeError(f"queries ({q.dtype}) and refs ({r.dtype}) must have the same dtype")
-    if r.shape[1] != q.shape[1]:
-        raise ValueError(f"queries have {q.shape[1]} features per point, refs {r.shape[1]}")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``'auto'`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unsupported device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU "
-                           f"(torch {torch.__version__}); use device='cpu'")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}: use 'cpu', 'cuda' or 'auto'")
-    return dev
 
 
 def _triton_available() -> bool:
@@ -159,7 +116,7 @@ def _resolve_backend(backend: str, dev: torch.device, dtype: np.dtype) -> str:
         raise ValueError("backend 'numba' runs on the CPU; use backend='triton' or 'torch' on CUDA")
     if backend == "triton":
         if dtype != np.uint8:
-            raise TypeError("backend 'triton' takes uint8 data; use backend='torch' for float data")
+            raise ValueError("backend 'triton' takes uint8 data; use backend='torch' for float data")
         if not _triton_available():
             raise ValueError("backend 'triton' needs the triton package (pip install triton)")
         if dev.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -169,22 +126,6 @@ def _resolve_backend(backend: str, dev: torch.device, dtype: np.dtype) -> str:
 
 # ----------------------------------------------------------------------------------------------
 # search
-
-
-def _dim_order(r: np.ndarray, max_rows: int = 20000, chunk: int = 2048) -> np.ndarray:
-    """Coordinates by decreasing variance (on a fixed sample of rows, summed in chunks so no float copy
-    of the data is made): the early-exit kernel meets the large differences sooner.  Any order gives the
-    same result."""
-    sample = r[:: max(1, r.shape[0] // max_rows)]
-    s1 = np.zeros(r.shape[1])
-    s2 = np.zeros(r.shape[1])
-    for i in range(0, sample.shape[0], chunk):
-        block = sample[i:i + chunk].astype(np.float64)
-        s1 += block.sum(axis=0)
-        s2 += (block * block).sum(axis=0)
-    n = sample.shape[0]
-    var = s2 / n - (s1 / n) ** 2
-    return np.argsort(-var, kind="stable")
 
 
 def _to_device(a: np.ndarray, dev: torch.device) -> torch.Tensor:
@@ -250,57 +191,99 @@ class _ResultCache:
         self.partial.unlink(missing_ok=True)
 
 
+class _NumbaFilter:
+    """uint8 on the CPU: the SIMD-filter kernel over class-grouped, coordinate-permuted references."""
+
+    def __init__(self, r: np.ndarray, ry: np.ndarray, dev: torch.device) -> None:
+        self.refs = PrefixRefs(r, ry, dim_order(r))
+
+    def search(self, q: np.ndarray, qy: np.ndarray, best_d: np.ndarray, best_i: np.ndarray, rows: slice | None) -> None:
+        numba_nearest_prefix(self.refs.queries(q), qy, self.refs, best_d, best_i)
+
+
+class _NumbaRows:
+    """Float data on the CPU: the row kernel over coordinate-permuted references."""
+
+    def __init__(self, r: np.ndarray, ry: np.ndarray, dev: torch.device) -> None:
+        self.order = dim_order(r)
+        self.r, self.ry = np.ascontiguousarray(r[:, self.order]), ry
+
+    def search(self, q: np.ndarray, qy: np.ndarray, best_d: np.ndarray, best_i: np.ndarray, rows: slice | None) -> None:
+        # train-train: the permuted references already hold the permuted queries
+        qc = self.r[rows] if rows is not None else np.ascontiguousarray(q[:, self.order])
+        numba_nearest(qc, qy, self.r, self.ry, best_d, best_i)
+
+
+class _OnDevice:
+    """Any device (torch tiles) or CUDA (Triton): the references copied to the device once."""
+
+    def __init__(self, r: np.ndarray, ry: np.ndarray, dev: torch.device, triton: bool = False) -> None:
+        self.r, self.ry, self.dev, self.triton = _to_device(r, dev), _to_device(ry, dev), dev, triton
+
+    def search(self, q: np.ndarray, qy: np.ndarray, best_d: np.ndarray, best_i: np.ndarray, rows: slice | None) -> None:
+        qt, qyt = _to_device(q, self.dev), _to_device(qy, self.dev)
+        bd, bi = _to_device(best_d, self.dev), _to_device(best_i, self.dev)
+        if self.triton:
+            from ._triton import triton_nearest
+
+            triton_nearest(qt, qyt, self.r, self.ry, bd, bi)
+        else:
+            torch_nearest(qt, qyt, self.r, self.ry, bd, bi, tile_bytes=(1 << 30) if self.dev.type == "cuda" else (64 << 20))
+        best_d[:] = bd.cpu().numpy()
+        best_i[:] = bi.cpu().numpy()
+
+
+def _backend(name: str, r: np.ndarray, ry: np.ndarray, dev: torch.device) -> Any:
+    """The search object for a resolved backend name (references prepared once)."""
+    if name == "numba":
+        return (_NumbaFilter if r.dtype == np.uint8 else _NumbaRows)(r, ry, dev)
+    return _OnDevice(r, ry, dev, triton=name == "triton")
+
+
 def _search_chunks(*, q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray, self_search: bool, be: str,
                    dev: torch.device, best_d: np.ndarray, best_i: np.ndarray, query_chunk: int, progress: bool,
                    desc: str, done: int, cache: _ResultCache | None) -> float:
     """Fill ``best_d`` / ``best_i`` from query ``done`` on, chunk by chunk (saving each finished chunk to
     ``cache``); return the seconds taken."""
-    is_int = q.dtype == np.uint8
-    nq = q.shape[0]
-    # prepare the references once
-    prefix_refs = None
-    if be == "numba" and is_int:  # the SIMD-filter kernel
-        prefix_refs = PrefixRefs(r, ry, _dim_order(r))
-    elif be == "numba":
-        order = _dim_order(r)
-        r_run: Any = np.ascontiguousarray(r[:, order])
-        ry_run: Any = ry
-    else:
-        r_run = _to_device(r, dev)
-        ry_run = _to_device(ry, dev)
-
     from .progress import progress_bar as tqdm
 
+    search = _backend(be, r, ry, dev)
+    nq = q.shape[0]
     t0 = time.perf_counter()
     with tqdm(total=nq, initial=done, disable=not progress, desc=desc, unit="pt", smoothing=0.1) as bar:
         for s in range(done, nq, query_chunk):
             e = min(nq, s + query_chunk)
-            if prefix_refs is not None:
-                numba_nearest_prefix(prefix_refs.queries(q[s:e]), qy[s:e], prefix_refs, best_d[s:e], best_i[s:e])
-            elif be == "numba":
-                # train-train: the permuted references already hold the permuted queries
-                qc = r_run[s:e] if self_search else np.ascontiguousarray(q[s:e][:, order])
-                numba_nearest(qc, qy[s:e], r_run, ry_run, best_d[s:e], best_i[s:e])
-            else:
-                qt, qyt = _to_device(q[s:e], dev), _to_device(qy[s:e], dev)
-                bd, bi = _to_device(best_d[s:e], dev), _to_device(best_i[s:e], dev)
-                if be == "triton":
-                    from ._triton import triton_nearest
-
-                    triton_nearest(qt, qyt, r_run, ry_run, bd, bi)
-                else:
-                    torch_nearest(qt, qyt, r_run, ry_run, bd, bi,
-                                  tile_bytes=(1 << 30) if dev.type == "cuda" else (64 << 20))
-                best_d[s:e] = bd.cpu().numpy()
-                best_i[s:e] = bi.cpu().numpy()
+            search.search(q[s:e], qy[s:e], best_d[s:e], best_i[s:e], slice(s, e) if self_search else None)
             if cache is not None and e < nq:
                 cache.save_partial(best_d, best_i, e)
             bar.update(e - s)
-    elapsed = time.perf_counter() - t0
-
-    if (best_i < 0).any():  # cannot happen after the class check above; guard the invariant anyway
+    if (best_i < 0).any():  # cannot happen after the class check; guard the invariant anyway
         raise RuntimeError("internal error: a query found no point of another class")
-    return elapsed
+    return time.perf_counter() - t0
+
+
+def _check_search_input(queries: ArrayLike, query_labels: ArrayLike, refs: ArrayLike | None,
+                        ref_labels: ArrayLike | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Queries and references as checked ``(N, D)`` arrays (the queries themselves when ``refs`` is None),
+    with every query's class facing at least one reference of another class."""
+    q, qy = check_points(queries, query_labels, "queries")
+    if refs is None:
+        if ref_labels is not None:
+            raise ValueError("ref_labels given without refs")
+        r, ry = q, qy
+    else:
+        if ref_labels is None:
+            raise ValueError("refs given without ref_labels")
+        r, ry = check_points(refs, ref_labels, "refs")
+        check_compatible(q, r)
+    ref_classes = np.unique(ry)
+    if ref_classes.size < 2:
+        c = int(ref_classes[0])
+        if (qy == c).any():
+            raise ValueError(f"the reference labels hold a single class ({c}): points of that class have "
+                             "no point of another class to measure against (need at least two classes)")
+
+    return q, qy, r, ry
 
 
 def nearest_other_class(
@@ -309,7 +292,7 @@ def nearest_other_class(
     refs: ArrayLike | None = None,
     ref_labels: ArrayLike | None = None,
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     backend: Backend = "auto",
     query_chunk: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -323,23 +306,7 @@ def nearest_other_class(
     result (``nearest-<digest>.npz`` + ``.json``) keyed by a digest of the inputs, and checkpoints
     after every query chunk so that an interrupted run resumes.
     """
-    q, qy = _check_points(queries, query_labels, "queries")
-    if refs is None:
-        if ref_labels is not None:
-            raise ValueError("ref_labels given without refs")
-        r, ry = q, qy
-    else:
-        if ref_labels is None:
-            raise ValueError("refs given without ref_labels")
-        r, ry = _check_points(refs, ref_labels, "refs")
-        _check_compatible(q, r)
-    ref_classes = np.unique(ry)
-    if ref_classes.size < 2:
-        c = int(ref_classes[0])
-        if (qy == c).any():
-            raise ValueError(f"the reference labels hold a single class ({c}): points of that class have "
-                             "no point of another class to measure against (need at least two classes)")
-
+    q, qy, r, ry = _check_search_input(queries, query_labels, refs, ref_labels)
     dev = resolve_device(device)
     be = _resolve_backend(backend, dev, q.dtype)
     is_int = q.dtype == np.uint8
@@ -352,8 +319,8 @@ def nearest_other_class(
 
     best_d = np.full(nq, UINT8_SENTINEL if is_int else np.inf, dtype=np.int32 if is_int else np.float64)
     best_i = np.full(nq, -1, dtype=np.int64)
-    search: dict[str, Any] = dict(q=q, qy=qy, r=r, ry=ry, self_search=refs is None, be=be, dev=dev, best_d=best_d, best_i=best_i,
-                  query_chunk=query_chunk, progress=progress, desc=desc)
+    search: dict[str, Any] = dict(q=q, qy=qy, r=r, ry=ry, self_search=refs is None, be=be, dev=dev, best_d=best_d,
+                                  best_i=best_i, query_chunk=query_chunk, progress=progress, desc=desc)
     if cache_dir is None:
         _search_chunks(**search, done=0, cache=None)
         return NearestOther(best_d, best_i, scale)
@@ -395,7 +362,7 @@ def summarize(dist: np.ndarray, percentiles: Sequence[float] = DEFAULT_PERCENTIL
         raise ValueError(f"expected a non-empty 1-D array of distances, got shape {d.shape}")
     pct: list[float] = np.percentile(d, list(percentiles)).tolist() if len(percentiles) else []
     return DistanceSummary(int(d.size), float(d.min()), float(d.mean()), float(np.median(d)), float(d.std()),
-                           float(d.max()), {float(p): float(v) for p, v in zip(percentiles, pct)})
+                           float(d.max()), {float(p): float(v) for p, v in zip(percentiles, pct, strict=True)})
 
 
 @dataclass(frozen=True)
@@ -462,7 +429,7 @@ def measure_separation(
     test: ImageDataset | None = None,
     eps: float | None = None,
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     backend: Backend = "auto",
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,

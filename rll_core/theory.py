@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attacks import check_images, pgd, project
-from .checks import check_eps, check_real
-from .separation import ArrayLike, Backend, ScaledDistances, _as_numpy, _check_compatible, _check_points, nearest_other_class
+from .attacks import pgd, project
+from .checks import ArrayLike, as_numpy, check_compatible, check_eps, check_images, check_points, check_real
+from .separation import Backend, ScaledDistances, nearest_other_class
 
 __all__ = ["Astuteness", "LipschitzClassifier", "PerClassNearest", "Top2", "astuteness", "lipschitz_ratio_inf",
            "max_lipschitz_ratio", "nearest_two_classes", "per_class_nearest"]
@@ -41,28 +41,28 @@ __all__ = ["Astuteness", "LipschitzClassifier", "PerClassNearest", "Top2", "astu
 class PerClassNearest(ScaledDistances):
     """Distance from each query to the nearest reference of each class.
 
-    ``distance[i, k]``: to class ``classes[k]`` in data units (int32 grey levels for uint8 data, float64
+    ``raw_distance[i, k]``: to class ``classes[k]`` in data units (int32 grey levels for uint8 data, float64
     otherwise); ``index[i, k]``: that reference's index; ``scale``: divisor to the [0, 1] pixel scale.
     """
 
-    distance: np.ndarray
+    raw_distance: np.ndarray
     index: np.ndarray
     classes: np.ndarray
     scale: float
 
     def top2(self) -> Top2:
         """Nearest class and runner-up (classes ordered by distance, ties to the smaller class)."""
-        order = np.argsort(self.distance, axis=1, kind="stable")[:, :2]
+        order = np.argsort(self.raw_distance, axis=1, kind="stable")[:, :2]
         rows = np.arange(len(order))[:, None]
-        return Top2(self.distance[rows, order], self.index[rows, order], self.classes[order], self.scale)
+        return Top2(self.raw_distance[rows, order], self.index[rows, order], self.classes[order], self.scale)
 
 
 @dataclass(frozen=True)
 class Top2(ScaledDistances):
-    """Per query the nearest class (column 0) and the runner-up class (column 1): ``distance`` in data
+    """Per query the nearest class (column 0) and the runner-up class (column 1): ``raw_distance`` in data
     units, ``index`` of the nearest reference of that class, ``label`` the class; ``scale`` as above."""
 
-    distance: np.ndarray
+    raw_distance: np.ndarray
     index: np.ndarray
     label: np.ndarray
     scale: float
@@ -75,7 +75,7 @@ class Top2(ScaledDistances):
 
 
 def per_class_nearest(queries: ArrayLike, query_labels: ArrayLike | None, refs: ArrayLike, ref_labels: ArrayLike, *,
-                      device: str | torch.device = "cpu", backend: Backend = "auto",
+                      device: str | torch.device = "auto", backend: Backend = "auto",
                       cache_dir: str | None = None, progress: bool = False) -> PerClassNearest:
     """Exact L-inf distance from every query to the nearest reference of every class of ``ref_labels``.
 
@@ -84,11 +84,11 @@ def per_class_nearest(queries: ArrayLike, query_labels: ArrayLike | None, refs: 
     :func:`~rll_core.separation.nearest_other_class` on that class's references, so backends, exactness,
     tie-breaking (smallest index) and the cache are those of the separation search.
     """
-    r, ry = _check_points(refs, ref_labels, "refs")
-    qa = _as_numpy(queries)
-    ql = np.zeros(len(qa), np.int64) if query_labels is None else _as_numpy(query_labels)
-    q, _ = _check_points(qa, ql, "queries")
-    _check_compatible(q, r)
+    r, ry = check_points(refs, ref_labels, "refs")
+    qa = as_numpy(queries)
+    ql = np.zeros(len(qa), np.int64) if query_labels is None else as_numpy(query_labels)
+    q, _ = check_points(qa, ql, "queries")
+    check_compatible(q, r)
     classes = np.unique(ry)
     if classes.size < 2:
         raise ValueError(f"the references hold a single class ({int(classes[0])}); need at least two")
@@ -101,7 +101,7 @@ def per_class_nearest(queries: ArrayLike, query_labels: ArrayLike | None, refs: 
         res = nearest_other_class(q, ones, r[members], np.zeros(len(members), np.int64), device=device,
                                   backend=backend, cache_dir=cache_dir, progress=progress,
                                   desc=f"class {int(c)} ({k + 1}/{classes.size})")
-        dist[:, k], index[:, k], scale = res.distance, members[res.index], res.scale
+        dist[:, k], index[:, k], scale = res.raw_distance, members[res.index], res.scale
     return PerClassNearest(dist, index, classes, scale)
 
 
@@ -114,14 +114,12 @@ def nearest_two_classes(queries: ArrayLike, refs: ArrayLike, ref_labels: ArrayLi
     on Fashion-MNIST (a reference is abandoned once it cannot beat the runner-up), where the full table
     costs one search per class with weaker pruning (2.5-3.3x).
     """
+    from ._kernels import UINT8_SENTINEL, PrefixRefs, dim_order, numba_top2, numba_top2_prefix
     from .progress import progress_bar as tqdm
 
-    from ._kernels import UINT8_SENTINEL, PrefixRefs, numba_top2, numba_top2_prefix
-    from .separation import _dim_order
-
-    r, ry = _check_points(refs, ref_labels, "refs")
-    q, _ = _check_points(_as_numpy(queries), np.zeros(len(_as_numpy(queries)), np.int64), "queries")
-    _check_compatible(q, r)
+    r, ry = check_points(refs, ref_labels, "refs")
+    q, _ = check_points(as_numpy(queries), np.zeros(len(as_numpy(queries)), np.int64), "queries")
+    check_compatible(q, r)
     classes, rc = np.unique(ry, return_inverse=True)
     if classes.size < 2:
         raise ValueError(f"the references hold a single class ({int(classes[0])}); need at least two")
@@ -129,7 +127,7 @@ def nearest_two_classes(queries: ArrayLike, refs: ArrayLike, ref_labels: ArrayLi
     best_d = np.full((len(q), 2), UINT8_SENTINEL if is_int else np.inf, np.int32 if is_int else np.float64)
     best_i = np.full((len(q), 2), -1, np.int64)
     best_c = np.full((len(q), 2), classes.size, np.int64)
-    order = _dim_order(r)
+    order = dim_order(r)
     rc = rc.astype(np.int64)
     if is_int:  # the SIMD-filter layout, with class indices as labels
         prefix_refs = PrefixRefs(r, rc, order)
@@ -178,8 +176,8 @@ class LipschitzClassifier(nn.Module):
     def __init__(self, x_train: ArrayLike, y_train: ArrayLike, r: float | None = None, *,
                  backend: Backend = "auto") -> None:
         super().__init__()
-        x = _as_numpy(x_train)
-        xf, y = _check_points(x, _as_numpy(y_train), "x_train")
+        x = as_numpy(x_train)
+        xf, y = check_points(x, as_numpy(y_train), "x_train")
         if np.unique(y).size < 2:
             raise ValueError("x_train holds a single class; the classifier needs at least two")
         self.refs = xf.astype(np.float64) / (255.0 if xf.dtype == np.uint8 else 1.0)

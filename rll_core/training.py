@@ -26,22 +26,28 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from .attacks import as_float_images, check_images, check_labels, evaluate, model_device, paper_attack
-from .checks import check_eps, check_int, check_real
+from .checks import (
+    as_float_images,
+    check_eps,
+    check_images,
+    check_int,
+    check_labels,
+    check_real,
+    model_device,
+    resolve_device,
+)
 from .data import ImageDataset
-from .io import array_digest, atomic_write_bytes, folder_lock, load_json, save_json, user_path
-from .separation import resolve_device
-from .methods import (AT, AUGMENTATIONS, GR, LLR, METHODS, RST, TRADES, Method, Natural, augment_batch,
-                      ce_input_grad, make_method)
+from .evaluation import evaluate, paper_attack
+from .methods import AUGMENTATIONS, augment_batch
+from .storage import array_digest, atomic_write_bytes, folder_lock, load_json, save_json, user_path
 
-__all__ = ["AT", "GR", "LLR", "METHODS", "RST", "RunMismatch", "TRADES", "TrainResult",
-           "Method", "Natural", "augment_batch", "ce_input_grad", "load_checkpoint", "make_method", "train"]
+__all__ = ["Loss", "RunMismatch", "TrainResult", "load_checkpoint", "train"]
 
 _FORMAT = 1
 
@@ -114,11 +120,11 @@ def _augmentation(augment: bool | str | None) -> dict[str, Any] | None:
     return AUGMENTATIONS[name]
 
 
-def _validation_eps(method: Method, val_eps: float | None, has_val: bool) -> float | None:
+def _validation_eps(method: Loss, val_eps: float | None, has_val: bool) -> float | None:
     """The radius validation attacks at: ``val_eps``, else the method's own (one eps per run)."""
     eps = val_eps if val_eps is not None else getattr(method, "eps", None)
     if eps is None and has_val:
-        raise ValueError(f"val_eps is needed to validate a {method.name or type(method).__name__} run "
+        raise ValueError(f"val_eps is needed to validate a {_loss_settings(method)['method']} run "
                          "(the method has no eps of its own)")
     if eps is not None:
         check_eps(eps)
@@ -175,20 +181,22 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 # distributed
 
 
-def _distributed() -> tuple[int, int, torch.device | None]:
-    """(rank, world size, device) under torchrun; (0, 1, None) otherwise."""
+def _distributed() -> tuple[int, int, torch.device | None, bool]:
+    """(rank, world size, device, whether this call opened the process group) under torchrun;
+    (0, 1, None, False) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, None
+        return 0, 1, None, False
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    opened = not dist.is_initialized()
+    if opened:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dev = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    return dist.get_rank(), dist.get_world_size(), dev
+    return dist.get_rank(), dist.get_world_size(), dev, opened
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,7 +209,7 @@ class _Loop:
 
     model: nn.Module
     net: nn.Module  # the model, or its DistributedDataParallel wrapper
-    method: Method
+    method: Loss
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
     dev: torch.device
@@ -294,70 +302,113 @@ def _validate_and_save(loop: _Loop, row: dict[str, Any], val: tuple[torch.Tensor
         save_json(out / "history.json", {"settings": s, "history": loop.history})
 
 
-def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: Method, *, epochs: int,
+class Loss(Protocol):
+    """What :func:`train` trains with: ``loss(model, x, y) -> scalar tensor`` (a method of
+    :mod:`rll_core.methods`, or any callable of that shape), optionally with ``settings() -> dict`` (stored
+    with the run) and an ``eps`` (the radius validation attacks at)."""
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+
+def _loss_settings(loss: Loss) -> dict[str, Any]:
+    """The loss's own ``settings()``, else its name (a plain function's ``__name__``)."""
+    if not callable(loss):
+        raise ValueError(f"method must be a loss callable as method(model, x, y) (see make_method), got "
+                         f"{type(loss).__name__}")
+    settings = getattr(loss, "settings", None)
+    if callable(settings):
+        return dict(settings())
+    return {"method": getattr(loss, "__name__", type(loss).__name__)}
+
+
+def _run_settings(method: Loss, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw: Any) -> dict[str, Any]:
+    """Everything that produced a run (the loss's settings, the loop's, the data's digest, the model's size)."""
+    meta = kw.pop("meta")
+    return {**_loss_settings(method), **kw, "data_digest": array_digest(x.numpy(), y.numpy()),
+            "model_class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
+            **dict(meta or {})}
+
+
+def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: Loss, *, epochs: int,
           batch_size: int = 64, optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.9,
           weight_decay: float = 0.0, milestones: Sequence[int] = (), gamma: float = 0.1,
           augment: bool | str | None = None,
           seed: int = 0, out_dir: str | os.PathLike[str] | None = None,
           val_data: ImageDataset | tuple[Any, Any] | None = None, n_val: int = 500, val_eps: float | None = None,
-          extra_data: ImageDataset | tuple[Any, Any] | None = None, device: str | torch.device | None = None,
+          extra_data: ImageDataset | tuple[Any, Any] | None = None, device: str | torch.device | None = "auto",
           amp: bool = False, channels_last: bool = False, meta: Mapping[str, Any] | None = None,
           progress: bool = True) -> TrainResult:
     """Train ``model`` in place with ``method`` for ``epochs`` epochs (resuming from ``out_dir``).
 
+    ``method``: any :class:`Loss` (``make_method(...)``, or a function ``(model, x, y) -> loss``).
     ``train_data``/``val_data``/``extra_data``: an :class:`ImageDataset` or ``(images, labels)`` with uint8
     pixels or [0, 1] floats, NCHW.  ``extra_data`` (e.g. pseudo-labelled images for RST) adds, to every
     batch, as many extra examples drawn at random.  ``milestones``: epochs after which the LR is multiplied
     by ``gamma``.  ``augment``: ``"crop-flip"`` (or ``True``: random crop after 4 px padding + horizontal
-    flip) or ``"crop8"`` (8 px padding, no flip), on the device.  ``amp``: bf16 autocast;
-    ``channels_last``: NHWC memory format (both for CUDA).  Validation (clean and PGD accuracy at
-    ``val_eps``, default the method's eps; required for a method without one) runs on the first ``n_val``
-    validation points after every epoch and picks ``best.pt``.  ``meta``: extra settings stored with the
-    run (dataset and architecture names, say).  ``out_dir`` is locked while training: a second process
-    is refused with the holder's PID; a folder that already holds more epochs than ``epochs``, or a run
-    with other settings, is refused (nothing is rewritten).
+    flip) or ``"crop8"`` (8 px padding, no flip), on the device.  ``device``: ``"auto"`` (a GPU if torch
+    sees one), a device, or ``None`` (where the model is).  ``amp``: bf16 autocast; ``channels_last``:
+    NHWC memory format.  Validation (clean and PGD accuracy at ``val_eps``, default the method's eps;
+    required for a loss without one) runs on the first ``n_val`` validation points after every epoch and
+    picks ``best.pt``.  ``meta``: extra settings stored with the run.  ``out_dir`` is locked while
+    training (a second process is refused with the holder's PID); a folder that already holds more
+    epochs than ``epochs``, or a run with other settings, is refused (nothing is rewritten).  All random
+    draws come from ``seed``; the caller's global random state is left as it was, and a process group
+    this call opens is closed.
     """
-    if not isinstance(method, Method):
-        raise ValueError(f"method must be a training method (see make_method), got {type(method).__name__}")
-    rank, world, ddp_device = _distributed()
-    _check_settings(epochs, batch_size, lr, milestones, world)
-    aug = _augmentation(augment)
-    eps = _validation_eps(method, val_eps, val_data is not None and n_val > 0)
-    x, y = _as_tensors(train_data, "train_data")
-    val = _as_tensors(val_data, "val_data") if val_data is not None else None
-    extra = _as_tensors(extra_data, "extra_data") if extra_data is not None else None
-    dev = ddp_device if ddp_device is not None else resolve_device(device) if device is not None else model_device(model)
-    settings = {
-        **method.settings(), "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
-        "momentum": momentum, "weight_decay": weight_decay, "milestones": list(milestones), "gamma": gamma,
-        "augment": augment if isinstance(augment, str) else ("crop-flip" if augment else None), "seed": seed,
-        "n_train": len(x), "n_extra": len(extra[0]) if extra else 0,
-        "n_val": min(n_val, len(val[0])) if val else 0, "val_eps": eps, "amp": amp, "world_size": world,
-        "data_digest": array_digest(x.numpy(), y.numpy()), "model_class": type(model).__name__,
-        "parameters": sum(p.numel() for p in model.parameters()), **dict(meta or {}),
-    }
-    out = user_path(out_dir) if out_dir is not None else None
-    with folder_lock(out) if out is not None and rank == 0 else contextlib.nullcontext():
-        if out is not None:
-            _check_run_dir(out, settings)
-        model.to(dev)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        opt = _optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
-        net: nn.Module = model
-        if world > 1:
-            net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        loop = _Loop(model, net, method, opt, torch.optim.lr_scheduler.MultiStepLR(opt, list(milestones), gamma),
-                     dev, settings, out, rank, world)
-        torch.manual_seed(seed)
-        start = _resume(loop, epochs)
-        if out is not None and rank == 0:
-            save_json(out / "settings.json", settings)
-        for epoch in range(start, epochs + 1):
-            row = _run_epoch(loop, x, y, extra, epoch, epochs, batch_size, aug, amp, channels_last, progress)
-            _validate_and_save(loop, row, val, n_val, eps)
-            if progress and rank == 0:
-                extra_txt = "".join(f", {k} {row[k]:.3f}" for k in ("val_accuracy", "val_pgd_accuracy") if k in row)
-                print(f"epoch {epoch}/{epochs}: loss {row['loss']:.4f}{extra_txt} ({row['seconds']:.1f} s)",
-                      flush=True)
+    _loss_settings(method)  # refuses a non-callable before any work
+    rank, world, ddp_device, opened = _distributed()
+    try:
+        _check_settings(epochs, batch_size, lr, milestones, world)
+        aug = _augmentation(augment)
+        eps = _validation_eps(method, val_eps, val_data is not None and n_val > 0)
+        x, y = _as_tensors(train_data, "train_data")
+        val = _as_tensors(val_data, "val_data") if val_data is not None else None
+        extra = _as_tensors(extra_data, "extra_data") if extra_data is not None else None
+        dev = ddp_device or (resolve_device(device) if device is not None else model_device(model))
+        settings = _run_settings(
+            method, model, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
+            weight_decay=weight_decay, milestones=list(milestones), gamma=gamma,
+            augment=augment if isinstance(augment, str) else ("crop-flip" if augment else None), seed=seed,
+            n_train=len(x), n_extra=len(extra[0]) if extra else 0, n_val=min(n_val, len(val[0])) if val else 0,
+            val_eps=eps, amp=amp, world_size=world, meta=meta)
+        out = user_path(out_dir) if out_dir is not None else None
+        with folder_lock(out) if out is not None and rank == 0 else contextlib.nullcontext(), \
+                torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            loop = _start(model, method, settings, out, dev, rank, world, channels_last)
+            start = _resume(loop, epochs)
+            if out is not None and rank == 0:
+                save_json(out / "settings.json", settings)
+            for epoch in range(start, epochs + 1):
+                row = _run_epoch(loop, x, y, extra, epoch, epochs, batch_size, aug, amp, channels_last, progress)
+                _validate_and_save(loop, row, val, n_val, eps)
+                _report(row, epochs, progress and rank == 0)
+    finally:
+        if opened:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     return TrainResult(loop.history, loop.best[1] if loop.best else None, out, settings)
+
+
+def _start(model: nn.Module, method: Loss, settings: dict[str, Any], out: Path | None, dev: torch.device,
+           rank: int, world: int, channels_last: bool) -> _Loop:
+    """Check the folder, place the model, make the optimizer and schedule, seed the random stream."""
+    if out is not None:
+        _check_run_dir(out, settings)
+    model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    opt = _optimizer(settings["optimizer"], model.parameters(), settings["lr"], settings["momentum"],
+                     settings["weight_decay"])
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, settings["milestones"], settings["gamma"])
+    torch.manual_seed(settings["seed"])
+    return _Loop(model, net, method, opt, sched, dev, settings, out, rank, world)
+
+
+def _report(row: Mapping[str, Any], epochs: int, show: bool) -> None:
+    if show:
+        extra_txt = "".join(f", {k} {row[k]:.3f}" for k in ("val_accuracy", "val_pgd_accuracy") if k in row)
+        print(f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}{extra_txt} ({row['seconds']:.1f} s)", flush=True)

@@ -121,12 +121,12 @@ def methods_explorer(rows: Sequence[Mapping[str, Any]]) -> Any:
     def redraw(*_: Any) -> None:
         xs = np.array([r[xw.value] for r in rows], float)
         ys = np.array([r[yw.value] for r in rows], float)
-        box.state = {"x": xw.value, "y": yw.value, "points": list(zip(xs.tolist(), ys.tolist()))}
+        box.state = {"x": xw.value, "y": yw.value, "points": list(zip(xs.tolist(), ys.tolist(), strict=True))}
         with out:
             out.clear_output(wait=True)
             fig, ax = plt.subplots(figsize=(5.5, 3.8))
             ax.scatter(xs, ys)
-            for r, a, b in zip(rows, xs, ys):
+            for r, a, b in zip(rows, xs, ys, strict=True):
                 ax.annotate(str(r.get("label", r.get("method"))), (a, b), xytext=(4, 3), textcoords="offset points",
                             fontsize=8)
             ax.set_xlabel(xw.value.replace("_", " "))

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from rll_core.attacks import AttackSpec, evaluate, multi_targeted, paper_attack, pgd, predict
+from rll_core.attacks import multi_targeted, pgd, predict
+from rll_core.evaluation import evaluate, paper_attack
 
 from .conftest import requires_cuda
 
@@ -169,7 +170,7 @@ def test_pgd_restarts_keep_the_first_success():
 
 def test_pgd_agrees_with_art(fmnist_small_model):
     """Robust accuracy of a trained Fashion-MNIST CNN under our PGD and ART's, same settings: within a point."""
-    art = pytest.importorskip("art")
+    pytest.importorskip("art")
     from art.attacks.evasion import ProjectedGradientDescentPyTorch
     from art.estimators.classification import PyTorchClassifier
 
@@ -187,7 +188,6 @@ def test_pgd_agrees_with_art(fmnist_small_model):
     ours_robust = int(ours.correct["pgd"].sum())
     assert abs(art_robust - ours_robust) <= 5, (art_robust, ours_robust)  # within 1 % of the 500 points
     assert ours.adversarial_accuracy["pgd"] < ours.clean_accuracy - 0.2  # the attack does something
-    assert art.__version__
 
 
 @pytest.mark.gpu

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import pickle
 import signal
@@ -16,12 +15,13 @@ import pytest
 import torch
 from torch import nn
 
+from rll_core.checks import resolve_device
 from rll_core.cli import build_parser, main
 from rll_core.data import DataError, install_mnist, load_dataset, load_fashion_mnist, load_train_test
-from rll_core.io import CorruptFile, FolderBusy, folder_lock, load_json, lock_file
 from rll_core.methods import Natural
 from rll_core.runs import evaluate_run, load_run, train_run
-from rll_core.separation import nearest_other_class, resolve_device
+from rll_core.separation import nearest_other_class
+from rll_core.storage import CorruptFile, FolderBusy, folder_lock, load_json, lock_file
 from rll_core.training import train
 
 
@@ -52,7 +52,7 @@ def test_a_lock_held_by_another_process_is_refused_and_freed_when_it_dies(tmp_pa
     run = tmp_path / "run"
     code = textwrap.dedent(f"""
         import sys, time
-        from rll_core.io import folder_lock
+        from rll_core.storage import folder_lock
         with folder_lock({str(run)!r}):
             print("locked", flush=True)
             time.sleep(60)
@@ -89,7 +89,7 @@ def test_a_corrupt_cache_is_set_aside_and_recomputed(tmp_path, capsys):
     (npz,) = tmp_path.glob("nearest-*[0-9a-f].npz")
     npz.write_bytes(npz.read_bytes()[:40])  # truncated
     again = nearest_other_class(x, y, cache_dir=tmp_path)
-    assert np.array_equal(again.distance, first.distance) and np.array_equal(again.index, first.index)
+    assert np.array_equal(again.raw_distance, first.raw_distance) and np.array_equal(again.index, first.index)
     err = capsys.readouterr().err
     assert "corrupt" in err and npz.name in err and len(err.strip().splitlines()) == 1
     assert list(tmp_path.glob("*.corrupt*"))
@@ -161,7 +161,7 @@ def _write_idx(path, arr):
 def _own_idx(folder, n=(30, 10)):
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for prefix, count in zip(("train", "t10k"), n):
+    for prefix, count in zip(("train", "t10k"), n, strict=True):
         _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 28, 28), dtype=np.uint8))
         _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count).astype(np.uint8))
     return folder

@@ -42,7 +42,7 @@ def test_cnn001_equals_the_reference_cnn001_with_copied_weights():
     convs = [mod for mod in m.modules() if isinstance(mod, nn.Conv2d)]
     fcs = [mod for mod in m.modules() if isinstance(mod, nn.Linear)]
     w = {}
-    for name, mod in zip(("conv1", "conv2", "fc1", "fc2"), convs + fcs):
+    for name, mod in zip(("conv1", "conv2", "fc1", "fc2"), convs + fcs, strict=True):
         w[f"{name}.weight"], w[f"{name}.bias"] = mod.weight.detach().clone(), mod.bias.detach().clone()
     # biases shifted negative so that a ReLU after conv2 would clip many activations (and change logits)
     w["conv2.bias"] -= 0.5

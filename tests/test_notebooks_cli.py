@@ -77,7 +77,7 @@ def test_theory_notebook_runs_headless(tmp_path, mnist):
         p.name for p in figs.iterdir()}
     lines = (figs / "theory_astuteness_mnist.csv").read_text().splitlines()
     header = lines[0].split(",")
-    rows = [dict(zip(header, map(float, line.split(",")))) for line in lines[1:]]
+    rows = [dict(zip(header, map(float, line.split(",")), strict=True)) for line in lines[1:]]
     text = _texts(nb)
     r = float(text.split(", r = ")[1].split(",")[0])
     for row in rows:  # the theorem on the training subset, and the bracket everywhere

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from rll_core import paper
-from rll_core.attacks import AttackSpec, evaluate, paper_attack, pgd
+from rll_core.attacks import pgd
 from rll_core.cli import main
+from rll_core.evaluation import AttackSpec, evaluate, paper_attack
 from rll_core.lipschitz import local_lipschitz
 from rll_core.methods import AT, GR, LLR, TRADES, make_method
 from rll_core.models import build_model
@@ -205,7 +206,7 @@ def _reference_procedure_per_example(model, x, eps, step, steps, noise):
         z = xi + 0.001 * noise[i:i + 1]
         fx = model(xi).detach()
 
-        def ratio(z):
+        def ratio(z, fx=fx, xi=xi):
             return (fx - model(z)).abs().sum() / (xi - z + 1e-6).abs().max()
 
         for _ in range(steps):
@@ -245,7 +246,7 @@ def test_two_cli_runs_with_one_seed_are_bit_identical(tmp_path, mnist):
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         for k in sa:
             assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])), k
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a["history"]]

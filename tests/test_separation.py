@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import rll_core._kernels as K
+from rll_core.checks import resolve_device
 from rll_core.data import ImageDataset
-from rll_core.separation import measure_separation, nearest_other_class, resolve_device, summarize
+from rll_core.separation import measure_separation, nearest_other_class, summarize
 
 from .conftest import brute_nearest_other, has_cuda, requires_cuda
 
@@ -46,7 +47,7 @@ def test_test_train_matches_bruteforce(case, dtype, backend):
     res = nearest_other_class(q, qy, r, ry, backend=backend)
     d_ref, i_ref = brute_nearest_other(q, qy, r, ry)
     scale = 255.0 if dtype == "uint8" else 1.0
-    np.testing.assert_array_equal(res.distance.astype(np.float64), d_ref)
+    np.testing.assert_array_equal(res.raw_distance.astype(np.float64), d_ref)
     np.testing.assert_array_equal(res.index, i_ref)
     np.testing.assert_array_equal(res.dist, d_ref / scale)
 
@@ -58,7 +59,7 @@ def test_train_train_matches_bruteforce(case, backend):
     y[: case[3]] = np.arange(case[3])
     res = nearest_other_class(x, y, backend=backend)
     d_ref, i_ref = brute_nearest_other(x, y, x, y)
-    np.testing.assert_array_equal(res.distance, d_ref)
+    np.testing.assert_array_equal(res.raw_distance, d_ref)
     np.testing.assert_array_equal(res.index, i_ref)
     assert (y[res.index] != y).all()
 
@@ -68,7 +69,7 @@ def test_image_shaped_input_and_torch_tensors():
     a = nearest_other_class(torch.from_numpy(q.reshape(20, 2, 4, 4)), torch.from_numpy(qy),
                             r.reshape(50, 2, 4, 4), ry)
     d_ref, i_ref = brute_nearest_other(q, qy, r, ry)
-    np.testing.assert_array_equal(a.distance, d_ref)
+    np.testing.assert_array_equal(a.raw_distance, d_ref)
     np.testing.assert_array_equal(a.index, i_ref)
 
 
@@ -80,10 +81,10 @@ def test_class_with_one_point_and_duplicates():
     x[6] = x[7]  # the same image twice in class 0: must not count
     res = nearest_other_class(x, y)
     d_ref, i_ref = brute_nearest_other(x, y, x, y)
-    np.testing.assert_array_equal(res.distance, d_ref)
+    np.testing.assert_array_equal(res.raw_distance, d_ref)
     np.testing.assert_array_equal(res.index, i_ref)
-    assert res.distance[5] == 0 and res.index[5] == 20 and res.distance[20] == 0
-    assert res.distance[6] > 0
+    assert res.raw_distance[5] == 0 and res.index[5] == 20 and res.raw_distance[20] == 0
+    assert res.raw_distance[6] > 0
 
 
 def test_query_equal_to_reference_point():
@@ -93,8 +94,8 @@ def test_query_equal_to_reference_point():
     q = r[[3, 10]].copy()
     qy = np.array([ry[3], (ry[10] + 1) % 4])  # first: same class as its copy, second: another class
     res = nearest_other_class(q, qy, r, ry)
-    assert res.distance[0] > 0 and ry[res.index[0]] != qy[0]
-    assert res.distance[1] == 0 and res.index[1] == 10
+    assert res.raw_distance[0] > 0 and ry[res.index[0]] != qy[0]
+    assert res.raw_distance[1] == 0 and res.index[1] == 10
 
 
 def test_ties_resolve_to_smallest_index():
@@ -102,7 +103,7 @@ def test_ties_resolve_to_smallest_index():
     ry = np.array([0, 1, 1, 1, 1])
     q = np.array([[0], [0]], dtype=np.uint8)
     res = nearest_other_class(q, np.array([0, 0]), r, ry)
-    np.testing.assert_array_equal(res.distance, [5, 5])
+    np.testing.assert_array_equal(res.raw_distance, [5, 5])
     np.testing.assert_array_equal(res.index, [1, 1])
     torch_res = nearest_other_class(q, np.array([0, 0]), r, ry, backend="torch")
     np.testing.assert_array_equal(torch_res.index, [1, 1])
@@ -115,10 +116,10 @@ def test_chunk_size_does_not_change_results(chunk):
     d_self, i_self = brute_nearest_other(r, ry, r, ry)
     for backend in ("numba", "torch"):
         res = nearest_other_class(q, qy, r, ry, backend=backend, query_chunk=chunk)
-        np.testing.assert_array_equal(res.distance, d_ref)
+        np.testing.assert_array_equal(res.raw_distance, d_ref)
         np.testing.assert_array_equal(res.index, i_ref)
         self_res = nearest_other_class(r, ry, backend=backend, query_chunk=chunk)  # train-train
-        np.testing.assert_array_equal(self_res.distance, d_self)
+        np.testing.assert_array_equal(self_res.raw_distance, d_self)
         np.testing.assert_array_equal(self_res.index, i_self)
 
 
@@ -156,15 +157,15 @@ def test_bad_inputs_give_clear_errors():
     y = np.array([0, 1, 0, 1, 0])
     with pytest.raises(ValueError, match=r"labels must have shape \(5,\)"):
         nearest_other_class(x, y[:4])
-    with pytest.raises(TypeError, match="uint8 .* or float32/float64, got int32"):
+    with pytest.raises(ValueError, match="uint8 .* or float32/float64, got int32"):
         nearest_other_class(x.astype(np.int32), y)
-    with pytest.raises(TypeError, match="labels must be integers"):
+    with pytest.raises(ValueError, match="labels must be integers"):
         nearest_other_class(x, y.astype(np.float32))
     with pytest.raises(ValueError, match="single class"):
         nearest_other_class(x, np.zeros(5, np.int64))
     with pytest.raises(ValueError, match="features per point"):
         nearest_other_class(x, y, np.zeros((3, 5), np.uint8), np.array([0, 1, 1]))
-    with pytest.raises(TypeError, match="same dtype"):
+    with pytest.raises(ValueError, match="same dtype"):
         nearest_other_class(x, y, np.zeros((3, 4), np.float32), np.array([0, 1, 1]))
     with pytest.raises(ValueError, match="shape \\(N, D\\)"):
         nearest_other_class(np.zeros(5, np.uint8), y)
@@ -182,7 +183,7 @@ def test_single_class_refs_allowed_for_other_class_queries():
     r = np.arange(12, dtype=np.uint8).reshape(4, 3)
     q = np.array([[0, 0, 0]], np.uint8)
     res = nearest_other_class(q, np.array([1]), r, np.zeros(4, np.int64))
-    assert res.distance[0] == 2 and res.index[0] == 0
+    assert res.raw_distance[0] == 2 and res.index[0] == 0
 
 
 @pytest.mark.skipif(has_cuda, reason="checks the error raised without a GPU")
@@ -206,7 +207,7 @@ def test_gpu_matches_cpu_bit_for_bit(backend, fmnist):
     for q, qy, r, ry in ((te.flat(), te.labels, tr.flat(), tr.labels), (tr.flat(), tr.labels, None, None)):
         cpu = nearest_other_class(q, qy, r, ry, device="cpu")
         gpu = nearest_other_class(q, qy, r, ry, device="cuda", backend=backend)
-        np.testing.assert_array_equal(cpu.distance, gpu.distance)
+        np.testing.assert_array_equal(cpu.raw_distance, gpu.raw_distance)
         np.testing.assert_array_equal(cpu.index, gpu.index)
 
 
@@ -242,7 +243,7 @@ def test_triton_kernel_in_interpreter_matches_bruteforce(tmp_path):
         x = rng.integers(0, 4, (70, 9), dtype=np.uint8); y = rng.integers(0, 3, 70)
         res = nearest_other_class(x, y, backend="triton", query_chunk=30)
         d_ref, i_ref = brute_nearest_other(x, y, x, y)
-        assert (res.distance == d_ref).all() and (res.index == i_ref).all()
+        assert (res.raw_distance == d_ref).all() and (res.index == i_ref).all()
         print("TRITON-INTERPRETER-OK")
         """
     )
@@ -259,7 +260,7 @@ def test_triton_on_cpu_without_interpreter_is_refused(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
         nearest_other_class(np.zeros((2, 2), np.uint8), np.array([0, 1]), backend="triton", device="cpu")
-    with pytest.raises(TypeError, match="uint8"):
+    with pytest.raises(ValueError, match="uint8"):
         nearest_other_class(np.zeros((2, 2), np.float32), np.array([0, 1]), backend="triton", device="cpu")
 
 
@@ -294,7 +295,7 @@ def test_cache_makes_rerun_instant_and_resume_continues(tmp_path, monkeypatch):
     interrupt_at[0] = -1
     res = nearest_other_class(q, qy, r, ry, cache_dir=tmp_path, query_chunk=30)
     assert calls == [30, 10], "the resumed run must start at the first unfinished chunk"
-    np.testing.assert_array_equal(res.distance, d_ref)
+    np.testing.assert_array_equal(res.raw_distance, d_ref)
     np.testing.assert_array_equal(res.index, i_ref)
     assert not list(tmp_path.glob("*.partial.npz"))
     assert len(list(tmp_path.glob("nearest-*.json"))) == 1

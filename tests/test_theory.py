@@ -8,8 +8,14 @@ import torch
 
 from rll_core.attacks import pgd
 from rll_core.lipschitz import local_lipschitz
-from rll_core.theory import (LipschitzClassifier, astuteness, lipschitz_ratio_inf, max_lipschitz_ratio,
-                             nearest_two_classes, per_class_nearest)
+from rll_core.theory import (
+    LipschitzClassifier,
+    astuteness,
+    lipschitz_ratio_inf,
+    max_lipschitz_ratio,
+    nearest_two_classes,
+    per_class_nearest,
+)
 
 
 def brute_per_class(q, r, ry):
@@ -47,7 +53,7 @@ def test_per_class_nearest_matches_brute_force(n_classes, dtype):
     np.testing.assert_array_equal(top.index, np.take_along_axis(i, order[:, :2], 1))
     # the one-pass top-2 kernel agrees with the full table bit for bit (ties included)
     fast = nearest_two_classes(q, r, ry, query_chunk=7)
-    for f in ("distance", "index", "label"):
+    for f in ("raw_distance", "index", "label"):
         np.testing.assert_array_equal(getattr(fast, f), getattr(top, f))
 
 
@@ -78,18 +84,18 @@ def test_per_class_nearest_backends_agree_and_bad_input():
     g = np.random.default_rng(1)
     r, ry, q = g.integers(0, 256, (150, 12), dtype=np.uint8), g.integers(0, 4, 150), g.integers(0, 256, (20, 12), dtype=np.uint8)
     a, b = per_class_nearest(q, None, r, ry, backend="numba"), per_class_nearest(q, None, r, ry, backend="torch")
-    assert np.array_equal(a.distance, b.distance) and np.array_equal(a.index, b.index)
+    assert np.array_equal(a.raw_distance, b.raw_distance) and np.array_equal(a.index, b.index)
     with pytest.raises(ValueError, match="single class"):
         per_class_nearest(q, None, r, np.zeros(150, np.int64))
     with pytest.raises(ValueError, match="features"):
         per_class_nearest(q[:, :5], None, r, ry)
-    with pytest.raises(TypeError, match="dtype"):
+    with pytest.raises(ValueError, match="dtype"):
         per_class_nearest(q.astype(np.float32), None, r, ry)
     with pytest.raises(ValueError, match="single class"):
         nearest_two_classes(q, r, np.zeros(150, np.int64))
     # labels need not be 0..C-1
     t = nearest_two_classes(q, r, ry * 10 + 3)
-    assert np.array_equal(t.label, a.top2().label * 10 + 3) and np.array_equal(t.distance, a.top2().distance)
+    assert np.array_equal(t.label, a.top2().label * 10 + 3) and np.array_equal(t.raw_distance, a.top2().raw_distance)
 
 
 def _separated(seed=0, n=30, r=0.1):

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from rll_core.io import array_digest, atomic_write_bytes, load_npz, save_json, save_npz, save_table
 from rll_core.plotting import histogram_edges, save_figure
+from rll_core.storage import array_digest, atomic_write_bytes, load_npz, save_json, save_npz, save_table
 
 
 def test_atomic_write_leaves_no_temp_files_and_replaces(tmp_path):

@@ -1,0 +1,143 @@
+"""Dataset-level robust accuracy: the paper's evaluation attacks by name, and :func:`evaluate`.
+
+* :class:`AttackSpec` - an attack's full settings (checked at construction: unknown names, eps outside
+  [0, 1] and bad step counts are refused), stored beside every number it produced.
+* :func:`paper_attack` - the paper's setting of an attack at a radius (PGD-10, multi-targeted 20 steps per
+  target, each step 2 eps / steps).
+* :func:`evaluate` - clean accuracy and accuracy under each attack over a dataset, in batches, with the
+  per-example verdicts.  The attacks themselves are plain functions in :mod:`rll_core.attacks`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .attacks import multi_targeted, num_classes_of, pgd, predict
+from .checks import as_float_images, check_eps, check_images, check_int, check_labels, model_device
+from .paper import step_size as paper_step_size
+
+__all__ = ["ATTACKS", "AttackSpec", "EvalResult", "evaluate", "paper_attack"]
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """An attack's full settings, stored beside every number it produced."""
+
+    name: str
+    eps: float
+    steps: int
+    step_size: float
+    restarts: int = 1
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        if self.name not in ATTACKS:
+            raise ValueError(f"unknown attack {self.name!r}; valid: {', '.join(ATTACKS)}")
+        check_eps(self.eps, self.step_size, self.steps)
+        check_int("restarts", self.restarts)
+        if self.name != "pgd" and self.restarts != 1:
+            raise ValueError(f"restarts apply to pgd only, got {self.restarts} for {self.name!r}")
+        # plain Python numbers, so the settings stored beside a result are JSON and compare equal
+        for k in ("eps", "step_size"):
+            object.__setattr__(self, k, float(getattr(self, k)))
+        for k in ("steps", "restarts"):
+            object.__setattr__(self, k, int(getattr(self, k)))
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+            generator: torch.Generator | None) -> torch.Tensor:
+        if self.name == "pgd":
+            return pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
+                       random_start=self.random_start, restarts=self.restarts, generator=generator)
+        return multi_targeted(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
+                              random_start=self.random_start, generator=generator)
+
+
+#: The paper's evaluation attacks and their step counts: PGD-10 and multi-targeted 20 steps per target, each
+#: step 2 eps / steps (:func:`rll_core.paper.step_size`).
+ATTACKS: dict[str, int] = {"pgd": 10, "multitarget": 20}
+
+
+def paper_attack(name: str, eps: float, **overrides: Any) -> AttackSpec:
+    """The paper's setting of attack ``name`` at radius ``eps`` (fields overridable)."""
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
+    check_eps(eps)
+    bad = set(overrides) - set(AttackSpec.__dataclass_fields__) - {"name"}
+    if bad:
+        raise ValueError(f"unknown attack settings {sorted(bad)}; valid: steps, step_size, restarts, random_start")
+    steps = overrides.pop("steps", ATTACKS[name])
+    check_eps(eps, None, steps)
+    step_size = overrides.pop("step_size", None)
+    if step_size is None:
+        step_size = paper_step_size(eps, steps)
+    return AttackSpec(name, float(eps), steps, step_size, **overrides)
+
+
+@dataclass
+class EvalResult:
+    """Clean and adversarial accuracy of one model on one set, with the settings that produced them."""
+
+    n: int
+    clean_accuracy: float
+    adversarial_accuracy: dict[str, float]
+    attacks: dict[str, dict[str, Any]]
+    seed: int
+    seconds: float
+    correct: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (per-example verdicts left out)."""
+        d = asdict(self)
+        d.pop("correct")
+        return d
+
+
+def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *, eps: float,
+             attacks: Sequence[str | AttackSpec] = ("pgd", "multitarget"), batch_size: int = 256,
+             seed: int = 0, progress: bool = True) -> EvalResult:
+    """Clean accuracy and accuracy under each attack on ``(x, y)``, in batches on the model's device.
+
+    ``x``: images in [0, 1] (or uint8 pixels, divided by 255), ``y`` integer labels.  ``attacks``
+    names (the paper's settings at ``eps``, see :data:`ATTACKS`) or :class:`AttackSpec` objects.
+    The random starts come from one generator seeded with ``seed``, so the result is reproducible.
+    Points the model already misclassifies count as not robust and are not attacked.
+    """
+    from .progress import progress_bar as tqdm
+
+    check_eps(eps)
+    if isinstance(attacks, str):
+        raise ValueError(f"attacks must be a sequence of names, got the string {attacks!r}; write ({attacks!r},)")
+    specs = [a if isinstance(a, AttackSpec) else paper_attack(a, eps) for a in attacks]
+    if len({s.name for s in specs}) != len(specs):
+        raise ValueError("each attack may appear once")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    xt, yt = as_float_images(x), torch.as_tensor(y)
+    check_images(xt)
+    dev = model_device(model)
+    check_labels(yt, len(xt), num_classes_of(model, xt[:1].to(dev)))
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    correct: dict[str, list[torch.Tensor]] = {"clean": [], **{s.name: [] for s in specs}}
+    t0 = time.perf_counter()
+    for s in tqdm(range(0, len(xt), batch_size), desc="evaluate", disable=not progress, unit="batch"):
+        xb, yb = xt[s:s + batch_size].to(dev), yt[s:s + batch_size].to(dev).long()
+        ok = predict(model, xb) == yb
+        correct["clean"].append(ok.cpu())
+        for spec in specs:  # a misclassified point is not robust: only the correct ones are attacked
+            robust = ok.clone()
+            if bool(ok.any()):
+                robust[ok] = predict(model, spec.run(model, xb[ok], yb[ok], gen)) == yb[ok]
+            correct[spec.name].append(robust.cpu())
+    verdicts = {k: torch.cat(v).numpy() for k, v in correct.items()}
+    return EvalResult(
+        n=len(xt), clean_accuracy=float(verdicts["clean"].mean()),
+        adversarial_accuracy={s.name: float(verdicts[s.name].mean()) for s in specs},
+        attacks={s.name: asdict(s) for s in specs}, seed=seed, seconds=time.perf_counter() - t0,
+        correct=verdicts)
