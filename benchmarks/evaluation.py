@@ -1,17 +1,31 @@
-"""Benchmark: attack and Lipschitz-estimate throughput of rll_core against a plain PyTorch loop.
+"""Benchmark: attack and Lipschitz-estimate throughput of rll_core against a minimal loop and other libraries.
 
-The baseline is PGD written the common way: ``x.requires_grad_()``, ``loss.backward()`` (which also
-fills the parameters' ``.grad``), ``model.zero_grad()`` each step, the model left in eval mode.  The
-multi-targeted and Lipschitz baselines are the same loop with their own objective.  Every row runs on
-the same images in the same process; the ratio column is rll's images/s over the baseline's.
+Every row attacks the same images with the same trained weights (cnn001, one seeded epoch on 4,000
+Fashion-MNIST images; random images if the data is missing) in the same process.  Each case is run once
+to warm up, then ``--rounds`` times with the cases interleaved round by round (so a slow spell of the
+machine hits every case alike); the table prints the median images/s and each case's ratio to the
+minimal loop of the same batch size and precision.
 
-    python benchmarks/evaluation.py                # CPU (and CUDA when present)
-    python benchmarks/evaluation.py --n 256 --devices cpu
+* ``minimal``: the least a PGD can do in PyTorch: gradients with respect to the input only
+  (``torch.autograd.grad``), the step and the projection in place against bounds computed once, no
+  checks, no verdict forward.  The multi-targeted and Lipschitz minima are the same loop on their
+  objective (the Lipschitz one records the ratio at every iterate, as rll does).
+* ``rll``: :func:`rll_core.attacks.pgd` / ``multi_targeted`` as :func:`rll_core.evaluation.evaluate` calls
+  them (inputs checked once per set, the multi-targeted attack stopping at a point's first success),
+  and :func:`rll_core.lipschitz.local_lipschitz`.
+* ``torchattacks`` (3.5.1, ``pip install --no-deps torchattacks``) and ART's ``ProjectedGradientDescent``
+  PGD rows, when importable.
+* bf16: the same calls under ``torch.autocast(<device>, bfloat16)``.
+
+    python benchmarks/evaluation.py                      # CPU (and CUDA when present)
+    python benchmarks/evaluation.py --n 512 --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -23,106 +37,180 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rll_core.attacks import multi_targeted, pgd  # noqa: E402
+from rll_core.attacks import box, multi_targeted, pgd  # noqa: E402
 from rll_core.data import DataError, load_fashion_mnist  # noqa: E402
 from rll_core.lipschitz import local_lipschitz  # noqa: E402
 from rll_core.models import build_model  # noqa: E402
 
+EPS = 0.1
 
-def plain_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: float, steps: int,
-              objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """PGD the way most scripts write it (backward through the parameters too)."""
-    model.eval()
-    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+
+def minimal_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: float, steps: int,
+                objective: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """The leanest PGD: input-only gradients, in-place step and clamp against precomputed bounds."""
+    lo, hi = box(x, eps)
+    z = torch.clamp(x + torch.empty_like(x).uniform_(-eps, eps), lo, hi)
     for _ in range(steps):
-        x_adv.requires_grad_(True)
-        out = model(x_adv)
-        loss = F.cross_entropy(out, y) if objective is None else objective(out, x_adv)
-        model.zero_grad()
-        loss.backward()
-        with torch.no_grad():
-            x_adv = x_adv + step * x_adv.grad.sign()
-            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
-    return x_adv.detach()
+        zg = z.detach().requires_grad_(True)
+        out = model(zg)
+        loss = F.cross_entropy(out, y, reduction="sum") if objective is None else objective(out)
+        (g,) = torch.autograd.grad(loss, zg)
+        z.add_(g.sign_(), alpha=step)
+        torch.clamp(z, lo, hi, out=z)
+    return z
 
 
-def plain_multitarget(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: float,
-                      steps: int, k: int) -> torch.Tensor:
+def minimal_multitarget(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: float,
+                        steps: int, k: int) -> torch.Tensor:
     best = x.clone()
+    alive = torch.ones(len(x), dtype=torch.bool)
     for shift in range(1, k):
-        t = (y + shift) % k
-        xa = plain_pgd(model, x, y, eps, step, steps,
-                       lambda out, _, t=t: (out.gather(1, t[:, None]) - out.gather(1, y[:, None])).sum())
+        idx = alive.nonzero()[:, 0]
+        if len(idx) == 0:
+            break
+        xa, ya = x[idx], y[idx]
+        t = (ya + shift) % k
+        z = minimal_pgd(model, xa, ya, eps, step, steps,
+                        lambda out, t=t, ya=ya: (out.gather(1, t[:, None]) - out.gather(1, ya[:, None])).sum())
         with torch.no_grad():
-            fooled = model(xa).argmax(1) != y
-        best[fooled] = xa[fooled]
+            fooled = model(z).argmax(1) != ya
+        best[idx[fooled]] = z[fooled]
+        alive[idx[fooled]] = False
     return best
 
 
-def plain_lipschitz(model: nn.Module, x: torch.Tensor, eps: float, step: float, steps: int) -> torch.Tensor:
+def minimal_lipschitz(model: nn.Module, x: torch.Tensor, eps: float, step: float, steps: int) -> torch.Tensor:
     with torch.no_grad():
         fx = model(x)
-    plain_pgd(model, x, torch.zeros(len(x), dtype=torch.long, device=x.device), eps, step, steps,
-              lambda out, _: (out - fx).abs().sum())
-    return fx
+    lo, hi = box(x, eps)
+    z = torch.clamp(x + 0.001 * torch.randn_like(x), lo, hi)
+    best = torch.zeros(len(x))
+    for _ in range(steps):
+        zg = z.detach().requires_grad_(True)
+        fz = model(zg)
+        (g,) = torch.autograd.grad((fz - fx).abs().sum(), zg)
+        ratio = (fz.detach() - fx).abs().sum(1) / (z - x).flatten(1).abs().amax(1).clamp_min(1e-12)
+        best = torch.maximum(best, ratio)
+        z.add_(g.sign_(), alpha=step)
+        torch.clamp(z, lo, hi, out=z)
+    return best
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        fn()  # warm-up (allocator, kernels)
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
+def trained_model(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
+    """cnn001 after one seeded Adam epoch on the data (trained weights: attacks behave as on real models)."""
+    torch.manual_seed(0)
+    model = build_model("cnn001", in_channels=1, num_classes=10, image_size=28)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for s in range(0, len(x), 64):
+        opt.zero_grad()
+        F.cross_entropy(model(x[s:s + 64]), y[s:s + 64]).backward()
+        opt.step()
+    return model.eval()
 
 
-def workloads(n: int) -> list[tuple[str, str, torch.Tensor, torch.Tensor, float]]:
+def load(n: int) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     try:
-        ds = load_fashion_mnist(split="test").subset(n, seed=0)
-        x28, y28, src = torch.from_numpy(ds.float_images()), torch.from_numpy(ds.labels), "Fashion-MNIST"
+        tr, te = load_fashion_mnist(split="train").subset(4000, seed=1), load_fashion_mnist(split="test").subset(n, 0)
+        return ("Fashion-MNIST", torch.from_numpy(tr.float_images()), torch.from_numpy(tr.labels),
+                torch.from_numpy(te.float_images()), torch.from_numpy(te.labels))
     except DataError:
         g = torch.Generator().manual_seed(0)
-        x28, y28, src = torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g), "random"
-    g = torch.Generator().manual_seed(1)
-    m = max(8, n // 16)
-    x32, y32 = torch.rand(m, 3, 32, 32, generator=g), torch.randint(0, 10, (m,), generator=g)
-    return [("cnn001", f"{src} 28x28", x28, y28, 0.1), ("wrn-16-4", "random 32x32x3", x32, y32, 0.031)]
+        return ("random", torch.rand(4000, 1, 28, 28, generator=g), torch.randint(0, 10, (4000,), generator=g),
+                torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
 
 
-def _tasks(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-           eps: float) -> list[tuple[str, Callable[[], object], Callable[[], object]]]:
-    """(task, rll's call, the plain loop's call) on one model and batch."""
-    return [
-        ("PGD-10", lambda: pgd(model, x, y, eps=eps, step_size=eps / 5, steps=10),
-         lambda: plain_pgd(model, x, y, eps, eps / 5, 10)),
-        ("multi-targeted 9x20", lambda: multi_targeted(model, x, y, eps=eps, step_size=eps / 10, steps=20),
-         lambda: plain_multitarget(model, x, y, eps, eps / 10, 20, 10)),
-        ("Lipschitz 10 steps", lambda: local_lipschitz(model, x, eps=eps, steps=10),
-         lambda: plain_lipschitz(model, x, eps, eps / 5, 10)),
-    ]
+def batched(fn: Callable[[torch.Tensor, torch.Tensor], object], x: torch.Tensor, y: torch.Tensor,
+            batch: int) -> Callable[[], None]:
+    def run() -> None:
+        for s in range(0, len(x), batch):
+            fn(x[s:s + batch], y[s:s + batch])
+    return run
+
+
+def cases(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> dict[tuple[str, str], Callable[[], None]]:
+    """(task, implementation) -> a call over all images in batches of ``batch``."""
+    step10, step20 = 2 * EPS / 10, 2 * EPS / 20
+    out: dict[tuple[str, str], Callable[[], None]] = {
+        ("PGD-10", "rll"): batched(lambda a, b: pgd(model, a, b, eps=EPS, step_size=step10, steps=10,
+                                                    validate=False), x, y, batch),
+        ("PGD-10", "minimal"): batched(lambda a, b: minimal_pgd(model, a, b, EPS, step10, 10), x, y, batch),
+        ("multi-targeted 9x20", "rll"): batched(lambda a, b: multi_targeted(
+            model, a, b, eps=EPS, step_size=step20, steps=20, stop_when_fooled=True, validate=False), x, y, batch),
+        ("multi-targeted 9x20", "minimal"): batched(lambda a, b: minimal_multitarget(model, a, b, EPS, step20, 20, 10),
+                                                    x, y, batch),
+        ("Lipschitz 10 steps", "rll"): batched(lambda a, b: local_lipschitz(model, a, eps=EPS, steps=10,
+                                                                            batch_size=batch), x, y, len(x)),
+        ("Lipschitz 10 steps", "minimal"): batched(lambda a, b: minimal_lipschitz(model, a, EPS, step10, 10),
+                                                   x, y, batch),
+    }
+    with contextlib.suppress(ImportError):
+        import torchattacks
+
+        ta = torchattacks.PGD(model, eps=EPS, alpha=step10, steps=10, random_start=True)
+        out[("PGD-10", "torchattacks")] = batched(lambda a, b: ta(a, b), x, y, batch)
+    with contextlib.suppress(ImportError):
+        import numpy as np
+        from art.attacks.evasion import ProjectedGradientDescentPyTorch
+        from art.estimators.classification import PyTorchClassifier
+
+        clf = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
+                                clip_values=(0.0, 1.0), device_type="cpu")
+        art = ProjectedGradientDescentPyTorch(clf, norm=np.inf, eps=EPS, eps_step=step10, max_iter=10,
+                                              num_random_init=1, batch_size=batch, verbose=False)
+        out[("PGD-10", "ART")] = lambda: art.generate(x.numpy(), y=np.eye(10, dtype=np.float32)[y.numpy()])
+    return out
+
+
+def agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Does bf16 keep the numbers?  PGD-10 robust accuracy and mean local Lipschitz, fp32 against bf16, with
+    95 % Wilson intervals (accuracy) and standard errors (Lipschitz), same seeds."""
+    from rll_core.evaluation import evaluate
+
+    for p in ("fp32", "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=p == "bf16"):
+            r = evaluate(model, x, y, eps=EPS, attacks=("pgd",), seed=0, progress=False)
+            lip = local_lipschitz(model, x, eps=EPS, generator=torch.Generator().manual_seed(0)).double()
+        acc, n = r.adversarial_accuracy["pgd"], r.n
+        z = 1.959964
+        c, h = (acc + z * z / (2 * n)) / (1 + z * z / n), z * (acc * (1 - acc) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+        print(f"{p}: PGD-10 accuracy {acc:.3f} [{c - h:.3f}, {c + h:.3f}] (n = {n}), mean local Lipschitz "
+              f"{float(lip.mean()):.2f} ± {float(lip.std() / len(lip) ** 0.5):.2f} (s.e.)", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=256, help="images for cnn001 (the WRN gets n / 16)")
-    ap.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--n", type=int, default=256, help="test images attacked per case (default: 256)")
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per case after a warm-up (default: 3)")
+    ap.add_argument("--batches", default="64,256", help="batch sizes (default: 64,256)")
+    ap.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 autocast (default: both)")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| model | data | device | task | n | rll img/s | plain img/s | rll / plain |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, data, x0, y0, eps in workloads(args.n):
-        for dev_name in args.devices.split(","):
-            dev = torch.device(dev_name)
-            torch.manual_seed(0)
-            model = build_model(name, in_channels=x0.shape[1], num_classes=10, image_size=x0.shape[-1]).to(dev)
-            x, y = x0.to(dev), y0.to(dev)
-            tasks = _tasks(model, x, y, eps)
-            for task, ours, plain in tasks:
-                t_ours, t_plain = timed(ours, dev), timed(plain, dev)
-                print(f"| {name} | {data} | {dev_name} | {task} | {len(x)} | {len(x) / t_ours:.1f} | "
-                      f"{len(x) / t_plain:.1f} | {t_plain / t_ours:.2f} |", flush=True)
+    src, xtr, ytr, x, y = load(args.n)
+    model = trained_model(xtr, ytr)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cnn001 trained on {src}, {args.n} test "
+          f"images, eps {EPS}, median of {args.rounds} interleaved rounds")
+    table: dict[tuple[str, str, int, str], list[float]] = {}
+    runs = {(task, impl, b, p): fn for b in map(int, args.batches.split(",")) for p in args.precisions.split(",")
+            for (task, impl), fn in cases(model, x, y, b).items() if not (p == "bf16" and impl in ("ART",))}
+
+    def timed(key: tuple[str, str, int, str]) -> float:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=key[3] == "bf16"):
+            t = time.perf_counter()
+            runs[key]()
+            return time.perf_counter() - t
+
+    for key in runs:
+        timed(key)  # warm-up
+    for _ in range(args.rounds):
+        for key in runs:
+            table.setdefault(key, []).append(timed(key))
+    agreement(model, x, y)
+    print("| task | implementation | batch | precision | img/s | / minimal (same batch, precision) |")
+    print("|---|---|---|---|---|---|")
+    for (task, impl, b, p), ts in table.items():
+        med = statistics.median(ts)
+        base = statistics.median(table[(task, "minimal", b, p)])
+        print(f"| {task} | {impl} | {b} | {p} | {args.n / med:.1f} | {base / med:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

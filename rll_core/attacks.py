@@ -26,8 +26,8 @@ from torch import nn
 
 from .checks import check_eps, check_images, check_int, check_labels
 
-__all__ = ["check_batch", "eval_mode", "input_grad", "multi_targeted", "num_classes_of", "pgd", "predict", "project",
-           "sign_ascent"]
+__all__ = ["box", "check_batch", "eval_mode", "input_grad", "multi_targeted", "num_classes_of", "pgd", "predict",
+           "project", "sign_ascent"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -81,14 +81,23 @@ def input_grad(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor)
     return g
 
 
+def box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bounds of ``{x' : ||x' - x||_inf <= eps} ∩ [0, 1]^D`` per coordinate: clamping to them is
+    :func:`project` (the same values bit for bit, for ``x`` in [0, 1]), computed once per search."""
+    return (x - eps).clamp_(min=0), (x + eps).clamp_(max=1)
+
+
 def sign_ascent(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, start: torch.Tensor,
                 eps: float, step_size: float, steps: int) -> torch.Tensor:
-    """``steps`` projected sign-gradient ascent steps on ``loss_fn`` from ``start`` in the eps-box of ``x``."""
-    x_adv = project(start, x, eps)
+    """``steps`` projected sign-gradient ascent steps on ``loss_fn`` from ``start`` in the eps-box of ``x``
+    (the step and the projection in place, against bounds computed once)."""
+    lo, hi = box(x.detach(), eps)
+    x_adv = torch.clamp(start.detach(), lo, hi)
     for _ in range(steps):
         g = input_grad(loss_fn, x_adv)
-        x_adv = project(x_adv + step_size * g.sign(), x, eps)
-    return x_adv.detach()
+        x_adv.add_(g.sign_(), alpha=step_size)
+        torch.clamp(x_adv, lo, hi, out=x_adv)
+    return x_adv
 
 
 def _target_margin(model: nn.Module, y: torch.Tensor, t: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -112,16 +121,19 @@ def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float, steps: int,
         random_start: bool = True, targeted: bool = False, restarts: int = 1,
-        generator: torch.Generator | None = None) -> torch.Tensor:
+        generator: torch.Generator | None = None, validate: bool = True) -> torch.Tensor:
     """L-inf PGD: ascend the summed cross-entropy with sign steps (descend it towards ``y`` if ``targeted``).
 
     Each step is projected onto ``{x' : ||x' - x||_inf <= eps} ∩ [0, 1]^D``.  With ``restarts > 1``
     every restart starts from a fresh uniform point and an example keeps the first restart that fools
     the model (for targeted: that reaches ``y``), else the last.  Returns ``x_adv`` (detached).
+    ``validate=False`` skips the input checks (a range scan and a one-image forward) for a caller that
+    checked the whole set already, as :func:`rll_core.evaluation.evaluate` does.
     """
     check_eps(eps, step_size, steps)
     check_int("restarts", restarts)
-    check_batch(model, x, y)
+    if validate:
+        check_batch(model, x, y)
     y = y.long()
     sign = -1.0 if targeted else 1.0
 
@@ -134,6 +146,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_
         for _ in range(restarts):
             start = x + _uniform(x, eps, generator) if random_start else x
             x_adv = sign_ascent(loss, x, start, eps, step_size, steps)
+            if restarts == 1:  # nothing to choose between: no verdict forward
+                return x_adv
             with torch.no_grad():
                 pred = model(x_adv).argmax(1)
             done = (pred == y) if targeted else (pred != y)
@@ -145,30 +159,41 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_
 
 
 def multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float,
-                   steps: int, random_start: bool = True,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   steps: int, random_start: bool = True, generator: torch.Generator | None = None,
+                   stop_when_fooled: bool = False, validate: bool = True) -> torch.Tensor:
     """Multi-targeted attack: a targeted PGD on ``z_t - z_y`` for every class ``t != y``.
 
     Targets are visited as ``t = (y + k) mod C`` for ``k = 1 .. C-1``, so every example tries each of
     its C - 1 other classes once.  Per example the point kept is the one with the largest margin
     ``max_{j != y} z_j - z_y``: a misclassified point (margin > 0) wins over any correct one, and among
     those the target that beats ``y`` by the most.  Returns ``x_adv`` (detached).
+
+    ``stop_when_fooled``: a point is not attacked again once some target fooled it (for robust accuracy
+    only: which points are fooled is unchanged, the kept point is the first that fooled it, and the
+    random starts are drawn as without it).  ``validate``: as for :func:`pgd`.
     """
     check_eps(eps, step_size, steps)
-    k = check_batch(model, x, y)
+    k = check_batch(model, x, y) if validate else num_classes_of(model, x)
     y = y.long()
     with eval_mode(model):
         best = x.detach().clone()
         with torch.no_grad():
             best_margin = _margin(model(x), y)
         for shift in range(1, k):
-            start = x + _uniform(x, eps, generator) if random_start else x
-            x_adv = sign_ascent(_target_margin(model, y, (y + shift) % k), x, start, eps, step_size, steps)
+            noise = _uniform(x, eps, generator) if random_start else None  # drawn for all: same stream
+            alive = torch.arange(len(x), device=x.device)
+            if stop_when_fooled:
+                alive = alive[best_margin <= 0]
+                if len(alive) == 0:
+                    continue
+            xa, ya = x[alive], y[alive]
+            start = xa + noise[alive] if noise is not None else xa
+            x_adv = sign_ascent(_target_margin(model, ya, (ya + shift) % k), xa, start, eps, step_size, steps)
             with torch.no_grad():
-                m = _margin(model(x_adv), y)
-            better = m > best_margin
-            best[better] = x_adv[better]
-            best_margin = torch.where(better, m, best_margin)
+                m = _margin(model(x_adv), ya)
+            better = m > best_margin[alive]
+            best[alive[better]] = x_adv[better]
+            best_margin[alive[better]] = m[better]
     return best
 
 

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ArrayLike", "as_float_images", "as_numpy", "check_compatible", "check_eps", "check_images",
-           "check_int", "check_labels", "check_points", "check_real", "is_real", "model_device", "resolve_device"]
+__all__ = ["DEFAULT_BATCH", "ArrayLike", "as_float_images", "as_numpy", "check_compatible", "check_eps", "check_images",
+           "check_int", "check_labels", "check_points", "check_real", "default_batch_size", "is_real", "model_device",
+           "resolve_device"]
 
 #: Points as numpy arrays or torch tensors.
 ArrayLike = np.ndarray | torch.Tensor
@@ -141,6 +142,17 @@ def check_compatible(q: np.ndarray, r: np.ndarray) -> None:
         raise ValueError(f"queries ({q.dtype}) and refs ({r.dtype}) must have the same dtype")
     if r.shape[1] != q.shape[1]:
         raise ValueError(f"queries have {q.shape[1]} features per point, refs {r.shape[1]}")
+
+
+#: Batch sizes of attacks, evaluation and Lipschitz estimates per device type: on a CPU 64 images of
+#: cnn001's activations stay in cache (PGD 1.68x faster per image than at 256, measured on a 2-core Zen 4);
+#: on a GPU larger batches fill the device (512: not yet measured).
+DEFAULT_BATCH = {"cpu": 64, "cuda": 512}
+
+
+def default_batch_size(device: torch.device) -> int:
+    """The default batch of attacks and evaluation on ``device`` (:data:`DEFAULT_BATCH`)."""
+    return DEFAULT_BATCH.get(device.type, 64)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

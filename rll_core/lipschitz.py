@@ -35,8 +35,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attacks import eval_mode, project
-from .checks import as_float_images, check_eps, check_images, check_int, model_device
+from .attacks import box, eval_mode
+from .checks import as_float_images, check_eps, check_images, check_int, default_batch_size, model_device
 from .paper import step_size as paper_step_size
 
 __all__ = ["PROCEDURES", "lipschitz_ratio", "local_lipschitz"]
@@ -63,7 +63,7 @@ def _ratio(fx: torch.Tensor, fz: torch.Tensor, x: torch.Tensor, z: torch.Tensor)
 
 
 def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int = 10,
-                    step_size: float | None = None, restarts: int = 1, batch_size: int = 256,
+                    step_size: float | None = None, restarts: int = 1, batch_size: int | None = None,
                     generator: torch.Generator | None = None, progress: bool = False,
                     procedure: str = "ascent") -> torch.Tensor:
     """Per-point empirical local Lipschitz constant of ``model``'s logits in the L-inf ``eps``-ball.
@@ -71,6 +71,8 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int
     ``x``: images in [0, 1] (uint8 pixels are divided by 255), processed in batches on the model's
     device; the model runs in eval mode (restored after).  ``restarts`` independent random starts; per
     point the largest ratio found.  Returns a float tensor ``(N,)`` on CPU.  Paper setting: 10 steps.
+    ``batch_size``: default :func:`rll_core.checks.default_batch_size` (64 on a CPU); the random starts
+    are drawn per batch, so a value is reproducible for one batch size.
     ``procedure="reference"``: the paper's published (descending) procedure, step 0.003 by default, one
     start, the last iterate's ratio (see the module docstring).
     """
@@ -85,12 +87,14 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int
     if eps == 0:
         raise ValueError("eps must be > 0 for a local Lipschitz estimate")
     check_int("restarts", restarts)
-    check_int("batch_size", batch_size)
+    if batch_size is not None:
+        check_int("batch_size", batch_size)
     if procedure == "reference" and restarts != 1:
         raise ValueError("the reference procedure has one start; restarts must be 1")
     xt = as_float_images(x)
     check_images(xt)
     dev = model_device(model)
+    batch_size = batch_size or default_batch_size(dev)
     out = []
     with eval_mode(model):
         for s in tqdm(range(0, len(xt), batch_size), desc="local Lipschitz", disable=not progress, unit="batch"):
@@ -107,13 +111,11 @@ def _batch_lipschitz(model: nn.Module, x: torch.Tensor, eps: float, step_size: f
     with torch.no_grad():
         fx = model(x)
 
-    def ratios(z: torch.Tensor) -> torch.Tensor:
-        return _ratio(fx, model(z), x, z)
-
+    lo, hi = box(x, eps)
     best = torch.zeros(len(x), device=x.device)
     for _ in range(restarts):
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        z = project(x + 0.001 * noise, x, eps)
+        z = torch.clamp(x + 0.001 * noise, lo, hi)
         for _ in range(steps):
             # one forward pass serves both the ratio at z and the gradient of the ascent step
             zg = z.detach().requires_grad_(True)
@@ -121,7 +123,8 @@ def _batch_lipschitz(model: nn.Module, x: torch.Tensor, eps: float, step_size: f
                 fz = model(zg)
                 (g,) = torch.autograd.grad((fz - fx).abs().sum(), zg)
             best = torch.maximum(best, _ratio(fx, fz.detach(), x, z))
-            z = project(z + step_size * g.sign(), x, eps)
+            z.add_(g.sign_(), alpha=step_size)
+            torch.clamp(z, lo, hi, out=z)
         with torch.no_grad():
             best = torch.maximum(best, _ratio(fx, model(z), x, z))
     return best

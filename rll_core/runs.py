@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from . import paper
-from .checks import check_eps, check_int, check_real, model_device, resolve_device
+from .checks import check_eps, check_int, check_real, default_batch_size, model_device, resolve_device
 from .data import ImageDataset, is_npz_path, load_train_test
 from .evaluation import AttackSpec, evaluate, paper_attack
 from .lipschitz import REFERENCE_STEP_SIZE, local_lipschitz
@@ -174,7 +174,7 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
     run_eps = float(settings.get("eps", settings.get("val_eps", 0.0)))
     ev_eps = run_eps if eps is None else check_real("eps", eps, lo=0, hi=1)
     specs = _eval_specs(ev_eps, attacks, steps, restarts)
-    eval_settings = {"checkpoint": checkpoint, "n_eval": n_eval, "eps": ev_eps,
+    eval_settings = {"checkpoint": checkpoint, "n_eval": n_eval, "eps": ev_eps, "batch_size": default_batch_size(dev),
                      "attacks": {s.name: dataclasses.asdict(s) for s in specs}, "lipschitz_steps": lipschitz_steps,
                      "lipschitz_step_size": paper.step_size(ev_eps, lipschitz_steps),
                      "lipschitz_reference_step_size": REFERENCE_STEP_SIZE}
@@ -212,7 +212,8 @@ def _measure(row: dict[str, Any], net: torch.nn.Module, splits: Mapping[str, Ima
     for split, ds in splits.items():
         sub = ds.subset(ev["n_eval"], seed=None)
         x = torch.from_numpy(sub.float_images()).to(dtype)
-        r = evaluate(net, x, sub.labels, eps=ev["eps"], attacks=specs, seed=seed, progress=progress)
+        r = evaluate(net, x, sub.labels, eps=ev["eps"], attacks=specs, seed=seed, progress=progress,
+                     batch_size=ev["batch_size"])
         row[f"{split}_n"] = r.n
         row[f"{split}_accuracy"] = r.clean_accuracy
         for name, verdict in r.correct.items():
@@ -221,6 +222,7 @@ def _measure(row: dict[str, Any], net: torch.nn.Module, splits: Mapping[str, Ima
                 row[f"{split}_{name}_accuracy"] = float(verdict.mean())
         for proc, suffix in (("ascent", ""), ("reference", "_reference"))[:2 if reference else 1]:
             lip = local_lipschitz(net, x, eps=ev["eps"], steps=ev["lipschitz_steps"], procedure=proc,
+                                  batch_size=ev["batch_size"],
                                   generator=torch.Generator(device=dev).manual_seed(seed), progress=progress)
             arrays[f"{split}_lipschitz{suffix}"] = lip.numpy()
             row[f"{split}_lipschitz{suffix}"] = float(lip.mean())
@@ -326,7 +328,7 @@ def theory_row(train_set: ImageDataset, test_set: ImageDataset, eps: float, *, n
 
     clf = LipschitzClassifier(train_set.images, train_set.labels)
     row: dict[str, Any] = {"label": f"1/r-Lipschitz (r={clf.r:.3f})", "method": "theory", "r": clf.r, "eps": eps}
-    ev = {"n_eval": n_eval, "eps": eps, "lipschitz_steps": 10}
+    ev = {"n_eval": n_eval, "eps": eps, "lipschitz_steps": 10, "batch_size": default_batch_size(torch.device("cpu"))}
     _measure(row, clf, {"train": train_set, "test": test_set}, _eval_specs(eps, ("pgd", "multitarget"), None, 1),
              ev, seed, False, dtype=torch.float64, reference=False)
     return row
