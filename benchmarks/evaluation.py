@@ -15,7 +15,9 @@ minimal loop of the same batch size and precision.
   and :func:`rll_core.lipschitz.local_lipschitz`.
 * ``torchattacks`` (3.5.1, ``pip install --no-deps torchattacks``) and ART's ``ProjectedGradientDescent``
   PGD rows, when importable.
-* bf16: the same calls under ``torch.autocast(<device>, bfloat16)``.
+* bf16: the same calls under ``torch.autocast(<device>, bfloat16)``, by default only on a CPU with native
+  bf16 arithmetic (``avx512_bf16`` or ``amx_bf16``): without it (AVX2) bf16 runs emulated, one 1024^2
+  matmul taking 160x its float32 time here.
 
     python benchmarks/evaluation.py                      # CPU (and CUDA when present)
     python benchmarks/evaluation.py --n 512 --rounds 5
@@ -178,17 +180,28 @@ def agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
               f"{float(lip.mean()):.2f} ± {float(lip.std() / len(lip) ** 0.5):.2f} (s.e.)", flush=True)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether the CPU does bf16 arithmetic natively (AVX-512 BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=256, help="test images attacked per case (default: 256)")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds per case after a warm-up (default: 3)")
     ap.add_argument("--batches", default="64,256", help="batch sizes (default: 64,256)")
-    ap.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 autocast (default: both)")
+    ap.add_argument("--precisions", default="fp32,bf16" if cpu_has_bf16() else "fp32",
+                    help="fp32 and/or bf16 autocast (default: both where the CPU has native bf16, else fp32)")
     args = ap.parse_args()
     src, xtr, ytr, x, y = load(args.n)
     model = trained_model(xtr, ytr)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cnn001 trained on {src}, {args.n} test "
-          f"images, eps {EPS}, median of {args.rounds} interleaved rounds")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {torch.backends.cpu.get_cpu_capability()}"
+          f" (native bf16: {cpu_has_bf16()}), cnn001 trained on {src}, {args.n} test images, eps {EPS}, median of "
+          f"{args.rounds} interleaved rounds", flush=True)
     table: dict[tuple[str, str, int, str], list[float]] = {}
     runs = {(task, impl, b, p): fn for b in map(int, args.batches.split(",")) for p in args.precisions.split(",")
             for (task, impl), fn in cases(model, x, y, b).items() if not (p == "bf16" and impl in ("ART",))}
@@ -204,7 +217,8 @@ def main() -> None:
     for _ in range(args.rounds):
         for key in runs:
             table.setdefault(key, []).append(timed(key))
-    agreement(model, x, y)
+    if "bf16" in args.precisions:
+        agreement(model, x, y)
     print("| task | implementation | batch | precision | img/s | / minimal (same batch, precision) |")
     print("|---|---|---|---|---|---|")
     for (task, impl, b, p), ts in table.items():

@@ -21,7 +21,7 @@ import torch
 
 from . import paper
 from .checks import check_eps, check_int, check_real, default_batch_size, model_device, resolve_device
-from .data import ImageDataset, is_npz_path, load_train_test
+from .data import ImageDataset, is_npz_path, load_npz_dataset, load_train_test
 from .evaluation import AttackSpec, evaluate, paper_attack
 from .lipschitz import REFERENCE_STEP_SIZE, local_lipschitz
 from .methods import METHODS, make_method
@@ -300,7 +300,10 @@ def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequenc
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     p = PRESETS[preset]
-    key = paper.dataset_key(dataset)
+    npz = is_npz_path(dataset)  # data of your own: the paper dataset of its shape gives the settings
+    key = paper.like(load_npz_dataset(dataset).shape) if npz else paper.dataset_key(dataset)
+    data = str(user_path(dataset).resolve()) if npz else key
+    name_of_data = user_path(dataset).stem if npz else key
     run_eps = paper.EPS[key] if eps is None else check_real("eps", eps, lo=0, hi=1)
     for name, hyper in methods:  # check every method before any training
         make_method(name, **_method_hyper(key, name, hyper, run_eps))
@@ -309,9 +312,9 @@ def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequenc
     n_epochs = epochs or p["epochs"]
     rows = []
     for name, hyper in tqdm(list(methods), desc=f"{dataset} runs", disable=not progress, unit="run"):
-        out = user_path(out_root) / run_name(key, arch, name, hyper, dropout, preset, eps=run_eps, n_train=size,
-                                        epochs=n_epochs, seed=seed)
-        train_run(out, dataset=key, method=name, hyper=hyper, eps=run_eps, model=arch, dropout=dropout,
+        out = user_path(out_root) / run_name(name_of_data, arch, name, hyper, dropout, preset, eps=run_eps,
+                                             n_train=size, epochs=n_epochs, seed=seed)
+        train_run(out, dataset=data, method=name, hyper=hyper, eps=run_eps, model=arch, dropout=dropout,
                   augment=augment, epochs=n_epochs, optimizer=p["optimizer"], lr=p["lr"], n_train=size,
                   n_test=n_test if n_test is not None else p["n_test"], n_val=p["n_val"], seed=seed,
                   data_dir=data_dir, device=device, progress=False)

@@ -230,3 +230,13 @@ def test_a_plot_keeps_a_figure_the_caller_passed_open():
     own = plot_gaps(rows)
     assert own.number not in plt.get_fignums()  # its own figure is closed, returned for saving
     plt.close(fig)
+
+
+def test_a_grid_runs_on_an_npz_of_your_own(tmp_path, own_npz):
+    from rll_core.runs import run_grid
+
+    rows = run_grid(tmp_path / "runs", dataset=str(own_npz), methods=[("natural", {})], epochs=1, n_eval=8,
+                    device="cpu", progress=False)
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert folder.name.startswith("own-cnn001-natural-eps0.1-n2000-e1-s0-quick")
+    assert rows[0]["dataset"] == str(own_npz.resolve()) and rows[0]["test_n"] == 8
