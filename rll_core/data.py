@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .paper import EPS as PAPER_EPS
+from .paper import dataset_key
 from .storage import check_writable
 
 __all__ = [
@@ -557,11 +558,8 @@ def dataset_available(name: str, data_dir: str | os.PathLike[str] | None = None)
 
 
 def _canonical_name(name: str) -> str:
-    key = name.lower().replace("-", "_")
-    key = {"fmnist": "fashion_mnist", "cifar": "cifar10", "cifar_10": "cifar10"}.get(key, key)
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    return key
+    """The registry key of a dataset name (one spelling rule for the whole package: :func:`paper.dataset_key`)."""
+    return dataset_key(name)
 
 
 def is_npz_path(name: str | os.PathLike[str]) -> bool:
