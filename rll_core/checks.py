@@ -18,7 +18,7 @@ from torch import nn
 
 __all__ = ["DEFAULT_BATCH", "ArrayLike", "as_float_images", "as_numpy", "check_compatible", "check_eps", "check_images",
            "check_int", "check_labels", "check_points", "check_real", "default_batch_size", "is_real", "model_device",
-           "resolve_device"]
+           "resolve_device", "rng_state", "set_rng_state"]
 
 #: Points as numpy arrays or torch tensors.
 ArrayLike = np.ndarray | torch.Tensor
@@ -170,3 +170,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"unsupported device {device!r}: use 'cpu', 'cuda' or 'auto'")
     return dev
+
+
+def rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The global random state that ``device``'s next draws (dropout masks, random starts) come from:
+    the CPU generator's, plus the CUDA generator's on a GPU."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
+    """Put back a state from :func:`rng_state` (the CUDA part only where there is one)."""
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)

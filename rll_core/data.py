@@ -552,14 +552,9 @@ _TRAIN_MARKERS: dict[str, tuple[str, ...]] = {
 
 def dataset_available(name: str, data_dir: str | os.PathLike[str] | None = None) -> bool:
     """Whether ``name``'s training files are found (checks for files only; reads nothing)."""
-    key = _canonical_name(name)
+    key = dataset_key(name)
     d = Path(data_dir) if data_dir is not None else default_data_dir(key)
     return d is not None and any((d / m).exists() for m in _TRAIN_MARKERS[key])
-
-
-def _canonical_name(name: str) -> str:
-    """The registry key of a dataset name (one spelling rule for the whole package: :func:`paper.dataset_key`)."""
-    return dataset_key(name)
 
 
 def is_npz_path(name: str | os.PathLike[str]) -> bool:
@@ -602,7 +597,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, spli
     ``dataset_name`` / ``class_names``: what to call the data and its classes in every output (a
     CIFAR-format folder of your own is not CIFAR-10); the format stays in ``.kind``."""
     ds = load_npz_dataset(name, split) if is_npz_path(name) else \
-        DATASETS[_canonical_name(name)](data_dir=data_dir, split=split, **kwargs)
+        DATASETS[dataset_key(name)](data_dir=data_dir, split=split, **kwargs)
     if class_names is not None and len(class_names) != max(len(ds.classes), int(ds.labels.max(initial=0)) + 1):
         raise ValueError(f"class_names has {len(class_names)} names, the data has "
                          f"{max(len(ds.classes), int(ds.labels.max(initial=0)) + 1)} classes")
@@ -616,7 +611,7 @@ def load_train_test(name: str, data_dir: str | os.PathLike[str] | None = None, n
     """The training split and the held-out split (``val`` for Restricted ImageNet, else ``test``), each
     optionally reduced to a seeded random subset (see :meth:`ImageDataset.subset`).  ``name`` may be the
     path of an ``.npz`` of your own holding both splits."""
-    held_out = "test" if is_npz_path(name) or _canonical_name(name) != "restricted_imagenet" else "val"
+    held_out = "test" if is_npz_path(name) or dataset_key(name) != "restricted_imagenet" else "val"
     return (load_dataset(name, data_dir, "train", dataset_name=dataset_name, class_names=class_names)
             .subset(n_train, seed),
             load_dataset(name, data_dir, held_out, dataset_name=dataset_name, class_names=class_names)

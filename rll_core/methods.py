@@ -33,11 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attacks import eval_mode, pgd, sign_ascent
-from .checks import check_eps, check_int, check_real
+from .checks import check_eps, check_int, check_real, rng_state, set_rng_state
 from .paper import step_size as paper_step_size
 
 __all__ = ["AT", "AUGMENTATIONS", "GR", "LLR", "METHODS", "Method", "Natural", "RST", "TRADES", "augment_batch",
-           "ce_input_grad", "make_method", "replay_draws", "rng_state"]
+           "ce_input_grad", "make_method", "replay_draws"]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -46,28 +46,17 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return inner if isinstance(model, nn.parallel.DistributedDataParallel) and isinstance(inner, nn.Module) else model
 
 
-def rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The random state that ``device``'s next dropout mask is drawn from (CPU, plus CUDA's on a GPU)."""
-    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-
-def _set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
 @contextlib.contextmanager
 def replay_draws(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> Iterator[None]:
     """Run the block from the random ``state`` captured earlier (so a forward pass there draws the same
     dropout masks as the pass that followed the capture), then put back the state the block found, so
     later draws (the next batch, the next random start) are not repeats."""
     now = rng_state(device)
-    _set_rng_state(state, device)
+    set_rng_state(state, device)
     try:
         yield
     finally:
-        _set_rng_state(now, device)
+        set_rng_state(now, device)
 
 
 def ce_input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,

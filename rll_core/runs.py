@@ -131,9 +131,9 @@ def load_run(out_dir: str | os.PathLike[str], checkpoint: str = "last",
     return model.to(resolve_device(device)).eval(), settings, history
 
 
-def _eval_specs(eps: float, attacks: Sequence[str], steps: int | None, restarts: int) -> list[AttackSpec]:
-    """The evaluation attacks at ``eps``: the paper's settings, ``steps`` (step 2 eps / steps) and PGD
-    ``restarts`` overriding them."""
+def _eval_specs(eps: float, attacks: Sequence[str] | str, steps: int | None, restarts: int) -> list[AttackSpec]:
+    """The evaluation attacks at ``eps`` (names, or one comma-separated string): the paper's settings,
+    ``steps`` (step 2 eps / steps) and PGD ``restarts`` overriding them; unknown names refused."""
     if isinstance(attacks, str):
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]
     specs = []
@@ -154,7 +154,7 @@ def _eval_stem(eval_settings: Mapping[str, Any], epoch: int) -> str:
 
 
 def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", eps: float | None = None,
-                 attacks: Sequence[str] = ("pgd", "multitarget"), steps: int | None = None, restarts: int = 1,
+                 attacks: Sequence[str] | str = ("pgd", "multitarget"), steps: int | None = None, restarts: int = 1,
                  n_eval: int = 1000, lipschitz_steps: int = 10, data_dir: str | os.PathLike[str] | None = None,
                  device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Evaluate a run folder on the first ``n_eval`` train and test points at the run's eps (or ``eps``).

@@ -41,6 +41,8 @@ from .checks import (
     check_real,
     model_device,
     resolve_device,
+    rng_state,
+    set_rng_state,
 )
 from .data import ImageDataset
 from .evaluation import evaluate, paper_attack
@@ -152,10 +154,9 @@ def _check_run_dir(out_dir: Path, settings: dict[str, Any]) -> None:
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+    """The global random state as stored in a checkpoint (``torch``, and ``cuda`` on a GPU)."""
+    cpu, cuda = rng_state(device)
+    return {"torch": cpu, **({"cuda": cuda} if cuda is not None else {})}
 
 
 def _save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
@@ -232,9 +233,8 @@ def _resume(loop: _Loop, epochs: int) -> int:
     loop.model.load_state_dict(ck["model"])
     loop.opt.load_state_dict(ck["optimizer"])
     loop.sched.load_state_dict(ck["scheduler"])
-    torch.set_rng_state(ck["rng"]["torch"].cpu())
-    if loop.dev.type == "cuda" and "cuda" in ck["rng"]:
-        torch.cuda.set_rng_state(ck["rng"]["cuda"].cpu(), loop.dev)
+    cuda = ck["rng"]["cuda"].cpu() if loop.dev.type == "cuda" and "cuda" in ck["rng"] else None
+    set_rng_state((ck["rng"]["torch"].cpu(), cuda), loop.dev)
     loop.history = list(ck["history"])
     loop.best = (ck["best"][0], int(ck["best"][1])) if ck.get("best") else None
     return int(ck["epoch"]) + 1
@@ -321,7 +321,7 @@ def _loss_settings(loss: Loss) -> dict[str, Any]:
     return {"method": getattr(loss, "__name__", type(loss).__name__)}
 
 
-def _run_settings(method: Loss, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw: Any) -> dict[str, Any]:
+def _settings_record(method: Loss, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw: Any) -> dict[str, Any]:
     """Everything that produced a run (the loss's settings, the loop's, the data's digest, the model's size)."""
     meta = kw.pop("meta")
     return {**_loss_settings(method), **kw, "data_digest": array_digest(x.numpy(), y.numpy()),
@@ -365,7 +365,7 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
         val = _as_tensors(val_data, "val_data") if val_data is not None else None
         extra = _as_tensors(extra_data, "extra_data") if extra_data is not None else None
         dev = ddp_device or (resolve_device(device) if device is not None else model_device(model))
-        settings = _run_settings(
+        settings = _settings_record(
             method, model, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
             weight_decay=weight_decay, milestones=list(milestones), gamma=gamma,
             augment=augment if isinstance(augment, str) else ("crop-flip" if augment else None), seed=seed,
