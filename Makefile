@@ -6,7 +6,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 # extra papermill parameters for the separation notebook, e.g. `make run RUN_ARGS="-p n_train 10000"`
 RUN_ARGS ?=
 
-.PHONY: setup data run test test-ui ui-deps lint typecheck bench bench-eval bench-train lab notebooks clean
+.PHONY: setup data run test test-ui ui-deps lint typecheck bench bench-eval bench-train gpu-check lab notebooks clean
 
 setup: $(VENV)/.installed data
 
@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	# CPU build of torch from the local wheel first, so nothing pulls a CUDA build from the index
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[notebooks,dev]"
+	# AutoAttack's four attacks and a second PGD (optional for users; the tests run them). --no-deps: its
+	# declared torchvision would pull another torch; torchattacks 3.5.1 itself imports without it.
+	$(BIN)/python -m pip install -q --no-deps torchattacks==3.5.1
 	# outputs saved in JupyterLab stay out of git (see .gitattributes); harmless outside a git checkout
 	-git config filter.rll-notebook.clean "python3 tools/strip_notebook.py" 2>/dev/null
 	touch $@
@@ -41,7 +44,8 @@ data: $(VENV)/.installed
 PRESET ?= quick
 DEVICE ?= auto
 DATASET ?= mnist
-PM = $(BIN)/papermill --cwd notebooks --log-level WARNING -p interactive False -p dataset $(DATASET)
+# --log-output: each notebook's printed lines (one per trained run, the tables) stream to the terminal
+PM = $(BIN)/papermill --cwd notebooks --log-output --no-progress-bar -p interactive False -p dataset $(DATASET)
 run: setup
 	mkdir -p results/notebooks
 	$(PM) -p device $(DEVICE) $(RUN_ARGS) notebooks/01_separation.ipynb results/notebooks/01_separation.ipynb
@@ -83,8 +87,15 @@ bench-eval: setup
 bench-train: setup
 	$(BIN)/python benchmarks/training.py
 
+# The GPU path in one command (about 8 minutes on one H100/H200): pytest -m gpu, the CUDA rows of the
+# separation, training and attack benchmarks, and an end-to-end paper-settings run; report in
+# results/gpu-check.md. Needs a CUDA build of torch in $(VENV) (make setup installs the CPU one).
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py --out results/gpu-check.md
+
 # JupyterLab at the project root (notebooks/, figures/, results/ all reachable); --allow-root in containers.
-# Widget state is saved with the notebook (no "model not found" after reopening).
+# Widget state is not saved with the notebook (a saved state marks it modified on every open and leaves dead
+# controls after a restart); each explorer cell says to re-run it.
 lab: setup
 	mkdir -p $(VENV)/share/jupyter/lab/settings
 	cp tools/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json

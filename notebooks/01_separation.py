@@ -56,7 +56,9 @@ backend = "auto"            # auto | numba | torch | triton
 cache_dir = "../results/cache"
 figures_dir = "../figures"
 formats = "png,pdf"         # comma-separated: png, pdf, svg
-interactive = True          # widgets (explorer, progress bars); headless runs pass False
+n_pairs = 16                # the closest cross-class pairs shown in the audit gallery
+filter_distance = None      # None: no filter; a number: drop the pairs closer than it and save the rest
+interactive = True          # the explorer at the end (False skips it)
 
 # %%
 import time
@@ -66,12 +68,13 @@ from IPython.display import Markdown, display
 
 from rll_core.checks import resolve_device
 from rll_core.data import DATASETS, DEFAULT_EPS, DataError, dataset_available, load_train_test
+from rll_core.paper import display_name
 from rll_core.plotting import check_formats, export_separation, plot_separation_histograms
 from rll_core.progress import set_progress
 from rll_core.separation import measure_separation
 from rll_core.storage import output_tag
 
-set_progress("widget" if interactive else "text")
+set_progress("text")  # plain bars: live in JupyterLab, clean in a saved or headless notebook
 check_formats(formats)
 figures = Path(figures_dir)
 try:
@@ -103,16 +106,14 @@ rep = result.report
 # %% [markdown]
 # ## Table 1
 #
-# `train_train_min` is $2r$; the data is r-separated with $r \ge \epsilon$ when it is at least $2\epsilon$.
-# `frac_test_within_2eps` is the fraction of test points closer than $2\epsilon$ to a training point of
+# The train-train minimum is $2r$; the data is r-separated with $r \ge \epsilon$ when it is at least $2\epsilon$.
+# "test points within 2ε" is the fraction of test points closer than $2\epsilon$ to a training point of
 # another class.
 
 # %%
-fig = plot_separation_histograms(result, title=f"{train.name}: nearest other-class distance")
+fig = plot_separation_histograms(result, title=f"{display_name(train.name)}: nearest other-class distance")
 written = export_separation(result, figures, formats, fig=fig, tag=tag)
-row = rep.table1_row()
-display(Markdown("| | |\n|---|---|\n" + "\n".join(
-    f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in row.items())))
+display(Markdown(written["tables"][1].read_text()))
 verdict = "is" if rep.r_separation >= rep.eps else "is NOT"
 print(f"r = {rep.r_separation:.4f}: the {train.name} training set {verdict} r-separated at eps = {rep.eps}")
 pct = [rep.train_train] + ([rep.test_train] if rep.test_train is not None else [])
@@ -133,10 +134,60 @@ display(fig)
 print("saved:", ", ".join(str(p) for p in written["figures"]))
 
 # %% [markdown]
+# ## Audit: where the data is least separated
+#
+# The closest cross-class pairs (train-train and test-train), straight from the search's own indices:
+# near-duplicates with different labels, or genuinely ambiguous images. Then, for the points of each class,
+# the class of their nearest other-class training point and the smallest such distance: the red cell is
+# the pair of classes that bounds $r$.
+
+# %%
+from rll_core.audit import class_matrix, closest_pairs, filter_close_pairs, plot_class_matrix, plot_pair_gallery
+from rll_core.plotting import save_figure
+
+name = display_name(train.name)
+pairs_tt = closest_pairs(result.train_train, train.labels, train.labels, k=n_pairs, self_search=True)
+fig_tt = plot_pair_gallery(pairs_tt, train, train, title=f"{name}: the {len(pairs_tt)} closest train-train pairs "
+                           "of different classes (L-inf distance d)")
+save_figure(fig_tt, figures / f"fig_audit_pairs_train_{train.name}{tag}", formats)
+display(fig_tt)
+if result.test_train is not None:
+    pairs_te = closest_pairs(result.test_train, test.labels, train.labels, k=n_pairs, self_search=False)
+    fig_te = plot_pair_gallery(pairs_te, test, train, title=f"{name}: the {len(pairs_te)} test points closest to a "
+                               "training point of another class")
+    save_figure(fig_te, figures / f"fig_audit_pairs_test_{train.name}{tag}", formats)
+    display(fig_te)
+cm = class_matrix(result.train_train, train.labels, train.labels, len(train.classes) or None)
+fig_cm = plot_class_matrix(cm, train.classes, title=f"{name} train-train: smallest distance from a point of each "
+                           "class (row) to its nearest other-class point, by that point's class (column)")
+save_figure(fig_cm, figures / f"fig_audit_classes_{train.name}{tag}", formats)
+display(fig_cm)
+
+# %% [markdown]
+# ### Filtering close pairs
+#
+# With `filter_distance` set, both points of every cross-class pair closer than it are dropped and the
+# search repeated until the rest is separated at that distance (the paper removed duplicates from SVHN and
+# Restricted ImageNet by hand). The kept set is saved as an `.npz` a training run can use
+# (`rll train --dataset <file>`), with the dropped indices and the settings beside it.
+
+# %%
+if filter_distance is not None:
+    from rll_core.audit import save_filtered
+
+    filtered = filter_close_pairs(train, float(filter_distance), device=dev, backend=backend, cache_dir=cache_dir,
+                                  progress=True)
+    path = save_filtered(filtered, Path(cache_dir) / f"{train.name}{tag}-filtered{float(filter_distance):g}.npz", test)
+    print(f"dropped {len(filtered.dropped)} of {len(train)} training points in {filtered.rounds} round(s): "
+          f"r {filtered.r_before:.4f} -> {filtered.r_after:.4f}; saved {path} (+ .json)")
+
+# %% [markdown]
 # ## Explore
 #
 # Move $\epsilon$, switch the split, or pick another installed dataset (measured with this notebook's subset
-# sizes, and cached). Needs a live kernel; headless runs skip it.
+# sizes, and cached). Needs a live kernel.
+# If the controls show "model not found" or do not respond (the notebook was reopened or the kernel
+# restarted), run this cell again.
 
 # %%
 if interactive:

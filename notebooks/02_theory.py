@@ -66,12 +66,13 @@ import torch
 from IPython.display import Markdown, display
 
 from rll_core.data import DEFAULT_EPS, load_train_test
+from rll_core.paper import display_name
 from rll_core.plotting import check_formats, plot_astuteness_curves, plot_decision_regions, save_figure
 from rll_core.progress import set_progress
 from rll_core.storage import save_table
 from rll_core.theory import LipschitzClassifier, astuteness, max_lipschitz_ratio
 
-set_progress("widget" if interactive else "text")
+set_progress("text")  # plain bars: live in JupyterLab, clean in a saved or headless notebook
 check_formats(formats)
 figures = Path(figures_dir)
 print("rll_core loaded")
@@ -144,7 +145,8 @@ stem = figures / f"theory_astuteness_{train.name}"
 for ext in ("csv", "md"):
     save_table(stem.with_suffix(f".{ext}"), rows)
 fig_curve = plot_astuteness_curves(grid, curves, r=clf.r)
-fig_curve.axes[0].set_title(f"{train.name}: the 1/r-Lipschitz classifier (n_train = {len(train)})", fontsize=9)
+fig_curve.axes[0].set_title(f"{display_name(train.name)}: the 1/r-Lipschitz classifier, {len(train):,} training "
+                            f"images, n = {n_eval} evaluation points per split", fontsize=9)
 save_figure(fig_curve, figures / f"fig_theory_astuteness_{train.name}", formats)
 display(Markdown(stem.with_suffix(".md").read_text()))
 display(fig_curve)
@@ -153,6 +155,8 @@ display(fig_curve)
 # ## Explore
 #
 # Slide $\epsilon$ to see the test bracket at any radius (live kernel only).
+# If the controls show "model not found" or do not respond (the notebook was reopened or the kernel
+# restarted), run this cell again.
 
 # %%
 if interactive:

@@ -58,6 +58,8 @@ n_train = None            # None: the preset's
 n_test = None
 n_eval = None
 include_theory = True     # add the Section 4 classifier as a row
+autoattack_methods = "natural,at,trades:beta6"  # AutoAttack for these rows ("" for none): costly on a CPU
+n_autoattack = 25         # ... on the first n_autoattack test points (about 3 s per robust point here)
 device = "auto"
 runs_dir = "../results/runs"
 figures_dir = "../figures"
@@ -71,12 +73,29 @@ from IPython.display import Markdown, display
 
 from rll_core.data import load_train_test
 from rll_core.paper import EPS, dataset_key
-from rll_core.plotting import check_formats, plot_gaps, plot_lipschitz_vs_accuracy, save_figure
+from rll_core.plotting import (
+    check_formats,
+    context_line,
+    plot_gaps,
+    plot_lipschitz_vs_accuracy,
+    plot_robustness_curves,
+    save_figure,
+)
 from rll_core.progress import set_progress
-from rll_core.runs import PRESETS, export_table, grid_digest, parse_methods, run_grid, theory_row
+from rll_core.runs import (
+    PRESETS,
+    evaluate_run,
+    grid_digest,
+    parse_methods,
+    robustness_curve,
+    run_grid,
+    theory_curve,
+    theory_row,
+)
 from rll_core.storage import output_tag
+from rll_core.tables import export_table
 
-set_progress("widget" if interactive else "text")
+set_progress("text")  # plain bars: live in JupyterLab, clean in a saved or headless notebook
 check_formats(formats)
 grid = parse_methods(methods)
 figures = Path(figures_dir)
@@ -93,11 +112,30 @@ print(f"{dataset}, eps {eps_run:g}, preset {preset} ({PRESETS[preset]}), {len(gr
 # %%
 rows = run_grid(runs_dir, dataset=dataset, methods=grid, preset=preset, eps=eps_run, model=model, epochs=epochs,
                 n_train=n_train, n_test=n_test, n_eval=n_eval, data_dir=data_dir, device=device, progress=True)
+p = PRESETS[preset]
+train, test = load_train_test(dataset, data_dir, n_train or p["n_train"], n_test or p["n_test"])
 if include_theory:
-    p = PRESETS[preset]
-    train, test = load_train_test(dataset, data_dir, n_train or p["n_train"], n_test or p["n_test"])
     rows.append(theory_row(train, test, eps_run, n_eval=n_eval or p["n_eval"]))
 print(f"{len(rows)} rows")
+
+# %% [markdown]
+# ## AutoAttack
+#
+# The paper predates AutoAttack (Croce & Hein 2020), which the field now reports beside PGD. Its standard
+# version (APGD-CE, APGD-T, FAB-T, Square; 100 iterations / 5,000 queries each, torchattacks' attacks at
+# the reference's settings) costs seconds per robust point on a CPU, so it runs on the first `n_autoattack`
+# test points of the `autoattack_methods` rows only; its column says `-` for the others, and its n is in
+# the caption.
+
+# %%
+aa_rows = [r for r in rows if any(r.get("method") == m and all(r["hyper"].get(k) == v for k, v in h.items())
+                                  for m, h in parse_methods(autoattack_methods or "none"))] if autoattack_methods else []
+for r in aa_rows:
+    aa = evaluate_run(Path(runs_dir) / r["run"], attacks=("autoattack",), n_eval=n_autoattack, splits=("test",),
+                      data_dir=data_dir, device=device, progress=False)
+    r |= {"test_autoattack_accuracy": aa["test_autoattack_accuracy"], "test_autoattack_n": aa["test_n"]}
+    print(f"{r['label']}: AutoAttack {aa['test_autoattack_accuracy']:.2f} on {aa['test_n']} test points "
+          f"(PGD on all {r['test_n']}: {r['test_pgd_accuracy']:.2f})")
 
 # %% [markdown]
 # ## Tables 2 / 3
@@ -110,7 +148,7 @@ print(f"{len(rows)} rows")
 
 # %%
 stem = figures / f"table_methods_{dataset}_{preset}{tag}"
-written = export_table(rows, stem)
+written = export_table(rows, stem, title=f"Tables 2/3 ({preset} preset)")
 display(Markdown(written[1].read_text()))
 print("saved:", ", ".join(str(p) for p in written))
 
@@ -125,9 +163,53 @@ save_figure(fig_gap, figures / f"fig_gaps_{dataset}_{preset}{tag}", formats)
 display(fig_lip, fig_gap)
 
 # %% [markdown]
+# ## Robust accuracy against the radius
+#
+# Every trained model attacked with PGD-10 at radii from 0 to beyond the data's $r$ (on the first
+# `n_eval` test points, with 95 % Wilson bands), and the Section 4 classifier's *certified* accuracy on the
+# same points. Separation allows accuracy 1 on the training data up to $r$; the gap between that and what
+# training reaches, already at the training radius, is the paper's point.
+
+# %%
+n_curve = n_eval or p["n_eval"]
+theory = theory_curve(train, test, n_eval=n_curve, also=[eps_run])  # radii from 0 to 1.2 r, r of this training set
+curves = [dict(robustness_curve(Path(runs_dir) / r["run"], theory["eps"], n_eval=n_curve, data_dir=data_dir,
+                                device=device), label=r["label"]) for r in rows if r.get("method") != "theory"]
+fig_eps = plot_robustness_curves([*curves, theory], r=theory["r"], eps_mark=eps_run,
+                                 title=context_line(rows) + f" · r of the {len(train):,} training images")
+save_figure(fig_eps, figures / f"fig_robustness_vs_eps_{dataset}_{preset}{tag}", formats)
+display(fig_eps)
+
+# %% [markdown]
+# ## Robustness per point against separation
+#
+# Each evaluated test point's PGD verdict against its distance to the nearest other-class point of the
+# training set the model saw (exact), binned; the Section 4 classifier's certified verdict on the same
+# points. Does a model fail where the data is least separated, or everywhere? The per-point arrays are
+# saved in each run folder (`points-*.npz`).
+
+# %%
+from rll_core.audit import accuracy_by_distance, distance_bins, plot_accuracy_by_distance, point_robustness
+
+per_point = {r["run"]: point_robustness(Path(runs_dir) / r["run"], n_eval=n_curve, device=device)
+             for r in rows if r.get("method") != "theory"}
+dist_all = next(iter(per_point.values()))["distance"]
+edges = distance_bins(dist_all, 4)  # up to 4 bins with equal numbers of points
+show = [r for r in rows if r.get("method") in ("natural", "at") or r.get("label") in ("TRADES (β=6)", "RST (λ=2)")]
+by_dist = [{**accuracy_by_distance(per_point[r["run"]]["distance"], per_point[r["run"]]["robust"], edges),
+            "method": r["method"], "label": r["label"]} for r in show]
+by_dist.append({**accuracy_by_distance(dist_all, theory["radius"] > eps_run, edges), "method": "theory",
+                "label": f"Section 4 classifier, certified at ε = {eps_run:g}"})
+fig_pp = plot_accuracy_by_distance(by_dist, edges, title=context_line(rows) + f" · 2ε = {2 * eps_run:g}")
+save_figure(fig_pp, figures / f"fig_robustness_by_distance_{dataset}_{preset}{tag}", formats)
+display(fig_pp)
+
+# %% [markdown]
 # ## Explore
 #
 # Any two columns against each other (live kernel only).
+# If the controls show "model not found" or do not respond (the notebook was reopened or the kernel
+# restarted), run this cell again.
 
 # %%
 if interactive:

@@ -63,10 +63,11 @@ from IPython.display import Markdown, display
 from rll_core.paper import table4
 from rll_core.plotting import check_formats, plot_dropout_comparison, save_figure
 from rll_core.progress import set_progress
-from rll_core.runs import export_table, grid_digest, parse_methods, run_grid
+from rll_core.runs import grid_digest, parse_methods, run_grid
 from rll_core.storage import output_tag
+from rll_core.tables import export_table
 
-set_progress("widget" if interactive else "text")
+set_progress("text")  # plain bars: live in JupyterLab, clean in a saved or headless notebook
 check_formats(formats)
 grid = parse_methods(methods)
 figures = Path(figures_dir)
@@ -90,7 +91,8 @@ table = [{**r, "label": r["label"] + suffix} for pair in zip(without, with_dropo
 
 # %%
 stem = figures / f"table_dropout_{dataset}_{preset}{tag}"
-written = export_table(table, stem)
+what = f"dropout rate {rate:g}" if rate is not None else f"{model or 'the architecture'}'s own dropout"
+written = export_table(table, stem, title=f"Table 4 ({preset} preset): {what} against none")
 display(Markdown(written[1].read_text()))
 print("saved:", ", ".join(str(p) for p in written))
 
@@ -101,6 +103,10 @@ display(fig)
 
 # %% [markdown]
 # ## Explore
+#
+# Any two columns of Table 4 against each other (live kernel only).
+# If the controls show "model not found" or do not respond (the notebook was reopened or the kernel
+# restarted), run this cell again.
 
 # %%
 if interactive:

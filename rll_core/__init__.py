@@ -22,10 +22,11 @@ Which module for what:
 * :mod:`rll_core.attacks` - PGD and the multi-targeted attack as plain functions.
 * :mod:`rll_core.evaluation` - the paper's evaluation attacks by name; accuracy over a dataset.
 * :mod:`rll_core.lipschitz` - empirical local Lipschitzness (rll's ascent, and the paper's procedure).
-* :mod:`rll_core.runs` - runs by name (train / evaluate / load a run folder), grids, Section 5 tables.
+* :mod:`rll_core.runs` - runs by name (train / evaluate / load a run folder), grids, robustness curves.
+* :mod:`rll_core.tables` - Section 5 tables with n, 95 % Wilson intervals and standard errors.
 * :mod:`rll_core.paper` - every setting of the reference code, commented with its source.
 * :mod:`rll_core.plotting`, :mod:`rll_core.widgets` - figures, and the notebooks' explorers.
-* :mod:`rll_core.storage` - atomic result files, digests, locks, tables; :mod:`rll_core.checks` - shared
+* :mod:`rll_core.storage` - atomic result files, digests, locks, csv/md/LaTeX files; :mod:`rll_core.checks` - shared
   argument checks and device resolution; :mod:`rll_core.cli` - the ``rll`` command.
 """
 
@@ -43,7 +44,8 @@ _PUBLIC = {
     "LipschitzClassifier": "theory", "astuteness": "theory",
     "build_model": "models", "make_method": "methods", "train": "training",
     "pgd": "attacks", "multi_targeted": "attacks", "evaluate": "evaluation", "local_lipschitz": "lipschitz",
-    "train_run": "runs", "evaluate_run": "runs", "load_run": "runs", "run_grid": "runs", "export_table": "runs",
+    "train_run": "runs", "evaluate_run": "runs", "load_run": "runs", "run_grid": "runs", "robustness_curve": "runs",
+    "export_table": "tables", "wilson_interval": "tables",
     "export_separation": "plotting", "save_figure": "plotting", "paper": "",
 }
 

@@ -57,9 +57,49 @@ def _linf_nearest_kernel(qt_ptr, qy_ptr, rt_ptr, ry_ptr, out_d_ptr, out_i_ptr,
     tl.store(out_i_ptr + pid_s * nq + offs_q, best_i, mask=qmask)
 
 
+#: The block sizes and warps the host code launches the kernel with (``triton_nearest``'s defaults): what
+#: :func:`compile_report` compiles ahead of time.
+BQ, BR, NUM_WARPS = 64, 64, 4
+
+_SIGNATURE = {"qt_ptr": "*u8", "qy_ptr": "*i32", "rt_ptr": "*u8", "ry_ptr": "*i32", "out_d_ptr": "*i32",
+              "out_i_ptr": "*i32", "nq": "i32", "nr": "i32", "dim": "i32", "refs_per_split": "i32",
+              "BQ": "constexpr", "BR": "constexpr"}
+
+
+def compile_report(capability: int, bq: int = BQ, br: int = BR, num_warps: int = NUM_WARPS) -> dict[str, int]:
+    """Compile the kernel ahead of time for CUDA compute ``capability`` (80: A100, 90: H100/H200) on any
+    machine, no GPU needed, and read the cubin's resource use with the ``cuobjdump`` Triton ships:
+    ``registers``, ``stack`` and ``local`` bytes (a register spill shows as local memory), ``cubin_bytes``.
+
+    This proves the kernel compiles for the target and fits its registers; not that it runs or is right
+    there (the GPU tests check that, on a GPU)."""
+    import re
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    src = ASTSource(fn=_linf_nearest_kernel, signature=_SIGNATURE, constexprs={"BQ": bq, "BR": br})
+    compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
+    cubin = compiled.asm["cubin"]
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "kernel.cubin"
+        path.write_bytes(cubin)
+        out = subprocess.run([str(tool), "-res-usage", str(path)], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", out)
+    if m is None:
+        raise RuntimeError(f"no resource usage in cuobjdump's output: {out!r}")
+    regs, stack, shared, local = map(int, m.groups())
+    return {"capability": capability, "registers": regs, "stack": stack, "shared": shared, "local": local,
+            "cubin_bytes": len(cubin)}
+
+
 def triton_nearest(q: torch.Tensor, qy: torch.Tensor, r: torch.Tensor, ry: torch.Tensor,
-                   best_d: torch.Tensor, best_i: torch.Tensor, bq: int = 64, br: int = 64,
-                   splits: int | None = None, num_warps: int = 4) -> None:
+                   best_d: torch.Tensor, best_i: torch.Tensor, bq: int = BQ, br: int = BR,
+                   splits: int | None = None, num_warps: int = NUM_WARPS) -> None:
     """Update ``best_d`` (int32) / ``best_i`` (int64) for uint8 ``q`` (nq, D) against ``r`` (nr, D)."""
     if q.dtype != torch.uint8 or r.dtype != torch.uint8:
         raise TypeError("the Triton kernel takes uint8 data; use backend='torch' for floats")

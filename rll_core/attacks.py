@@ -4,6 +4,8 @@
   optionally targeted, with random starts and restarts.
 * :func:`multi_targeted` - for every class other than the label, a targeted PGD on the margin
   ``z_target - z_label`` (Gowal et al. 2019); per example the strongest target is kept.
+* :func:`autoattack` - AutoAttack's standard version (Croce & Hein 2020) at the reference's settings, from
+  torchattacks' four attacks (optional dependency).
 * :func:`sign_ascent`, :func:`project`, :func:`input_grad`, :func:`eval_mode` - the pieces every inner
   search of the training methods and the Lipschitz estimate is built from.
 
@@ -26,7 +28,7 @@ from torch import nn
 
 from .checks import check_eps, check_images, check_int, check_labels
 
-__all__ = ["box", "check_batch", "eval_mode", "input_grad", "multi_targeted", "num_classes_of", "pgd", "predict",
+__all__ = ["autoattack", "box", "check_batch", "eval_mode", "input_grad", "multi_targeted", "num_classes_of", "pgd", "predict",
            "project", "sign_ascent"]
 
 
@@ -195,6 +197,37 @@ def multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
             best[alive[better]] = x_adv[better]
             best_margin[alive[better]] = m[better]
     return best
+
+
+def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 100,
+               n_queries: int = 5000, seed: int = 0, validate: bool = True) -> torch.Tensor:
+    """AutoAttack, standard version (Croce & Hein 2020), L-inf: APGD-CE, APGD-T and FAB-T (every other class
+    as a target) with ``steps`` iterations each and Square with ``n_queries`` queries, one restart each,
+    every attack run on the points the ones before it left robust.  Returns ``x_adv`` (detached).
+
+    The four attacks are torchattacks' (an optional dependency: ``pip install --no-deps torchattacks``),
+    put together here at the reference's settings: torchattacks' own ``AutoAttack`` runs APGD, APGD-T
+    and FAB with its default 10 iterations instead of the reference's 100.  ``seed`` seeds the four
+    attacks; the global random state is left as it was.
+    """
+    try:
+        import torchattacks
+    except ImportError:
+        raise ImportError("AutoAttack needs torchattacks: pip install --no-deps torchattacks==3.5.1 "
+                          "(make setup installs it)") from None
+    check_eps(eps, None, steps)
+    check_int("n_queries", n_queries)
+    k = check_batch(model, x, y) if validate else num_classes_of(model, x)
+    if eps == 0:
+        return x.detach().clone()
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    with eval_mode(model), torch.random.fork_rng(devices=devices):
+        common = {"norm": "Linf", "eps": float(eps), "seed": int(seed)}
+        parts = [torchattacks.APGD(model, steps=steps, n_restarts=1, loss="ce", **common),
+                 torchattacks.APGDT(model, steps=steps, n_restarts=1, n_classes=k, **common),
+                 torchattacks.FAB(model, steps=steps, n_restarts=1, multi_targeted=True, n_classes=k, **common),
+                 torchattacks.Square(model, n_queries=n_queries, n_restarts=1, **common)]
+        return torchattacks.MultiAttack(parts)(x, y.long()).detach()
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,8 @@ import torch
 from torch import nn
 
 __all__ = ["DEFAULT_BATCH", "ArrayLike", "as_float_images", "as_numpy", "check_compatible", "check_eps", "check_images",
-           "check_int", "check_labels", "check_points", "check_real", "default_batch_size", "is_real", "model_device",
-           "resolve_device", "rng_state", "set_rng_state"]
+           "check_int", "check_labels", "check_points", "check_real", "default_batch_size", "is_real",
+           "join_process_group", "leave_process_group", "model_device", "resolve_device", "rng_state", "set_rng_state"]
 
 #: Points as numpy arrays or torch tensors.
 ArrayLike = np.ndarray | torch.Tensor
@@ -183,3 +184,34 @@ def set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], device)
+
+
+# ----------------------------------------------------------------------------------------------
+# torchrun
+
+
+def join_process_group() -> tuple[int, int, torch.device | None, bool]:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group (NCCL with GPUs, else gloo) and
+    return (rank, world size, this rank's device, whether this call opened the group, so the caller
+    closes it); (0, 1, None, False) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, None, False
+    import torch.distributed as dist
+
+    opened = not dist.is_initialized()
+    if opened:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dist.get_rank(), dist.get_world_size(), dev, opened
+
+
+def leave_process_group(opened: bool) -> None:
+    """Close the process group if :func:`join_process_group` opened it."""
+    if opened:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()

@@ -183,7 +183,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _separation(args: argparse.Namespace) -> int:
-    from .checks import resolve_device
+    from .checks import join_process_group, leave_process_group, resolve_device
     from .plotting import check_formats, export_separation
     from .separation import measure_separation
     from .storage import check_writable, output_tag
@@ -194,8 +194,14 @@ def _separation(args: argparse.Namespace) -> int:
     cache = check_writable(args.cache_dir, "cache folder (--cache-dir)")
     train, test = load_train_test(args.dataset, args.data_dir, args.n_train, args.n_test, args.seed,
                                   dataset_name=args.name)
-    result = measure_separation(train, test, args.eps, device=args.device, backend=args.backend, cache_dir=cache,
-                                progress=not args.no_progress)
+    rank, _, rank_device, opened = join_process_group()  # under torchrun: the references sharded over ranks
+    try:
+        result = measure_separation(train, test, args.eps, device=rank_device or args.device, backend=args.backend,
+                                    cache_dir=cache, progress=not args.no_progress and rank == 0)
+    finally:
+        leave_process_group(opened)
+    if rank != 0:  # every rank holds the merged result; one writes it
+        return 0
     tag = output_tag(n=f"{args.n_train or 'all'}-{args.n_test or 'all'}" if args.n_train or args.n_test else None,
                      seed=args.seed if args.n_train or args.n_test else None, eps=args.eps)
     written = export_separation(result, out, args.formats, tag=tag)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EPS", "METHODS", "SETTINGS", "TABLE4", "DatasetSettings", "METHOD_DEFAULTS", "dataset_key", "like", "lr", "method_hyper",
+__all__ = ["DISPLAY_NAMES", "EPS", "METHODS", "SETTINGS", "TABLE4", "DatasetSettings", "METHOD_DEFAULTS", "dataset_key", "display_name", "like", "lr", "method_hyper",
            "milestones", "step_size", "table4"]
 
 #: Perturbation radius per dataset on the [0, 1] pixel scale (``params.py``: ``'eps': [...]``).
@@ -137,6 +137,19 @@ def dataset_key(name: str) -> str:
     if key not in SETTINGS:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(SETTINGS)}")
     return key
+
+
+#: Dataset names as people write them (titles, captions).
+DISPLAY_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "svhn": "SVHN",
+                 "restricted_imagenet": "Restricted ImageNet"}
+
+
+def display_name(name: str) -> str:
+    """``"fashion_mnist"`` -> ``"Fashion-MNIST"``; a name that is no paper dataset (a file of your own) as given."""
+    try:
+        return DISPLAY_NAMES.get(dataset_key(name), name)
+    except ValueError:
+        return name
 
 
 def table4(dataset: str) -> dict[str, Any]:

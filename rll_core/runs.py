@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,16 +23,16 @@ import torch
 from . import paper
 from .checks import check_eps, check_int, check_real, default_batch_size, model_device, resolve_device
 from .data import ImageDataset, is_npz_path, load_npz_dataset, load_train_test
-from .evaluation import AttackSpec, evaluate, paper_attack
+from .evaluation import ATTACKS, AttackSpec, evaluate, paper_attack
 from .lipschitz import REFERENCE_STEP_SIZE, local_lipschitz
 from .methods import METHODS, make_method
 from .models import build_model, check_model
 from .storage import array_digest, check_writable, load_json, save_json, save_npz, user_path
 from .training import RunMismatch, TrainResult, load_checkpoint, train
 
-__all__ = ["PAPER_METHODS", "PRESETS", "TABLE_COLUMNS", "collect_runs", "evaluate_run", "export_table", "grid_digest", "load_run",
+__all__ = ["PAPER_METHODS", "PRESETS", "collect_runs", "evaluate_run", "grid_digest", "load_run",
            "method_label", "parse_methods",
-           "run_grid", "run_name", "table_rows", "theory_row", "train_run"]
+           "robustness_curve", "run_grid", "run_name", "theory_curve", "theory_row", "train_run"]
 
 
 def _method_hyper(dataset: str, method: str, hyper: Mapping[str, Any] | None, eps: float | None) -> dict[str, Any]:
@@ -156,8 +157,13 @@ def _eval_stem(eval_settings: Mapping[str, Any], epoch: int) -> str:
 def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", eps: float | None = None,
                  attacks: Sequence[str] | str = ("pgd", "multitarget"), steps: int | None = None, restarts: int = 1,
                  n_eval: int = 1000, lipschitz_steps: int = 10, data_dir: str | os.PathLike[str] | None = None,
-                 device: str = "auto", progress: bool = True) -> dict[str, Any]:
+                 splits: Sequence[str] = ("train", "test"), device: str = "auto",
+                 progress: bool = True) -> dict[str, Any]:
     """Evaluate a run folder on the first ``n_eval`` train and test points at the run's eps (or ``eps``).
+
+    ``splits``: ``("test",)`` evaluates the test points only (no gaps), e.g. for an expensive attack
+    such as AutoAttack on fewer points: ``evaluate_run(run, attacks=("autoattack",), n_eval=50,
+    splits=("test",))``.
 
     Writes ``eval-<settings>.json`` (the row, the evaluation settings, the run's settings) and, beside it,
     ``.npz`` with the per-example verdicts (``<split>_<attack>``) and Lipschitz values
@@ -169,6 +175,9 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
         raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
     check_int("n_eval", n_eval)
     check_int("lipschitz_steps", lipschitz_steps)
+    splits = list(splits)
+    if not splits or not set(splits) <= {"train", "test"} or len(set(splits)) != len(splits):
+        raise ValueError(f"splits must be 'train' and/or 'test' (each once), got {splits}")
     dev = resolve_device(device)
     settings = _run_settings(out, checkpoint)
     run_eps = float(settings.get("eps", settings.get("val_eps", 0.0)))
@@ -178,11 +187,31 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
                      "attacks": {s.name: dataclasses.asdict(s) for s in specs}, "lipschitz_steps": lipschitz_steps,
                      "lipschitz_step_size": paper.step_size(ev_eps, lipschitz_steps),
                      "lipschitz_reference_step_size": REFERENCE_STEP_SIZE}
+    if splits != ["train", "test"]:  # recorded only when not the default, so existing file names still match
+        eval_settings["splits"] = splits
     ck = load_checkpoint(out / f"{checkpoint}.pt")
     stem = _eval_stem(eval_settings, int(ck["epoch"]))
     json_path, npz_path = out / f"{stem}.json", out / f"{stem}.npz"
     if json_path.exists() and npz_path.exists():
         return load_json(json_path)
+    train_set, test_set, net = _restore(out, settings, ck, data_dir, dev)
+    row: dict[str, Any] = {"run": out.name, **{k: settings.get(k) for k in ("dataset", "architecture", "dropout",
+                                                                             "method", "epochs", "seed")},
+                           "hyper": {k: v for k, v in settings.items() if k in ("beta", "lam", "mu", "h", "eps")},
+                           "epoch": ck["epoch"], "eps": ev_eps, "eval_file": json_path.name}
+    data = {"train": train_set, "test": test_set}
+    arrays = _measure(row, net, {k: data[k] for k in splits}, specs, eval_settings, settings["seed"],
+                      progress)
+    result = {**row, "evaluation": eval_settings, "settings": settings}
+    save_npz(npz_path, **arrays)
+    save_json(json_path, result)
+    return result
+
+
+def _restore(out: Path, settings: Mapping[str, Any], ck: Mapping[str, Any], data_dir: str | os.PathLike[str] | None,
+             dev: torch.device) -> tuple[ImageDataset, ImageDataset, torch.nn.Module]:
+    """A run's training and test data (checked against the digest it was trained on) and its model with the
+    checkpoint's weights on ``dev``."""
     train_set, test_set = load_train_test(settings["dataset"], data_dir or settings.get("data_dir"),
                                           settings["n_train"], settings["n_test"], settings["seed"])
     if array_digest(train_set.images, train_set.labels) != settings["data_digest"]:
@@ -190,15 +219,49 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
                           "trained on")
     net = _build(settings, settings["seed"]).to(dev)
     net.load_state_dict(ck["model"])
-    row: dict[str, Any] = {"run": out.name, **{k: settings.get(k) for k in ("dataset", "architecture", "dropout",
-                                                                             "method", "epochs", "seed")},
-                           "hyper": {k: v for k, v in settings.items() if k in ("beta", "lam", "mu", "h", "eps")},
-                           "epoch": ck["epoch"], "eps": ev_eps, "eval_file": json_path.name}
-    arrays = _measure(row, net, {"train": train_set, "test": test_set}, specs, eval_settings, settings["seed"],
-                      progress)
-    result = {**row, "evaluation": eval_settings, "settings": settings}
-    save_npz(npz_path, **arrays)
-    save_json(json_path, result)
+    return train_set, test_set, net
+
+
+def robustness_curve(out_dir: str | os.PathLike[str], eps_grid: Sequence[float], *, n_eval: int = 100,
+                     checkpoint: str = "last", data_dir: str | os.PathLike[str] | None = None,
+                     device: str = "auto") -> dict[str, Any]:
+    """A run's test accuracy under PGD at every radius of ``eps_grid`` (the paper's PGD-10, step 2 eps / 10,
+    at each; eps 0 is the clean accuracy), on the first ``n_eval`` test points.
+
+    Returns and saves ``curve-<checkpoint>-e<epoch>-n<n>-<digest>.json`` (``eps``, ``accuracy``, ``n``, the
+    settings) with the per-point verdicts in the ``.npz`` beside it (``eps<k>`` for the k-th radius); a
+    finished curve is read back.
+    """
+    out = user_path(out_dir)
+    if checkpoint not in ("last", "best"):
+        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    grid = sorted({check_real("eps", e, lo=0, hi=1) for e in eps_grid})
+    if not grid:
+        raise ValueError("eps_grid is empty")
+    check_int("n_eval", n_eval)
+    dev = resolve_device(device)
+    settings = _run_settings(out, checkpoint)
+    ev: dict[str, Any] = {"checkpoint": checkpoint, "n_eval": n_eval, "eps_grid": grid, "split": "test",
+          "attack": {"name": "pgd", "steps": ATTACKS["pgd"], "step_size": "2 eps / steps"},
+          "batch_size": default_batch_size(dev)}
+    ck = load_checkpoint(out / f"{checkpoint}.pt")
+    digest = hashlib.sha256(json.dumps({**ev, "epoch": ck["epoch"]}, sort_keys=True).encode()).hexdigest()[:10]
+    path = out / f"curve-{checkpoint}-e{ck['epoch']}-n{n_eval}-{digest}.json"
+    if path.exists() and path.with_suffix(".npz").exists():
+        return load_json(path)
+    _, test_set, net = _restore(out, settings, ck, data_dir, dev)
+    sub = test_set.subset(n_eval, seed=None)
+    x = torch.from_numpy(sub.float_images())
+    verdicts = {}
+    for k, e in enumerate(grid):
+        r = evaluate(net, x, sub.labels, eps=e, attacks=[paper_attack("pgd", e)] if e > 0 else [],
+                     seed=settings["seed"], batch_size=ev["batch_size"], progress=False)
+        verdicts[f"eps{k}"] = r.correct["pgd" if e > 0 else "clean"]
+    result = {"run": out.name, "method": settings.get("method"), "eps": grid, "n": len(sub),
+              "accuracy": [float(v.mean()) for v in verdicts.values()], "epoch": ck["epoch"], "evaluation": ev,
+              "settings": settings}
+    save_npz(path.with_suffix(".npz"), **verdicts)
+    save_json(path, result)
     return result
 
 
@@ -228,6 +291,8 @@ def _measure(row: dict[str, Any], net: torch.nn.Module, splits: Mapping[str, Ima
             row[f"{split}_lipschitz{suffix}"] = float(lip.mean())
             row[f"{split}_lipschitz{suffix}_se"] = float(lip.std() / max(len(lip), 1) ** 0.5) if len(lip) > 1 else 0.0
         row["attack_settings"] = r.attacks
+    if set(splits) != {"train", "test"}:
+        return arrays
     row["gap_standard"] = row["train_accuracy"] - row["test_accuracy"]
     if specs:
         first = specs[0].name
@@ -253,17 +318,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: The methods of Tables 2 and 3 with the paper's hyperparameter sweeps (:data:`rll_core.paper.METHODS`).
 PAPER_METHODS = paper.METHODS
 
-#: Columns of the Section 5 tables, in order (the paper's Tables 2-4), then the reference procedure's
-#: Lipschitz values (the published column's method) beside rll's.
-TABLE_COLUMNS = ("method", "train_accuracy", "test_accuracy", "train_pgd_accuracy", "test_pgd_accuracy",
-                 "test_multitarget_accuracy", "train_lipschitz", "test_lipschitz", "gap_standard",
-                 "gap_adversarial", "test_lipschitz_reference")
+#: Hyperparameter names as the paper writes them (labels of tables and figures).
+_SYMBOLS = {"beta": "β", "lam": "λ", "mu": "μ"}
 
 
 def method_label(method: str, hyper: Mapping[str, Any]) -> str:
-    """``TRADES(beta=6)``-style label of a method and its swept hyperparameters."""
-    inner = ", ".join(f"{k}={v:g}" for k, v in sorted(hyper.items()) if k != "eps")
-    return method.upper() + (f"({inner})" if inner else "") if method != "natural" else "natural"
+    """``TRADES (β=6)``-style label of a method and its swept hyperparameters."""
+    inner = ", ".join(f"{_SYMBOLS.get(k, k)}={v:g}" for k, v in sorted(hyper.items()) if k != "eps")
+    return method.upper() + (f" ({inner})" if inner else "") if method != "natural" else "natural"
 
 
 def run_name(dataset: str, model: str, method: str, hyper: Mapping[str, Any], dropout: float | None,
@@ -311,9 +373,11 @@ def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequenc
     size = n_train if n_train is not None else p["n_train"]
     n_epochs = epochs or p["epochs"]
     rows = []
-    for name, hyper in tqdm(list(methods), desc=f"{dataset} runs", disable=not progress, unit="run"):
+    bar = tqdm(list(methods), desc=f"{dataset} runs", disable=not progress, unit="run")
+    for name, hyper in bar:
         out = user_path(out_root) / run_name(name_of_data, arch, name, hyper, dropout, preset, eps=run_eps,
                                              n_train=size, epochs=n_epochs, seed=seed)
+        t0 = time.perf_counter()
         train_run(out, dataset=data, method=name, hyper=hyper, eps=run_eps, model=arch, dropout=dropout,
                   augment=augment, epochs=n_epochs, optimizer=p["optimizer"], lr=p["lr"], n_train=size,
                   n_test=n_test if n_test is not None else p["n_test"], n_val=p["n_val"], seed=seed,
@@ -321,7 +385,20 @@ def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequenc
         row = evaluate_run(out, n_eval=n_eval or p["n_eval"], data_dir=data_dir, device=device, progress=False)
         row["label"] = method_label(name, hyper)
         rows.append(row)
+        if progress:  # one line per run, so a headless job (make run, papermill --log-output) shows where it is
+            bar.write(_run_summary(row, time.perf_counter() - t0))
     return rows
+
+
+def _run_summary(row: Mapping[str, Any], seconds: float) -> str:
+    """``AT: 2 epochs, test acc 0.90, PGD 0.73 [0.64, 0.81] (n = 100), Lipschitz 46.9 (51 s)``."""
+    from .tables import wilson_interval
+
+    n = int(row["test_n"])
+    pgd_acc = row.get("test_pgd_accuracy")
+    adv = "" if pgd_acc is None else " PGD {:.2f} [{:.2f}, {:.2f}],".format(pgd_acc, *wilson_interval(pgd_acc, n))
+    return (f"{row['label']}: {row['epoch']} epochs, test acc {row['test_accuracy']:.2f},{adv} n = {n}, "
+            f"Lipschitz {row['test_lipschitz']:.1f} ({seconds:.0f} s)")
 
 
 def theory_row(train_set: ImageDataset, test_set: ImageDataset, eps: float, *, n_eval: int = 100,
@@ -330,26 +407,31 @@ def theory_row(train_set: ImageDataset, test_set: ImageDataset, eps: float, *, n
     from .theory import LipschitzClassifier
 
     clf = LipschitzClassifier(train_set.images, train_set.labels)
-    row: dict[str, Any] = {"label": f"1/r-Lipschitz (r={clf.r:.3f})", "method": "theory", "r": clf.r, "eps": eps}
+    row: dict[str, Any] = {"label": f"Section 4 classifier (r={clf.r:.3f})", "method": "theory", "r": clf.r, "eps": eps}
     ev = {"n_eval": n_eval, "eps": eps, "lipschitz_steps": 10, "batch_size": default_batch_size(torch.device("cpu"))}
     _measure(row, clf, {"train": train_set, "test": test_set}, _eval_specs(eps, ("pgd", "multitarget"), None, 1),
              ev, seed, False, dtype=torch.float64, reference=False)
     return row
 
 
-def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The Section 5 table columns of each row (``method`` shown as its label)."""
-    return [{c: (r.get("label", r.get("method")) if c == "method" else r.get(c, float("nan"))) for c in TABLE_COLUMNS}
-            for r in rows]
+def theory_curve(train_set: ImageDataset, test_set: ImageDataset, eps_grid: Sequence[float] | None = None, *,
+                 n_eval: int = 100, also: Sequence[float] = ()) -> dict[str, Any]:
+    """Section 4's classifier on ``train_set``: its certified test accuracy at every radius of ``eps_grid``
+    on the first ``n_eval`` test points (one exact search; a lower bound on its robust accuracy), and ``r``.
 
+    ``eps_grid`` None: 7 radii from 0 to 1.2 r (past the data's r), rounded to 3 decimals, plus ``also``
+    (e.g. the training eps); the radii used are returned as ``eps``."""
+    from .theory import LipschitzClassifier, certified_radius
 
-def export_table(rows: Sequence[Mapping[str, Any]], stem: str | os.PathLike[str]) -> list[Path]:
-    """Write the rows as ``<stem>.csv``, ``.md`` and ``.tex``."""
-    from .storage import save_table
-
-    t = table_rows(rows)
-    stem = Path(stem)
-    return [save_table(stem.with_name(f"{stem.name}.{ext}"), t) for ext in ("csv", "md", "tex")]
+    clf = LipschitzClassifier(train_set.images, train_set.labels)
+    sub = test_set.subset(check_int("n_eval", n_eval), seed=None)
+    radius = certified_radius(clf, torch.from_numpy(sub.float_images()).double(), torch.from_numpy(sub.labels))
+    if eps_grid is None:
+        eps_grid = [round(clf.r * 1.2 * k / 6, 3) for k in range(7)]
+    grid = sorted({check_real("eps", e, lo=0, hi=1) for e in [*eps_grid, *also]})
+    return {"method": "theory", "label": f"Section 4 classifier, certified (r={clf.r:.3f})", "r": clf.r,
+            "eps": grid, "n": len(sub), "accuracy": [float((radius > e).mean()) for e in grid],
+            "radius": radius}
 
 
 def parse_methods(spec: str | Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:

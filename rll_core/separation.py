@@ -19,6 +19,7 @@ finished query chunk.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -242,9 +243,10 @@ def _backend(name: str, r: np.ndarray, ry: np.ndarray, dev: torch.device) -> Any
 
 def _search_chunks(*, q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray, self_search: bool, be: str,
                    dev: torch.device, best_d: np.ndarray, best_i: np.ndarray, query_chunk: int, progress: bool,
-                   desc: str, done: int, cache: _ResultCache | None) -> float:
+                   desc: str, done: int, cache: _ResultCache | None, complete: bool = True) -> float:
     """Fill ``best_d`` / ``best_i`` from query ``done`` on, chunk by chunk (saving each finished chunk to
-    ``cache``); return the seconds taken."""
+    ``cache``); return the seconds taken.  ``complete``: every query must find a reference of another
+    class (false for one rank's shard of the references, which may hold a single class)."""
     from .progress import progress_bar as tqdm
 
     search = _backend(be, r, ry, dev)
@@ -257,7 +259,7 @@ def _search_chunks(*, q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarr
             if cache is not None and e < nq:
                 cache.save_partial(best_d, best_i, e)
             bar.update(e - s)
-    if (best_i < 0).any():  # cannot happen after the class check; guard the invariant anyway
+    if complete and (best_i < 0).any():  # cannot happen after the class check; guard the invariant anyway
         raise RuntimeError("internal error: a query found no point of another class")
     return time.perf_counter() - t0
 
@@ -305,8 +307,64 @@ def nearest_other_class(
     ``refs=None`` measures the queries against themselves (train-train).  ``cache_dir`` stores the
     result (``nearest-<digest>.npz`` + ``.json``) keyed by a digest of the inputs, and checkpoints
     after every query chunk so that an interrupted run resumes.
+
+    Under ``torchrun`` (an initialised ``torch.distributed`` process group of several ranks: GPUs or CPU
+    processes, one node or several) the references are split into one contiguous shard per rank; each
+    rank searches every query against its shard (cached and resumable per shard) and the ranks' (distance,
+    index) pairs are gathered and merged with the same tie rule (smallest distance, then smallest index),
+    so every rank returns the single-process arrays bit for bit.
     """
     q, qy, r, ry = _check_search_input(queries, query_labels, refs, ref_labels)
+    rank, world = _process_group()
+    kw: dict[str, Any] = dict(device=device, backend=backend, query_chunk=query_chunk, cache_dir=cache_dir, desc=desc,
+                              meta=meta)
+    if world == 1:
+        return _nearest_local(q, qy, r, ry, refs is None, progress=progress, **kw)
+    per = -(-r.shape[0] // world)
+    lo, hi = min(rank * per, r.shape[0]), min((rank + 1) * per, r.shape[0])
+    kw["meta"] = {**(meta or {}), "shard": [lo, hi], "rank": rank, "world_size": world}
+    part = _nearest_local(q, qy, r[lo:hi], ry[lo:hi], False, progress=progress and rank == 0, complete=False, **kw)
+    best_i = np.where(part.index >= 0, part.index + lo, -1)
+    merged = _merge_shards(part.raw_distance, best_i, part.scale, world)
+    return dataclasses.replace(merged, cached=part.cached)  # this rank's shard came from its cache
+
+
+def _process_group() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed process group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _merge_shards(best_d: np.ndarray, best_i: np.ndarray, scale: float, world: int) -> NearestOther:
+    """Every rank's (distance, global index) per query, gathered; per query the smallest distance and,
+    among equal ones, the smallest index (a shard with no other-class point, index -1, never wins)."""
+    import torch.distributed as dist
+
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    d_t, i_t = torch.from_numpy(best_d).to(dev), torch.from_numpy(best_i).to(dev)
+    ds, is_ = [torch.empty_like(d_t) for _ in range(world)], [torch.empty_like(i_t) for _ in range(world)]
+    dist.all_gather(ds, d_t)
+    dist.all_gather(is_, i_t)
+    d_all, i_all = torch.stack(ds).cpu().numpy(), torch.stack(is_).cpu().numpy()
+    big = np.iinfo(np.int64).max
+    i_key = np.where(i_all < 0, big, i_all)
+    d_key = np.where(i_all < 0, np.inf, d_all.astype(np.float64))
+    d_min = d_key.min(0)
+    i_min = np.where(d_key == d_min, i_key, big).min(0)
+    if (i_min == big).any():
+        raise RuntimeError("internal error: a query found no point of another class on any rank")
+    pick = np.argmax((d_key == d_min) & (i_key == i_min), axis=0)
+    return NearestOther(d_all[pick, np.arange(d_all.shape[1])], i_min, scale)
+
+
+def _nearest_local(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray, self_search: bool, *,
+                   device: str | torch.device, backend: Backend, query_chunk: int | None,
+                   cache_dir: str | os.PathLike[str] | None, progress: bool, desc: str, meta: dict[str, Any] | None,
+                   complete: bool = True) -> NearestOther:
+    """The search in this process (checked inputs); ``complete`` as for ``_search_chunks``."""
     dev = resolve_device(device)
     be = _resolve_backend(backend, dev, q.dtype)
     is_int = q.dtype == np.uint8
@@ -319,14 +377,17 @@ def nearest_other_class(
 
     best_d = np.full(nq, UINT8_SENTINEL if is_int else np.inf, dtype=np.int32 if is_int else np.float64)
     best_i = np.full(nq, -1, dtype=np.int64)
-    search: dict[str, Any] = dict(q=q, qy=qy, r=r, ry=ry, self_search=refs is None, be=be, dev=dev, best_d=best_d,
-                                  best_i=best_i, query_chunk=query_chunk, progress=progress, desc=desc)
+    search: dict[str, Any] = dict(q=q, qy=qy, r=r, ry=ry, self_search=self_search, be=be, dev=dev, best_d=best_d,
+                                  best_i=best_i, query_chunk=query_chunk, progress=progress, desc=desc,
+                                  complete=complete)
+    if r.shape[0] == 0:  # an empty shard (more ranks than references): nothing found here
+        return NearestOther(best_d, best_i, scale)
     if cache_dir is None:
         _search_chunks(**search, done=0, cache=None)
         return NearestOther(best_d, best_i, scale)
     cache = _ResultCache(cache_dir, array_digest(
-        q, qy, *(() if refs is None else (r, ry)),
-        extra=f"nearest_other_class/v{_CACHE_FORMAT}/self={refs is None}"))
+        q, qy, *(() if self_search else (r, ry)),
+        extra=f"nearest_other_class/v{_CACHE_FORMAT}/self={self_search}"))
     hit = cache.load_final(nq)
     if hit is not None:
         return NearestOther(hit[0], hit[1], scale, cached=True)
@@ -334,7 +395,7 @@ def nearest_other_class(
         elapsed = _search_chunks(**search, done=cache.load_partial(best_d, best_i), cache=cache)
         cache.save_final(best_d, best_i, {
             "n_queries": nq, "n_refs": int(r.shape[0]), "dim": int(q.shape[1]), "dtype": str(q.dtype),
-            "self": refs is None, "backend": be, "device": str(dev), "seconds": elapsed,
+            "self": self_search, "backend": be, "device": str(dev), "seconds": elapsed,
             "rll_version": __version__, **(meta or {})})
     return NearestOther(best_d, best_i, scale)
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["CorruptFile", "FolderBusy", "array_digest", "atomic_write_bytes", "check_writable", "folder_lock", "lock_file", "output_tag",
-           "load_json", "load_npz", "save_json", "save_npz", "save_table", "set_aside", "user_path"]
+           "load_json", "load_npz", "save_json", "save_npz", "save_table", "set_aside", "tex_escape", "user_path"]
 
 
 class FolderBusy(ValueError):
@@ -184,9 +184,24 @@ def array_digest(*arrays: np.ndarray, extra: str = "") -> str:
     return h.hexdigest()
 
 
-def save_table(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], floatfmt: str = ".4f") -> Path:
+#: Characters of the display tables and their LaTeX (math where it is math).
+_TEX = {"\\": "\\textbackslash{}", "_": "\\_", "&": "\\&", "%": "\\%", "#": "\\#", "β": "$\\beta$",
+        "λ": "$\\lambda$", "μ": "$\\mu$", "ε": "$\\varepsilon$", "±": "$\\pm$", "−": "$-$", "ℓ∞": "$\\ell_\\infty$",
+        "ℓ1": "$\\ell_1$", "→": "$\\to$"}
+
+
+def tex_escape(text: str) -> str:
+    """Plain text (with β, λ, μ, ε, ±, ℓ∞ ...) as LaTeX source."""
+    for a, b in _TEX.items():
+        text = text.replace(a, b)
+    return text
+
+
+def save_table(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], floatfmt: str = ".4f",
+               caption: str = "") -> Path:
     """Save rows (dicts with the same keys) as CSV, or as a Markdown (``.md``) or LaTeX booktabs (``.tex``)
-    table, by the file's suffix."""
+    table, by the file's suffix.  ``caption``: a line above the Markdown table; the LaTeX one becomes a
+    ``table`` float with ``\\caption`` (first column left-aligned, the rest right-aligned)."""
     path = Path(path)
     if not rows:
         raise ValueError("no rows to save")
@@ -198,15 +213,15 @@ def save_table(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], 
         return str(v)
 
     if path.suffix == ".tex":
-        def tex(v: Any) -> str:
-            return fmt(v).replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("&", "\\&").replace("%", "\\%")
-
-        lines = ["\\begin{tabular}{" + "l" * len(cols) + "}", "\\toprule", " & ".join(tex(c) for c in cols) + " \\\\",
-                 "\\midrule"]
-        lines += [" & ".join(tex(r[c]) for c in cols) + " \\\\" for r in rows]
-        lines += ["\\bottomrule", "\\end{tabular}"]
+        body = ["\\begin{tabular}{l" + "r" * (len(cols) - 1) + "}", "\\toprule",
+                " & ".join(tex_escape(c) for c in cols) + " \\\\", "\\midrule"]
+        body += [" & ".join(tex_escape(fmt(r[c])) for c in cols) + " \\\\" for r in rows]
+        body += ["\\bottomrule", "\\end{tabular}"]
+        lines = (["\\begin{table}[t]", "\\centering", "\\small", f"\\caption{{{tex_escape(caption)}}}", *body,
+                  "\\end{table}"] if caption else body)
     elif path.suffix == ".md":
-        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+        lines = [caption, ""] if caption else []
+        lines += ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
         lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
     else:
         import csv

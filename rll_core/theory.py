@@ -33,7 +33,7 @@ from .attacks import pgd, project
 from .checks import ArrayLike, as_numpy, check_compatible, check_eps, check_images, check_points, check_real
 from .separation import Backend, ScaledDistances, nearest_other_class
 
-__all__ = ["Astuteness", "LipschitzClassifier", "PerClassNearest", "Top2", "astuteness", "lipschitz_ratio_inf",
+__all__ = ["Astuteness", "LipschitzClassifier", "PerClassNearest", "Top2", "astuteness", "certified_radius", "lipschitz_ratio_inf",
            "max_lipschitz_ratio", "nearest_two_classes", "per_class_nearest"]
 
 
@@ -240,6 +240,33 @@ class Astuteness:
     x_adv: torch.Tensor | None = field(repr=False, default=None)
 
 
+def _inputs(classifier: LipschitzClassifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked float images and each label's column among the classifier's classes."""
+    x = x.float() / 255 if x.dtype == torch.uint8 else x
+    check_images(x)
+    if tuple(y.shape) != (len(x),):
+        raise ValueError(f"labels must have shape ({len(x)},), got {tuple(y.shape)}")
+    classes = torch.from_numpy(classifier.classes)
+    col = torch.searchsorted(classes, y.cpu())
+    if bool((col >= len(classes)).any()) or not bool((classes[col.clamp(max=len(classes) - 1)] == y.cpu()).all()):
+        raise ValueError("labels must be classes of the training set")
+    return x, col
+
+
+def _radius(d: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """Half the gap between the nearest and the runner-up class distance where the nearest class is the
+    label, else 0: the point is certified at every eps below it (Section 4's margin argument)."""
+    two = d.topk(2, dim=1, largest=False).values
+    return torch.where(d.argmin(1) == col, (two[:, 1] - two[:, 0]) / 2, torch.zeros_like(two[:, 0]))
+
+
+def certified_radius(classifier: LipschitzClassifier, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Per point the L-inf radius below which the classifier provably keeps the label ``y`` (0 where it
+    misclassifies the point): certified astuteness at eps is ``(certified_radius(...) > eps).mean()``."""
+    x, col = _inputs(classifier, x, y)
+    return _radius(torch.from_numpy(classifier.nearest(x).dist), col).numpy()
+
+
 def astuteness(classifier: LipschitzClassifier, x: torch.Tensor, y: torch.Tensor, eps: float, *,
                pgd_steps: int = 20) -> Astuteness:
     """Certified (lower) and attacked (upper) astuteness of ``classifier`` at radius ``eps``.
@@ -249,20 +276,11 @@ def astuteness(classifier: LipschitzClassifier, x: torch.Tensor, y: torch.Tensor
     classifier.  Each is re-classified; a point counts as flipped only if a concrete input did it.
     """
     check_eps(eps, None, pgd_steps)
-    x = x.float() / 255 if x.dtype == torch.uint8 else x
-    check_images(x)
-    if tuple(y.shape) != (len(x),):
-        raise ValueError(f"labels must have shape ({len(x)},), got {tuple(y.shape)}")
-    classes = torch.from_numpy(classifier.classes)
-    col = torch.searchsorted(classes, y.cpu())
-    if bool((col >= len(classes)).any()) or not bool((classes[col.clamp(max=len(classes) - 1)] == y.cpu()).all()):
-        raise ValueError("labels must be classes of the training set")
+    x, col = _inputs(classifier, x, y)
     pcn = classifier.nearest(x)  # one exact search serves the prediction, the certificate and attack 1
     d = torch.from_numpy(pcn.dist)
-    pred = d.argmin(1)
-    correct = pred == col
-    two = d.topk(2, dim=1, largest=False).values
-    certified = correct & (two[:, 1] - two[:, 0] > 2 * eps)
+    correct = d.argmin(1) == col
+    certified = _radius(d, col) > eps
     # attack 1: towards the nearest point of the nearest wrong class
     wrong = d.clone()
     wrong[torch.arange(len(x)), col] = math.inf

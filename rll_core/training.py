@@ -39,6 +39,8 @@ from .checks import (
     check_int,
     check_labels,
     check_real,
+    join_process_group,
+    leave_process_group,
     model_device,
     resolve_device,
     rng_state,
@@ -182,24 +184,6 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 # distributed
 
 
-def _distributed() -> tuple[int, int, torch.device | None, bool]:
-    """(rank, world size, device, whether this call opened the process group) under torchrun;
-    (0, 1, None, False) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, None, False
-    import torch.distributed as dist
-
-    opened = not dist.is_initialized()
-    if opened:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    return dist.get_rank(), dist.get_world_size(), dev, opened
-
-
 # ----------------------------------------------------------------------------------------------
 # the loop
 
@@ -336,8 +320,8 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
           seed: int = 0, out_dir: str | os.PathLike[str] | None = None,
           val_data: ImageDataset | tuple[Any, Any] | None = None, n_val: int = 500, val_eps: float | None = None,
           extra_data: ImageDataset | tuple[Any, Any] | None = None, device: str | torch.device | None = "auto",
-          amp: bool = False, channels_last: bool = False, meta: Mapping[str, Any] | None = None,
-          progress: bool = True) -> TrainResult:
+          amp: bool = False, channels_last: bool = False, compile_model: bool = False,
+          meta: Mapping[str, Any] | None = None, progress: bool = True) -> TrainResult:
     """Train ``model`` in place with ``method`` for ``epochs`` epochs (resuming from ``out_dir``).
 
     ``method``: any :class:`Loss` (``make_method(...)``, or a function ``(model, x, y) -> loss``).
@@ -347,7 +331,9 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
     by ``gamma``.  ``augment``: ``"crop-flip"`` (or ``True``: random crop after 4 px padding + horizontal
     flip) or ``"crop8"`` (8 px padding, no flip), on the device.  ``device``: ``"auto"`` (a GPU if torch
     sees one), a device, or ``None`` (where the model is).  ``amp``: bf16 autocast; ``channels_last``:
-    NHWC memory format.  Validation (clean and PGD accuracy at ``val_eps``, default the method's eps;
+    NHWC memory format; ``compile_model``: every forward and backward pass through ``torch.compile`` (the
+    first batches pay for the compile; results equal the eager ones up to float rounding, so it is
+    recorded in the settings).  Validation (clean and PGD accuracy at ``val_eps``, default the method's eps;
     required for a loss without one) runs on the first ``n_val`` validation points after every epoch and
     picks ``best.pt``.  ``meta``: extra settings stored with the run.  ``out_dir`` is locked while
     training (a second process is refused with the holder's PID); a folder that already holds more
@@ -356,7 +342,7 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
     this call opens is closed.
     """
     _loss_settings(method)  # refuses a non-callable before any work
-    rank, world, ddp_device, opened = _distributed()
+    rank, world, ddp_device, opened = join_process_group()
     try:
         _check_settings(epochs, batch_size, lr, milestones, world)
         aug = _augmentation(augment)
@@ -370,7 +356,7 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
             weight_decay=weight_decay, milestones=list(milestones), gamma=gamma,
             augment=augment if isinstance(augment, str) else ("crop-flip" if augment else None), seed=seed,
             n_train=len(x), n_extra=len(extra[0]) if extra else 0, n_val=min(n_val, len(val[0])) if val else 0,
-            val_eps=eps, amp=amp, world_size=world, meta=meta)
+            val_eps=eps, amp=amp, world_size=world, meta=meta, **({"compile_model": True} if compile_model else {}))
         out = user_path(out_dir) if out_dir is not None else None
         with folder_lock(out) if out is not None and rank == 0 else contextlib.nullcontext(), \
                 torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
@@ -383,10 +369,7 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
                 _validate_and_save(loop, row, val, n_val, eps)
                 _report(row, epochs, progress and rank == 0)
     finally:
-        if opened:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        leave_process_group(opened)
     return TrainResult(loop.history, loop.best[1] if loop.best else None, out, settings)
 
 
@@ -403,6 +386,8 @@ def _start(model: nn.Module, method: Loss, settings: dict[str, Any], out: Path |
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if settings.get("compile_model"):
+        net = torch.compile(net)  # type: ignore[assignment]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, settings["milestones"], settings["gamma"])
     torch.manual_seed(settings["seed"])
     return _Loop(model, net, method, opt, sched, dev, settings, out, rank, world)

@@ -15,12 +15,31 @@ import numpy as np
 __all__ = ["astuteness_explorer", "methods_explorer", "separation_explorer"]
 
 
+_STATIC_LINE = "Interactive explorer: run this cell in a live Jupyter kernel to use its controls."
+
+
 def _box(children: Sequence[Any], controls: Mapping[str, Any]) -> Any:
+    """The explorer's VBox.  Where no widget can be drawn (a notebook run headless by papermill or nbconvert,
+    then viewed as a file) it shows as the plot it last drew and one line, not as ``VBox(children=...``."""
     import ipywidgets as W
 
-    box = W.VBox(list(children))
+    class Explorer(W.VBox):  # type: ignore[misc]
+        def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+            bundle = super()._repr_mimebundle_(**kwargs) or {}
+            bundle["text/plain"] = _STATIC_LINE
+            if getattr(self, "figure", None) is not None:
+                import base64
+                import io
+
+                buf = io.BytesIO()
+                self.figure.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+                bundle["image/png"] = base64.b64encode(buf.getvalue()).decode()
+            return bundle
+
+    box = Explorer(list(children))
     box.controls = dict(controls)
     box.state = {}
+    box.figure = None
     return box
 
 
@@ -52,7 +71,13 @@ def separation_explorer(result: Any, *, load: Callable[[str], Any] | None = None
 
     def redraw(*_: Any) -> None:
         if pick.value not in results and load is not None:
-            results[pick.value] = load(pick.value)
+            note.value = f"<i>computing the nearest other-class distances of {pick.value}…</i>"
+            with out:
+                out.clear_output()
+            try:
+                results[pick.value] = load(pick.value)
+            finally:
+                note.value = ""
         res = results[pick.value]
         nn = res.train_train if split.value == "train-train" or res.test_train is None else res.test_train
         d, e = nn.dist, eps_w.value
@@ -67,6 +92,7 @@ def separation_explorer(result: Any, *, load: Callable[[str], Any] | None = None
             ax.set_ylabel("points")
             ax.set_title(f"{pick.value} {split.value}: {frac:.2%} within 2ε", fontsize=10)
             ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+            box.figure = fig
             plt.show()
 
     for w in (pick, eps_w, split):
@@ -97,6 +123,7 @@ def astuteness_explorer(classifier: Any, x: Any, y: Any, *, eps_max: float, labe
                     color=["tab:orange", "tab:green"])
             ax.set_xlim(0, 1)
             ax.set_xlabel(f"{label} astuteness at ε = {eps_w.value:.3f} (r = {classifier.r:.3f})")
+            box.figure = fig
             plt.show()
 
     eps_w.observe(redraw, "value")
@@ -132,6 +159,7 @@ def methods_explorer(rows: Sequence[Mapping[str, Any]]) -> Any:
             ax.set_xlabel(xw.value.replace("_", " "))
             ax.set_ylabel(yw.value.replace("_", " "))
             ax.grid(alpha=0.3)
+            box.figure = fig
             plt.show()
 
     xw.observe(redraw, "value")

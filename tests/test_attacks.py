@@ -236,3 +236,38 @@ def test_multi_targeted_stopping_at_the_first_success_fools_the_same_points(fmni
     assert int(fooled_full.sum()) > 30  # the attack does something on this model
     assert torch.equal(fooled_full, fooled_lean)
     assert bool(((lean - x).abs() <= 0.1 + 1e-6).all())
+
+
+def test_rll_pgd_agrees_with_torchattacks_from_the_same_start(fmnist_small_model):
+    """A second independent PGD: torchattacks' (no random start on either side, so both begin at x)."""
+    torchattacks = pytest.importorskip("torchattacks")
+    model, x, y = fmnist_small_model
+    x, y = x[:64], y[:64]
+    ours = pgd(model, x, y, eps=0.1, step_size=0.02, steps=10, random_start=False)
+    theirs = torchattacks.PGD(model, eps=0.1, alpha=0.02, steps=10, random_start=False)(x, y)
+    # torchattacks averages the loss (we sum): the same signs, so the same steps up to float rounding
+    assert (ours - theirs).abs().max().item() < 1e-6
+    assert torch.equal(predict(model, ours), predict(model, theirs))
+
+
+def test_autoattack_is_at_least_as_strong_as_pgd_and_leaves_no_trace(fmnist_small_model):
+    pytest.importorskip("torchattacks")
+    from rll_core.attacks import autoattack
+
+    model, x, y = fmnist_small_model
+    x, y = x[:16], y[:16]
+    model.train()
+    before = torch.random.get_rng_state()
+    res = evaluate(model, x, y, eps=0.1, attacks=("pgd", "autoattack"), seed=0, progress=False)
+    assert model.training and torch.equal(torch.random.get_rng_state(), before)
+    aa = res.correct["autoattack"]
+    assert res.adversarial_accuracy["autoattack"] <= res.adversarial_accuracy["pgd"] < res.clean_accuracy
+    assert not (aa & ~res.correct["clean"]).any()  # a misclassified point is never robust
+    assert res.attacks["autoattack"]["steps"] == 100
+    # the points it returns lie in the ball and the box, from a seed: the same bits (cheap settings here)
+    model.eval()
+    adv = autoattack(model, x, y, eps=0.1, steps=5, n_queries=100, seed=3)
+    assert (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert torch.equal(autoattack(model, x, y, eps=0.1, steps=5, n_queries=100, seed=3), adv)
+    with pytest.raises(ValueError):
+        autoattack(model, x, y, eps=1.5)

@@ -48,12 +48,18 @@ def test_every_notebook_is_a_jupytext_pair_in_sync():
 def test_separation_notebook_runs_headless(tmp_path, fmnist):
     cache = tmp_path / "cache"
     nb = _run("01_separation", tmp_path, dataset="fashion_mnist", n_train=1000, n_test=200,
-              cache_dir=str(cache), formats="png,svg", device="cpu")
+              cache_dir=str(cache), formats="png,svg", device="cpu", filter_distance=0.5)
     figs = tmp_path / "figures"
     names = sorted(p.name for p in figs.iterdir())
     stem = "fashion_mnist_n1000-200-seed0"  # a subset's outputs never take the full data's names
-    assert names == [f"fig2_separation_{stem}.png", f"fig2_separation_{stem}.svg", f"separation_{stem}.json",
-                     f"table1_{stem}.csv", f"table1_{stem}.md"]
+    audit = [f"fig_audit_{k}_{stem}.{x}" for k in ("classes", "pairs_test", "pairs_train") for x in ("png", "svg")]
+    assert names == [f"fig2_separation_{stem}.png", f"fig2_separation_{stem}.svg", *audit,
+                     f"separation_{stem}.json", f"table1_{stem}.csv", f"table1_{stem}.md"]
+    # Figure 2 appears once (not also as the Table 1 cell's leftover figure)
+    pngs = sum("image/png" in o.get("data", {}) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+    assert pngs == 4  # Figure 2, two pair galleries, the class matrix
+    kept = json.loads((cache / f"{stem}-filtered0.5.json").read_text())
+    assert kept["n_kept"] + kept["n_dropped"] == 1000 and kept["r_after"] >= 0.25
     report = json.loads((figs / f"separation_{stem}.json").read_text())
     # the notebook's numbers agree with a brute-force computation on the same subsets
     train, test = fmnist
@@ -90,14 +96,25 @@ def test_theory_notebook_runs_headless(tmp_path, mnist):
 @pytest.mark.slow
 def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
     common = dict(n_train=200, n_test=100, n_eval=20, epochs=1, runs_dir=str(tmp_path / "runs"), formats="png")
-    _run("03_methods", tmp_path, methods="natural,gr,trades:beta6", **common)
+    _run("03_methods", tmp_path, methods="natural,gr,trades:beta6", n_autoattack=6, **common)
     # the outputs are named by what sets them apart from the preset's default job (n, epochs, method set)
     (md_path,) = (tmp_path / "figures").glob("table_methods_mnist_quick_n200-e1-m*.md")
     md = md_path.read_text().splitlines()
-    labels = [line.split(" | ")[0] for line in md[2:]]
-    assert labels[:3] == ["| natural", "| GR", "| TRADES(beta=6)"] and labels[3].startswith("| 1/r-Lipschitz (r=")
+    assert md[0].startswith("Tables 2/3 (quick preset). MNIST, ε = 0.1; n = 20 evaluation points per split")
+    labels = [line.split(" | ")[0] for line in md[4:]]
+    assert labels[:3] == ["| natural", "| GR", "| TRADES (β=6)"] and labels[3].startswith("| Section 4 classifier (r=")
     assert len(labels) == 4
-    assert md_path.with_suffix(".tex").read_text().startswith("\\begin{tabular}")
+    tex = md_path.with_suffix(".tex").read_text()
+    assert tex.startswith("\\begin{table}") and "TRADES ($\\beta$=6)" in tex and "\\caption{" in tex
+    curve = (tmp_path / "figures").glob("fig_robustness_vs_eps_mnist_quick_n200-e1-m*.png")
+    assert len(list(curve)) == 1
+    assert len(list((tmp_path / "runs").glob("*/curve-last-e1-n20-*.json"))) == 3
+    assert len(list((tmp_path / "runs").glob("*/points-*.npz"))) == 3
+    assert len(list((tmp_path / "figures").glob("fig_robustness_by_distance_mnist_quick_n200-e1-m*.png"))) == 1
+    # AutoAttack ran for natural and TRADES(6) (the default autoattack_methods) on 6 points, '-' for GR
+    assert "on the first 6 test points" in md[0]
+    cells = {line.split(" | ")[0]: line.split(" | ")[6] for line in md[4:]}
+    assert cells["| GR"] == "-" and cells["| natural"] != "-" and cells["| TRADES (β=6)"] != "-"
     shared = tmp_path / "runs" / "mnist-cnn001-natural-eps0.1-n200-e1-s0-quick" / "last.pt"
     before = shared.stat().st_mtime_ns
     _run("04_dropout", tmp_path, methods="natural", **common)
@@ -114,7 +131,7 @@ def test_cli_separation(tmp_path, capsys):
                "--no-progress", "--device", "cpu"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "| fashion_mnist | 800 | 200 |" in out
+    assert "| Fashion-MNIST | 800 | 200 |" in out
     assert (tmp_path / "o" / "fig2_separation_fashion_mnist_n800-200-seed0.png").exists()
     rc = main(["separation", "--dataset", "cifar10", "--data-dir", str(tmp_path / "missing"), "--no-progress"])
     assert rc == 2

@@ -18,7 +18,7 @@ from rll_core.evaluation import AttackSpec, evaluate, paper_attack
 from rll_core.lipschitz import local_lipschitz
 from rll_core.methods import AT, GR, LLR, TRADES, make_method
 from rll_core.models import build_model
-from rll_core.runs import evaluate_run, train_run
+from rll_core.runs import evaluate_run, robustness_curve, theory_curve, train_run
 from rll_core.theory import LipschitzClassifier, astuteness
 from rll_core.training import RunMismatch, load_checkpoint
 
@@ -330,3 +330,33 @@ def test_a_run_without_overrides_stores_the_reference_settings(tmp_path, mnist):
     assert (s["architecture"], s["eps"], s["val_eps"], s["lam"], s["mu"], s["steps"], s["step_size"]) == \
         ("cnn001", 0.1, 0.1, 4.0, 3.0, 2, 0.05)
     assert s["augment"] is None and s["dropout"] is None
+
+
+def test_robustness_curve_agrees_with_the_evaluation_at_its_radii(tmp_path, mnist):
+    run = tmp_path / "run"
+    train_run(run, dataset="mnist", method="natural", eps=0.1, epochs=1, n_train=128, n_test=32, n_val=8,
+              batch_size=32, optimizer="adam", lr=1e-3, device="cpu", progress=False)
+    row = evaluate_run(run, n_eval=24, attacks=("pgd",), device="cpu", progress=False)
+    curve = robustness_curve(run, [0.3, 0.1, 0.0], n_eval=24, device="cpu")
+    assert curve["eps"] == [0.0, 0.1, 0.3] and curve["n"] == 24
+    # eps 0 is the clean accuracy; at the run's eps the same PGD from the same seed gives the same verdicts
+    assert curve["accuracy"][:2] == [row["test_accuracy"], row["test_pgd_accuracy"]]
+    (path,) = run.glob("curve-last-e1-n24-*.json")
+    before = path.read_bytes()
+    assert robustness_curve(run, [0.0, 0.1, 0.3], n_eval=24, device="cpu") == curve  # read back
+    assert path.read_bytes() == before
+    with pytest.raises(ValueError, match="eps"):
+        robustness_curve(run, [0.1, 2.0], n_eval=24)
+    with pytest.raises(ValueError, match="empty"):
+        robustness_curve(run, [], n_eval=24)
+
+
+def test_theory_curve_is_certified_accuracy_by_radius(mnist):
+    train, test = mnist
+    tr, te = train.subset(300, seed=0), test.subset(40, seed=0)
+    c = theory_curve(tr, te, [0.0, 0.05, 10 ** -9, 0.9], n_eval=40)
+    assert c["eps"] == [0.0, 1e-9, 0.05, 0.9] and c["accuracy"][-1] == 0.0
+    assert c["accuracy"] == sorted(c["accuracy"], reverse=True)  # certified accuracy cannot grow with eps
+    assert c["accuracy"][0] == pytest.approx(float((c["radius"] > 0).mean()))
+    d = theory_curve(tr, te, n_eval=40, also=[0.1])  # default radii: 0 .. 1.2 r, and the training eps
+    assert d["eps"][0] == 0.0 and d["eps"][-1] == pytest.approx(1.2 * d["r"], abs=1e-3) and 0.1 in d["eps"]

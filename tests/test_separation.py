@@ -390,3 +390,68 @@ def test_prefix_kernel_ties_go_to_the_smallest_index_across_classes():
     np.testing.assert_array_equal(bi, [0, 0, 1])
 
 
+
+
+@pytest.mark.parametrize("capability", [80, 90])
+def test_triton_kernel_compiles_ahead_of_time_for_real_gpus_without_spills(capability):
+    """The CUDA kernel at the host code's block sizes, compiled for sm_80 (A100) and sm_90 (H100/H200) on
+    this CPU-only machine: it must compile and fit in registers (no local memory, no stack).  That it is
+    right on the device is the GPU tests' job."""
+    pytest.importorskip("triton")
+    import inspect
+
+    from rll_core._triton import BQ, BR, NUM_WARPS, compile_report, triton_nearest
+
+    rep = compile_report(capability)
+    assert rep["capability"] == capability and rep["cubin_bytes"] > 10_000
+    assert rep["local"] == 0 and rep["stack"] == 0, rep  # a register spill shows as local memory
+    assert 0 < rep["registers"] <= 255, rep
+    launch = inspect.signature(triton_nearest).parameters  # the sizes compiled are the ones launched
+    assert (launch["bq"].default, launch["br"].default, launch["num_warps"].default) == (BQ, BR, NUM_WARPS)
+
+
+def _sharded_worker(rank: int, port: int, out: str, cache: str, data: dict) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from rll_core.checks import join_process_group, leave_process_group
+
+    _, world, _, opened = join_process_group()
+    assert world == 2 and opened
+    try:
+        tt = nearest_other_class(data["x"], data["y"], cache_dir=cache)
+        te = nearest_other_class(data["q"], data["qy"], data["x"], data["y"], cache_dir=cache)
+        fl = nearest_other_class(data["xf"], data["y"], backend="torch", device="cpu")
+        again = nearest_other_class(data["x"], data["y"], cache_dir=cache)  # each rank's shard: from its cache
+    finally:
+        leave_process_group(opened)
+    np.savez(f"{out}-{rank}.npz", tt_d=tt.raw_distance, tt_i=tt.index, te_d=te.raw_distance, te_i=te.index,
+             fl_d=fl.raw_distance, fl_i=fl.index, again_i=again.index, cached=np.array(again.cached))
+
+
+def test_the_search_sharded_over_two_gloo_processes_gives_the_same_bits(tmp_path):
+    import socket
+
+    g = np.random.default_rng(5)
+    x = g.integers(0, 4, (301, 12), dtype=np.uint8) * 60  # few grey levels: many ties for the index rule
+    y = g.integers(0, 3, 301)
+    y[:150] = 0  # the first rank's shard is nearly one class: many of its queries find nothing there
+    data = {"x": x, "y": y, "q": g.integers(0, 4, (57, 12), dtype=np.uint8) * 60, "qy": g.integers(0, 3, 57),
+            "xf": (x / 255).astype(np.float32)}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "shard")
+    torch.multiprocessing.spawn(_sharded_worker, args=(port, out, str(tmp_path / "cache"), data), nprocs=2, join=True)
+    one = {"tt": nearest_other_class(x, y), "te": nearest_other_class(data["q"], data["qy"], x, y),
+           "fl": nearest_other_class(data["xf"], y, backend="torch", device="cpu")}
+    for rank in (0, 1):
+        got = np.load(f"{out}-{rank}.npz")
+        for k, ref in one.items():
+            np.testing.assert_array_equal(got[f"{k}_d"], ref.raw_distance)
+            np.testing.assert_array_equal(got[f"{k}_i"], ref.index)
+        np.testing.assert_array_equal(got["again_i"], one["tt"].index)
+        assert bool(got["cached"])  # the second search read each rank's shard back
+    assert len(list((tmp_path / "cache").glob("nearest-*.json"))) == 4  # one entry per rank and search

@@ -29,7 +29,7 @@ def test_npz_json_table_roundtrip(tmp_path):
     assert (tmp_path / "t.md").read_text().splitlines()[2] == "| a | 0.1235 |"
     save_table(tmp_path / "t.tex", [{"the_name": "a_b & 5%", "v": 0.5}])
     assert (tmp_path / "t.tex").read_text().splitlines() == [
-        r"\begin{tabular}{ll}", r"\toprule", r"the\_name & v \\", r"\midrule", r"a\_b \& 5\% & 0.5000 \\",
+        r"\begin{tabular}{lr}", r"\toprule", r"the\_name & v \\", r"\midrule", r"a\_b \& 5\% & 0.5000 \\",
         r"\bottomrule", r"\end{tabular}"]
 
 
@@ -86,3 +86,39 @@ def test_save_figure_formats(tmp_path):
     with pytest.raises(ValueError, match="unsupported figure format"):
         save_figure(fig, tmp_path / "f", ["gif"])
     plt.close(fig)
+
+
+def _section5_rows():
+    rows = []
+    for i, (method, label) in enumerate([("natural", "natural"), ("trades", "TRADES (β=1)"), ("trades", "TRADES (β=6)"),
+                                         ("at", "AT")]):
+        rows.append({"method": method, "label": label, "eps": 0.1, "test_n": 100, "train_n": 100,
+                     "test_lipschitz": 100.0 / (i + 1), "test_lipschitz_se": 1.0, "test_pgd_accuracy": 0.3 + 0.1 * i,
+                     "train_accuracy": 0.9, "test_accuracy": 0.88, "train_pgd_accuracy": 0.5 + 0.1 * i,
+                     "gap_standard": 0.9 - 0.88, "gap_adversarial": (0.5 + 0.1 * i) - (0.3 + 0.1 * i),
+                     "settings": {"dataset": "fashion_mnist", "n_train": 2000, "epochs": 2}})
+    return rows
+
+
+def test_section5_figures_name_every_method_and_state_their_context():
+    from matplotlib.colors import to_rgb
+
+    from rll_core.plotting import method_style, plot_gaps, plot_lipschitz_vs_accuracy, plot_robustness_curves
+
+    rows = _section5_rows()
+    fig = plot_lipschitz_vs_accuracy(rows)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [r["label"] for r in rows]
+    assert ax.get_title() == "Fashion-MNIST, ε = 0.1 · trained on 2,000 images, 2 epochs · n = 100 test points"
+    # a family shares its hue: the swept TRADES members are shades of TRADES' colour, AT keeps its own
+    cols = [np.array(to_rgb(c.lines[0].get_color())) for c in ax.containers]
+    base = np.array(to_rgb(method_style("trades")["color"]))
+    assert np.allclose(cols[2], base) and not np.allclose(cols[1], base)
+    assert np.allclose(cols[3], to_rgb(method_style("at")["color"]))
+    gaps = plot_gaps(rows).axes[0]
+    assert len(gaps.containers) >= 2 and gaps.get_title().startswith("Fashion-MNIST")
+    curves = [{"method": "at", "label": "AT", "eps": [0.0, 0.1, 0.2], "accuracy": [0.9, 0.6, 0.2], "n": 100},
+              {"method": "theory", "label": "Section 4", "eps": [0.0, 0.1, 0.2], "accuracy": [0.5, 0.3, 0.1], "n": 100}]
+    ax = plot_robustness_curves(curves, r=0.15, eps_mark=0.1).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["AT", "Section 4"]
+    assert any(t.get_text() == "r = 0.150" for t in ax.texts)

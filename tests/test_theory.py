@@ -11,6 +11,7 @@ from rll_core.lipschitz import local_lipschitz
 from rll_core.theory import (
     LipschitzClassifier,
     astuteness,
+    certified_radius,
     lipschitz_ratio_inf,
     max_lipschitz_ratio,
     nearest_two_classes,
@@ -189,3 +190,18 @@ def test_bad_input():
         astuteness(clf, xt, yt + 5, 0.1)
     with pytest.raises(ValueError, match="inputs must have shape"):
         clf(torch.rand(3, 5, dtype=torch.float64))
+
+
+def test_certified_radius_is_half_the_margin_of_correct_points_and_matches_astuteness():
+    g = np.random.default_rng(3)
+    xtr, ytr = g.random((120, 6)), g.integers(0, 4, 120)
+    xq, yq = torch.from_numpy(g.random((50, 6))), torch.from_numpy(g.integers(0, 4, 50))
+    clf = LipschitzClassifier(xtr, ytr)
+    radius = certified_radius(clf, xq, yq)
+    d, _ = brute_per_class(xq.numpy(), xtr, ytr)  # independent: the full distance table
+    srt = np.sort(d, 1)
+    want = np.where(d.argmin(1) == yq.numpy(), (srt[:, 1] - srt[:, 0]) / 2, 0.0)
+    np.testing.assert_allclose(radius, want, rtol=0, atol=1e-12)
+    assert (radius > 0).any() and (radius == 0).any()
+    for eps in (0.0, 0.01, float(np.median(radius[radius > 0]))):
+        assert astuteness(clf, xq, yq, eps).certified == pytest.approx(float((radius > eps).mean()))

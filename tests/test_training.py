@@ -271,3 +271,26 @@ def test_extra_pseudo_labelled_data_enters_every_batch(fmnist):
         assert res.settings["n_extra"] == (128 if kw else 0)
         preds[name] = (model.eval()(torch.from_numpy(te.float_images())).argmax(1) == 3).float().mean().item()
     assert preds["extra"] > preds["plain"] + 0.1, preds
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_and_evaluates_like_eager():
+    """``compile_model``: the same losses, weights and verdicts as eager mode up to float rounding, and the
+    settings say which produced a run (eager runs keep their settings unchanged)."""
+
+    x, y = _batch(96, seed=3)
+    runs = {}
+    for compiled in (False, True):
+        model = _tiny(seed=1)
+        res = train(model, (x, y), make_method("at", eps=0.1, steps=2), epochs=1, batch_size=32, lr=0.05,
+                    compile_model=compiled, device="cpu", progress=False)
+        runs[compiled] = (model, res)
+    (m0, r0), (m1, r1) = runs[False], runs[True]
+    assert "compile_model" not in r0.settings and r1.settings["compile_model"] is True
+    assert r1.history[0]["loss"] == pytest.approx(r0.history[0]["loss"], rel=1e-4)
+    for a, b in zip(m0.state_dict().values(), m1.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    e0 = evaluate(m0, x, y, eps=0.1, attacks=("pgd",), seed=0, progress=False)
+    e1 = evaluate(m0, x, y, eps=0.1, attacks=("pgd",), seed=0, compile_model=True, progress=False)
+    assert e1.clean_accuracy == e0.clean_accuracy
+    assert abs(e1.adversarial_accuracy["pgd"] - e0.adversarial_accuracy["pgd"]) <= 2 / len(x)

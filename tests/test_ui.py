@@ -30,7 +30,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (
 SMALL = {
     "01_separation": dict(dataset="fashion_mnist", n_train=1000, n_test=200),
     "02_theory": dict(n_train=300, n_test=100, n_eval=30),
-    "03_methods": dict(methods="natural,trades:beta6", n_train=200, n_test=100, n_eval=20, epochs=1),
+    "03_methods": dict(methods="natural,trades:beta6", n_train=200, n_test=100, n_eval=20, epochs=1,
+                       autoattack_methods="trades:beta6", n_autoattack=4),
     "04_dropout": dict(methods="natural", n_train=200, n_test=100, n_eval=20, epochs=1),
 }
 #: the slider each notebook's explorer offers, if any, and the notebook's explorer output

@@ -15,10 +15,11 @@ from rll_core.widgets import astuteness_explorer, methods_explorer, separation_e
 
 def test_separation_explorer_redraws_for_eps_split_and_dataset(fmnist, mnist):
     res = measure_separation(fmnist[0].subset(300, seed=0), fmnist[1].subset(100, seed=0))
-    loaded = []
+    loaded, shown = [], []
 
     def load(name):
         loaded.append(name)
+        shown.append(box.children[0].children[1].value)  # the line beside the picker while this runs
         return measure_separation(mnist[0].subset(300, seed=0), mnist[1].subset(100, seed=0))
 
     box = separation_explorer(res, load=load, datasets=["mnist", "cifar10"])
@@ -32,6 +33,7 @@ def test_separation_explorer_redraws_for_eps_split_and_dataset(fmnist, mnist):
     assert box.state["within_2eps"] == pytest.approx(float((res.test_train.dist < 0.4).mean()))
     c["dataset"].value = "mnist"
     assert loaded == ["mnist"] and box.state["dataset"] == "mnist"
+    assert "computing" in shown[0] and box.children[0].children[1].value == ""
     assert c["eps"].description == "ε"
     single = separation_explorer(res)
     assert single.controls["dataset"].disabled and list(single.controls["dataset"].options) == ["fashion_mnist"]
@@ -59,3 +61,14 @@ def test_methods_explorer_plots_the_chosen_columns():
     assert box.state["points"] == [(30.0, 0.1), (3.0, 0.8)]
     box.controls["y"].value = "gap_standard"
     assert box.state["points"] == [(30.0, 0.01), (3.0, 0.02)]
+
+
+def test_an_explorer_without_a_live_frontend_shows_its_plot_and_one_line():
+    import base64
+
+    rows = [{"label": "a", "test_lipschitz": 3.0, "test_pgd_accuracy": 0.5},
+            {"label": "b", "test_lipschitz": 9.0, "test_pgd_accuracy": 0.2}]
+    bundle = methods_explorer(rows)._repr_mimebundle_()
+    assert bundle["text/plain"].startswith("Interactive explorer: run this cell") and "\n" not in bundle["text/plain"]
+    assert base64.b64decode(bundle["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # a live JupyterLab still draws the widget

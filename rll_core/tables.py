@@ -1,0 +1,181 @@
+"""The Section 5 tables (the paper's Tables 2-4) as a reader needs them: every accuracy with its n and a
+95 % Wilson interval, every mean Lipschitz constant with its standard error, readable headers.
+
+* ``<stem>.csv`` is for machines: one number per cell (``<col>``, ``<col>_lo``, ``<col>_hi``, ``<col>_se``)
+  and the n of each split.
+* ``<stem>.md`` and ``<stem>.tex`` are for people: ``0.73 [0.64, 0.81]``, ``46.9 ± 2.1``, a caption that
+  states the dataset, eps and n; the LaTeX one is a booktabs ``table`` with math for β, λ, μ and ε.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import paper
+from .checks import check_int, check_real
+
+__all__ = ["COLUMNS", "GAPS", "caption", "difference_interval", "display_rows", "export_table", "gap_interval",
+           "number_rows", "wilson_interval"]
+
+#: (row key, header, kind): ``acc`` accuracies (with a Wilson interval from the split's n), ``lip`` mean
+#: Lipschitz constants (with the standard error), ``gap`` train minus test accuracy (with Newcombe's interval).  A column shows only
+#: when some row has it (the AutoAttack column only after an AutoAttack evaluation).
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("train_accuracy", "train acc", "acc"),
+    ("test_accuracy", "test acc", "acc"),
+    ("train_pgd_accuracy", "train PGD acc", "acc"),
+    ("test_pgd_accuracy", "test PGD acc", "acc"),
+    ("test_multitarget_accuracy", "test MT acc", "acc"),
+    ("test_autoattack_accuracy", "test AutoAttack acc", "acc"),
+    ("train_lipschitz", "train Lipschitz", "lip"),
+    ("test_lipschitz", "test Lipschitz", "lip"),
+    ("test_lipschitz_reference", "test Lipschitz (ref. proc.)", "lip"),
+    ("gap_standard", "std. gap", "gap"),
+    ("gap_adversarial", "adv. gap", "gap"),
+)
+
+_Z95 = 1.959963984540054  # the 97.5 % quantile of the standard normal
+
+
+def wilson_interval(accuracy: float, n: int, z: float = _Z95) -> tuple[float, float]:
+    """The Wilson score interval (95 % by default) of a proportion ``accuracy`` measured on ``n`` points.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or 1 (Wilson 1927)."""
+    p = check_real("accuracy", accuracy, lo=0, hi=1)
+    n = check_int("n", n)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    # the interval holds p exactly (rounding must not put p = 0 outside it, by 1e-17)
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
+
+
+def difference_interval(p1: float, n1: int, p2: float, n2: int, z: float = _Z95) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (1998, method 10) for ``p1 - p2`` of two independent proportions,
+    from their Wilson intervals: the interval of a generalization gap (train and test are separate samples)."""
+    l1, u1 = wilson_interval(p1, n1, z)
+    l2, u2 = wilson_interval(p2, n2, z)
+    d = p1 - p2
+    return d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
+
+
+#: The gaps: (train accuracy key, test accuracy key).
+GAPS = {"gap_standard": ("train_accuracy", "test_accuracy"),
+        "gap_adversarial": ("train_pgd_accuracy", "test_pgd_accuracy")}
+
+
+def gap_interval(r: Mapping[str, Any], key: str) -> tuple[float, float] | None:
+    """The 95 % interval of a row's gap (``gap_standard`` / ``gap_adversarial``), None without the n."""
+    a, b = GAPS[key]
+    p1, p2, n1, n2 = _number(r.get(a)), _number(r.get(b)), _n(r, a), _n(r, b)
+    if p1 is None or p2 is None or not n1 or not n2:
+        return None
+    return difference_interval(p1, n1, p2, n2)
+
+
+def _present(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    return [c for c in COLUMNS if any(_number(r.get(c[0])) is not None for r in rows)]
+
+
+def _number(v: Any) -> float | None:
+    """A finite float, or None for missing / NaN cells."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _label(r: Mapping[str, Any]) -> str:
+    return str(r.get("label", r.get("method", "?")))
+
+
+def _n(r: Mapping[str, Any], key: str) -> int | None:
+    """The n behind an accuracy: its own (``test_autoattack_n``, when an attack ran on fewer points), else
+    its split's (``test_n``)."""
+    n = r.get(f"{key.removesuffix('_accuracy')}_n") or r.get(f"{key.split('_', 1)[0]}_n")
+    return int(n) if n else None
+
+
+def number_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One dict per row, one number per cell: accuracies with ``_lo``/``_hi`` (Wilson 95 %), Lipschitz
+    means with ``_se``, and ``n_train``/``n_test`` (NaN where a row lacks a value)."""
+    cols = _present(rows)
+    out = []
+    for r in rows:
+        d: dict[str, Any] = {"method": _label(r), "n_train": r.get("train_n", math.nan),
+                             "n_test": r.get("test_n", math.nan)}
+        for key, _, kind in cols:
+            v = _number(r.get(key))
+            d[key] = math.nan if v is None else v
+            if kind == "acc":
+                n = _n(r, key)
+                lo, hi = wilson_interval(v, n) if v is not None and n else (math.nan, math.nan)
+                d |= {f"{key}_lo": lo, f"{key}_hi": hi}
+                own = f"{key.removesuffix('_accuracy')}_n"
+                if own not in ("train_n", "test_n") and any(x.get(own) for x in rows):  # an attack on fewer points
+                    d[own] = r.get(own, math.nan)
+            elif kind == "lip":
+                se = _number(r.get(f"{key}_se"))
+                d[f"{key}_se"] = math.nan if se is None else se
+            else:
+                d[f"{key}_lo"], d[f"{key}_hi"] = gap_interval(r, key) or (math.nan, math.nan)
+        out.append(d)
+    return out
+
+
+def _cell(r: Mapping[str, Any], key: str, kind: str) -> str:
+    v = _number(r.get(key))
+    if v is None:
+        return "-"
+    if kind == "acc":
+        n = _n(r, key)
+        return f"{v:.2f}" if not n else "{:.2f} [{:.2f}, {:.2f}]".format(v, *wilson_interval(v, n))
+    if kind == "lip":
+        se = _number(r.get(f"{key}_se"))
+        digits = 1 if v >= 10 else 2
+        return f"{v:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
+    ci = gap_interval(r, key)
+    return f"{v:+.2f}" + ("" if ci is None else " [{:+.2f}, {:+.2f}]".format(*ci))
+
+
+def display_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """The rows as people read them: headers in words, ``0.73 [0.64, 0.81]`` (95 % Wilson), ``46.9 ± 2.1``
+    (mean ± standard error), ``-`` where a row has no value."""
+    cols = _present(rows)
+    return [{"method": _label(r), **{head: _cell(r, key, kind) for key, head, kind in cols}} for r in rows]
+
+
+def caption(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
+    """What produced the numbers: dataset, eps, n per split, what the brackets and ± mean."""
+    first = next((r for r in rows if r.get("dataset")), rows[0] if rows else {})
+    data = paper.display_name(str(first.get("dataset", "")))
+    ns = sorted({int(r[k]) for r in rows for k in ("train_n", "test_n") if r.get(k)})
+    n = "/".join(map(str, ns)) if ns else "?"
+    aa = sorted({int(r["test_autoattack_n"]) for r in rows if r.get("test_autoattack_n")})
+    eps = first.get("eps")
+    text = (f"{data}, ε = {eps:g}; " if isinstance(eps, (int, float)) else f"{data}; ") + (
+        f"n = {n} evaluation points per split. Accuracies with 95 % Wilson intervals; local Lipschitz "
+        "constants (ℓ∞ → ℓ1) as mean ± standard error (rll's ascent; ref. proc.: the reference code's "
+        "procedure). Gaps: train minus test accuracy, with Newcombe's 95 % interval of a difference.") + (
+        f" AutoAttack (standard, Croce & Hein 2020) on the first {'/'.join(map(str, aa))} test points; '-': "
+        "not run." if aa else "")
+    return f"{title.rstrip('.')}. {text}" if title else text
+
+
+def export_table(rows: Sequence[Mapping[str, Any]], stem: str | os.PathLike[str], *, title: str = "") -> list[Path]:
+    """Write ``<stem>.csv`` (numbers, intervals and n in their own columns), ``<stem>.md`` (the caption,
+    then the table) and ``<stem>.tex`` (a booktabs table with the caption)."""
+    from .storage import save_table, user_path
+
+    if not rows:
+        raise ValueError("no rows to export")
+    stem = user_path(stem)
+    cap = caption(rows, title)
+    shown = display_rows(rows)
+    return [save_table(stem.with_name(f"{stem.name}.csv"), number_rows(rows)),
+            save_table(stem.with_name(f"{stem.name}.md"), shown, caption=cap),
+            save_table(stem.with_name(f"{stem.name}.tex"), shown, caption=cap)]
