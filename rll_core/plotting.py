@@ -398,10 +398,13 @@ def plot_decision_regions(classifier: Any, x: np.ndarray, y: np.ndarray, *, r: f
     with torch.no_grad():
         pred = classifier(pts).argmax(1).numpy().reshape(xx.shape)
     # an image at (about) the figure's own resolution: the L-inf regions' diagonal edges show no steps
-    ax.imshow(pred, origin="lower", extent=(0, 1, 0, 1), cmap="Pastel1", vmin=0, vmax=8, alpha=0.8,
-              interpolation="antialiased", aspect="equal")
+    from matplotlib.colors import ListedColormap
+
+    # each class's region in a light shade of its points' colour
+    ax.imshow(pred, origin="lower", extent=(0, 1, 0, 1), cmap=ListedColormap([f"C{i}" for i in range(10)]),
+              vmin=-0.5, vmax=9.5, alpha=0.22, interpolation="antialiased", aspect="equal")
     for c in np.unique(y):
-        ax.scatter(x[y == c, 0], x[y == c, 1], s=12, label=f"class {c}", zorder=3)
+        ax.scatter(x[y == c, 0], x[y == c, 1], s=12, label=f"class {c}", zorder=3, color=f"C{int(c) % 10}")
     for p in x:
         ax.add_patch(Rectangle(p - r, 2 * r, 2 * r, fill=False, linewidth=0.4, alpha=0.5))
     if attack is not None:
