@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,9 @@ class AttackSpec:
         check_int("restarts", self.restarts)
         if self.name != "pgd" and self.restarts != 1:
             raise ValueError(f"restarts apply to pgd only, got {self.restarts} for {self.name!r}")
+        if self.name == "autoattack" and importlib.util.find_spec("torchattacks") is None:  # refused before any work
+            raise ValueError("AutoAttack needs torchattacks: pip install --no-deps torchattacks==3.5.1 "
+                             "(make setup installs it)")
         # plain Python numbers, so the settings stored beside a result are JSON and compare equal
         for k in ("eps", "step_size"):
             object.__setattr__(self, k, float(getattr(self, k)))

@@ -271,3 +271,13 @@ def test_autoattack_is_at_least_as_strong_as_pgd_and_leaves_no_trace(fmnist_smal
     assert torch.equal(autoattack(model, x, y, eps=0.1, steps=5, n_queries=100, seed=3), adv)
     with pytest.raises(ValueError):
         autoattack(model, x, y, eps=1.5)
+
+
+def test_autoattack_without_torchattacks_is_refused_in_one_line_before_any_work(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchattacks" else real(name, *a))
+    with pytest.raises(ValueError, match="AutoAttack needs torchattacks: pip install --no-deps"):
+        paper_attack("autoattack", 0.1)
+    assert paper_attack("pgd", 0.1).name == "pgd"
