@@ -292,7 +292,7 @@ def plot_accuracy_by_distance(curves: Sequence[Mapping[str, Any]], edges: Sequen
     import matplotlib.pyplot as plt
 
     from .plotting import method_style
-    from .tables import wilson_interval
+    from .tables import wilson_errors
 
     e = np.asarray(edges, float)
     fig, ax = plt.subplots(figsize=(7.6, 4.0))
@@ -300,8 +300,7 @@ def plot_accuracy_by_distance(curves: Sequence[Mapping[str, Any]], edges: Sequen
         st = method_style(c.get("method", ""))
         acc, n = np.asarray(c["accuracy"], float), np.asarray(c["n"])
         ok = n > 0
-        ci = np.array([wilson_interval(a, int(m)) for a, m in zip(acc[ok], n[ok], strict=True)]).reshape(-1, 2)
-        err = np.stack([acc[ok] - ci[:, 0], ci[:, 1] - acc[ok]])
+        err = np.array([wilson_errors(a, int(m)) for a, m in zip(acc[ok], n[ok], strict=True)]).reshape(-1, 2).T
         shift = (k - (len(curves) - 1) / 2) * 0.06  # a little apart, so the bars do not hide each other
         theory = c.get("method") == "theory"
         ax.errorbar(np.flatnonzero(ok) + shift, acc[ok], yerr=err, label=str(c.get("label", c.get("method", "?"))),

@@ -204,12 +204,9 @@ def _family_shades(rows: Sequence[Mapping[str, Any]]) -> list[tuple[float, float
 
 
 def _wilson_err(acc: float, n: int | None) -> list[float]:
-    from .tables import wilson_interval
+    from .tables import wilson_errors
 
-    if not n:
-        return [0.0, 0.0]
-    lo, hi = wilson_interval(acc, int(n))
-    return [acc - lo, hi - acc]
+    return list(wilson_errors(acc, n))
 
 
 def plot_lipschitz_vs_accuracy(rows: Sequence[Mapping[str, Any]], attack: str = "pgd",

@@ -146,10 +146,15 @@ def _eval_specs(eps: float, attacks: Sequence[str] | str, steps: int | None, res
     return specs
 
 
+def _settings_digest(settings: Mapping[str, Any], epoch: int) -> str:
+    """Ten hex digits naming an evaluation's settings and the checkpoint's epoch (file names)."""
+    text = json.dumps({**settings, "epoch": epoch}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
 def _eval_stem(eval_settings: Mapping[str, Any], epoch: int) -> str:
     """``eval-<checkpoint>-e<epoch>-eps<eps>-n<n>-<digest>``: one file name per evaluation setting."""
-    text = json.dumps({**eval_settings, "epoch": epoch}, sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    digest = _settings_digest(eval_settings, epoch)
     eps = f"{eval_settings['eps']:g}".replace(".", "p")  # no dot: the name has no suffix of its own
     return f"eval-{eval_settings['checkpoint']}-e{epoch}-eps{eps}-n{eval_settings['n_eval']}-{digest}"
 
@@ -245,7 +250,7 @@ def robustness_curve(out_dir: str | os.PathLike[str], eps_grid: Sequence[float],
           "attack": {"name": "pgd", "steps": ATTACKS["pgd"], "step_size": "2 eps / steps"},
           "batch_size": default_batch_size(dev)}
     ck = load_checkpoint(out / f"{checkpoint}.pt")
-    digest = hashlib.sha256(json.dumps({**ev, "epoch": ck["epoch"]}, sort_keys=True).encode()).hexdigest()[:10]
+    digest = _settings_digest(ev, int(ck["epoch"]))
     path = out / f"curve-{checkpoint}-e{ck['epoch']}-n{n_eval}-{digest}.json"
     if path.exists() and path.with_suffix(".npz").exists():
         return load_json(path)

@@ -19,7 +19,7 @@ from . import paper
 from .checks import check_int, check_real
 
 __all__ = ["COLUMNS", "GAPS", "caption", "difference_interval", "display_rows", "export_table", "gap_interval",
-           "number_rows", "wilson_interval"]
+           "number_rows", "wilson_errors", "wilson_interval"]
 
 #: (row key, header, kind): ``acc`` accuracies (with a Wilson interval from the split's n), ``lip`` mean
 #: Lipschitz constants (with the standard error), ``gap`` train minus test accuracy (with Newcombe's interval).  A column shows only
@@ -51,6 +51,15 @@ def wilson_interval(accuracy: float, n: int, z: float = _Z95) -> tuple[float, fl
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     # the interval holds p exactly (rounding must not put p = 0 outside it, by 1e-17)
     return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
+
+
+def wilson_errors(accuracy: float, n: int | None) -> tuple[float, float]:
+    """How far the 95 % Wilson interval reaches below and above ``accuracy`` (error-bar lengths);
+    (0, 0) without an n."""
+    if not n:
+        return 0.0, 0.0
+    lo, hi = wilson_interval(accuracy, int(n))
+    return accuracy - lo, hi - accuracy
 
 
 def difference_interval(p1: float, n1: int, p2: float, n2: int, z: float = _Z95) -> tuple[float, float]:
