@@ -162,14 +162,15 @@ def point_robustness(run_dir: str | os.PathLike[str], *, n_eval: int = 100, atta
                      device: str = "auto") -> dict[str, np.ndarray]:
     """Per evaluated test point of a run: ``distance`` to the nearest other-class point of the run's own
     training set, the ``robust`` verdict of ``attack`` at the run's eps, ``lipschitz`` (rll's estimate)
-    and ``correct`` (clean).  Reads (or makes) the run's evaluation; saves ``points-<eval file>.npz``
-    in the run folder."""
+    and ``correct`` (clean).  Reads (or makes) the run's table evaluation
+    (:data:`rll_core.runs.TABLE_EVALUATION`, the one :func:`~rll_core.runs.run_grid` made); saves
+    ``points-<eval file>.npz`` in the run folder."""
     from .data import load_train_test
-    from .runs import evaluate_run, load_run
+    from .runs import TABLE_EVALUATION, evaluate_run, load_run
     from .storage import load_npz, save_npz, user_path
 
     out = user_path(run_dir)
-    row = evaluate_run(out, n_eval=n_eval, device=device, progress=False)
+    row = evaluate_run(out, n_eval=n_eval, **TABLE_EVALUATION, device=device, progress=False)
     stem = Path(row["eval_file"]).stem
     path = out / f"points-{stem}-{attack}.npz"
     if path.exists():

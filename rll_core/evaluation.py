@@ -24,7 +24,7 @@ from .attacks import autoattack, multi_targeted, num_classes_of, pgd, predict
 from .checks import as_float_images, check_eps, check_images, check_int, check_labels, default_batch_size, model_device
 from .paper import step_size as paper_step_size
 
-__all__ = ["ATTACKS", "AttackSpec", "EvalResult", "evaluate", "paper_attack"]
+__all__ = ["ATTACKS", "AttackSpec", "EvalResult", "attack_generator", "evaluate", "paper_attack"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,17 @@ class AttackSpec:
 ATTACKS: dict[str, int] = {"pgd": 10, "multitarget": 20, "autoattack": 100}
 
 
+def attack_generator(seed: int, name: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """The random-number stream of attack ``name`` in an evaluation seeded with ``seed``: PGD's is
+    ``seed`` itself, every other attack's a stream mixed from ``seed`` and the attack's place in
+    :data:`ATTACKS` (so no two attacks of one evaluation share draws)."""
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
+    k = list(ATTACKS).index(name)
+    mixed = seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1, np.uint64)[0] >> 1)
+    return torch.Generator(device=device).manual_seed(mixed)
+
+
 def paper_attack(name: str, eps: float, **overrides: Any) -> AttackSpec:
     """The paper's setting of attack ``name`` at radius ``eps`` (fields overridable)."""
     if name not in ATTACKS:
@@ -121,9 +132,11 @@ def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | tor
 
     ``x``: images in [0, 1] (or uint8 pixels, divided by 255), ``y`` integer labels.  ``attacks``
     names (the paper's settings at ``eps``, see :data:`ATTACKS`) or :class:`AttackSpec` objects.
-    The random starts come from one generator seeded with ``seed``, so the result is reproducible for
-    one ``batch_size`` (default :func:`rll_core.checks.default_batch_size`: 64 on a CPU, where it keeps
-    the activations in cache, 512 on a GPU); it is stored with the result.  Points the model already
+    Each attack draws its random starts from its own generator (:func:`attack_generator`: ``seed`` and the
+    attack's name), so an attack's verdicts do not depend on which other attacks run beside it (PGD alone
+    at a radius equals PGD beside multi-targeted there); they are reproducible for one ``batch_size``
+    (default :func:`rll_core.checks.default_batch_size`: 64 on a CPU, where it keeps the activations in
+    cache, 512 on a GPU), which is stored with the result.  Points the model already
     misclassifies count as not robust and are not attacked; the inputs are checked once, not per batch.
     ``compile_model``: attack ``torch.compile(model)`` (equal verdicts up to float rounding at the boundary).
     """
@@ -140,7 +153,7 @@ def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | tor
     dev = model_device(model)
     batch_size = default_batch_size(dev) if batch_size is None else check_int("batch_size", batch_size)
     check_labels(yt, len(xt), num_classes_of(model, xt[:1].to(dev)))
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    gens = {s.name: attack_generator(seed, s.name, dev) for s in specs}
     if compile_model:
         model = torch.compile(model)  # type: ignore[assignment]
     correct: dict[str, list[torch.Tensor]] = {"clean": [], **{s.name: [] for s in specs}}
@@ -152,7 +165,8 @@ def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | tor
         for spec in specs:  # a misclassified point is not robust: only the correct ones are attacked
             robust = ok.clone()
             if bool(ok.any()):
-                robust[ok] = predict(model, spec.run(model, xb[ok], yb[ok], gen, for_accuracy=True)) == yb[ok]
+                x_adv = spec.run(model, xb[ok], yb[ok], gens[spec.name], for_accuracy=True)
+                robust[ok] = predict(model, x_adv) == yb[ok]
             correct[spec.name].append(robust.cpu())
     verdicts = {k: torch.cat(v).numpy() for k, v in correct.items()}
     return EvalResult(

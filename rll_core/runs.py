@@ -162,13 +162,14 @@ def _eval_stem(eval_settings: Mapping[str, Any], epoch: int) -> str:
 def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", eps: float | None = None,
                  attacks: Sequence[str] | str = ("pgd", "multitarget"), steps: int | None = None, restarts: int = 1,
                  n_eval: int = 1000, lipschitz_steps: int = 10, data_dir: str | os.PathLike[str] | None = None,
-                 splits: Sequence[str] = ("train", "test"), device: str = "auto",
+                 splits: Sequence[str] = ("train", "test"), test_only: Sequence[str] = (), device: str = "auto",
                  progress: bool = True) -> dict[str, Any]:
     """Evaluate a run folder on the first ``n_eval`` train and test points at the run's eps (or ``eps``).
 
     ``splits``: ``("test",)`` evaluates the test points only (no gaps), e.g. for an expensive attack
     such as AutoAttack on fewer points: ``evaluate_run(run, attacks=("autoattack",), n_eval=50,
-    splits=("test",))``.
+    splits=("test",))``.  ``test_only``: attacks of ``attacks`` run on the test points only, e.g.
+    ``("multitarget",)``, whose train accuracy no table shows (it is 9 targets: most of a train split's cost).
 
     Writes ``eval-<settings>.json`` (the row, the evaluation settings, the run's settings) and, beside it,
     ``.npz`` with the per-example verdicts (``<split>_<attack>``) and Lipschitz values
@@ -188,29 +189,45 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
     run_eps = float(settings.get("eps", settings.get("val_eps", 0.0)))
     ev_eps = run_eps if eps is None else check_real("eps", eps, lo=0, hi=1)
     specs = _eval_specs(ev_eps, attacks, steps, restarts)
-    eval_settings = {"checkpoint": checkpoint, "n_eval": n_eval, "eps": ev_eps, "batch_size": default_batch_size(dev),
-                     "attacks": {s.name: dataclasses.asdict(s) for s in specs}, "lipschitz_steps": lipschitz_steps,
-                     "lipschitz_step_size": paper.step_size(ev_eps, lipschitz_steps),
-                     "lipschitz_reference_step_size": REFERENCE_STEP_SIZE}
-    if splits != ["train", "test"]:  # recorded only when not the default, so existing file names still match
-        eval_settings["splits"] = splits
+    test_only = sorted(set(test_only))
+    unknown = set(test_only) - {s.name for s in specs}
+    if unknown:
+        raise ValueError(f"test_only names attacks that are not evaluated: {sorted(unknown)}")
+    eval_settings = _evaluation_record(checkpoint, n_eval, ev_eps, default_batch_size(dev), specs, lipschitz_steps,
+                                       splits, test_only)
     ck = load_checkpoint(out / f"{checkpoint}.pt")
     stem = _eval_stem(eval_settings, int(ck["epoch"]))
     json_path, npz_path = out / f"{stem}.json", out / f"{stem}.npz"
     if json_path.exists() and npz_path.exists():
         return load_json(json_path)
+    t0 = time.perf_counter()
     train_set, test_set, net = _restore(out, settings, ck, data_dir, dev)
     row: dict[str, Any] = {"run": out.name, **{k: settings.get(k) for k in ("dataset", "architecture", "dropout",
                                                                              "method", "epochs", "seed")},
                            "hyper": {k: v for k, v in settings.items() if k in ("beta", "lam", "mu", "h", "eps")},
                            "epoch": ck["epoch"], "eps": ev_eps, "eval_file": json_path.name}
     data = {"train": train_set, "test": test_set}
-    arrays = _measure(row, net, {k: data[k] for k in splits}, specs, eval_settings, settings["seed"],
-                      progress)
-    result = {**row, "evaluation": eval_settings, "settings": settings}
+    per_split = {k: [s for s in specs if k == "test" or s.name not in test_only] for k in splits}
+    arrays = _measure(row, net, {k: data[k] for k in splits}, per_split, eval_settings, settings["seed"], progress)
+    # wall time (outside the settings, so it names no file): the budget of a preset (benchmarks/budget.py)
+    result = {**row, "evaluation": eval_settings, "settings": settings, "seconds": time.perf_counter() - t0}
     save_npz(npz_path, **arrays)
     save_json(json_path, result)
     return result
+
+
+def _evaluation_record(checkpoint: str, n_eval: int, eps: float, batch_size: int, specs: Sequence[AttackSpec],
+                       lipschitz_steps: int, splits: Sequence[str], test_only: Sequence[str]) -> dict[str, Any]:
+    """Every setting of an evaluation, stored beside its numbers and hashed into its file name."""
+    ev: dict[str, Any] = {"checkpoint": checkpoint, "n_eval": n_eval, "eps": eps, "batch_size": batch_size,
+                          "attacks": {s.name: dataclasses.asdict(s) for s in specs},
+                          "lipschitz_steps": lipschitz_steps, "lipschitz_step_size": paper.step_size(eps, lipschitz_steps),
+                          "lipschitz_reference_step_size": REFERENCE_STEP_SIZE, "random_streams": "per attack"}
+    if list(splits) != ["train", "test"]:  # recorded only when not the default
+        ev["splits"] = list(splits)
+    if test_only:
+        ev["test_only"] = list(test_only)
+    return ev
 
 
 def _restore(out: Path, settings: Mapping[str, Any], ck: Mapping[str, Any], data_dir: str | os.PathLike[str] | None,
@@ -271,16 +288,18 @@ def robustness_curve(out_dir: str | os.PathLike[str], eps_grid: Sequence[float],
 
 
 def _measure(row: dict[str, Any], net: torch.nn.Module, splits: Mapping[str, ImageDataset],
-             specs: Sequence[AttackSpec], ev: Mapping[str, Any], seed: int, progress: bool,
+             specs: Mapping[str, Sequence[AttackSpec]], ev: Mapping[str, Any], seed: int, progress: bool,
              dtype: torch.dtype = torch.float32, reference: bool = True) -> dict[str, Any]:
-    """Fill ``row`` with accuracies, Lipschitz means and gaps; return the per-example arrays.  ``reference``:
-    also the paper's Lipschitz procedure (its start leaves [0, 1], which only a network accepts)."""
+    """Fill ``row`` with accuracies, Lipschitz means and gaps; return the per-example arrays.  ``specs``: the
+    attacks of each split.  ``reference``: also the paper's Lipschitz procedure (its start leaves [0, 1],
+    which only a network accepts)."""
     dev = model_device(net)
     arrays: dict[str, Any] = {}
+    row["attack_settings"] = {}
     for split, ds in splits.items():
         sub = ds.subset(ev["n_eval"], seed=None)
         x = torch.from_numpy(sub.float_images()).to(dtype)
-        r = evaluate(net, x, sub.labels, eps=ev["eps"], attacks=specs, seed=seed, progress=progress,
+        r = evaluate(net, x, sub.labels, eps=ev["eps"], attacks=specs[split], seed=seed, progress=progress,
                      batch_size=ev["batch_size"])
         row[f"{split}_n"] = r.n
         row[f"{split}_accuracy"] = r.clean_accuracy
@@ -295,12 +314,12 @@ def _measure(row: dict[str, Any], net: torch.nn.Module, splits: Mapping[str, Ima
             arrays[f"{split}_lipschitz{suffix}"] = lip.numpy()
             row[f"{split}_lipschitz{suffix}"] = float(lip.mean())
             row[f"{split}_lipschitz{suffix}_se"] = float(lip.std() / max(len(lip), 1) ** 0.5) if len(lip) > 1 else 0.0
-        row["attack_settings"] = r.attacks
+        row["attack_settings"].update(r.attacks)
     if set(splits) != {"train", "test"}:
         return arrays
     row["gap_standard"] = row["train_accuracy"] - row["test_accuracy"]
-    if specs:
-        first = specs[0].name
+    if specs["train"]:  # the first attack run on both splits (PGD in every table)
+        first = specs["train"][0].name
         row["gap_adversarial"] = row[f"train_{first}_accuracy"] - row[f"test_{first}_accuracy"]
     return arrays
 
@@ -313,10 +332,18 @@ def collect_runs(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------------------------
 # grids of runs (Tables 2-4)
 
-#: ``quick``: minutes on 2 CPU cores (a subset, few epochs, Adam); ``paper``: the reference settings of
-#: :mod:`rll_core.paper` on the full splits (a GPU job).  ``None`` keeps the reference's value.
+#: The evaluation behind every table (:func:`run_grid`) and the per-point figure
+#: (:func:`rll_core.audit.point_robustness`): PGD on both splits, the multi-targeted attack on the test points
+#: only (no table shows it on train).  One setting, so each run is evaluated once and read back after.
+TABLE_EVALUATION: dict[str, Any] = {"attacks": ("pgd", "multitarget"), "test_only": ("multitarget",)}
+
+#: ``quick``: the default job, ~15 minutes for every notebook on 2 CPU cores (a 2,000-image subset, 2 epochs,
+#: Adam, 100 evaluation points per split); ``long``: about 1-2 hours there (10,000 images, 3 epochs, 500
+#: points: intervals of about +/- 0.04); ``paper``: the reference settings of :mod:`rll_core.paper` on the
+#: full splits (a GPU job).  ``None`` keeps the reference's value.
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(n_train=2000, n_test=500, epochs=2, optimizer="adam", lr=1e-3, n_eval=100, n_val=100),
+    "long": dict(n_train=10000, n_test=1000, epochs=3, optimizer="adam", lr=1e-3, n_eval=500, n_val=200),
     "paper": dict(n_train=None, n_test=None, epochs=None, optimizer=None, lr=None, n_eval=1000, n_val=500),
 }
 
@@ -387,7 +414,8 @@ def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequenc
                   augment=augment, epochs=n_epochs, optimizer=p["optimizer"], lr=p["lr"], n_train=size,
                   n_test=n_test if n_test is not None else p["n_test"], n_val=p["n_val"], seed=seed,
                   data_dir=data_dir, device=device, progress=False)
-        row = evaluate_run(out, n_eval=n_eval or p["n_eval"], data_dir=data_dir, device=device, progress=False)
+        row = evaluate_run(out, n_eval=n_eval or p["n_eval"], **TABLE_EVALUATION, data_dir=data_dir, device=device,
+                           progress=False)
         row["label"] = method_label(name, hyper)
         rows.append(row)
         if progress:  # one line per run, so a headless job (make run, papermill --log-output) shows where it is
@@ -414,7 +442,8 @@ def theory_row(train_set: ImageDataset, test_set: ImageDataset, eps: float, *, n
     clf = LipschitzClassifier(train_set.images, train_set.labels)
     row: dict[str, Any] = {"label": f"Section 4 classifier (r={clf.r:.3f})", "method": "theory", "r": clf.r, "eps": eps}
     ev = {"n_eval": n_eval, "eps": eps, "lipschitz_steps": 10, "batch_size": default_batch_size(torch.device("cpu"))}
-    _measure(row, clf, {"train": train_set, "test": test_set}, _eval_specs(eps, ("pgd", "multitarget"), None, 1),
+    pgd_spec, mt_spec = _eval_specs(eps, ("pgd", "multitarget"), None, 1)
+    _measure(row, clf, {"train": train_set, "test": test_set}, {"train": [pgd_spec], "test": [pgd_spec, mt_spec]},
              ev, seed, False, dtype=torch.float64, reference=False)
     return row
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rll_core.attacks import multi_targeted, pgd, predict
-from rll_core.evaluation import evaluate, paper_attack
+from rll_core.evaluation import ATTACKS, attack_generator, evaluate, paper_attack
 
 from .conftest import requires_cuda
 
@@ -91,6 +91,18 @@ def test_multi_targeted_finds_the_target_untargeted_pgd_misses():
     res = evaluate(model, x, y, eps=0.1, attacks=specs, progress=False)
     assert res.adversarial_accuracy == {"pgd": 1.0, "multitarget": 0.0}
     assert res.attacks["multitarget"]["steps"] == 20 and not res.attacks["pgd"]["random_start"]
+
+
+def test_each_attack_of_an_evaluation_has_its_own_stream():
+    """PGD's stream is the evaluation's seed (so PGD alone, e.g. a robustness curve, repeats it); the other
+    attacks' streams differ from it and from each other, and repeat for the same seed."""
+    draws = {n: torch.rand(4, generator=attack_generator(3, n)) for n in ATTACKS}
+    assert torch.equal(draws["pgd"], torch.rand(4, generator=torch.Generator().manual_seed(3)))
+    assert len({tuple(d.tolist()) for d in draws.values()}) == len(ATTACKS)
+    assert torch.equal(torch.rand(4, generator=attack_generator(3, "multitarget")), draws["multitarget"])
+    assert not torch.equal(torch.rand(4, generator=attack_generator(4, "multitarget")), draws["multitarget"])
+    with pytest.raises(ValueError, match="unknown attack"):
+        attack_generator(3, "fgsm")
 
 
 def test_multi_targeted_keeps_the_strongest_target():

@@ -117,14 +117,15 @@ def test_accuracy_by_distance_bins_like_a_loop():
 
 def test_point_robustness_joins_the_evaluation_and_the_exact_distances(tmp_path, mnist):
     from rll_core.data import load_train_test
-    from rll_core.runs import evaluate_run, train_run
+    from rll_core.runs import TABLE_EVALUATION, evaluate_run, train_run
     from rll_core.storage import load_npz
 
     run = tmp_path / "run"
     train_run(run, dataset="mnist", method="natural", eps=0.1, epochs=1, n_train=128, n_test=32, n_val=8,
               batch_size=32, optimizer="adam", lr=1e-3, device="cpu", progress=False)
+    row = evaluate_run(run, n_eval=20, **TABLE_EVALUATION, device="cpu", progress=False)  # as run_grid does
     pts = point_robustness(run, n_eval=20, device="cpu")
-    row = evaluate_run(run, n_eval=20, device="cpu", progress=False)
+    assert len(list(run.glob("eval-*.json"))) == 1  # it read the tables' evaluation back, made none of its own
     ev = load_npz(run / row["eval_file"].replace(".json", ".npz"))
     np.testing.assert_array_equal(pts["robust"], ev["test_pgd"])
     train, test = load_train_test("mnist", None, 128, 32, 0)

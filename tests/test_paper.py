@@ -341,6 +341,16 @@ def test_robustness_curve_agrees_with_the_evaluation_at_its_radii(tmp_path, mnis
     assert curve["eps"] == [0.0, 0.1, 0.3] and curve["n"] == 24
     # eps 0 is the clean accuracy; at the run's eps the same PGD from the same seed gives the same verdicts
     assert curve["accuracy"][:2] == [row["test_accuracy"], row["test_pgd_accuracy"]]
+    # each attack has its own random stream: PGD beside multi-targeted (the tables' evaluation, which runs
+    # multi-targeted on test only) gives PGD's verdicts alone, point by point, on both splits
+    both = evaluate_run(run, n_eval=24, test_only=("multitarget",), device="cpu", progress=False)
+    alone, beside = (np.load(run / f"{r['eval_file'][:-5]}.npz") for r in (row, both))
+    for split in ("train", "test"):
+        assert np.array_equal(alone[f"{split}_pgd"], beside[f"{split}_pgd"])
+    assert "test_multitarget" in beside and "train_multitarget" not in beside
+    assert "train_multitarget_accuracy" not in both and both["gap_adversarial"] == row["gap_adversarial"]
+    with pytest.raises(ValueError, match="not evaluated"):
+        evaluate_run(run, n_eval=24, attacks=("pgd",), test_only=("multitarget",), device="cpu")
     (path,) = run.glob("curve-last-e1-n24-*.json")
     before = path.read_bytes()
     assert robustness_curve(run, [0.0, 0.1, 0.3], n_eval=24, device="cpu") == curve  # read back

@@ -284,7 +284,7 @@ def test_cache_makes_rerun_instant_and_resume_continues(tmp_path, monkeypatch):
             raise Interrupted("simulated interruption")
         return real(qc, *args, **kw)
 
-    import rll_core.separation as S
+    import rll_core.separation.search as S
 
     monkeypatch.setattr(S, "numba_nearest_prefix", flaky)
     with pytest.raises(Interrupted):

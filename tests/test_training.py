@@ -244,6 +244,14 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
         assert row[f"{split}_lipschitz"] == pytest.approx(arrays[f"{split}_lipschitz"].mean(), rel=1e-6)
         assert len(arrays[f"{split}_lipschitz_reference"]) == row[f"{split}_n"] == 32
     assert set(row["attack_settings"]) == {"pgd", "multitarget"}
+    # --test-only: multi-targeted on the test points only; another file, PGD's verdicts unchanged
+    assert main(["evaluate", str(run), "--n-eval", "32", "--test-only", "multitarget", "--no-progress",
+                 "--device", "cpu"]) == 0
+    (other,) = set(run.glob("eval-*.json")) - {path}
+    both = np.load(other.with_suffix(".npz"))
+    assert "train_multitarget" not in both and np.array_equal(both["train_pgd"], arrays["train_pgd"])
+    assert main(["evaluate", str(run), "--attacks", "pgd", "--test-only", "multitarget"]) == 2
+    assert "not evaluated" in capsys.readouterr().err
     for bad, msg in ((["--method", "madry"], "unknown method"),
                      (["--method", "natural", "--beta", "3"], "no hyperparameter beta")):
         assert main(["train", *bad, "--epochs", "1", "--out", str(tmp_path / "x")]) == 2

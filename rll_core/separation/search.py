@@ -1,20 +1,5 @@
-"""r-separation of labelled data (paper Section 3, Table 1, Figure 2).
-
-For every query point ``q`` with label ``y``, :func:`nearest_other_class` finds the L-inf distance to
-the nearest reference point whose label differs from ``y`` (and that point's index).  Train-train is
-the training set against itself (a point's own class is excluded, so the point itself is too);
-test-train is the test set against the training set.  The search is exact.
-
-uint8 data is compared on the integer pixel scale (distances 0..255, reported divided by 255), float
-data in float64 (so float32 differences are exact).  Both are exact in any order of evaluation, and ties
-are resolved to the smallest reference index, so every backend (numba on CPU, Triton or torch on GPU,
-torch on CPU) returns the same arrays bit for bit.
-
-Memory: the kernels hold the references once plus O(query_chunk) state; the numba kernel allocates
-nothing per pair, the torch kernel a tile bounded by ``tile_bytes``.  Results can be cached on disk
-(``cache_dir``): a finished run is reloaded instantly and an interrupted one resumes from its last
-finished query chunk.
-"""
+"""The exact nearest-other-class search (every backend, the on-disk cache and resume, shards across
+processes): :func:`nearest_other_class`.  See :mod:`rll_core.separation`."""
 
 from __future__ import annotations
 
@@ -22,20 +7,17 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from . import __version__
-from ._kernels import UINT8_SENTINEL, PrefixRefs, dim_order, numba_nearest, numba_nearest_prefix, torch_nearest
-from .checks import ArrayLike, check_compatible, check_eps, check_points, resolve_device
-from .data import DEFAULT_EPS, ImageDataset
-from .paper import like
-from .storage import (
+from .. import __version__
+from .._kernels import UINT8_SENTINEL, PrefixRefs, dim_order, numba_nearest, numba_nearest_prefix, torch_nearest
+from ..checks import ArrayLike, check_compatible, check_points, resolve_device
+from ..storage import (
     CorruptFile,
     array_digest,
     load_json,
@@ -47,20 +29,9 @@ from .storage import (
     user_path,
 )
 
-__all__ = [
-    "Backend",
-    "DistanceSummary",
-    "NearestOther",
-    "ScaledDistances",
-    "SeparationReport",
-    "SeparationResult",
-    "measure_separation",
-    "nearest_other_class",
-    "summarize",
-]
+__all__ = ["Backend", "NearestOther", "ScaledDistances", "nearest_other_class"]
 
 Backend = Literal["auto", "numba", "torch", "triton"]
-DEFAULT_PERCENTILES: tuple[float, ...] = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 _CACHE_FORMAT = 1
 
 
@@ -225,7 +196,7 @@ class _OnDevice:
         qt, qyt = _to_device(q, self.dev), _to_device(qy, self.dev)
         bd, bi = _to_device(best_d, self.dev), _to_device(best_i, self.dev)
         if self.triton:
-            from ._triton import triton_nearest
+            from .._triton import triton_nearest
 
             triton_nearest(qt, qyt, self.r, self.ry, bd, bi)
         else:
@@ -247,7 +218,7 @@ def _search_chunks(*, q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarr
     """Fill ``best_d`` / ``best_i`` from query ``done`` on, chunk by chunk (saving each finished chunk to
     ``cache``); return the seconds taken.  ``complete``: every query must find a reference of another
     class (false for one rank's shard of the references, which may hold a single class)."""
-    from .progress import progress_bar as tqdm
+    from ..progress import progress_bar as tqdm
 
     search = _backend(be, r, ry, dev)
     nq = q.shape[0]
@@ -398,126 +369,3 @@ def _nearest_local(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,
             "self": self_search, "backend": be, "device": str(dev), "seconds": elapsed,
             "rll_version": __version__, **(meta or {})})
     return NearestOther(best_d, best_i, scale)
-
-
-# ----------------------------------------------------------------------------------------------
-# summaries
-
-
-@dataclass(frozen=True)
-class DistanceSummary:
-    """Summary of a set of distances on the [0, 1] scale."""
-
-    n: int
-    min: float
-    mean: float
-    median: float
-    std: float
-    max: float
-    percentiles: dict[float, float] = field(default_factory=dict)
-
-
-def summarize(dist: np.ndarray, percentiles: Sequence[float] = DEFAULT_PERCENTILES) -> DistanceSummary:
-    d = np.asarray(dist, dtype=np.float64)
-    if d.ndim != 1 or d.size == 0:
-        raise ValueError(f"expected a non-empty 1-D array of distances, got shape {d.shape}")
-    pct: list[float] = np.percentile(d, list(percentiles)).tolist() if len(percentiles) else []
-    return DistanceSummary(int(d.size), float(d.min()), float(d.mean()), float(np.median(d)), float(d.std()),
-                           float(d.max()), {float(p): float(v) for p, v in zip(percentiles, pct, strict=True)})
-
-
-@dataclass(frozen=True)
-class SeparationReport:
-    """Table 1 of the paper for one dataset: separation against ``2 * eps``."""
-
-    dataset: str
-    eps: float
-    n_train: int
-    n_test: int
-    train_train: DistanceSummary
-    test_train: DistanceSummary | None
-    #: fraction of training points closer than 2*eps to another class (0 when r-separated at eps)
-    frac_train_within_2eps: float
-    #: fraction of test points closer than 2*eps to a training point of another class
-    frac_test_within_2eps: float | None
-
-    @property
-    def r_separation(self) -> float:
-        """The largest r for which the training set is r-separated: half the min train-train distance."""
-        return self.train_train.min / 2
-
-    @property
-    def two_eps(self) -> float:
-        return 2 * self.eps
-
-    def table1_row(self) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "dataset": self.dataset,
-            "n_train": self.n_train,
-            "n_test": self.n_test,
-            "train_train_min": self.train_train.min,
-            "train_train_mean": self.train_train.mean,
-            "test_train_min": self.test_train.min if self.test_train else float("nan"),
-            "test_train_mean": self.test_train.mean if self.test_train else float("nan"),
-            "2eps": self.two_eps,
-            "r_separation": self.r_separation,
-            "separated_at_eps": self.r_separation >= self.eps,
-            "frac_test_within_2eps": (self.frac_test_within_2eps if self.frac_test_within_2eps is not None
-                                      else float("nan")),
-        }
-        return row
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["r_separation"] = self.r_separation
-        return d
-
-
-@dataclass(frozen=True)
-class SeparationResult:
-    report: SeparationReport
-    train_train: NearestOther
-    test_train: NearestOther | None
-
-    @property
-    def cached(self) -> bool:
-        """Whether every distance array came from the cache."""
-        return self.train_train.cached and (self.test_train is None or self.test_train.cached)
-
-
-def measure_separation(
-    train: ImageDataset,
-    test: ImageDataset | None = None,
-    eps: float | None = None,
-    *,
-    device: str | torch.device = "auto",
-    backend: Backend = "auto",
-    cache_dir: str | os.PathLike[str] | None = None,
-    progress: bool = False,
-    query_chunk: int | None = None,
-) -> SeparationResult:
-    """Train-train and (if ``test`` given) test-train separation of a dataset, as in Table 1."""
-    if eps is None:  # the paper's radius for the dataset, or for data of your own its shape's paper dataset
-        try:
-            eps = DEFAULT_EPS[train.kind] if train.kind in DEFAULT_EPS else DEFAULT_EPS[like(train.shape)]
-        except ValueError as e:
-            raise ValueError(f"no default eps for {train.name!r}: {e}; pass eps=") from None
-    check_eps(eps)
-    if test is not None and test.shape != train.shape:
-        raise ValueError(f"test images {test.shape} and train images {train.shape} differ in shape")
-    common: dict[str, Any] = dict(device=device, backend=backend, cache_dir=cache_dir, progress=progress,
-                                  query_chunk=query_chunk)
-    tt = nearest_other_class(train.flat(), train.labels, desc=f"{train.name} train-train",
-                             meta={"dataset": train.name, "query_split": train.split, "ref_split": train.split},
-                             **common)
-    te = None
-    if test is not None:
-        te = nearest_other_class(test.flat(), test.labels, train.flat(), train.labels,
-                                 desc=f"{train.name} test-train",
-                                 meta={"dataset": train.name, "query_split": test.split, "ref_split": train.split},
-                                 **common)
-    report = SeparationReport(train.name, float(eps), len(train), len(test) if test is not None else 0,
-                              summarize(tt.dist), summarize(te.dist) if te is not None else None,
-                              float((tt.dist < 2 * eps).mean()),
-                              float((te.dist < 2 * eps).mean()) if te is not None else None)
-    return SeparationResult(report, tt, te)
