@@ -40,7 +40,7 @@
 # parameters (papermill overrides these)
 dataset = "mnist"
 data_dir = None
-preset = "quick"
+preset = "quick"          # quick | long | paper
 eps = None                # None: the paper's radius for the dataset (training, validation and evaluation)
 methods = "natural,at,trades:beta6"
 model = None

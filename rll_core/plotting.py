@@ -233,7 +233,9 @@ def plot_lipschitz_vs_accuracy(rows: Sequence[Mapping[str, Any]], attack: str = 
     ax.set_xlabel(r"test local Lipschitz constant ($\ell_\infty \to \ell_1$, log scale)")
     ax.set_ylabel(f"adversarial test accuracy ({attack.upper() if attack == 'pgd' else attack})")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    handles, labels = ax.get_legend_handles_labels()  # markers only: an errorbar's glyph varies with its bars
+    ax.legend([h[0] if isinstance(h, tuple) else h for h in handles], labels, fontsize=8, loc="center left",
+              bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_title(title if title is not None else context_line(rows), fontsize=9)
     fig.tight_layout()
     if owned:

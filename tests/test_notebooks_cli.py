@@ -96,7 +96,8 @@ def test_theory_notebook_runs_headless(tmp_path, mnist):
 @pytest.mark.slow
 def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
     common = dict(n_train=200, n_test=100, n_eval=20, epochs=1, runs_dir=str(tmp_path / "runs"), formats="png")
-    _run("03_methods", tmp_path, methods="natural,gr,trades:beta6", n_autoattack=6, **common)
+    _run("03_methods", tmp_path, methods="natural,gr,trades:beta6", autoattack_methods="natural,trades:beta6",
+         n_autoattack=6, **common)
     # the outputs are named by what sets them apart from the preset's default job (n, epochs, method set)
     (md_path,) = (tmp_path / "figures").glob("table_methods_mnist_quick_n200-e1-m*.md")
     md = md_path.read_text().splitlines()
@@ -111,7 +112,7 @@ def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
     assert len(list((tmp_path / "runs").glob("*/curve-last-e1-n20-*.json"))) == 3
     assert len(list((tmp_path / "runs").glob("*/points-*.npz"))) == 3
     assert len(list((tmp_path / "figures").glob("fig_robustness_by_distance_mnist_quick_n200-e1-m*.png"))) == 1
-    # AutoAttack ran for natural and TRADES(6) (the default autoattack_methods) on 6 points, '-' for GR
+    # AutoAttack ran for the autoattack_methods rows, natural and TRADES(6), on 6 points, '-' for GR
     assert "on the first 6 test points" in md[0]
     cells = {line.split(" | ")[0]: line.split(" | ")[6] for line in md[4:]}
     assert cells["| GR"] == "-" and cells["| natural"] != "-" and cells["| TRADES (β=6)"] != "-"

@@ -109,6 +109,9 @@ def test_section5_figures_name_every_method_and_state_their_context():
     fig = plot_lipschitz_vs_accuracy(rows)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [r["label"] for r in rows]
+    # every legend entry is the method's marker alone (an errorbar's glyph would vary with its bars)
+    marks = [(h.get_marker(), h.get_linestyle()) for h in ax.get_legend().legend_handles]
+    assert marks == [(method_style(r["method"])["marker"], "None") for r in rows]
     assert ax.get_title() == "Fashion-MNIST, ε = 0.1 · trained on 2,000 images, 2 epochs · n = 100 test points"
     # a family shares its hue: the swept TRADES members are shades of TRADES' colour, AT keeps its own
     cols = [np.array(to_rgb(c.lines[0].get_color())) for c in ax.containers]

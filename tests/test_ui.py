@@ -173,3 +173,45 @@ def test_opening_a_notebook_does_not_modify_it(lab, browser):
         assert page.evaluate("() => window.jupyterapp.shell.currentWidget.context.model.dirty") is False, meta
     finally:
         page.close()
+
+
+def test_a_saved_notebook_reopened_after_its_kernel_stopped(lab, browser):
+    """Run, save, stop the kernel, open again: the notebook is not marked modified, the explorer shows no
+    controls (no dead slider whose readout moves without the plot) but the widget manager's one line, and
+    the text just above it says to run the cell again."""
+    base, token, root = lab
+    shutil.copy(root / "notebooks" / "02_theory.ipynb", root / "notebooks" / "reopened.ipynb")
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    try:
+        _open(page, base, token, "reopened")
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_timeout(1000)
+        page.wait_for_function(_ALL_RUN, timeout=240_000, polling=500)
+        page.locator(".widget-slider").last.wait_for(timeout=30_000)  # live: the controls are there
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
+        page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+        page.wait_for_timeout(1000)
+    finally:
+        page.close()
+    saved = (root / "notebooks" / "reopened.ipynb").read_text()
+    assert "application/vnd.jupyter.widget-state+json" not in saved  # no widget state stored
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    try:
+        _open(page, base, token, "reopened")
+        page.wait_for_timeout(3000)
+        assert page.evaluate("() => window.jupyterapp.shell.currentWidget.context.model.dirty") is False
+        assert page.locator(".widget-slider").count() == 0
+        dead = page.locator(".jp-OutputArea-output:has-text('model not found')")
+        assert dead.count() == 1
+        dead.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "reopened.png"))
+        # the markdown cell before the explorer's code cell tells what to do
+        hint = page.evaluate("() => { const cells = window.jupyterapp.shell.currentWidget.content.widgets; "
+                             "const i = cells.findIndex(c => c.model.type === 'code' && "
+                             "c.model.outputs.toJSON().some(o => o.data && "
+                             "o.data['application/vnd.jupyter.widget-view+json'])); "
+                             "return i > 0 ? cells[i - 1].model.sharedModel.getSource() : ''; }")
+        assert "run this cell again" in hint and "model not found" in hint
+    finally:
+        page.close()
