@@ -39,7 +39,7 @@ data: $(VENV)/.installed
 	else echo "Fashion-MNIST not found in $(FMNIST_DIR): set RLL_DATA_DIR to a folder with its IDX files" >&2; exit 1; fi
 
 # The paper end to end on real MNIST: the four notebooks (Sections 3, 4, 5 and Table 4), headless.
-# PRESET=quick (~15 min on 2 CPU cores), PRESET=long (1-2 hours there) or PRESET=paper (the reference settings;
+# PRESET=quick (11 min on 2 CPU cores), PRESET=long (about 75 min there) or PRESET=paper (the reference settings;
 # a GPU job, DEVICE=cuda).
 # Tables and figures go to figures/, executed notebooks to results/notebooks/, runs to results/runs/.
 PRESET ?= quick

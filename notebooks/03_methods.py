@@ -43,7 +43,7 @@
 # **Presets.** `quick` trains on a 2,000-image subset for 2 epochs with Adam and evaluates on 100 points per
 # split: the whole default job (four notebooks) in about 15 minutes on 2 CPU cores, enough to see the
 # paper's orderings with 95 % intervals that separate, not its numbers. `long` trains on 10,000 images for
-# 3 epochs and evaluates on 500 points (about 1-2 hours there). `paper` uses the reference settings (full
+# 3 epochs and evaluates on 500 points (about 75 minutes there). `paper` uses the reference settings (full
 # splits, SGD, 160 epochs on MNIST): a GPU job. Multi-targeted accuracy (9 targets, most of an
 # evaluation's cost) is measured on the test points only, since no table shows it on train. Runs are
 # saved under `runs_dir`; a rerun reuses every finished run and evaluation.

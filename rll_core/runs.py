@@ -338,7 +338,7 @@ def collect_runs(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
 TABLE_EVALUATION: dict[str, Any] = {"attacks": ("pgd", "multitarget"), "test_only": ("multitarget",)}
 
 #: ``quick``: the default job, ~15 minutes for every notebook on 2 CPU cores (a 2,000-image subset, 2 epochs,
-#: Adam, 100 evaluation points per split); ``long``: about 1-2 hours there (10,000 images, 3 epochs, 500
+#: Adam, 100 evaluation points per split); ``long``: about 75 minutes there (10,000 images, 3 epochs, 500
 #: points: intervals of about +/- 0.04); ``paper``: the reference settings of :mod:`rll_core.paper` on the
 #: full splits (a GPU job).  ``None`` keeps the reference's value.
 PRESETS: dict[str, dict[str, Any]] = {
