@@ -207,13 +207,19 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
                            "hyper": {k: v for k, v in settings.items() if k in ("beta", "lam", "mu", "h", "eps")},
                            "epoch": ck["epoch"], "eps": ev_eps, "eval_file": json_path.name}
     data = {"train": train_set, "test": test_set}
-    per_split = {k: [s for s in specs if k == "test" or s.name not in test_only] for k in splits}
-    arrays = _measure(row, net, {k: data[k] for k in splits}, per_split, eval_settings, settings["seed"], progress)
+    arrays = _measure(row, net, {k: data[k] for k in splits}, _split_specs(specs, splits, test_only), eval_settings,
+                      settings["seed"], progress)
     # wall time (outside the settings, so it names no file): the budget of a preset (benchmarks/budget.py)
     result = {**row, "evaluation": eval_settings, "settings": settings, "seconds": time.perf_counter() - t0}
     save_npz(npz_path, **arrays)
     save_json(json_path, result)
     return result
+
+
+def _split_specs(specs: Sequence[AttackSpec], splits: Sequence[str],
+                 test_only: Sequence[str]) -> dict[str, list[AttackSpec]]:
+    """The attacks of each split: all of them on test, those not in ``test_only`` on train."""
+    return {k: [s for s in specs if k == "test" or s.name not in test_only] for k in splits}
 
 
 def _evaluation_record(checkpoint: str, n_eval: int, eps: float, batch_size: int, specs: Sequence[AttackSpec],
@@ -442,9 +448,10 @@ def theory_row(train_set: ImageDataset, test_set: ImageDataset, eps: float, *, n
     clf = LipschitzClassifier(train_set.images, train_set.labels)
     row: dict[str, Any] = {"label": f"Section 4 classifier (r={clf.r:.3f})", "method": "theory", "r": clf.r, "eps": eps}
     ev = {"n_eval": n_eval, "eps": eps, "lipschitz_steps": 10, "batch_size": default_batch_size(torch.device("cpu"))}
-    pgd_spec, mt_spec = _eval_specs(eps, ("pgd", "multitarget"), None, 1)
-    _measure(row, clf, {"train": train_set, "test": test_set}, {"train": [pgd_spec], "test": [pgd_spec, mt_spec]},
-             ev, seed, False, dtype=torch.float64, reference=False)
+    specs = _split_specs(_eval_specs(eps, TABLE_EVALUATION["attacks"], None, 1), ("train", "test"),
+                         TABLE_EVALUATION["test_only"])
+    _measure(row, clf, {"train": train_set, "test": test_set}, specs, ev, seed, False, dtype=torch.float64,
+             reference=False)
     return row
 
 
