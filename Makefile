@@ -52,7 +52,7 @@ DATASET ?= mnist
 # AUTOATTACK=natural,at,trades:beta6 for more, AUTOATTACK= for none
 AUTOATTACK ?= at
 # --log-output: each notebook's printed lines (one per trained run, the tables) stream to the terminal
-PM = $(BIN)/papermill --cwd notebooks --log-output --no-progress-bar -p interactive False -p dataset $(DATASET)
+PM = $(BIN)/papermill --log-output --no-progress-bar -p interactive False -p dataset $(DATASET)
 run: setup
 	mkdir -p results/notebooks
 	$(PM) -p device $(DEVICE) -p filter_distance $(FILTER) $(RUN_ARGS) notebooks/01_separation.ipynb results/notebooks/01_separation.ipynb
@@ -106,7 +106,7 @@ gpu-check: setup
 lab: setup
 	mkdir -p $(VENV)/share/jupyter/lab/settings
 	cp tools/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
-	$(BIN)/jupyter lab --ServerApp.root_dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/01_separation.ipynb
+	$(BIN)/jupyter lab --config=tools/jupyter_server_config.py --ServerApp.root_dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/01_separation.ipynb
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

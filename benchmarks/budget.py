@@ -3,7 +3,7 @@
 No new measurement: papermill stores every executed cell's wall time in ``results/notebooks/*.ipynb``,
 every run's ``history.json`` its epochs' seconds and every evaluation its own (``seconds``).  This prints
 the notebooks' times and largest cells, then one row per run of a preset (training and evaluation), the
-table behind the presets' sizes (``rll_core.runs.PRESETS``).
+table behind the presets' sizes (``rll_core.grids.PRESETS``).
 
     python benchmarks/budget.py                       # after make run (quick preset)
     python benchmarks/budget.py --preset long --notebooks results/long-notebooks

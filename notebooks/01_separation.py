@@ -40,12 +40,15 @@
 # accuracy at radius $\epsilon$ exists: the accuracy-robustness trade-off is not forced by the data.
 #
 # All computation lives in `rll_core.separation` (exact search, uint8 pixels, cached on disk); this notebook
-# only drives it and draws the results. Headless:
-# `papermill notebooks/01_separation.ipynb out.ipynb -p dataset fashion_mnist -p interactive False`.
+# only drives it and draws the results. Headless, from the project folder (or anywhere: the outputs go to the
+# project's `figures/` and `results/cache/` unless `figures_dir` / `cache_dir` say otherwise):
+# `papermill --log-output notebooks/01_separation.ipynb out.ipynb -p dataset fashion_mnist -p interactive False`
+# (`--log-output` prints each cell's lines as they come: the search's progress, Table 1, the files written).
+# Every parameter is checked before any work; a bad one stops the notebook with one line naming it.
 
 # %% tags=["parameters"]
 # parameters (papermill overrides these)
-dataset = "mnist"           # mnist | fashion_mnist | cifar10 | svhn | restricted_imagenet
+dataset = "mnist"           # mnist | fashion_mnist | cifar10 | svhn | restricted_imagenet | path/to/yours.npz
 data_dir = None             # None: $RLL_DATA_DIR, else the installed default (make data)
 n_train = None              # None: the whole training split; an int: a seeded random subset
 n_test = None
@@ -53,42 +56,40 @@ subset_seed = 0
 eps = None                  # None: the paper's eps for the dataset
 device = "auto"             # auto | cpu | cuda
 backend = "auto"            # auto | numba | torch | triton
-cache_dir = "../results/cache"
-figures_dir = "../figures"
+cache_dir = None            # None: the project's results/cache
+figures_dir = None          # None: the project's figures/
 formats = "png,pdf"         # comma-separated: png, pdf, svg
 n_pairs = 16                # the closest cross-class pairs shown in the audit gallery
 filter_distance = None      # None: no filter; a number: drop the pairs closer than it and save the rest
 interactive = True          # the explorer at the end (False skips it)
 
 # %%
+from rll_core.notebook import notebook_setup
+
+P = notebook_setup("01_separation", globals())  # every parameter checked here, before any work
+
+# %%
 import time
-from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from rll_core.checks import resolve_device
-from rll_core.data import DATASETS, DEFAULT_EPS, DataError, dataset_available, load_train_test
-from rll_core.paper import display_name
-from rll_core.plotting import check_formats, export_separation, plot_separation_histograms
-from rll_core.progress import set_progress
-from rll_core.separation import measure_separation
-from rll_core.storage import output_tag
+from rll_core.data import DATASETS, dataset_available, load_train_test
+from rll_core.paper import display_name, eps_for
+from rll_core.plotting import export_separation, plot_separation_histograms, separation_outputs, separation_tag
+from rll_core.separation import measure_separation, separation_settings
+from rll_core.storage import check_outputs, record_outputs
 
-set_progress("text")  # plain bars: live in JupyterLab, clean in a saved or headless notebook
-check_formats(formats)
-figures = Path(figures_dir)
-try:
-    train, test = load_train_test(dataset, data_dir, n_train, n_test, seed=subset_seed)
-except DataError as e:  # one line, not a traceback
-    raise SystemExit(f"rll: {e}") from None
-eps_used = DEFAULT_EPS[train.kind] if eps is None else float(eps)
-# outputs named by what sets them apart from the full-data default (a subset never overwrites it)
-subset = n_train is not None or n_test is not None
-tag = output_tag(n=f"{n_train or 'all'}-{n_test or 'all'}" if subset else None, seed=subset_seed if subset else None,
-                 eps=eps)
-dev = resolve_device(device)
+train, test = load_train_test(P.dataset, P.data_dir, P.n_train, P.n_test, seed=P.subset_seed)
+eps_used = eps_for(train) if P.eps is None else P.eps
+# outputs named by what sets them apart from the full-data default (a subset never overwrites it), and refused
+# where they hold the result of other data or settings
+tag = separation_tag(P.n_train, P.n_test, P.subset_seed, P.eps)
+settings = separation_settings(train, test, P.eps)
+audit_settings = {**settings, "n_pairs": P.n_pairs}
+check_outputs(P.figures_dir, separation_outputs(train.name, tag), settings)
+check_outputs(P.figures_dir, f"audit_{train.name}{tag}", audit_settings)
 print(f"{train.name}: {len(train)} train / {len(test)} test images of shape {train.shape}; "
-      f"eps = {eps_used}; device = {dev}")
+      f"eps = {eps_used}; device = {P.device}")
 
 # %% [markdown]
 # ## Nearest other-class distances
@@ -98,7 +99,7 @@ print(f"{train.name}: {len(train)} train / {len(test)} test images of shape {tra
 
 # %%
 t0 = time.perf_counter()
-result = measure_separation(train, test, eps_used, device=dev, backend=backend, cache_dir=cache_dir,
+result = measure_separation(train, test, eps_used, device=P.device, backend=P.backend, cache_dir=P.cache_dir,
                             progress=True)
 print("read from the cache" if result.cached else "measured", f"in {time.perf_counter() - t0:.1f} s")
 rep = result.report
@@ -112,7 +113,7 @@ rep = result.report
 
 # %%
 fig = plot_separation_histograms(result, title=f"{display_name(train.name)}: nearest other-class distance")
-written = export_separation(result, figures, formats, fig=fig, tag=tag)
+written = export_separation(result, P.figures_dir, P.formats, fig=fig, tag=tag, settings=settings)
 display(Markdown(written["tables"][1].read_text()))
 verdict = "is" if rep.r_separation >= rep.eps else "is NOT"
 print(f"r = {rep.r_separation:.4f}: the {train.name} training set {verdict} r-separated at eps = {rep.eps}")
@@ -146,21 +147,23 @@ from rll_core.audit import class_matrix, closest_pairs, filter_close_pairs, plot
 from rll_core.plotting import save_figure
 
 name = display_name(train.name)
-pairs_tt = closest_pairs(result.train_train, train.labels, train.labels, k=n_pairs, self_search=True)
+audit_files = []
+pairs_tt = closest_pairs(result.train_train, train.labels, train.labels, k=P.n_pairs, self_search=True)
 fig_tt = plot_pair_gallery(pairs_tt, train, train, title=f"{name}: the {len(pairs_tt)} closest train-train pairs "
                            "of different classes (L-inf distance d)")
-save_figure(fig_tt, figures / f"fig_audit_pairs_train_{train.name}{tag}", formats)
+audit_files += save_figure(fig_tt, P.figures_dir / f"fig_audit_pairs_train_{train.name}{tag}", P.formats)
 display(fig_tt)
 if result.test_train is not None:
-    pairs_te = closest_pairs(result.test_train, test.labels, train.labels, k=n_pairs, self_search=False)
+    pairs_te = closest_pairs(result.test_train, test.labels, train.labels, k=P.n_pairs, self_search=False)
     fig_te = plot_pair_gallery(pairs_te, test, train, title=f"{name}: the {len(pairs_te)} test points closest to a "
                                "training point of another class")
-    save_figure(fig_te, figures / f"fig_audit_pairs_test_{train.name}{tag}", formats)
+    audit_files += save_figure(fig_te, P.figures_dir / f"fig_audit_pairs_test_{train.name}{tag}", P.formats)
     display(fig_te)
 cm = class_matrix(result.train_train, train.labels, train.labels, len(train.classes) or None)
 fig_cm = plot_class_matrix(cm, train.classes, title=f"{name} train-train: smallest distance from a point of each "
                            "class (row) to its nearest other-class point, by that point's class (column)")
-save_figure(fig_cm, figures / f"fig_audit_classes_{train.name}{tag}", formats)
+audit_files += save_figure(fig_cm, P.figures_dir / f"fig_audit_classes_{train.name}{tag}", P.formats)
+record_outputs(P.figures_dir, f"audit_{train.name}{tag}", audit_settings, audit_files)
 display(fig_cm)
 
 # %% [markdown]
@@ -172,12 +175,12 @@ display(fig_cm)
 # (`rll train --dataset <file>`), with the dropped indices and the settings beside it.
 
 # %%
-if filter_distance is not None:
+if P.filter_distance is not None:
     from rll_core.audit import save_filtered
 
-    filtered = filter_close_pairs(train, float(filter_distance), device=dev, backend=backend, cache_dir=cache_dir,
+    filtered = filter_close_pairs(train, P.filter_distance, device=P.device, backend=P.backend, cache_dir=P.cache_dir,
                                   progress=True)
-    path = save_filtered(filtered, Path(cache_dir) / f"{train.name}{tag}-filtered{float(filter_distance):g}.npz", test)
+    path = save_filtered(filtered, P.cache_dir / f"{train.name}{tag}-filtered{P.filter_distance:g}.npz", test)
     print(f"dropped {len(filtered.dropped)} of {len(train)} training points in {filtered.rounds} round(s): "
           f"r {filtered.r_before:.4f} -> {filtered.r_after:.4f}; saved {path} (+ .json)")
 
@@ -190,12 +193,12 @@ if filter_distance is not None:
 # restarted), run this cell again.
 
 # %%
-if interactive:
+if P.interactive:
     from rll_core.widgets import separation_explorer
 
     def measure(name):
-        tr, te = load_train_test(name, None, n_train, n_test, seed=subset_seed)
-        return measure_separation(tr, te, device=dev, backend=backend, cache_dir=cache_dir)
+        tr, te = load_train_test(name, None, P.n_train, P.n_test, seed=P.subset_seed)
+        return measure_separation(tr, te, device=P.device, backend=P.backend, cache_dir=P.cache_dir)
 
     display(separation_explorer(result, load=measure, datasets=[n for n in DATASETS if dataset_available(n)],
                                 eps=eps_used))

@@ -43,39 +43,50 @@
 # $\le \epsilon$ that changes the prediction. Robust accuracy is reported as the bracket
 # **certified $\le$ true $\le$ attacked**.
 #
-# Everything is computed by `rll_core.theory` (exact distances with the separation kernels).
+# Everything is computed by `rll_core.theory` (exact distances with the separation kernels). Headless:
+# `papermill --log-output notebooks/02_theory.ipynb out.ipynb -p interactive False` (prints r, the train
+# astuteness at r and the files written; outputs go to the project's `figures/` unless `figures_dir` says
+# otherwise). Every parameter is checked before any work.
 
 # %% tags=["parameters"]
 # parameters (papermill overrides these)
-dataset = "mnist"
+dataset = "mnist"           # a paper dataset, or path/to/yours.npz
 data_dir = None
 n_train = 2000            # the classifier's training set (a seeded subset; None: all, slow on CPU)
 n_test = 500
 n_eval = 200              # points of train and of test on which astuteness is measured
-eps_grid = None           # None: a grid up to 2r and the paper's eps; or a list of radii
+eps_grid = None           # None: a grid up to 2r and the paper's eps; or radii, e.g. [0, 0.05, 0.1] or "0,0.05,0.1"
 subset_seed = 0
-figures_dir = "../figures"
+figures_dir = None        # None: the project's figures/
 formats = "png,pdf"
 interactive = True
 
 # %%
-from pathlib import Path
+from rll_core.notebook import notebook_setup
 
+P = notebook_setup("02_theory", globals())  # every parameter checked here, before any work
+
+# %%
 import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from rll_core.data import DEFAULT_EPS, load_train_test
-from rll_core.paper import display_name
-from rll_core.plotting import check_formats, plot_astuteness_curves, plot_decision_regions, save_figure
-from rll_core.progress import set_progress
-from rll_core.storage import save_table
+from rll_core.data import load_train_test
+from rll_core.paper import display_name, eps_for
+from rll_core.plotting import plot_astuteness_curves, plot_decision_regions, save_figure
+from rll_core.storage import array_digest, check_outputs, output_tag, record_outputs, save_table
 from rll_core.theory import LipschitzClassifier, astuteness, max_lipschitz_ratio
 
-set_progress("text")  # plain bars: live in JupyterLab, clean in a saved or headless notebook
-check_formats(formats)
-figures = Path(figures_dir)
-print("rll_core loaded")
+train, test = load_train_test(P.dataset, P.data_dir, P.n_train, P.n_test, seed=P.subset_seed)
+# the outputs say what sets them apart from the default job, and are refused where they hold another result
+tag = output_tag(n=f"{P.n_train or 'all'}-{P.n_test or 'all'}", eval=P.n_eval,
+                 seed=P.subset_seed if P.subset_seed else None)
+outputs = f"theory_{train.name}{tag}"
+settings = {"dataset": train.name, "n_train": len(train), "n_test": len(test), "n_eval": P.n_eval,
+            "subset_seed": P.subset_seed, "eps_grid": P.eps_grid,
+            "data_digest": array_digest(train.images, train.labels, test.images, test.labels)}
+check_outputs(P.figures_dir, outputs, settings)
+print(f"{train.name}: {len(train)} training / {len(test)} test images; outputs {outputs}*")
 
 # %% [markdown]
 # ## A 2-D toy
@@ -98,7 +109,7 @@ moved = att.per_point["flipped"]
 fig_toy = plot_decision_regions(toy, toy_x, toy_y, r=toy.r,
                                 attack=(toy_x[moved], att.x_adv[torch.from_numpy(moved)].numpy()))
 fig_toy.axes[0].set_title(f"r = {toy.r:.3f}; attack at ε = 1.5 r flips {moved.sum()} of {len(toy_x)}", fontsize=9)
-save_figure(fig_toy, figures / "fig_theory_toy", formats)
+files = save_figure(fig_toy, P.figures_dir / "fig_theory_toy", P.formats)
 print(f"toy: r = {toy.r:.3f}; certified astuteness at 0.99 r: {astuteness(toy, toy_t, toy_yt, 0.99 * toy.r).certified}")
 display(fig_toy)
 
@@ -111,12 +122,11 @@ display(fig_toy)
 # point in Section 5, the classifier is robust by construction and what can fail is **generalization**.
 
 # %%
-train, test = load_train_test(dataset, data_dir, n_train, n_test, seed=subset_seed)
 clf = LipschitzClassifier(train.images, train.labels)
-eps_paper = DEFAULT_EPS[train.name]
+eps_paper = eps_for(train)
 print(f"{train.name}: {len(train)} training points, separation 2r = {clf.separation:.4f}, r = {clf.r:.4f}, "
       f"paper eps = {eps_paper}")
-tr_eval, te_eval = train.subset(n_eval, seed=1), test.subset(n_eval, seed=1)
+tr_eval, te_eval = train.subset(P.n_eval, seed=1), test.subset(P.n_eval, seed=1)
 xtr, ytr = torch.from_numpy(tr_eval.float_images()).double(), torch.from_numpy(tr_eval.labels)
 xte, yte = torch.from_numpy(te_eval.float_images()).double(), torch.from_numpy(te_eval.labels)
 at_r = astuteness(clf, xtr, ytr, 0.999 * clf.r)
@@ -131,7 +141,7 @@ print(f"largest ||f(x) - f(x')||_inf / ||x - x'||_inf found: {ratio:.3f} <= 1/r 
 # Certified (lower bound) and attacked (upper bound) astuteness on the training and test subsets.
 
 # %%
-grid = sorted(set(eps_grid or np.round(np.linspace(0, 2 * clf.r, 9), 4).tolist() + [eps_paper]))
+grid = sorted(set(P.eps_grid or np.round(np.linspace(0, 2 * clf.r, 9), 4).tolist() + [eps_paper]))
 rows, curves = [], {"train certified": [], "train attacked": [], "test certified": [], "test attacked": []}
 for e in grid:
     a_tr, a_te = astuteness(clf, xtr, ytr, e), astuteness(clf, xte, yte, e)
@@ -141,13 +151,13 @@ for e in grid:
     for k, a in (("train", a_tr), ("test", a_te)):
         curves[f"{k} certified"].append(a.certified)
         curves[f"{k} attacked"].append(a.attacked)
-stem = figures / f"theory_astuteness_{train.name}"
-for ext in ("csv", "md"):
-    save_table(stem.with_suffix(f".{ext}"), rows)
+stem = P.figures_dir / f"theory_astuteness_{train.name}{tag}"
+files += [save_table(stem.with_suffix(f".{ext}"), rows) for ext in ("csv", "md")]
 fig_curve = plot_astuteness_curves(grid, curves, r=clf.r)
 fig_curve.axes[0].set_title(f"{display_name(train.name)}: the 1/r-Lipschitz classifier, {len(train):,} training "
-                            f"images, n = {n_eval} evaluation points per split", fontsize=9)
-save_figure(fig_curve, figures / f"fig_theory_astuteness_{train.name}", formats)
+                            f"images, n = {P.n_eval} evaluation points per split", fontsize=9)
+files += save_figure(fig_curve, P.figures_dir / f"fig_theory_astuteness_{train.name}{tag}", P.formats)
+record_outputs(P.figures_dir, outputs, settings, files)
 display(Markdown(stem.with_suffix(".md").read_text()))
 display(fig_curve)
 
@@ -159,7 +169,7 @@ display(fig_curve)
 # restarted), run this cell again.
 
 # %%
-if interactive:
+if P.interactive:
     from rll_core.widgets import astuteness_explorer
 
     display(astuteness_explorer(clf, xte, yte, eps_max=float(2 * clf.r)))

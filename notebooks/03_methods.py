@@ -47,10 +47,15 @@
 # splits, SGD, 160 epochs on MNIST): a GPU job. Multi-targeted accuracy (9 targets, most of an
 # evaluation's cost) is measured on the test points only, since no table shows it on train. Runs are
 # saved under `runs_dir`; a rerun reuses every finished run and evaluation.
+#
+# Headless: `papermill --log-output notebooks/03_methods.ipynb out.ipynb -p interactive False` prints one line
+# per trained run (epochs, test accuracy, PGD accuracy with its interval, Lipschitz, seconds), then the
+# tables and the files written. Every parameter is checked before any work; a bad one stops the notebook with
+# one line naming it.
 
 # %% tags=["parameters"]
 # parameters (papermill overrides these)
-dataset = "mnist"
+dataset = "mnist"         # a paper dataset, or path/to/yours.npz
 data_dir = None
 preset = "quick"          # quick | long | paper
 eps = None                # None: the paper's radius; every run trains, validates and is evaluated at this eps
@@ -64,48 +69,41 @@ include_theory = True     # add the Section 4 classifier as a row
 autoattack_methods = "at"  # AutoAttack for these rows, e.g. natural,at,trades:beta6 ("" for none): costly on a CPU
 n_autoattack = 25         # ... on the first n_autoattack test points (about 3 s per robust point here)
 device = "auto"
-runs_dir = "../results/runs"
-figures_dir = "../figures"
+runs_dir = None           # None: the project's results/runs
+figures_dir = None        # None: the project's figures/
 formats = "png,pdf"
 interactive = True
 
 # %%
-from pathlib import Path
+from rll_core.notebook import notebook_setup
 
+P = notebook_setup("03_methods", globals())  # every parameter checked here, before any work
+
+# %%
 from IPython.display import Markdown, display
 
 from rll_core.data import load_train_test
-from rll_core.paper import EPS, dataset_key
-from rll_core.plotting import (
-    check_formats,
-    context_line,
-    plot_gaps,
-    plot_lipschitz_vs_accuracy,
-    plot_robustness_curves,
-    save_figure,
-)
-from rll_core.progress import set_progress
-from rll_core.runs import (
-    PRESETS,
-    evaluate_run,
-    grid_digest,
-    parse_methods,
-    robustness_curve,
-    run_grid,
-    theory_curve,
-    theory_row,
-)
-from rll_core.storage import output_tag
+from rll_core.grids import PAPER_METHODS, grid_digest, grid_settings, method_spec, run_grid
+from rll_core.plotting import context_line, plot_gaps, plot_lipschitz_vs_accuracy, plot_robustness_curves, save_figure
+from rll_core.runs import evaluate_run, robustness_curve, theory_curve, theory_row
+from rll_core.storage import array_digest, check_outputs, output_tag, record_outputs
 from rll_core.tables import export_table
 
-set_progress("text")  # plain bars: live in JupyterLab, clean in a saved or headless notebook
-check_formats(formats)
-grid = parse_methods(methods)
-figures = Path(figures_dir)
-eps_run = EPS[dataset_key(dataset)] if eps is None else float(eps)
-# output names say what sets this job apart from the preset's default (nothing is overwritten by a subset)
-tag = output_tag(eps=eps, n=n_train, e=epochs, m=grid_digest(grid) if methods != "paper" else None)
-print(f"{dataset}, eps {eps_run:g}, preset {preset} ({PRESETS[preset]}), {len(grid)} runs: {[m for m, _ in grid]}")
+G = grid_settings(P.dataset, preset=P.preset, eps=P.eps, model=P.model, epochs=P.epochs, n_train=P.n_train,
+                  n_test=P.n_test, n_eval=P.n_eval)  # the eps, sizes and data every run of the grid gets
+train, test = load_train_test(G["data"], P.data_dir, G["n_train"], G["n_test"], G["seed"])
+# output names say what sets this job apart from the preset's default; a record beside them refuses to let
+# another setting's result replace them
+tag = output_tag(eps=P.eps, n=P.n_train, test=P.n_test, eval=P.n_eval, e=P.epochs, model=P.model,
+                 m=grid_digest(P.methods) if grid_digest(P.methods) != grid_digest(PAPER_METHODS) else None)
+outputs = f"methods_{G['dataset']}_{P.preset}{tag}"
+aa_keys = [method_spec(m, h) for m, h in P.autoattack_methods]
+settings = {**G, "methods": [method_spec(m, h) for m, h in P.methods], "include_theory": P.include_theory,
+            "autoattack_methods": aa_keys, "n_autoattack": P.n_autoattack,
+            "data_digest": array_digest(train.images, train.labels, test.images, test.labels)}
+check_outputs(P.figures_dir, outputs, settings)
+print(f"{G['dataset']}, eps {G['eps']:g}, preset {P.preset} ({G['n_train'] or 'all'} training images, {G['epochs']} "
+      f"epochs, n = {G['n_eval']}), {len(P.methods)} runs: {[m for m, _ in P.methods]}")
 
 # %% [markdown]
 # ## Train and evaluate every method
@@ -113,12 +111,12 @@ print(f"{dataset}, eps {eps_run:g}, preset {preset} ({PRESETS[preset]}), {len(gr
 # One progress bar over the grid; each run is resumable from its folder.
 
 # %%
-rows = run_grid(runs_dir, dataset=dataset, methods=grid, preset=preset, eps=eps_run, model=model, epochs=epochs,
-                n_train=n_train, n_test=n_test, n_eval=n_eval, data_dir=data_dir, device=device, progress=True)
-p = PRESETS[preset]
-train, test = load_train_test(dataset, data_dir, n_train or p["n_train"], n_test or p["n_test"])
-if include_theory:
-    rows.append(theory_row(train, test, eps_run, n_eval=n_eval or p["n_eval"]))
+rows = run_grid(P.runs_dir, dataset=P.dataset, methods=P.methods, preset=P.preset, eps=P.eps, model=P.model,
+                epochs=P.epochs, n_train=P.n_train, n_test=P.n_test, n_eval=P.n_eval, data_dir=P.data_dir,
+                device=P.device, progress=True)
+if P.include_theory:
+    print(f"Section 4 classifier on the {len(train):,} training images ...")
+    rows.append(theory_row(train, test, G["eps"], n_eval=G["n_eval"]))
 print(f"{len(rows)} rows")
 
 # %% [markdown]
@@ -131,11 +129,9 @@ print(f"{len(rows)} rows")
 # the caption.
 
 # %%
-aa_rows = [r for r in rows if any(r.get("method") == m and all(r["hyper"].get(k) == v for k, v in h.items())
-                                  for m, h in parse_methods(autoattack_methods or "none"))] if autoattack_methods else []
-for r in aa_rows:
-    aa = evaluate_run(Path(runs_dir) / r["run"], attacks=("autoattack",), n_eval=n_autoattack, splits=("test",),
-                      data_dir=data_dir, device=device, progress=False)
+for r in [r for r in rows if r.get("key") in aa_keys]:
+    aa = evaluate_run(P.runs_dir / r["run"], attacks=("autoattack",), n_eval=P.n_autoattack, splits=("test",),
+                      data_dir=P.data_dir, device=P.device, progress=False)
     r |= {"test_autoattack_accuracy": aa["test_autoattack_accuracy"], "test_autoattack_n": aa["test_n"]}
     print(f"{r['label']}: AutoAttack {aa['test_autoattack_accuracy']:.2f} on {aa['test_n']} test points "
           f"(PGD on all {r['test_n']}: {r['test_pgd_accuracy']:.2f})")
@@ -150,8 +146,8 @@ for r in aa_rows:
 # paper's Lipschitz column with that one, never with rll's.
 
 # %%
-stem = figures / f"table_methods_{dataset}_{preset}{tag}"
-written = export_table(rows, stem, title=f"Tables 2/3 ({preset} preset)")
+stem = P.figures_dir / f"table_methods_{G['dataset']}_{P.preset}{tag}"
+written = export_table(rows, stem, title=f"Tables 2/3 ({P.preset} preset)")
 display(Markdown(written[1].read_text()))
 print("saved:", ", ".join(str(p) for p in written))
 
@@ -161,8 +157,8 @@ print("saved:", ", ".join(str(p) for p in written))
 # %%
 fig_lip = plot_lipschitz_vs_accuracy(rows)
 fig_gap = plot_gaps(rows)
-save_figure(fig_lip, figures / f"fig_lipschitz_vs_pgd_{dataset}_{preset}{tag}", formats)
-save_figure(fig_gap, figures / f"fig_gaps_{dataset}_{preset}{tag}", formats)
+written += save_figure(fig_lip, P.figures_dir / f"fig_lipschitz_vs_pgd_{G['dataset']}_{P.preset}{tag}", P.formats)
+written += save_figure(fig_gap, P.figures_dir / f"fig_gaps_{G['dataset']}_{P.preset}{tag}", P.formats)
 display(fig_lip, fig_gap)
 
 # %% [markdown]
@@ -174,13 +170,13 @@ display(fig_lip, fig_gap)
 # training reaches, already at the training radius, is the paper's point.
 
 # %%
-n_curve = n_eval or p["n_eval"]
-theory = theory_curve(train, test, n_eval=n_curve, also=[eps_run])  # radii from 0 to 1.2 r, r of this training set
-curves = [dict(robustness_curve(Path(runs_dir) / r["run"], theory["eps"], n_eval=n_curve, data_dir=data_dir,
-                                device=device), label=r["label"]) for r in rows if r.get("method") != "theory"]
-fig_eps = plot_robustness_curves([*curves, theory], r=theory["r"], eps_mark=eps_run,
+n_curve = G["n_eval"]
+theory = theory_curve(train, test, n_eval=n_curve, also=[G["eps"]])  # radii from 0 to 1.2 r, r of this training set
+curves = [dict(robustness_curve(P.runs_dir / r["run"], theory["eps"], n_eval=n_curve, data_dir=P.data_dir,
+                                device=P.device), label=r["label"]) for r in rows if r.get("method") != "theory"]
+fig_eps = plot_robustness_curves([*curves, theory], r=theory["r"], eps_mark=G["eps"],
                                  title=context_line(rows) + f" · r of the {len(train):,} training images")
-save_figure(fig_eps, figures / f"fig_robustness_vs_eps_{dataset}_{preset}{tag}", formats)
+written += save_figure(fig_eps, P.figures_dir / f"fig_robustness_vs_eps_{G['dataset']}_{P.preset}{tag}", P.formats)
 display(fig_eps)
 
 # %% [markdown]
@@ -194,17 +190,18 @@ display(fig_eps)
 # %%
 from rll_core.audit import accuracy_by_distance, distance_bins, plot_accuracy_by_distance, point_robustness
 
-per_point = {r["run"]: point_robustness(Path(runs_dir) / r["run"], n_eval=n_curve, device=device)
+per_point = {r["run"]: point_robustness(P.runs_dir / r["run"], n_eval=n_curve, device=P.device)
              for r in rows if r.get("method") != "theory"}
 dist_all = next(iter(per_point.values()))["distance"]
 edges = distance_bins(dist_all, 4)  # up to 4 bins with equal numbers of points
-show = [r for r in rows if r.get("method") in ("natural", "at") or r.get("label") in ("TRADES (β=6)", "RST (λ=2)")]
+show = [r for r in rows if r.get("key") in ("natural", "at", "trades:beta6", "rst:lam2")]
 by_dist = [{**accuracy_by_distance(per_point[r["run"]]["distance"], per_point[r["run"]]["robust"], edges),
             "method": r["method"], "label": r["label"]} for r in show]
-by_dist.append({**accuracy_by_distance(dist_all, theory["radius"] > eps_run, edges), "method": "theory",
-                "label": f"Section 4 classifier, certified at ε = {eps_run:g}"})
-fig_pp = plot_accuracy_by_distance(by_dist, edges, title=context_line(rows) + f" · 2ε = {2 * eps_run:g}")
-save_figure(fig_pp, figures / f"fig_robustness_by_distance_{dataset}_{preset}{tag}", formats)
+by_dist.append({**accuracy_by_distance(dist_all, theory["radius"] > G["eps"], edges), "method": "theory",
+                "label": f"Section 4 classifier, certified at ε = {G['eps']:g}"})
+fig_pp = plot_accuracy_by_distance(by_dist, edges, title=context_line(rows) + f" · 2ε = {2 * G['eps']:g}")
+written += save_figure(fig_pp, P.figures_dir / f"fig_robustness_by_distance_{G['dataset']}_{P.preset}{tag}", P.formats)
+record_outputs(P.figures_dir, outputs, settings, written)
 display(fig_pp)
 
 # %% [markdown]
@@ -215,7 +212,7 @@ display(fig_pp)
 # restarted), run this cell again.
 
 # %%
-if interactive:
+if P.interactive:
     from rll_core.widgets import methods_explorer
 
     display(methods_explorer(rows))

@@ -35,10 +35,13 @@
 # MNIST's cnn001 its own two dropout layers (0.25 after the convolutions, 0.5 before the last layer)
 # against none (MNIST is not in the paper's Table 4: an extension). Runs with the default dropout are shared with notebook 3 (same
 # folders), so they are not trained twice. Presets as in notebook 3.
+#
+# Headless: `papermill --log-output notebooks/04_dropout.ipynb out.ipynb -p interactive False` prints one line
+# per trained run, then Table 4 and the files written. Every parameter is checked before any work.
 
 # %% tags=["parameters"]
 # parameters (papermill overrides these)
-dataset = "mnist"
+dataset = "mnist"         # a paper dataset, or path/to/yours.npz
 data_dir = None
 preset = "quick"          # quick | long | paper
 eps = None                # None: the paper's radius for the dataset (training, validation and evaluation)
@@ -50,39 +53,46 @@ n_train = None
 n_test = None
 n_eval = None
 device = "auto"
-runs_dir = "../results/runs"
-figures_dir = "../figures"
+runs_dir = None           # None: the project's results/runs
+figures_dir = None        # None: the project's figures/
 formats = "png,pdf"
 interactive = True
 
 # %%
-from pathlib import Path
+from rll_core.notebook import notebook_setup
 
-from IPython.display import Markdown, display
-
-from rll_core.paper import table4
-from rll_core.plotting import check_formats, plot_dropout_comparison, save_figure
-from rll_core.progress import set_progress
-from rll_core.runs import grid_digest, parse_methods, run_grid
-from rll_core.storage import output_tag
-from rll_core.tables import export_table
-
-set_progress("text")  # plain bars: live in JupyterLab, clean in a saved or headless notebook
-check_formats(formats)
-grid = parse_methods(methods)
-figures = Path(figures_dir)
-tag = output_tag(eps=eps, n=n_train, e=epochs, drop=dropout,
-                 m=grid_digest(grid) if methods != "natural,at,trades:beta6" else None)
-t4 = table4(dataset)  # the paper's Table 4 rate, and its augmentation on both sides (CIFAR-10)
-rate = dropout if dropout is not None else t4["dropout"]
-common = dict(dataset=dataset, methods=grid, preset=preset, eps=eps, model=model, augment=t4["augment"],
-              epochs=epochs, n_train=n_train, n_test=n_test, n_eval=n_eval, data_dir=data_dir, device=device,
-              progress=True)
-print(f"{dataset}, preset {preset}, methods {[m for m, _ in grid]}")
+P = notebook_setup("04_dropout", globals())  # every parameter checked here, before any work
 
 # %%
-without = run_grid(runs_dir, dropout=0.0, **common)
-with_dropout = run_grid(runs_dir, dropout=rate, **common)
+from IPython.display import Markdown, display
+
+from rll_core.data import load_train_test
+from rll_core.grids import grid_digest, grid_settings, method_spec, parse_methods, run_grid
+from rll_core.paper import table4
+from rll_core.plotting import plot_dropout_comparison, save_figure
+from rll_core.storage import array_digest, check_outputs, output_tag, record_outputs
+from rll_core.tables import export_table
+
+G = grid_settings(P.dataset, preset=P.preset, eps=P.eps, model=P.model, epochs=P.epochs, n_train=P.n_train,
+                  n_test=P.n_test, n_eval=P.n_eval)  # the eps, sizes and data every run of the grid gets
+t4 = table4(G["reference"])  # the paper's Table 4 rate, and its augmentation on both sides (CIFAR-10)
+rate = P.dropout if P.dropout is not None else t4["dropout"]
+tag = output_tag(eps=P.eps, n=P.n_train, test=P.n_test, eval=P.n_eval, e=P.epochs, model=P.model, drop=P.dropout,
+                 m=grid_digest(P.methods) if grid_digest(P.methods) != grid_digest(parse_methods("natural,at,trades:beta6"))
+                 else None)
+outputs = f"dropout_{G['dataset']}_{P.preset}{tag}"
+train, test = load_train_test(G["data"], P.data_dir, G["n_train"], G["n_test"], G["seed"])
+settings = {**G, "methods": [method_spec(m, h) for m, h in P.methods], "dropout": rate, "augment": t4["augment"],
+            "data_digest": array_digest(train.images, train.labels, test.images, test.labels)}
+check_outputs(P.figures_dir, outputs, settings)
+common = dict(dataset=P.dataset, methods=P.methods, preset=P.preset, eps=P.eps, model=P.model, augment=t4["augment"],
+              epochs=P.epochs, n_train=P.n_train, n_test=P.n_test, n_eval=P.n_eval, data_dir=P.data_dir,
+              device=P.device, progress=True)
+print(f"{G['dataset']}, preset {P.preset}, methods {[m for m, _ in P.methods]}, dropout {rate} against none")
+
+# %%
+without = run_grid(P.runs_dir, dropout=0.0, **common)
+with_dropout = run_grid(P.runs_dir, dropout=rate, **common)
 table = [{**r, "label": r["label"] + suffix} for pair in zip(without, with_dropout, strict=False)
          for r, suffix in zip(pair, (" no dropout", " + dropout"), strict=False)]
 
@@ -90,15 +100,16 @@ table = [{**r, "label": r["label"] + suffix} for pair in zip(without, with_dropo
 # ## Table 4
 
 # %%
-stem = figures / f"table_dropout_{dataset}_{preset}{tag}"
-what = f"dropout rate {rate:g}" if rate is not None else f"{model or 'the architecture'}'s own dropout"
-written = export_table(table, stem, title=f"Table 4 ({preset} preset): {what} against none")
+stem = P.figures_dir / f"table_dropout_{G['dataset']}_{P.preset}{tag}"
+what = f"dropout rate {rate:g}" if rate is not None else f"{G['model']}'s own dropout"
+written = export_table(table, stem, title=f"Table 4 ({P.preset} preset): {what} against none")
 display(Markdown(written[1].read_text()))
 print("saved:", ", ".join(str(p) for p in written))
 
 # %%
 fig = plot_dropout_comparison(without, with_dropout)
-save_figure(fig, figures / f"fig_dropout_{dataset}_{preset}{tag}", formats)
+written += save_figure(fig, P.figures_dir / f"fig_dropout_{G['dataset']}_{P.preset}{tag}", P.formats)
+record_outputs(P.figures_dir, outputs, settings, written)
 display(fig)
 
 # %% [markdown]
@@ -109,7 +120,7 @@ display(fig)
 # restarted), run this cell again.
 
 # %%
-if interactive:
+if P.interactive:
     from rll_core.widgets import methods_explorer
 
     display(methods_explorer(table))

@@ -22,7 +22,9 @@ Which module for what:
 * :mod:`rll_core.attacks` - PGD and the multi-targeted attack as plain functions.
 * :mod:`rll_core.evaluation` - the paper's evaluation attacks by name; accuracy over a dataset.
 * :mod:`rll_core.lipschitz` - empirical local Lipschitzness (rll's ascent, and the paper's procedure).
-* :mod:`rll_core.runs` - runs by name (train / evaluate / load a run folder), grids, robustness curves.
+* :mod:`rll_core.runs` - runs by name (train / evaluate / load a run folder), robustness curves, the
+  Section 4 row; :mod:`rll_core.grids` - grids of runs (Tables 2-4), presets.
+* :mod:`rll_core.notebook` - the notebooks' parameter checks and set-up.
 * :mod:`rll_core.tables` - Section 5 tables with n, 95 % Wilson intervals and standard errors.
 * :mod:`rll_core.paper` - every setting of the reference code, commented with its source.
 * :mod:`rll_core.plotting`, :mod:`rll_core.widgets` - figures, and the notebooks' explorers.
@@ -44,7 +46,7 @@ _PUBLIC = {
     "LipschitzClassifier": "theory", "astuteness": "theory",
     "build_model": "models", "make_method": "methods", "train": "training",
     "pgd": "attacks", "multi_targeted": "attacks", "evaluate": "evaluation", "local_lipschitz": "lipschitz",
-    "train_run": "runs", "evaluate_run": "runs", "load_run": "runs", "run_grid": "runs", "robustness_curve": "runs",
+    "train_run": "runs", "evaluate_run": "runs", "load_run": "runs", "run_grid": "grids", "robustness_curve": "runs",
     "export_table": "tables", "wilson_interval": "tables",
     "export_separation": "plotting", "save_figure": "plotting", "paper": "",
 }

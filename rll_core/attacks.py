@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_eps, check_images, check_int, check_labels
+from .checks import as_model_dtype, check_eps, check_images, check_int, check_labels
 
 __all__ = ["autoattack", "box", "check_batch", "eval_mode", "input_grad", "multi_targeted", "num_classes_of", "pgd", "predict",
            "project", "sign_ascent"]
@@ -60,6 +60,10 @@ def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
 def check_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     """Check images and labels against ``model``; return its number of classes."""
     check_images(x)
+    want = as_model_dtype(x[:1], model).dtype
+    if want != x.dtype:
+        raise ValueError(f"x is {x.dtype} but the model computes in {want}: pass x.to({want}) (evaluate and "
+                         "local_lipschitz convert by themselves)")
     k = num_classes_of(model, x)
     check_labels(y, x.shape[0], k)
     return k

@@ -32,6 +32,7 @@ import numpy as np
 from .checks import check_int, check_real
 from .data import ImageDataset
 from .separation import NearestOther, nearest_other_class
+from .storage import array_digest
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -97,9 +98,12 @@ class FilterResult:
     r_before: float
     r_after: float
     rounds: int
+    #: digest of the training set it was filtered from (images and labels)
+    source_digest: str = ""
 
     def settings(self) -> dict[str, Any]:
-        return {"dataset": self.kept.name, "split": self.kept.split, "n_before": len(self.kept) + len(self.dropped),
+        return {"dataset": self.kept.name, "split": self.kept.split, "source_digest": self.source_digest,
+                "n_before": len(self.kept) + len(self.dropped),
                 "n_kept": len(self.kept), "n_dropped": len(self.dropped), "min_distance": self.min_distance,
                 "r_before": self.r_before, "r_after": self.r_after, "rounds": self.rounds,
                 "rule": "drop both points of every train-train cross-class pair closer than min_distance; repeat"}
@@ -133,18 +137,26 @@ def filter_close_pairs(train: ImageDataset, min_distance: float, *, device: str 
             raise ValueError(f"min_distance {thr} drops all but one class; choose a smaller threshold")
     kept = dataclasses.replace(train, images=np.ascontiguousarray(train.images[idx]), labels=train.labels[idx])
     return FilterResult(kept, np.concatenate(dropped) if dropped else np.zeros(0, np.int64), thr,
-                        float(r_before or 0.0), r_now, rounds)
+                        float(r_before or 0.0), r_now, rounds, array_digest(train.images, train.labels))
 
 
 def save_filtered(result: FilterResult, path: str | os.PathLike[str], test: ImageDataset | None = None) -> Path:
     """Write the kept training set (and ``test``, unchanged, if given) as an ``.npz`` dataset
     (:func:`rll_core.data.load_npz_dataset`; ``rll train --dataset <path>``) and, beside it, ``.json``
-    with the dropped indices and the settings that produced them."""
-    from .storage import atomic_write_bytes, save_json, user_path
+    with the dropped indices and the settings that produced them.  A file filtered from other data or at
+    another distance is not replaced (OutputConflict, before anything is written)."""
+    from .storage import OutputConflict, atomic_write_bytes, load_json, save_json, user_path
 
     p = user_path(path)
     if p.suffix != ".npz":
         raise ValueError(f"the filtered dataset is an .npz file, got {p.name!r}")
+    settings = result.settings()
+    if p.with_suffix(".json").exists():
+        stored = load_json(p.with_suffix(".json"))
+        diff = [k for k in ("dataset", "source_digest", "min_distance") if stored.get(k) != settings[k]]
+        if diff:
+            raise OutputConflict(f"{p} was filtered with other settings ({diff[0]}: stored {stored.get(diff[0])!r}, "
+                                 f"now {settings[diff[0]]!r}); choose another file name or delete it and its .json")
     import io
 
     arrays: dict[str, np.ndarray] = {"images": result.kept.images, "labels": result.kept.labels}
@@ -154,7 +166,7 @@ def save_filtered(result: FilterResult, path: str | os.PathLike[str], test: Imag
         arrays["class_names"] = np.array(result.kept.classes)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
-    save_json(p.with_suffix(".json"), {**result.settings(), "dropped": result.dropped.tolist()})
+    save_json(p.with_suffix(".json"), {**settings, "dropped": result.dropped.tolist()})
     return atomic_write_bytes(p, buf.getvalue())
 
 

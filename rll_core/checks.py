@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DEFAULT_BATCH", "ArrayLike", "as_float_images", "as_numpy", "check_compatible", "check_eps", "check_images",
+__all__ = ["DEFAULT_BATCH", "ArrayLike", "as_float_images", "as_model_dtype", "as_numpy", "check_compatible", "check_eps", "check_images",
            "check_int", "check_labels", "check_points", "check_real", "default_batch_size", "is_real",
            "join_process_group", "leave_process_group", "model_device", "resolve_device", "rng_state", "set_rng_state"]
 
@@ -98,6 +98,16 @@ def as_float_images(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     if t.dtype == torch.uint8:
         return t.float().div_(255)
     return t
+
+
+def as_model_dtype(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """Floating images in the floating dtype of ``model``'s first floating parameter or buffer (float64 images
+    for a float32 network become float32); unchanged for a model without one (the Section 4 classifier takes
+    any float)."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return x.to(t.dtype) if x.is_floating_point() and x.dtype != t.dtype else x
+    return x
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -209,9 +219,13 @@ def join_process_group() -> tuple[int, int, torch.device | None, bool]:
     return dist.get_rank(), dist.get_world_size(), dev, opened
 
 
-def leave_process_group(opened: bool) -> None:
-    """Close the process group if :func:`join_process_group` opened it."""
+def leave_process_group(opened: bool, finished: bool = True) -> None:
+    """Close the process group if :func:`join_process_group` opened it.  ``finished`` (the work ended without an
+    error): first wait for every rank, since a rank that tears the group down while another is still in a
+    collective aborts the job under gloo; after an error, close at once (the other ranks may never come)."""
     if opened:
         import torch.distributed as dist
 
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()

@@ -1,21 +1,22 @@
 """Command line: `rll separation`, `rll train`, `rll evaluate`, `rll install-mnist`.
 
 Every argument is checked before any work; a bad one ends the command with one line (`rll: error: ...`,
-exit 2), Ctrl-C with one line saying what is saved and how to resume (exit 130).
+exit 2), a failed write (disk full) with one line saying what is saved (exit 1), Ctrl-C with one line saying
+what is saved and how to resume (exit 130).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import DATASETS, DataError, install_mnist, is_npz_path, load_train_test
+from . import __version__
+from .data import DataError, check_dataset, install_mnist, load_train_test
 from .evaluation import ATTACKS
 from .methods import METHODS
-from .paper import SETTINGS
 
 DESCRIPTION = """\
 rll: measure the claims of "A Closer Look at Accuracy vs. Robustness" (NeurIPS 2020) on real data.
@@ -57,6 +58,16 @@ def _positive(s: str) -> float:
     return v
 
 
+def _nonnegative_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {s}")
+    return v
+
+
 def _eps(s: str) -> float:
     v = _number(s)
     if not 0 <= v <= 1:
@@ -64,22 +75,23 @@ def _eps(s: str) -> float:
     return v
 
 
-def _dataset(choices: Sequence[str]) -> Callable[[str], str]:
-    def parse(s: str) -> str:
-        if is_npz_path(s):
-            if not Path(s).expanduser().is_file():
-                raise argparse.ArgumentTypeError(f"no such .npz file: {s}")
-            return s
-        key = s.lower().replace("-", "_")
-        if key not in choices:
-            raise argparse.ArgumentTypeError(f"unknown dataset {s!r}; valid: {', '.join(sorted(choices))}, or an .npz")
-        return key
-
-    return parse
+def _attack_eps(s: str) -> float:
+    v = _number(s)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] (a ball of radius 0 has no attack and no local "
+                                         f"Lipschitz constant), got {s}")
+    return v
 
 
-def _common(p: argparse.ArgumentParser, datasets: Sequence[str]) -> None:
-    p.add_argument("--dataset", default="fashion_mnist", type=_dataset(datasets),
+def _dataset(s: str) -> str:
+    try:
+        return check_dataset(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="fashion_mnist", type=_dataset,
                    help="a dataset name or the path of an .npz of your own (default: fashion_mnist)")
     p.add_argument("--data-dir", default=None,
                    help="dataset root in torchvision's layout, ~ expanded (default: $RLL_DATA_DIR, else Debian's "
@@ -88,7 +100,7 @@ def _common(p: argparse.ArgumentParser, datasets: Sequence[str]) -> None:
                    help="a seeded random training subset of this size (default: the whole split)")
     p.add_argument("--n-test", type=_positive_int, default=None,
                    help="a seeded random test subset of this size (default: the whole split)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subsets (and of training) (default: 0)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the subsets (and of training) (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto, a GPU if torch sees one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
 
@@ -96,10 +108,11 @@ def _common(p: argparse.ArgumentParser, datasets: Sequence[str]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rll", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"rll {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("separation", help="train-train / test-train separation (Table 1, Figure 2)",
                        description="Exact L-inf distance from every point to the nearest point of another class.")
-    _common(s, list(DATASETS))
+    _common(s)
     s.add_argument("--name", default=None, help="what to call the data in tables and figures (default: its own name)")
     s.add_argument("--eps", type=_eps, default=None,
                    help="the radius Table 1 compares 2 eps against, in [0, 1] (default: the paper's for the dataset)")
@@ -112,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one model with one method (Section 5), resumable",
                        description="Train one model; unset settings are the reference code's (rll_core.paper).")
-    _common(t, list(SETTINGS))
+    _common(t)
     t.add_argument("--out", required=True, help="run folder; a rerun of the same command resumes it (required)")
     t.add_argument("--model", default=None, help="architecture: cnn001, cnn002, wrn-D-W, resnet50 "
                    "(default: the paper's for the dataset, cnn001 on MNIST)")
@@ -147,7 +160,7 @@ def _add_evaluate(sub: Any) -> None:
     e.add_argument("run_dir", help="a folder written by `rll train`")
     e.add_argument("--checkpoint", default="last", choices=["last", "best"],
                    help="last epoch or best validation PGD accuracy (default: last)")
-    e.add_argument("--eps", type=_eps, default=None, help="attack radius in [0, 1] (default: the run's eps)")
+    e.add_argument("--eps", type=_attack_eps, default=None, help="attack radius in (0, 1] (default: the run's eps)")
     e.add_argument("--attacks", default="pgd,multitarget", help=f"comma-separated, of {', '.join(ATTACKS)} "
                    "(default: pgd,multitarget)")
     e.add_argument("--test-only", default="", help="comma-separated attacks of --attacks run on the test points "
@@ -193,9 +206,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _separation(args: argparse.Namespace) -> int:
     from .checks import join_process_group, leave_process_group, resolve_device
-    from .plotting import check_formats, export_separation
-    from .separation import measure_separation
-    from .storage import check_writable, output_tag
+    from .plotting import check_formats, export_separation, separation_outputs, separation_tag
+    from .separation import measure_separation, separation_settings
+    from .storage import check_outputs, check_writable
 
     check_formats(args.formats)
     resolve_device(args.device)
@@ -203,17 +216,20 @@ def _separation(args: argparse.Namespace) -> int:
     cache = check_writable(args.cache_dir, "cache folder (--cache-dir)")
     train, test = load_train_test(args.dataset, args.data_dir, args.n_train, args.n_test, args.seed,
                                   dataset_name=args.name)
+    tag = separation_tag(args.n_train, args.n_test, args.seed, args.eps)
+    settings = separation_settings(train, test, args.eps)
+    check_outputs(out, separation_outputs(train.name, tag), settings)  # other data's outputs: refused before the search
     rank, _, rank_device, opened = join_process_group()  # under torchrun: the references sharded over ranks
+    finished = False
     try:
         result = measure_separation(train, test, args.eps, device=rank_device or args.device, backend=args.backend,
                                     cache_dir=cache, progress=not args.no_progress and rank == 0)
+        finished = True
     finally:
-        leave_process_group(opened)
+        leave_process_group(opened, finished)
     if rank != 0:  # every rank holds the merged result; one writes it
         return 0
-    tag = output_tag(n=f"{args.n_train or 'all'}-{args.n_test or 'all'}" if args.n_train or args.n_test else None,
-                     seed=args.seed if args.n_train or args.n_test else None, eps=args.eps)
-    written = export_separation(result, out, args.formats, tag=tag)
+    written = export_separation(result, out, args.formats, tag=tag, settings=settings)
     print(written["tables"][1].read_text(), end="")
     for paths in written.values():
         for path in paths:
@@ -223,7 +239,7 @@ def _separation(args: argparse.Namespace) -> int:
 
 _RESUME = {"train": "finished epochs are saved in the run folder; the same command resumes after the last one",
            "separation": "finished query chunks are cached; the same command resumes from them",
-           "evaluate": "nothing was written; the same command starts the evaluation again",
+           "evaluate": "no evaluation file was written; the same command starts the evaluation again",
            "install-mnist": "nothing was installed; the same command starts again"}
 
 
@@ -236,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, ValueError) as e:
         print(f"rll: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a write that failed after the work began (disk full, ulimit -f): say what is kept
+        print(f"rll: error: {e}; {_RESUME[args.command]}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"rll: interrupted; {_RESUME[args.command]}", file=sys.stderr)
         return 130

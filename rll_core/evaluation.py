@@ -21,7 +21,16 @@ import torch
 from torch import nn
 
 from .attacks import autoattack, multi_targeted, num_classes_of, pgd, predict
-from .checks import as_float_images, check_eps, check_images, check_int, check_labels, default_batch_size, model_device
+from .checks import (
+    as_float_images,
+    as_model_dtype,
+    check_eps,
+    check_images,
+    check_int,
+    check_labels,
+    default_batch_size,
+    model_device,
+)
 from .paper import step_size as paper_step_size
 
 __all__ = ["ATTACKS", "AttackSpec", "EvalResult", "attack_generator", "evaluate", "paper_attack"]
@@ -150,6 +159,7 @@ def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | tor
         raise ValueError("each attack may appear once")
     xt, yt = as_float_images(x), torch.as_tensor(y)
     check_images(xt)
+    xt = as_model_dtype(xt, model)
     dev = model_device(model)
     batch_size = default_batch_size(dev) if batch_size is None else check_int("batch_size", batch_size)
     check_labels(yt, len(xt), num_classes_of(model, xt[:1].to(dev)))

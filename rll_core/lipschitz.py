@@ -36,7 +36,15 @@ import torch
 from torch import nn
 
 from .attacks import box, eval_mode
-from .checks import as_float_images, check_eps, check_images, check_int, default_batch_size, model_device
+from .checks import (
+    as_float_images,
+    as_model_dtype,
+    check_eps,
+    check_images,
+    check_int,
+    default_batch_size,
+    model_device,
+)
 from .paper import step_size as paper_step_size
 
 __all__ = ["PROCEDURES", "lipschitz_ratio", "local_lipschitz"]
@@ -93,6 +101,7 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int
         raise ValueError("the reference procedure has one start; restarts must be 1")
     xt = as_float_images(x)
     check_images(xt)
+    xt = as_model_dtype(xt, model)
     dev = model_device(model)
     batch_size = batch_size or default_batch_size(dev)
     out = []

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DISPLAY_NAMES", "EPS", "METHODS", "SETTINGS", "TABLE4", "DatasetSettings", "METHOD_DEFAULTS", "dataset_key", "display_name", "like", "lr", "method_hyper",
+__all__ = ["DISPLAY_NAMES", "EPS", "METHODS", "SETTINGS", "TABLE4", "DatasetSettings", "METHOD_DEFAULTS", "dataset_key", "display_name", "eps_for", "like", "lr", "method_hyper",
            "milestones", "step_size", "table4"]
 
 #: Perturbation radius per dataset on the [0, 1] pixel scale (``params.py``: ``'eps': [...]``).
@@ -135,7 +135,7 @@ def dataset_key(name: str) -> str:
     key = name.lower().replace("-", "_")
     key = {"fmnist": "fashion_mnist", "cifar": "cifar10", "cifar_10": "cifar10"}.get(key, key)
     if key not in SETTINGS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(SETTINGS)}")
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(SETTINGS)}, or the path of an .npz of your own")
     return key
 
 
@@ -170,6 +170,27 @@ def like(shape: tuple[int, int, int]) -> str:
     return key
 
 
+def eps_for(dataset: Any) -> float:
+    """The paper's eps on the [0, 1] pixel scale for ``dataset``, the one rule every caller uses: a registry name
+    (any spelling :func:`dataset_key` takes), an image shape ``(C, H, W)`` (data of your own gets the eps of the
+    paper dataset of that shape, :func:`like`), or a loaded dataset (its registry ``kind``, else its ``shape``).
+
+    >>> eps_for("Fashion-MNIST"), eps_for((3, 32, 32))
+    (0.1, 0.031)
+
+    Raises ValueError in one line for a name or shape the paper has no eps for."""
+    if isinstance(dataset, str):
+        return EPS[dataset_key(dataset)]
+    if isinstance(dataset, tuple):
+        return EPS[like(dataset)]
+    kind, shape = getattr(dataset, "kind", None), getattr(dataset, "shape", None)
+    if isinstance(kind, str) and kind.lower().replace("-", "_") in EPS:
+        return EPS[kind.lower().replace("-", "_")]
+    if shape is None:
+        raise ValueError(f"no paper eps for {dataset!r}: give a dataset name, an image shape or a loaded dataset")
+    return EPS[like(tuple(shape))]
+
+
 def lr(dataset: str, method: str, optimizer: str | None = None, batch_size: int | None = None) -> float:
     """The reference learning rate of ``method`` on ``dataset``, converted to rll's mean-over-batch loss
     (x batch size for SGD; unchanged for Adam, whose step ignores the loss scale)."""
@@ -185,7 +206,7 @@ def method_hyper(dataset: str, method: str, eps: float | None = None) -> dict[st
     (default the dataset's): ``eps`` for the methods that have one, ``step_size`` where the reference does
     not use ``2 eps / steps`` (LLR: eps / 2)."""
     key = dataset_key(dataset)
-    r = EPS[key] if eps is None else eps
+    r = eps_for(key) if eps is None else eps
     out = {**METHOD_DEFAULTS.get(method, {}), **SETTINGS[key].method_hyper.get(method, {})}
     if method in ("llr", "at", "trades", "rst"):
         out["eps"] = r

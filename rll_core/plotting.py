@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from .storage import atomic_write_bytes, user_path
+from .storage import atomic_write_bytes, check_outputs, output_tag, record_outputs, user_path
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["FIGURE_FORMATS", "METHOD_STYLES", "check_formats", "context_line", "export_separation", "histogram_edges",
            "method_style", "plot_astuteness_curves", "plot_decision_regions", "plot_dropout_comparison", "plot_gaps",
            "plot_lipschitz_vs_accuracy", "plot_robustness_curves", "plot_separation_histograms", "save_figure",
-           "table1_display"]
+           "separation_outputs", "separation_tag", "table1_display"]
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
 
@@ -120,16 +120,30 @@ def table1_display(row: Mapping[str, Any]) -> dict[str, Any]:
     return {TABLE1_HEADERS.get(k, k): (display_name(v) if k == "dataset" else v) for k, v in row.items()}
 
 
+def separation_tag(n_train: int | None, n_test: int | None, seed: int, eps: float | None) -> str:
+    """What sets a separation job's outputs apart from the full data's at the paper's eps, for their names:
+    ``_n800-200-seed0`` for subsets, ``-eps0.2`` for another eps, ``""`` for the default job."""
+    subset = n_train is not None or n_test is not None
+    return output_tag(n=f"{n_train or 'all'}-{n_test or 'all'}" if subset else None, seed=seed if subset else None,
+                      eps=eps)
+
+
+def separation_outputs(dataset: str, tag: str = "") -> str:
+    """The name of a separation job's output set (its settings record is ``<name>.settings.json``)."""
+    return f"separation_{dataset}{tag}"
+
+
 def export_separation(result: SeparationResult, out_dir: str | os.PathLike[str],
                       formats: Iterable[str] | str = ("png", "pdf"), fig: Figure | None = None,
-                      tag: str = "") -> dict[str, list[Path]]:
+                      tag: str = "", settings: Mapping[str, Any] | None = None) -> dict[str, list[Path]]:
     """Write Table 1 (``table1_<dataset><tag>.csv`` / ``.md``), the report (``separation_<dataset><tag>.json``)
     and Figure 2 (``fig2_separation_<dataset><tag>.<fmt>``) under ``out_dir``.
 
     ``tag`` (see :func:`rll_core.storage.output_tag`) says what sets the outputs apart, e.g. ``_n800-200`` for
     subsets, so a subset's table never overwrites the full data's.  ``fig`` is a Figure 2 already drawn
     (by :func:`plot_separation_histograms`), saved as it is and left open; without it one is drawn, saved
-    and closed."""
+    and closed.  ``settings`` (:func:`rll_core.separation.separation_settings`): the outputs are refused when
+    they hold another setting's result, and recorded beside them (:func:`rll_core.storage.check_outputs`)."""
 
     from .paper import display_name
     from .storage import save_json, save_table, user_path
@@ -138,6 +152,8 @@ def export_separation(result: SeparationResult, out_dir: str | os.PathLike[str],
     rep = result.report
     row = rep.table1_row()
     name = f"{rep.dataset}{tag}"
+    if settings is not None:
+        check_outputs(out, separation_outputs(rep.dataset, tag), settings)
     cap = (f"Table 1: {display_name(rep.dataset)}, exact L-inf distance from each point to the nearest training point "
            f"of another class (pixels in [0, 1]); r is half the train-train minimum; ε = {rep.eps:g}.")
     tables = [save_table(out / f"table1_{name}.csv", [row]),
@@ -148,6 +164,8 @@ def export_separation(result: SeparationResult, out_dir: str | os.PathLike[str],
     else:
         fig = plot_separation_histograms(result, title=f"{display_name(rep.dataset)}: nearest other-class distance")
         figures = save_figure(fig, out / f"fig2_separation_{name}", formats)
+    if settings is not None:
+        record_outputs(out, separation_outputs(rep.dataset, tag), settings, [*tables, *report, *figures])
     return {"tables": tables, "report": report, "figures": figures}
 
 

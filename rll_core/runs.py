@@ -1,5 +1,6 @@
-"""Runs of Section 5 by name: train one (dataset, architecture, method) into a folder, evaluate it, and
-collect a folder of runs into a table (Tables 2-4).
+"""Runs of Section 5 by name: train one (dataset, architecture, method) into a folder, evaluate it, attack
+it at a range of radii, and measure the Section 4 classifier the same way (its table row and curve).  Grids
+of runs (Tables 2-4) are :mod:`rll_core.grids`.
 
 A run folder holds ``settings.json`` (everything that produced it), ``last.pt`` / ``best.pt`` and
 ``history.json`` from :func:`rll_core.training.train`, and ``eval.json`` from :func:`evaluate_run`: train
@@ -22,7 +23,7 @@ import torch
 
 from . import paper
 from .checks import check_eps, check_int, check_real, default_batch_size, model_device, resolve_device
-from .data import ImageDataset, is_npz_path, load_npz_dataset, load_train_test
+from .data import ImageDataset, check_dataset, is_npz_path, load_train_test
 from .evaluation import ATTACKS, AttackSpec, evaluate, paper_attack
 from .lipschitz import REFERENCE_STEP_SIZE, local_lipschitz
 from .methods import METHODS, make_method
@@ -30,12 +31,11 @@ from .models import build_model, check_model
 from .storage import array_digest, check_writable, load_json, save_json, save_npz, user_path
 from .training import RunMismatch, TrainResult, load_checkpoint, train
 
-__all__ = ["PAPER_METHODS", "PRESETS", "collect_runs", "evaluate_run", "grid_digest", "load_run",
-           "method_label", "parse_methods",
-           "robustness_curve", "run_grid", "run_name", "theory_curve", "theory_row", "train_run"]
+__all__ = ["TABLE_EVALUATION", "evaluate_run", "load_run", "resolve_hyper", "robustness_curve", "theory_curve",
+           "theory_row", "train_run"]
 
 
-def _method_hyper(dataset: str, method: str, hyper: Mapping[str, Any] | None, eps: float | None) -> dict[str, Any]:
+def resolve_hyper(dataset: str, method: str, hyper: Mapping[str, Any] | None, eps: float | None) -> dict[str, Any]:
     """The reference's hyperparameters of ``method`` on ``dataset`` at the run's eps, then the user's."""
     cls = METHODS.get(method.lower())
     if cls is None:
@@ -75,20 +75,22 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
     data was read from is stored with the run, so evaluating it needs no ``data_dir``.
     """
     dev = resolve_device(device)
-    npz = is_npz_path(dataset)
-    name = str(user_path(dataset).resolve()) if npz else paper.dataset_key(dataset)
+    name = check_dataset(dataset)
+    npz = is_npz_path(name)
+    name = str(user_path(name).resolve()) if npz else name
     # data of your own is read first (its shape picks the reference settings); a registry dataset after
     # every setting is checked
     loaded = load_train_test(name, data_dir, n_train, n_test, seed) if npz else None
     key = paper.like(loaded[0].shape) if loaded else name
     ref = paper.SETTINGS[key]
-    hp = _method_hyper(key, method, hyper, eps)
-    run_eps = float(hp.get("eps", eps if eps is not None else paper.EPS[key]))
+    hp = resolve_hyper(key, method, hyper, eps)
+    run_eps = float(hp.get("eps", eps if eps is not None else paper.eps_for(key)))
     check_eps(run_eps)
     m = make_method(method, **hp)
     check_model(model or ref.model, dropout if dropout is not None else ref.dropout)
-    check_writable(out_dir, "run folder")
     train_set, test_set = loaded or load_train_test(name, data_dir, n_train, n_test, seed)
+    _check_splits(train_set, test_set)
+    check_writable(out_dir, "run folder")
     opt = optimizer or ref.optimizer
     bs = batch_size if batch_size is not None else ref.batch_size
     n_epochs = epochs if epochs is not None else ref.epochs
@@ -105,6 +107,17 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
                  val_data=test_set, n_val=n_val, val_eps=run_eps, device=dev, meta=settings, progress=progress)
 
 
+def _check_splits(train_set: ImageDataset, test_set: ImageDataset) -> None:
+    """Refuse, before a run folder is made, data a run cannot train and validate on: one class only, or test
+    images of another shape than the training images."""
+    if len(set(train_set.labels.tolist())) < 2:
+        raise ValueError(f"the {train_set.name} training set holds one class only (label {int(train_set.labels[0])}): "
+                         "a classifier needs at least two")
+    if test_set.shape != train_set.shape:
+        raise ValueError(f"{train_set.name}: test images are {'x'.join(map(str, test_set.shape))}, training images "
+                         f"{'x'.join(map(str, train_set.shape))}: both splits need one image shape")
+
+
 def _run_settings(out: Path, checkpoint: str) -> dict[str, Any]:
     """A run folder's ``settings.json``, refused in one line when it cannot be evaluated here."""
     if not (out / "settings.json").exists() or not (out / f"{checkpoint}.pt").exists():
@@ -114,8 +127,21 @@ def _run_settings(out: Path, checkpoint: str) -> dict[str, Any]:
     if missing:
         raise RunMismatch(f"{out} was written by train() without a dataset and architecture ({', '.join(missing)} "
                           "missing; train_run and `rll train` store them): evaluate its model with "
-                          "rll_core.attacks.evaluate on your own data")
+                          "rll_core.evaluate on your own data")
     return settings
+
+
+def _load_weights(model: torch.nn.Module, ck: Mapping[str, Any], path: Path,
+                  settings: Mapping[str, Any]) -> torch.nn.Module:
+    """``model`` with the checkpoint's weights, or one line saying that they do not fit its architecture."""
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        raise RunMismatch(f"{path} does not fit the architecture {settings['architecture']!r} (dropout "
+                          f"{settings.get('dropout')!r}) that settings.json names ({first}); was settings.json "
+                          "edited?") from None
+    return model
 
 
 def load_run(out_dir: str | os.PathLike[str], checkpoint: str = "last",
@@ -126,8 +152,7 @@ def load_run(out_dir: str | os.PathLike[str], checkpoint: str = "last",
         raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
     settings = _run_settings(out, checkpoint)
     ck = load_checkpoint(out / f"{checkpoint}.pt")
-    model = _build(settings, settings["seed"])
-    model.load_state_dict(ck["model"])
+    model = _load_weights(_build(settings, settings["seed"]), ck, out / f"{checkpoint}.pt", settings)
     history = load_checkpoint(out / "last.pt")["history"] if (out / "last.pt").exists() else []
     return model.to(resolve_device(device)).eval(), settings, history
 
@@ -186,8 +211,10 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
         raise ValueError(f"splits must be 'train' and/or 'test' (each once), got {splits}")
     dev = resolve_device(device)
     settings = _run_settings(out, checkpoint)
-    run_eps = float(settings.get("eps", settings.get("val_eps", 0.0)))
-    ev_eps = run_eps if eps is None else check_real("eps", eps, lo=0, hi=1)
+    run_eps = settings.get("eps", settings.get("val_eps"))
+    if eps is None and run_eps is None:
+        raise ValueError(f"{out} records no eps (settings.json has neither eps nor val_eps): pass eps=")
+    ev_eps = check_real("eps", run_eps if eps is None else eps, lo=0, hi=1, lo_open=True)
     specs = _eval_specs(ev_eps, attacks, steps, restarts)
     test_only = sorted(set(test_only))
     unknown = set(test_only) - {s.name for s in specs}
@@ -201,10 +228,10 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
     if json_path.exists() and npz_path.exists():
         return load_json(json_path)
     t0 = time.perf_counter()
-    train_set, test_set, net = _restore(out, settings, ck, data_dir, dev)
+    train_set, test_set, net = _restore(out, settings, checkpoint, ck, data_dir, dev)
     row: dict[str, Any] = {"run": out.name, **{k: settings.get(k) for k in ("dataset", "architecture", "dropout",
                                                                              "method", "epochs", "seed")},
-                           "hyper": {k: v for k, v in settings.items() if k in ("beta", "lam", "mu", "h", "eps")},
+                           "hyper": _hyper_record(settings),
                            "epoch": ck["epoch"], "eps": ev_eps, "eval_file": json_path.name}
     data = {"train": train_set, "test": test_set}
     arrays = _measure(row, net, {k: data[k] for k in splits}, _split_specs(specs, splits, test_only), eval_settings,
@@ -214,6 +241,14 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
     save_npz(npz_path, **arrays)
     save_json(json_path, result)
     return result
+
+
+def _hyper_record(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's method hyperparameters, every field of its method (``steps`` and ``step_size`` included), from
+    its settings; empty for a loss of your own."""
+    cls = METHODS.get(str(settings.get("method", "")))
+    names = [f.name for f in dataclasses.fields(cls)] if cls is not None else []  # type: ignore[arg-type]
+    return {k: settings[k] for k in names if k in settings}
 
 
 def _split_specs(specs: Sequence[AttackSpec], splits: Sequence[str],
@@ -236,7 +271,8 @@ def _evaluation_record(checkpoint: str, n_eval: int, eps: float, batch_size: int
     return ev
 
 
-def _restore(out: Path, settings: Mapping[str, Any], ck: Mapping[str, Any], data_dir: str | os.PathLike[str] | None,
+def _restore(out: Path, settings: Mapping[str, Any], checkpoint: str, ck: Mapping[str, Any],
+             data_dir: str | os.PathLike[str] | None,
              dev: torch.device) -> tuple[ImageDataset, ImageDataset, torch.nn.Module]:
     """A run's training and test data (checked against the digest it was trained on) and its model with the
     checkpoint's weights on ``dev``."""
@@ -245,9 +281,8 @@ def _restore(out: Path, settings: Mapping[str, Any], ck: Mapping[str, Any], data
     if array_digest(train_set.images, train_set.labels) != settings["data_digest"]:
         raise RunMismatch(f"the {settings['dataset']} training data found differs from the data {out} was "
                           "trained on")
-    net = _build(settings, settings["seed"]).to(dev)
-    net.load_state_dict(ck["model"])
-    return train_set, test_set, net
+    net = _load_weights(_build(settings, settings["seed"]), ck, out / f"{checkpoint}.pt", settings)
+    return train_set, test_set, net.to(dev)
 
 
 def robustness_curve(out_dir: str | os.PathLike[str], eps_grid: Sequence[float], *, n_eval: int = 100,
@@ -277,7 +312,7 @@ def robustness_curve(out_dir: str | os.PathLike[str], eps_grid: Sequence[float],
     path = out / f"curve-{checkpoint}-e{ck['epoch']}-n{n_eval}-{digest}.json"
     if path.exists() and path.with_suffix(".npz").exists():
         return load_json(path)
-    _, test_set, net = _restore(out, settings, ck, data_dir, dev)
+    _, test_set, net = _restore(out, settings, checkpoint, ck, data_dir, dev)
     sub = test_set.subset(n_eval, seed=None)
     x = torch.from_numpy(sub.float_images())
     verdicts = {}
@@ -330,114 +365,10 @@ def _measure(row: dict[str, Any], net: torch.nn.Module, splits: Mapping[str, Ima
     return arrays
 
 
-def collect_runs(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every evaluation (``eval-*.json``) of every run folder directly under ``root``, sorted by path."""
-    return [load_json(p) for p in sorted(Path(root).glob("*/eval-*.json"))]
-
-
-# ----------------------------------------------------------------------------------------------
-# grids of runs (Tables 2-4)
-
 #: The evaluation behind every table (:func:`run_grid`) and the per-point figure
 #: (:func:`rll_core.audit.point_robustness`): PGD on both splits, the multi-targeted attack on the test points
 #: only (no table shows it on train).  One setting, so each run is evaluated once and read back after.
 TABLE_EVALUATION: dict[str, Any] = {"attacks": ("pgd", "multitarget"), "test_only": ("multitarget",)}
-
-#: ``quick``: the default job, ~15 minutes for every notebook on 2 CPU cores (a 2,000-image subset, 2 epochs,
-#: Adam, 100 evaluation points per split); ``long``: about 75 minutes there (10,000 images, 3 epochs, 500
-#: points: intervals of about +/- 0.04); ``paper``: the reference settings of :mod:`rll_core.paper` on the
-#: full splits (a GPU job).  ``None`` keeps the reference's value.
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": dict(n_train=2000, n_test=500, epochs=2, optimizer="adam", lr=1e-3, n_eval=100, n_val=100),
-    "long": dict(n_train=10000, n_test=1000, epochs=3, optimizer="adam", lr=1e-3, n_eval=500, n_val=200),
-    "paper": dict(n_train=None, n_test=None, epochs=None, optimizer=None, lr=None, n_eval=1000, n_val=500),
-}
-
-#: The methods of Tables 2 and 3 with the paper's hyperparameter sweeps (:data:`rll_core.paper.METHODS`).
-PAPER_METHODS = paper.METHODS
-
-#: Hyperparameter names as the paper writes them (labels of tables and figures).
-_SYMBOLS = {"beta": "β", "lam": "λ", "mu": "μ"}
-
-
-def method_label(method: str, hyper: Mapping[str, Any]) -> str:
-    """``TRADES (β=6)``-style label of a method and its swept hyperparameters."""
-    inner = ", ".join(f"{_SYMBOLS.get(k, k)}={v:g}" for k, v in sorted(hyper.items()) if k != "eps")
-    return method.upper() + (f" ({inner})" if inner else "") if method != "natural" else "natural"
-
-
-def run_name(dataset: str, model: str, method: str, hyper: Mapping[str, Any], dropout: float | None,
-             preset: str, *, eps: float, n_train: int | None, epochs: int | None, seed: int = 0) -> str:
-    """A folder name from every setting a grid varies (so a rerun finds and resumes its own run, and a
-    run with other settings gets another folder)."""
-    hp = "".join(f"-{k}{v:g}" for k, v in sorted(hyper.items()) if k != "eps")
-    drop = "" if dropout is None else f"-drop{dropout:g}"
-    size = f"n{n_train}" if n_train is not None else "nall"
-    ep = f"e{epochs}" if epochs is not None else "eref"
-    return f"{dataset}-{model}-{method}{hp}{drop}-eps{eps:g}-{size}-{ep}-s{seed}-{preset}"
-
-
-def grid_digest(methods: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
-    """Six hex digits naming a set of ``(method, hyper)`` rows (order and spelling do not matter)."""
-    text = json.dumps(sorted([n.lower(), sorted(h.items())] for n, h in methods), default=float)
-    return hashlib.sha256(text.encode()).hexdigest()[:6]
-
-
-def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequence[tuple[str, Mapping[str, Any]]],
-             preset: str = "quick", eps: float | None = None, model: str | None = None,
-             dropout: float | None = None, augment: str | None = None, epochs: int | None = None,
-             n_train: int | None = None, n_test: int | None = None, n_eval: int | None = None, seed: int = 0,
-             data_dir: str | os.PathLike[str] | None = None, device: str = "auto",
-             progress: bool = True) -> list[dict[str, Any]]:
-    """Train (or resume) and evaluate every ``(method, hyper)`` under ``out_root``; one table row each.
-
-    ``eps`` (default the paper's for the dataset) is every run's training, validation and evaluation
-    radius.  Arguments left ``None`` come from ``PRESETS[preset]``, then from the reference settings.
-    Finished runs and evaluations are read back, so a rerun takes seconds.
-    """
-    from .progress import progress_bar as tqdm
-
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-    p = PRESETS[preset]
-    npz = is_npz_path(dataset)  # data of your own: the paper dataset of its shape gives the settings
-    key = paper.like(load_npz_dataset(dataset).shape) if npz else paper.dataset_key(dataset)
-    data = str(user_path(dataset).resolve()) if npz else key
-    name_of_data = user_path(dataset).stem if npz else key
-    run_eps = paper.EPS[key] if eps is None else check_real("eps", eps, lo=0, hi=1)
-    for name, hyper in methods:  # check every method before any training
-        make_method(name, **_method_hyper(key, name, hyper, run_eps))
-    arch = model or paper.SETTINGS[key].model
-    size = n_train if n_train is not None else p["n_train"]
-    n_epochs = epochs or p["epochs"]
-    rows = []
-    bar = tqdm(list(methods), desc=f"{dataset} runs", disable=not progress, unit="run")
-    for name, hyper in bar:
-        out = user_path(out_root) / run_name(name_of_data, arch, name, hyper, dropout, preset, eps=run_eps,
-                                             n_train=size, epochs=n_epochs, seed=seed)
-        t0 = time.perf_counter()
-        train_run(out, dataset=data, method=name, hyper=hyper, eps=run_eps, model=arch, dropout=dropout,
-                  augment=augment, epochs=n_epochs, optimizer=p["optimizer"], lr=p["lr"], n_train=size,
-                  n_test=n_test if n_test is not None else p["n_test"], n_val=p["n_val"], seed=seed,
-                  data_dir=data_dir, device=device, progress=False)
-        row = evaluate_run(out, n_eval=n_eval or p["n_eval"], **TABLE_EVALUATION, data_dir=data_dir, device=device,
-                           progress=False)
-        row["label"] = method_label(name, hyper)
-        rows.append(row)
-        if progress:  # one line per run, so a headless job (make run, papermill --log-output) shows where it is
-            bar.write(_run_summary(row, time.perf_counter() - t0))
-    return rows
-
-
-def _run_summary(row: Mapping[str, Any], seconds: float) -> str:
-    """``AT: 2 epochs, test acc 0.90, PGD 0.73 [0.64, 0.81] (n = 100), Lipschitz 46.9 (51 s)``."""
-    from .tables import wilson_interval
-
-    n = int(row["test_n"])
-    pgd_acc = row.get("test_pgd_accuracy")
-    adv = "" if pgd_acc is None else " PGD {:.2f} [{:.2f}, {:.2f}],".format(pgd_acc, *wilson_interval(pgd_acc, n))
-    return (f"{row['label']}: {row['epoch']} epochs, test acc {row['test_accuracy']:.2f},{adv} n = {n}, "
-            f"Lipschitz {row['test_lipschitz']:.1f} ({seconds:.0f} s)")
 
 
 def theory_row(train_set: ImageDataset, test_set: ImageDataset, eps: float, *, n_eval: int = 100,
@@ -473,27 +404,3 @@ def theory_curve(train_set: ImageDataset, test_set: ImageDataset, eps_grid: Sequ
     return {"method": "theory", "label": f"Section 4 classifier, certified (r={clf.r:.3f})", "r": clf.r,
             "eps": grid, "n": len(sub), "accuracy": [float((radius > e).mean()) for e in grid],
             "radius": radius}
-
-
-def parse_methods(spec: str | Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
-    """``"paper"`` (:data:`PAPER_METHODS`) or ``"natural,at,trades:beta6,rst:lam0.5,llr:lam4;mu3"`` ->
-    ``(name, hyper)`` pairs (no ``=`` or quotes, so the spec survives papermill's parameter parsing)."""
-    import re
-
-    if not isinstance(spec, str):
-        return [(n, dict(h)) for n, h in spec]
-    if spec.strip() == "paper":
-        return [(n, dict(h)) for n, h in PAPER_METHODS]
-    out = []
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        name, _, rest = item.partition(":")
-        hyper: dict[str, Any] = {}
-        for kv in filter(None, (t.strip() for t in rest.split(";"))):
-            m = re.fullmatch(r"([a-z_]+)([-+0-9.e]+)", kv)
-            if m is None:
-                raise ValueError(f"bad method spec {item!r}: write name:keyVALUE[;keyVALUE], e.g. trades:beta6")
-            hyper[m.group(1)] = float(m.group(2))
-        out.append((name.strip().lower(), hyper))
-    if not out:
-        raise ValueError("no methods given")
-    return out

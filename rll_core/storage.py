@@ -1,4 +1,5 @@
-"""Result I/O: atomic writes, content digests, npz + JSON result files, folder locks, path checks."""
+"""Result I/O: atomic writes, content digests, npz + JSON result files, folder locks, path checks, the
+project's own folders, and the settings record that keeps one output from replacing another's."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CorruptFile", "FolderBusy", "array_digest", "atomic_write_bytes", "check_writable", "folder_lock", "lock_file", "output_tag",
-           "load_json", "load_npz", "save_json", "save_npz", "save_table", "set_aside", "tex_escape", "user_path"]
+__all__ = ["CorruptFile", "FolderBusy", "OutputConflict", "WriteFailed", "array_digest", "atomic_write_bytes",
+           "check_outputs", "check_writable", "folder_lock", "load_json", "load_npz", "lock_file", "output_tag",
+           "project_dir", "record_outputs", "save_json", "save_npz", "save_table", "set_aside", "tex_escape",
+           "user_path"]
 
 
 class FolderBusy(ValueError):
@@ -27,6 +30,24 @@ class FolderBusy(ValueError):
 
 class CorruptFile(ValueError):
     """A result file that cannot be read (truncated, not JSON, not an npz)."""
+
+
+class OutputConflict(ValueError):
+    """Outputs of that name already hold the result of other settings (other data, sizes, eps ...)."""
+
+
+class WriteFailed(OSError):
+    """A result file could not be written (disk full, file too large, no permission): the message names it."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def project_dir() -> Path:
+    """The checkout this package runs from (the folder holding ``pyproject.toml`` and ``rll_core/``), where the
+    default ``results/``, ``figures/`` and ``data/`` folders live; the working directory for an installed copy."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() and (root / "rll_core").is_dir() else Path.cwd()
 
 
 def user_path(path: str | os.PathLike[str]) -> Path:
@@ -103,23 +124,38 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _same_bytes(path: Path, data: bytes) -> bool:
     try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+
+    A file that already holds exactly ``data`` is left untouched (its time stamp too, so git and make see no
+    change).  A failed write (disk full, ``ulimit -f``, no permission) raises :class:`WriteFailed` naming the
+    file, and leaves the old file as it was."""
+    path = Path(path)
+    if _same_bytes(path, data):
+        return path
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file a normal file's mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, WriteFailed):
+            raise WriteFailed(e.errno, f"cannot write {path}: {e.strerror or e}") from None
         raise
     return path
 
@@ -171,6 +207,43 @@ def load_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(out, dict):
         raise CorruptFile(f"{path} holds JSON but not an object; delete or repair it")
     return out
+
+
+def _settings_path(folder: str | os.PathLike[str], name: str) -> Path:
+    return user_path(folder) / f"{name}.settings.json"
+
+
+def _normal(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` as they read back from JSON (tuples as lists, numpy scalars as numbers)."""
+    return dict(json.loads(json.dumps(settings, sort_keys=True, default=_jsonable)))
+
+
+def check_outputs(folder: str | os.PathLike[str], name: str, settings: Mapping[str, Any]) -> None:
+    """Refuse, before any work, to write the outputs of the set ``name`` into ``folder`` when they hold the
+    result of other settings: ``<folder>/<name>.settings.json`` (written by :func:`record_outputs` after the
+    last job) says what made them and which files they are.
+
+    Raises :class:`OutputConflict` naming the first setting that differs; the same settings (a rerun) pass."""
+    path = _settings_path(folder, name)
+    if not path.exists():
+        return
+    record = load_json(path)
+    stored, asked = record.get("settings", {}), _normal(settings)
+    diff = [k for k in sorted(set(stored) | set(asked)) if stored.get(k) != asked.get(k)]
+    if diff:
+        k = diff[0]
+        files = ", ".join(record.get("files", [])[:4]) or "its files"
+        raise OutputConflict(f"{path} says {files} in {user_path(folder)} were made with other settings ({k}: "
+                             f"stored {stored.get(k)!r}, now {asked.get(k)!r}); choose another output folder or "
+                             "delete those files and that record")
+
+
+def record_outputs(folder: str | os.PathLike[str], name: str, settings: Mapping[str, Any],
+                   files: Sequence[str | os.PathLike[str]] = ()) -> Path:
+    """Write ``<folder>/<name>.settings.json``: the settings that produced the output set ``name`` and its
+    ``files`` (checked by :func:`check_outputs` before the next job writes there)."""
+    names = sorted({Path(f).name for f in files})
+    return save_json(_settings_path(folder, name), {"settings": _normal(settings), "files": names})
 
 
 def array_digest(*arrays: np.ndarray, extra: str = "") -> str:

@@ -212,7 +212,7 @@ class LipschitzClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits indexed by label (column ``c`` is class ``c``), so ``argmax`` is a training label and
-        :func:`rll_core.attacks.evaluate` compares it with labels as given.  A label below the largest that
+        :func:`rll_core.evaluation.evaluate` compares it with labels as given.  A label below the largest that
         the training set lacks gets the constant ``-2 / r``: below every present class's ``-dist / r >=
         -1 / r`` on [0, 1] images, so never predicted, and without gradient or Lipschitz contribution."""
         logits = -self.distances(x) / self.r

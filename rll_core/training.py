@@ -92,6 +92,22 @@ def _as_tensors(data: ImageDataset | tuple[Any, Any], what: str) -> tuple[torch.
     return x, y.long()
 
 
+_Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def _inputs(train_data: ImageDataset | tuple[Any, Any], val_data: ImageDataset | tuple[Any, Any] | None,
+            extra_data: ImageDataset | tuple[Any, Any] | None) -> tuple[_Pair, _Pair | None, _Pair | None]:
+    """The training, validation and extra data as tensors, checked to hold images of one shape."""
+    x, y = _as_tensors(train_data, "train_data")
+    val = _as_tensors(val_data, "val_data") if val_data is not None else None
+    extra = _as_tensors(extra_data, "extra_data") if extra_data is not None else None
+    for what, other in (("val_data", val), ("extra_data", extra)):
+        if other is not None and other[0].shape[1:] != x.shape[1:]:
+            raise ValueError(f"{what} images are {tuple(other[0].shape[1:])}, train_data images "
+                             f"{tuple(x.shape[1:])}: they must have one shape")
+    return (x, y), val, extra
+
+
 def _to_float(x: torch.Tensor) -> torch.Tensor:
     return as_float_images(x) if x.dtype == torch.uint8 else x
 
@@ -138,9 +154,10 @@ def _validation_eps(method: Loss, val_eps: float | None, has_val: bool) -> float
 
 def _check_run_dir(out_dir: Path, settings: dict[str, Any]) -> None:
     """Refuse a folder holding a run with other settings (``epochs`` may grow: that extends the run; where
-    the data was read from may change, its digest is compared)."""
+    the data was read from may change, its digest is compared).  Settings without a finished epoch
+    (``last.pt``) hold no result: a run that failed in its first epoch does not block the corrected one."""
     path = out_dir / "settings.json"
-    if not path.exists():
+    if not path.exists() or not (out_dir / "last.pt").exists():
         return
     stored = load_json(path)
     free = ("epochs", "data_dir")
@@ -343,13 +360,12 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
     """
     _loss_settings(method)  # refuses a non-callable before any work
     rank, world, ddp_device, opened = join_process_group()
+    finished = False
     try:
         _check_settings(epochs, batch_size, lr, milestones, world)
         aug = _augmentation(augment)
         eps = _validation_eps(method, val_eps, val_data is not None and n_val > 0)
-        x, y = _as_tensors(train_data, "train_data")
-        val = _as_tensors(val_data, "val_data") if val_data is not None else None
-        extra = _as_tensors(extra_data, "extra_data") if extra_data is not None else None
+        (x, y), val, extra = _inputs(train_data, val_data, extra_data)
         dev = ddp_device or (resolve_device(device) if device is not None else model_device(model))
         settings = _settings_record(
             method, model, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
@@ -368,8 +384,9 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
                 row = _run_epoch(loop, x, y, extra, epoch, epochs, batch_size, aug, amp, channels_last, progress)
                 _validate_and_save(loop, row, val, n_val, eps)
                 _report(row, epochs, progress and rank == 0)
+        finished = True
     finally:
-        leave_process_group(opened)
+        leave_process_group(opened, finished)
     return TrainResult(loop.history, loop.best[1] if loop.best else None, out, settings)
 
 

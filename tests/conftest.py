@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,21 @@ from rll_core.data import DataError, load_fashion_mnist, load_mnist
 
 has_cuda = torch.cuda.is_available()
 requires_cuda = pytest.mark.skipif(not has_cuda, reason="needs a CUDA GPU")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _project_outputs() -> set[str]:
+    return {str(p.relative_to(ROOT)) for d in ("figures", "results/cache", "results/runs") for p in (ROOT / d).rglob("*")
+            if p.is_file()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_test_writes_into_the_project():
+    """Every test writes into its own temporary folders: the project's figures/ and results/ are the user's."""
+    before = _project_outputs()
+    yield
+    new = sorted(_project_outputs() - before)
+    assert not new, f"tests wrote into the project's own folders: {new[:5]}"
 
 
 def brute_nearest_other(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray,
@@ -31,6 +48,16 @@ def _train_test(load, what: str) -> tuple:
         return load(split="train"), load(split="test")
     except DataError as e:
         pytest.fail(f"{what} is required for these tests (run `make data`): {e}")
+
+
+@pytest.fixture
+def own_npz(tmp_path):
+    """An .npz dataset of your own: 48 training and 16 test images of MNIST's shape, random pixels and labels."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "own.npz"
+    np.savez(path, images=rng.integers(0, 256, (48, 1, 28, 28), dtype=np.uint8), labels=rng.integers(0, 10, 48),
+             test_images=rng.integers(0, 256, (16, 1, 28, 28), dtype=np.uint8), test_labels=rng.integers(0, 10, 16))
+    return path
 
 
 @pytest.fixture(scope="session")

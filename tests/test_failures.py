@@ -101,6 +101,8 @@ def test_corrupt_json_names_its_file(tmp_path):
     bad.write_text('{"epochs": 2,')
     with pytest.raises(CorruptFile, match="settings.json is not valid JSON"):
         load_json(bad)
+    train(_tiny_model(), _tiny_data(), Natural(), epochs=1, out_dir=tmp_path, progress=False)  # no epoch yet: replaced
+    bad.write_text('{"epochs": 2,')  # beside a finished epoch it guards a result: refused, and named
     with pytest.raises(CorruptFile, match="settings.json"):
         train(_tiny_model(), _tiny_data(), Natural(), epochs=1, out_dir=tmp_path, progress=False)
 
@@ -244,3 +246,66 @@ def test_every_cli_option_has_help_with_its_default():
         assert "default" in text, name
     train_help = subs["train"].format_help()
     assert "160" in train_help and "default: the paper's" in train_help
+
+
+def test_unclear_lines_made_clear(tmp_path, capsys):
+    import rll_core
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"rll {rll_core.__version__}"
+    with pytest.raises(SystemExit):
+        main(["train", "--seed", "-1", "--out", str(tmp_path / "r")])
+    assert "argument --seed: must be an integer >= 0, got -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(tmp_path), "--eps", "0"])
+    err = capsys.readouterr().err
+    assert "argument --eps: must be in (0, 1]" in err
+    assert "(0, 1]" in " ".join(build_parser()._subparsers._group_actions[0].choices["evaluate"].format_help().split())
+    train(_tiny_model(), _tiny_data(), Natural(), epochs=1, out_dir=tmp_path / "t", progress=False)
+    with pytest.raises(ValueError, match="evaluate its model with rll_core.evaluate on your own data"):
+        evaluate_run(tmp_path / "t")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_that_records_no_eps_is_not_evaluated_at_zero(tmp_path, own_npz):
+    run = tmp_path / "run"
+    train_run(run, dataset=str(own_npz), epochs=1, batch_size=16, optimizer="adam", lr=1e-3, n_val=4, device="cpu",
+              progress=False)
+    settings = load_json(run / "settings.json")
+    for k in ("eps", "val_eps"):
+        settings.pop(k)
+    (run / "settings.json").write_text(__import__("json").dumps(settings))
+    with pytest.raises(ValueError, match="records no eps .*: pass eps="):
+        evaluate_run(run, n_eval=4, device="cpu", progress=False)
+    row = evaluate_run(run, eps=0.05, n_eval=4, attacks=("pgd",), device="cpu", progress=False)
+    assert row["eps"] == 0.05
+
+
+def test_a_hand_edited_architecture_is_named_not_a_size_mismatch_traceback(tmp_path, own_npz):
+    run = tmp_path / "run"
+    train_run(run, dataset=str(own_npz), epochs=1, batch_size=16, optimizer="adam", lr=1e-3, n_val=4, device="cpu",
+              progress=False)
+    settings = load_json(run / "settings.json")
+    settings["architecture"] = "cnn002"
+    (run / "settings.json").write_text(__import__("json").dumps(settings))
+    with pytest.raises(ValueError, match=r"last\.pt does not fit the architecture 'cnn002' .*was settings\.json edited\?"):
+        load_run(run)
+    assert main(["evaluate", str(run), "--n-eval", "4", "--no-progress", "--device", "cpu"]) == 2
+
+
+def test_float64_images_are_evaluated_as_the_model_computes(fmnist_small_model):
+    from rll_core.attacks import pgd
+    from rll_core.evaluation import evaluate
+    from rll_core.lipschitz import local_lipschitz
+
+    model, x, y = fmnist_small_model
+    x, y = x[:32], y[:32]
+    r32 = evaluate(model, x, y, eps=0.1, attacks=("pgd",), progress=False)
+    r64 = evaluate(model, x.double(), y, eps=0.1, attacks=("pgd",), progress=False)
+    assert r64.correct["pgd"].tolist() == r32.correct["pgd"].tolist()  # float64 in [0, 1] cast to float32 exactly
+    g = torch.Generator().manual_seed(0)
+    lip64 = local_lipschitz(model, x.double(), eps=0.1, generator=g)
+    assert torch.equal(lip64, local_lipschitz(model, x, eps=0.1, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match=r"x is torch.float64 but the model computes in torch.float32: pass x.to"):
+        pgd(model, x.double(), y, eps=0.1, step_size=0.02, steps=2)

@@ -53,8 +53,11 @@ def test_separation_notebook_runs_headless(tmp_path, fmnist):
     names = sorted(p.name for p in figs.iterdir())
     stem = "fashion_mnist_n1000-200-seed0"  # a subset's outputs never take the full data's names
     audit = [f"fig_audit_{k}_{stem}.{x}" for k in ("classes", "pairs_test", "pairs_train") for x in ("png", "svg")]
-    assert names == [f"fig2_separation_{stem}.png", f"fig2_separation_{stem}.svg", *audit,
-                     f"separation_{stem}.json", f"table1_{stem}.csv", f"table1_{stem}.md"]
+    assert names == [f"audit_{stem}.settings.json", f"fig2_separation_{stem}.png", f"fig2_separation_{stem}.svg",
+                     *audit, f"separation_{stem}.json", f"separation_{stem}.settings.json", f"table1_{stem}.csv",
+                     f"table1_{stem}.md"]
+    record = json.loads((figs / f"audit_{stem}.settings.json").read_text())  # the settings beside the outputs
+    assert record["settings"]["n_pairs"] == 16 and record["files"] == audit
     # Figure 2 appears once (not also as the Table 1 cell's leftover figure)
     pngs = sum("image/png" in o.get("data", {}) for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
     assert pngs == 4  # Figure 2, two pair galleries, the class matrix
@@ -79,9 +82,10 @@ def test_separation_notebook_runs_headless(tmp_path, fmnist):
 def test_theory_notebook_runs_headless(tmp_path, mnist):
     nb = _run("02_theory", tmp_path, n_train=400, n_test=100, n_eval=40, formats="png")
     figs = tmp_path / "figures"
-    assert {"fig_theory_toy.png", "fig_theory_astuteness_mnist.png", "theory_astuteness_mnist.csv"} <= {
-        p.name for p in figs.iterdir()}
-    lines = (figs / "theory_astuteness_mnist.csv").read_text().splitlines()
+    stem = "mnist_n400-100-eval40"  # the sizes are in the names: another n_eval never replaces these
+    assert {"fig_theory_toy.png", f"fig_theory_astuteness_{stem}.png", f"theory_astuteness_{stem}.csv",
+            f"theory_{stem}.settings.json"} <= {p.name for p in figs.iterdir()}
+    lines = (figs / f"theory_astuteness_{stem}.csv").read_text().splitlines()
     header = lines[0].split(",")
     rows = [dict(zip(header, map(float, line.split(",")), strict=True)) for line in lines[1:]]
     text = _texts(nb)
@@ -98,8 +102,8 @@ def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
     common = dict(n_train=200, n_test=100, n_eval=20, epochs=1, runs_dir=str(tmp_path / "runs"), formats="png")
     _run("03_methods", tmp_path, methods="natural,gr,trades:beta6", autoattack_methods="natural,trades:beta6",
          n_autoattack=6, **common)
-    # the outputs are named by what sets them apart from the preset's default job (n, epochs, method set)
-    (md_path,) = (tmp_path / "figures").glob("table_methods_mnist_quick_n200-e1-m*.md")
+    # the outputs are named by what sets them apart from the preset's default job (sizes, epochs, method set)
+    (md_path,) = (tmp_path / "figures").glob("table_methods_mnist_quick_n200-test100-eval20-e1-m*.md")
     md = md_path.read_text().splitlines()
     assert md[0].startswith("Tables 2/3 (quick preset). MNIST, ε = 0.1; n = 20 evaluation points per split")
     labels = [line.split(" | ")[0] for line in md[4:]]
@@ -107,11 +111,11 @@ def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
     assert len(labels) == 4
     tex = md_path.with_suffix(".tex").read_text()
     assert tex.startswith("\\begin{table}") and "TRADES ($\\beta$=6)" in tex and "\\caption{" in tex
-    curve = (tmp_path / "figures").glob("fig_robustness_vs_eps_mnist_quick_n200-e1-m*.png")
+    curve = (tmp_path / "figures").glob("fig_robustness_vs_eps_mnist_quick_n200-test100-eval20-e1-m*.png")
     assert len(list(curve)) == 1
     assert len(list((tmp_path / "runs").glob("*/curve-last-e1-n20-*.json"))) == 3
     assert len(list((tmp_path / "runs").glob("*/points-*.npz"))) == 3
-    assert len(list((tmp_path / "figures").glob("fig_robustness_by_distance_mnist_quick_n200-e1-m*.png"))) == 1
+    assert len(list((tmp_path / "figures").glob("fig_robustness_by_distance_mnist_quick_n200-test100-eval20-e1-m*.png"))) == 1
     # AutoAttack ran for the autoattack_methods rows, natural and TRADES(6), on 6 points, '-' for GR
     assert "on the first 6 test points" in md[0]
     cells = {line.split(" | ")[0]: line.split(" | ")[6] for line in md[4:]}
@@ -121,7 +125,7 @@ def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
     _run("04_dropout", tmp_path, methods="natural", **common)
     assert shared.stat().st_mtime_ns == before  # the run with dropout came from notebook 3's folder
     assert list((tmp_path / "runs" / "mnist-cnn001-natural-drop0-eps0.1-n200-e1-s0-quick").glob("eval-*.npz"))
-    (csv,) = (tmp_path / "figures").glob("table_dropout_mnist_quick_n200-e1-m*.csv")
+    (csv,) = (tmp_path / "figures").glob("table_dropout_mnist_quick_n200-test100-eval20-e1-m*.csv")
     rows = csv.read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["natural no dropout", "natural + dropout"]
 
@@ -144,3 +148,21 @@ def test_cli_separation(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["separation", *bad, "--cache-dir", str(tmp_path / "c2")])
     assert not (tmp_path / "c2").exists()
+
+
+@pytest.mark.slow
+def test_an_npz_of_your_own_runs_through_every_notebook(tmp_path, own_npz):
+    """The paper's eps for its shape (MNIST's 0.1), its file stem in every output name."""
+    data = str(own_npz)
+    nb1 = _run("01_separation", tmp_path, dataset=data, cache_dir=str(tmp_path / "cache"), formats="png",
+               device="cpu")
+    assert "eps = 0.1" in _texts(nb1) and (tmp_path / "figures" / "table1_own.md").exists()
+    _run("02_theory", tmp_path, dataset=data, n_eval=10, formats="png")
+    assert (tmp_path / "figures" / "theory_astuteness_own_n2000-500-eval10.csv").exists()
+    common = dict(dataset=data, methods="natural", epochs=1, runs_dir=str(tmp_path / "runs"), formats="png",
+                  device="cpu")
+    _run("03_methods", tmp_path, autoattack_methods="", **common)
+    (md,) = (tmp_path / "figures").glob("table_methods_own_quick_e1-m*.md")
+    assert "ε = 0.1" in md.read_text()
+    _run("04_dropout", tmp_path, **common)
+    assert len(list((tmp_path / "figures").glob("table_dropout_own_quick_e1-m*.csv"))) == 1

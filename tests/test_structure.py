@@ -19,7 +19,7 @@ import rll_core
 from rll_core.attacks import pgd, predict
 from rll_core.data import load_restricted_imagenet
 from rll_core.methods import AT, TRADES, Natural
-from rll_core.runs import collect_runs, evaluate_run, train_run
+from rll_core.runs import evaluate_run, train_run
 from rll_core.separation import measure_separation
 from rll_core.training import RunMismatch, train
 from tests.conftest import brute_nearest_other
@@ -170,16 +170,7 @@ def test_channels_last_gives_the_same_weights_and_bf16_stays_close():
 # runs
 
 
-@pytest.fixture
-def own_npz(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "own.npz"
-    np.savez(path, images=rng.integers(0, 256, (48, 1, 28, 28), dtype=np.uint8), labels=rng.integers(0, 10, 48),
-             test_images=rng.integers(0, 256, (16, 1, 28, 28), dtype=np.uint8), test_labels=rng.integers(0, 10, 16))
-    return path
-
-
-def test_best_checkpoint_collect_runs_and_the_data_digest_refusal(tmp_path, own_npz):
+def test_best_checkpoint_and_the_data_digest_refusal(tmp_path, own_npz):
     kw = dict(dataset=str(own_npz), epochs=2, batch_size=16, optimizer="adam", lr=1e-3, n_val=8, device="cpu",
               progress=False)
     for m in ("natural", "at"):
@@ -188,9 +179,9 @@ def test_best_checkpoint_collect_runs_and_the_data_digest_refusal(tmp_path, own_
                         progress=False)
     hist = json.loads((tmp_path / "runs" / "at" / "history.json").read_text())["history"]
     assert best["epoch"] == max(hist, key=lambda h: h["val_pgd_accuracy"])["epoch"]  # first of the best
-    evaluate_run(tmp_path / "runs" / "natural", n_eval=8, attacks=("pgd",), device="cpu", progress=False)
-    rows = collect_runs(tmp_path / "runs")
-    assert sorted(r["method"] for r in rows) == ["at", "natural"]
+    nat = evaluate_run(tmp_path / "runs" / "natural", n_eval=8, attacks=("pgd",), device="cpu", progress=False)
+    assert (best["method"], nat["method"]) == ("at", "natural")
+    assert best["hyper"]["steps"] == 1 and "step_size" in best["hyper"]  # every field of the method, steps included
     # the data changed under the run: evaluation is refused
     z = dict(np.load(own_npz))
     z["images"] = z["images"][::-1].copy()
@@ -240,7 +231,7 @@ def test_a_plot_keeps_a_figure_the_caller_passed_open():
 
 
 def test_a_grid_runs_on_an_npz_of_your_own(tmp_path, own_npz):
-    from rll_core.runs import run_grid
+    from rll_core.grids import run_grid
 
     rows = run_grid(tmp_path / "runs", dataset=str(own_npz), methods=[("natural", {})], epochs=1, n_eval=8,
                     device="cpu", progress=False)

@@ -49,8 +49,11 @@ def lab(tmp_path_factory):
     jupytext = pytest.importorskip("jupytext")
     root = tmp_path_factory.mktemp("lab")
     (root / "notebooks").mkdir()
+    folders = {"figures_dir": str(root / "figures"), "cache_dir": str(root / "cache"), "runs_dir": str(root / "runs")}
     for name, params in SMALL.items():
         nb = jupytext.read(ROOT / "notebooks" / f"{name}.py")
+        declared = nb.cells[1].source
+        params = {**params, **{k: v for k, v in folders.items() if f"\n{k} = " in declared}}  # nothing in the project
         nb.cells[1].source += "\n# test overrides\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
         jupytext.write(nb, root / "notebooks" / f"{name}.ipynb")
     port, token = _free_port(), secrets.token_hex(16)

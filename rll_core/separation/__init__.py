@@ -21,6 +21,7 @@ from .report import (
     SeparationReport,
     SeparationResult,
     measure_separation,
+    separation_settings,
     summarize,
 )
 from .search import Backend, NearestOther, ScaledDistances, nearest_other_class
@@ -34,5 +35,6 @@ __all__ = [
     "SeparationResult",
     "measure_separation",
     "nearest_other_class",
+    "separation_settings",
     "summarize",
 ]

@@ -12,12 +12,13 @@ import numpy as np
 import torch
 
 from ..checks import check_eps
-from ..data import DEFAULT_EPS, ImageDataset
-from ..paper import like
+from ..data import ImageDataset
+from ..paper import eps_for
+from ..storage import array_digest
 from .search import Backend, NearestOther, nearest_other_class
 
 __all__ = ["DEFAULT_PERCENTILES", "DistanceSummary", "SeparationReport", "SeparationResult", "measure_separation",
-           "summarize"]
+           "separation_settings", "summarize"]
 
 DEFAULT_PERCENTILES: tuple[float, ...] = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 
@@ -107,6 +108,15 @@ class SeparationResult:
         return self.train_train.cached and (self.test_train is None or self.test_train.cached)
 
 
+def separation_settings(train: ImageDataset, test: ImageDataset | None, eps: float | None = None) -> dict[str, Any]:
+    """What a separation job's outputs depend on: the data (name, format, sizes and a digest of every image and
+    label, so a folder of your own in a registry format is told apart from the original) and the eps (default
+    the paper's).  Stored beside Table 1 and Figure 2; other settings are refused there."""
+    arrays = [train.images, train.labels] + ([test.images, test.labels] if test is not None else [])
+    return {"dataset": train.name, "kind": train.kind, "n_train": len(train), "n_test": len(test) if test else 0,
+            "eps": float(eps_for(train) if eps is None else eps), "data_digest": array_digest(*arrays)}
+
+
 def measure_separation(
     train: ImageDataset,
     test: ImageDataset | None = None,
@@ -121,7 +131,7 @@ def measure_separation(
     """Train-train and (if ``test`` given) test-train separation of a dataset, as in Table 1."""
     if eps is None:  # the paper's radius for the dataset, or for data of your own its shape's paper dataset
         try:
-            eps = DEFAULT_EPS[train.kind] if train.kind in DEFAULT_EPS else DEFAULT_EPS[like(train.shape)]
+            eps = eps_for(train)
         except ValueError as e:
             raise ValueError(f"no default eps for {train.name!r}: {e}; pass eps=") from None
     check_eps(eps)

