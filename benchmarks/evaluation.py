@@ -39,7 +39,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rll_core.attacks import box, multi_targeted, pgd  # noqa: E402
+from rll_core._search import box  # noqa: E402
+from rll_core.attacks import multi_targeted, pgd  # noqa: E402
 from rll_core.data import DataError, load_fashion_mnist  # noqa: E402
 from rll_core.lipschitz import local_lipschitz  # noqa: E402
 from rll_core.models import build_model  # noqa: E402

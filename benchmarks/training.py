@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from evaluation import cpu_has_bf16, minimal_pgd  # noqa: E402
 
-from rll_core.attacks import eval_mode  # noqa: E402
+from rll_core._search import eval_mode  # noqa: E402
 from rll_core.data import DataError, load_fashion_mnist  # noqa: E402
 from rll_core.methods import make_method  # noqa: E402
 from rll_core.models import build_model  # noqa: E402

@@ -143,8 +143,8 @@ print("saved:", ", ".join(str(p) for p in written["figures"]))
 # the pair of classes that bounds $r$.
 
 # %%
-from rll_core.audit import class_matrix, closest_pairs, filter_close_pairs, plot_class_matrix, plot_pair_gallery
-from rll_core.plotting import save_figure
+from rll_core.audit import class_matrix, closest_pairs, filter_close_pairs
+from rll_core.plotting import plot_class_matrix, plot_pair_gallery, save_figure
 
 name = display_name(train.name)
 audit_files = []

@@ -188,7 +188,8 @@ display(fig_eps)
 # saved in each run folder (`points-*.npz`).
 
 # %%
-from rll_core.audit import accuracy_by_distance, distance_bins, plot_accuracy_by_distance, point_robustness
+from rll_core.plotting import plot_accuracy_by_distance
+from rll_core.runs import accuracy_by_distance, distance_bins, point_robustness
 
 per_point = {r["run"]: point_robustness(P.runs_dir / r["run"], n_eval=n_curve, device=P.device)
              for r in rows if r.get("method") != "theory"}

@@ -6,8 +6,9 @@
   ``z_target - z_label`` (Gowal et al. 2019); per example the strongest target is kept.
 * :func:`autoattack` - AutoAttack's standard version (Croce & Hein 2020) at the reference's settings, from
   torchattacks' four attacks (optional dependency).
-* :func:`sign_ascent`, :func:`project`, :func:`input_grad`, :func:`eval_mode` - the pieces every inner
-  search of the training methods and the Lipschitz estimate is built from.
+
+The pieces every inner search is built from (eval mode, the eps-box, sign ascent) live in the package's
+private ``_search`` module, shared with the training methods and the Lipschitz estimate.
 
 Conventions (cleverhans v4 / torchattacks style): inputs are images in [0, 1] on any device (the work
 happens on ``x``'s device; nothing is moved to CUDA behind the caller's back); the model is attacked
@@ -19,106 +20,14 @@ parameters' ``.grad``; bad arguments raise ``ValueError`` before any work.  Give
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import as_model_dtype, check_eps, check_images, check_int, check_labels
+from ._search import check_batch, eval_mode, margin, num_classes_of, sign_ascent, target_margin, uniform
+from .checks import check_eps, check_int
 
-__all__ = ["autoattack", "box", "check_batch", "eval_mode", "input_grad", "multi_targeted", "num_classes_of", "pgd", "predict",
-           "project", "sign_ascent"]
-
-
-# ----------------------------------------------------------------------------------------------
-# shared checks and helpers
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode; restore each one's own ``training`` flag on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, t in flags:
-            m.training = t
-
-
-def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
-    """The number of logits ``model`` returns, from one example (eval mode, no gradient)."""
-    with torch.no_grad(), eval_mode(model):
-        out = model(x[:1])
-    if out.ndim != 2 or out.shape[1] < 2:
-        raise ValueError(f"the model must return logits of shape (N, classes >= 2), got {tuple(out.shape)}")
-    return int(out.shape[1])
-
-
-def check_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Check images and labels against ``model``; return its number of classes."""
-    check_images(x)
-    want = as_model_dtype(x[:1], model).dtype
-    if want != x.dtype:
-        raise ValueError(f"x is {x.dtype} but the model computes in {want}: pass x.to({want}) (evaluate and "
-                         "local_lipschitz convert by themselves)")
-    k = num_classes_of(model, x)
-    check_labels(y, x.shape[0], k)
-    return k
-
-
-def _uniform(x: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return (2 * u - 1) * eps
-
-
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Nearest point of the eps-box around ``x`` intersected with [0, 1] (coordinate-wise clip)."""
-    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp_(0, 1)
-
-
-def input_grad(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Gradient of the scalar ``loss_fn(x)`` with respect to ``x`` only (parameters untouched)."""
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        (g,) = torch.autograd.grad(loss_fn(x), x)
-    return g
-
-
-def box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The bounds of ``{x' : ||x' - x||_inf <= eps} ∩ [0, 1]^D`` per coordinate: clamping to them is
-    :func:`project` (the same values bit for bit, for ``x`` in [0, 1]), computed once per search."""
-    return (x - eps).clamp_(min=0), (x + eps).clamp_(max=1)
-
-
-def sign_ascent(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, start: torch.Tensor,
-                eps: float, step_size: float, steps: int) -> torch.Tensor:
-    """``steps`` projected sign-gradient ascent steps on ``loss_fn`` from ``start`` in the eps-box of ``x``
-    (the step and the projection in place, against bounds computed once)."""
-    lo, hi = box(x.detach(), eps)
-    x_adv = torch.clamp(start.detach(), lo, hi)
-    for _ in range(steps):
-        g = input_grad(loss_fn, x_adv)
-        x_adv.add_(g.sign_(), alpha=step_size)
-        torch.clamp(x_adv, lo, hi, out=x_adv)
-    return x_adv
-
-
-def _target_margin(model: nn.Module, y: torch.Tensor, t: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The summed margin ``z_t - z_y`` of target ``t`` over label ``y``, as a function of the input."""
-    def loss(z: torch.Tensor) -> torch.Tensor:
-        logits = model(z)
-        return (logits.gather(1, t[:, None]) - logits.gather(1, y[:, None])).sum()
-
-    return loss
-
-
-def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """max_{j != y} z_j - z_y per example (> 0 iff misclassified, ties aside)."""
-    other = logits.scatter(1, y[:, None], float("-inf"))
-    return other.amax(1) - logits.gather(1, y[:, None])[:, 0]
+__all__ = ["autoattack", "multi_targeted", "pgd"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,7 +59,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_
         best = x.detach().clone()
         todo = torch.ones(len(x), dtype=torch.bool, device=x.device)
         for _ in range(restarts):
-            start = x + _uniform(x, eps, generator) if random_start else x
+            start = x + uniform(x, eps, generator) if random_start else x
             x_adv = sign_ascent(loss, x, start, eps, step_size, steps)
             if restarts == 1:  # nothing to choose between: no verdict forward
                 return x_adv
@@ -184,9 +93,9 @@ def multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     with eval_mode(model):
         best = x.detach().clone()
         with torch.no_grad():
-            best_margin = _margin(model(x), y)
+            best_margin = margin(model(x), y)
         for shift in range(1, k):
-            noise = _uniform(x, eps, generator) if random_start else None  # drawn for all: same stream
+            noise = uniform(x, eps, generator) if random_start else None  # drawn for all: same stream
             alive = torch.arange(len(x), device=x.device)
             if stop_when_fooled:
                 alive = alive[best_margin <= 0]
@@ -194,9 +103,9 @@ def multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
                     continue
             xa, ya = x[alive], y[alive]
             start = xa + noise[alive] if noise is not None else xa
-            x_adv = sign_ascent(_target_margin(model, ya, (ya + shift) % k), xa, start, eps, step_size, steps)
+            x_adv = sign_ascent(target_margin(model, ya, (ya + shift) % k), xa, start, eps, step_size, steps)
             with torch.no_grad():
-                m = _margin(model(x_adv), ya)
+                m = margin(model(x_adv), ya)
             better = m > best_margin[alive]
             best[alive[better]] = x_adv[better]
             best_margin[alive[better]] = m[better]
@@ -232,9 +141,3 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                  torchattacks.FAB(model, steps=steps, n_restarts=1, multi_targeted=True, n_classes=k, **common),
                  torchattacks.Square(model, n_queries=n_queries, n_restarts=1, **common)]
         return torchattacks.MultiAttack(parts)(x, y.long()).detach()
-
-
-def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Predicted labels in eval mode (mode restored), without gradient."""
-    with torch.no_grad(), eval_mode(model):
-        return model(x).argmax(1)

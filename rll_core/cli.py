@@ -14,9 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .checks import join_process_group, leave_process_group, resolve_device
 from .data import DataError, check_dataset, install_mnist, load_train_test
 from .evaluation import ATTACKS
 from .methods import METHODS
+from .plotting import check_formats, export_separation, separation_outputs, separation_tag
+from .runs import evaluate_run, train_run
+from .separation import measure_separation, separation_settings
+from .storage import check_outputs, check_writable
 
 DESCRIPTION = """\
 rll: measure the claims of "A Closer Look at Accuracy vs. Robustness" (NeurIPS 2020) on real data.
@@ -175,8 +180,6 @@ def _add_evaluate(sub: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .runs import train_run
-
     hyper = {k: getattr(args, k) for k in ("beta", "lam", "mu", "h", "step_size", "steps")
              if getattr(args, k) is not None}
     res = train_run(args.out, dataset=args.dataset, method=args.method, hyper=hyper, eps=args.eps, model=args.model,
@@ -190,8 +193,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .runs import evaluate_run
-
     if not args.attacks.strip(" ,"):  # the names themselves are checked by evaluate_run, before any work
         raise ValueError(f"--attacks names no attack; valid: {', '.join(ATTACKS)}")
     row = evaluate_run(args.run_dir, checkpoint=args.checkpoint, eps=args.eps, attacks=args.attacks, steps=args.steps,
@@ -205,11 +206,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _separation(args: argparse.Namespace) -> int:
-    from .checks import join_process_group, leave_process_group, resolve_device
-    from .plotting import check_formats, export_separation, separation_outputs, separation_tag
-    from .separation import measure_separation, separation_settings
-    from .storage import check_outputs, check_writable
-
     check_formats(args.formats)
     resolve_device(args.device)
     out = check_writable(args.out, "output folder (--out)")

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attacks import autoattack, multi_targeted, num_classes_of, pgd, predict
+from ._search import num_classes_of, predict
+from .attacks import autoattack, multi_targeted, pgd
 from .checks import (
     as_float_images,
     as_model_dtype,
@@ -32,8 +33,9 @@ from .checks import (
     model_device,
 )
 from .paper import step_size as paper_step_size
+from .progress import progress_bar
 
-__all__ = ["ATTACKS", "AttackSpec", "EvalResult", "attack_generator", "evaluate", "paper_attack"]
+__all__ = ["ATTACKS", "AttackSpec", "EvalResult", "attack_generator", "evaluate", "paper_attack", "predict"]
 
 
 @dataclass(frozen=True)
@@ -149,8 +151,6 @@ def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | tor
     misclassifies count as not robust and are not attacked; the inputs are checked once, not per batch.
     ``compile_model``: attack ``torch.compile(model)`` (equal verdicts up to float rounding at the boundary).
     """
-    from .progress import progress_bar as tqdm
-
     check_eps(eps)
     if isinstance(attacks, str):
         raise ValueError(f"attacks must be a sequence of names, got the string {attacks!r}; write ({attacks!r},)")
@@ -168,7 +168,7 @@ def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | tor
         model = torch.compile(model)  # type: ignore[assignment]
     correct: dict[str, list[torch.Tensor]] = {"clean": [], **{s.name: [] for s in specs}}
     t0 = time.perf_counter()
-    for s in tqdm(range(0, len(xt), batch_size), desc="evaluate", disable=not progress, unit="batch"):
+    for s in progress_bar(range(0, len(xt), batch_size), desc="evaluate", disable=not progress, unit="batch"):
         xb, yb = xt[s:s + batch_size].to(dev), yt[s:s + batch_size].to(dev).long()
         ok = predict(model, xb) == yb
         correct["clean"].append(ok.cpu())

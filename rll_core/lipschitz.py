@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attacks import box, eval_mode
+from ._search import box, eval_mode
 from .checks import (
     as_float_images,
     as_model_dtype,
@@ -46,6 +46,7 @@ from .checks import (
     model_device,
 )
 from .paper import step_size as paper_step_size
+from .progress import progress_bar
 
 __all__ = ["PROCEDURES", "lipschitz_ratio", "local_lipschitz"]
 
@@ -84,8 +85,6 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int
     ``procedure="reference"``: the paper's published (descending) procedure, step 0.003 by default, one
     start, the last iterate's ratio (see the module docstring).
     """
-    from .progress import progress_bar as tqdm
-
     if procedure not in PROCEDURES:
         raise ValueError(f"unknown procedure {procedure!r}; valid: {', '.join(PROCEDURES)}")
     check_eps(eps, None, steps)
@@ -106,7 +105,7 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int
     batch_size = batch_size or default_batch_size(dev)
     out = []
     with eval_mode(model):
-        for s in tqdm(range(0, len(xt), batch_size), desc="local Lipschitz", disable=not progress, unit="batch"):
+        for s in progress_bar(range(0, len(xt), batch_size), desc="local Lipschitz", disable=not progress, unit="batch"):
             xb = xt[s:s + batch_size].to(dev)
             if procedure == "reference":
                 out.append(_batch_reference(model, xb, float(eps), step_size, steps, generator).cpu())

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import eval_mode, pgd, sign_ascent
+from ._search import eval_mode, sign_ascent
+from .attacks import pgd
 from .checks import check_eps, check_int, check_real, rng_state, set_rng_state
 from .paper import step_size as paper_step_size
 
@@ -259,7 +260,7 @@ class TRADES(Method):
                 return F.kl_div(F.log_softmax(inner(z), 1), p_nat, reduction="sum")
 
             x_adv = sign_ascent(kl, x, x + 0.001 * torch.randn_like(x), self.eps,
-                                _steps_default(self.eps, self.step_size, self.steps), self.steps)
+                                _steps_default(self.eps, self.step_size, self.steps), self.steps, project_start=False)
         robust = F.kl_div(F.log_softmax(model(x_adv), 1), F.softmax(logits, 1), reduction="batchmean")
         return F.cross_entropy(logits, y) + self.beta * robust
 

@@ -30,6 +30,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from .checks import resolve_device
+from .data import check_dataset
+from .grids import parse_methods
+from .methods import make_method
+from .models import check_model
+from .plotting import check_formats
+from .progress import set_progress
+from .storage import check_writable, project_dir, user_path
+
 __all__ = ["PARAMETERS", "Param", "ParameterError", "check_parameter", "notebook_setup"]
 
 
@@ -97,44 +106,31 @@ def _choice(v: Any, p: Param) -> str:
 
 
 def _dataset(v: Any, p: Param) -> str:
-    from .data import check_dataset
-
     return check_dataset(v)
 
 
 def _data_dir(v: Any, p: Param) -> str:
-    from .storage import user_path
-
     if not isinstance(v, (str, os.PathLike)) or not user_path(v).is_dir():
         _fail("an existing folder or None", v)
     return str(user_path(v).resolve())
 
 
 def _out_dir(v: Any, p: Param) -> Path:
-    from .storage import check_writable, project_dir, user_path
-
     if v is not None and not isinstance(v, (str, os.PathLike)):
         _fail(f"a folder or None (the project's {p.folder})", v)
     return check_writable(project_dir() / p.folder if v is None else user_path(v).resolve())
 
 
 def _device(v: Any, p: Param) -> str:
-    from .checks import resolve_device
-
     resolve_device(v)
     return str(v)
 
 
 def _formats(v: Any, p: Param) -> list[str]:
-    from .plotting import check_formats
-
     return check_formats(v)
 
 
 def _methods(v: Any, p: Param) -> list[tuple[str, dict[str, Any]]]:
-    from .grids import parse_methods
-    from .methods import make_method
-
     if not isinstance(v, str):
         _fail("a method list such as natural,at,trades:beta6 (or paper)", v)
     if p.none and not v.strip():
@@ -146,8 +142,6 @@ def _methods(v: Any, p: Param) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _model(v: Any, p: Param) -> str:
-    from .models import check_model
-
     if not isinstance(v, str):
         _fail("an architecture name such as cnn001, or None", v)
     check_model(v)
@@ -264,7 +258,5 @@ def notebook_setup(notebook: str, namespace: dict[str, Any]) -> SimpleNamespace:
     order = sorted(spec, key=lambda name: spec[name].kind == "out_dir")
     values = {name: check_parameter(name, namespace[name], spec[name]) for name in order}
     namespace["_rll_parameters_checked"] = True
-    from .progress import set_progress
-
     set_progress("text")
     return SimpleNamespace(**{name: values[name] for name in spec})

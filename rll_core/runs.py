@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import paper
@@ -28,11 +29,13 @@ from .evaluation import ATTACKS, AttackSpec, evaluate, paper_attack
 from .lipschitz import REFERENCE_STEP_SIZE, local_lipschitz
 from .methods import METHODS, make_method
 from .models import build_model, check_model
-from .storage import array_digest, check_writable, load_json, save_json, save_npz, user_path
-from .training import RunMismatch, TrainResult, load_checkpoint, train
+from .separation import nearest_other_class
+from .storage import array_digest, check_writable, load_json, load_npz, save_json, save_npz, user_path
+from .theory import LipschitzClassifier, certified_radius
+from .training import RunMismatchError, TrainResult, load_checkpoint, train
 
-__all__ = ["TABLE_EVALUATION", "evaluate_run", "load_run", "resolve_hyper", "robustness_curve", "theory_curve",
-           "theory_row", "train_run"]
+__all__ = ["TABLE_EVALUATION", "accuracy_by_distance", "distance_bins", "evaluate_run", "load_run", "point_robustness",
+           "resolve_hyper", "robustness_curve", "theory_curve", "theory_row", "train_run"]
 
 
 def resolve_hyper(dataset: str, method: str, hyper: Mapping[str, Any] | None, eps: float | None) -> dict[str, Any]:
@@ -121,11 +124,11 @@ def _check_splits(train_set: ImageDataset, test_set: ImageDataset) -> None:
 def _run_settings(out: Path, checkpoint: str) -> dict[str, Any]:
     """A run folder's ``settings.json``, refused in one line when it cannot be evaluated here."""
     if not (out / "settings.json").exists() or not (out / f"{checkpoint}.pt").exists():
-        raise RunMismatch(f"{out} holds no finished run (settings.json and {checkpoint}.pt); train it first")
+        raise RunMismatchError(f"{out} holds no finished run (settings.json and {checkpoint}.pt); train it first")
     settings = load_json(out / "settings.json")
     missing = [k for k in ("dataset", "architecture", "input_shape", "num_classes") if k not in settings]
     if missing:
-        raise RunMismatch(f"{out} was written by train() without a dataset and architecture ({', '.join(missing)} "
+        raise RunMismatchError(f"{out} was written by train() without a dataset and architecture ({', '.join(missing)} "
                           "missing; train_run and `rll train` store them): evaluate its model with "
                           "rll_core.evaluate on your own data")
     return settings
@@ -138,7 +141,7 @@ def _load_weights(model: torch.nn.Module, ck: Mapping[str, Any], path: Path,
         model.load_state_dict(ck["model"])
     except RuntimeError as e:
         first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
-        raise RunMismatch(f"{path} does not fit the architecture {settings['architecture']!r} (dropout "
+        raise RunMismatchError(f"{path} does not fit the architecture {settings['architecture']!r} (dropout "
                           f"{settings.get('dropout')!r}) that settings.json names ({first}); was settings.json "
                           "edited?") from None
     return model
@@ -279,7 +282,7 @@ def _restore(out: Path, settings: Mapping[str, Any], checkpoint: str, ck: Mappin
     train_set, test_set = load_train_test(settings["dataset"], data_dir or settings.get("data_dir"),
                                           settings["n_train"], settings["n_test"], settings["seed"])
     if array_digest(train_set.images, train_set.labels) != settings["data_digest"]:
-        raise RunMismatch(f"the {settings['dataset']} training data found differs from the data {out} was "
+        raise RunMismatchError(f"the {settings['dataset']} training data found differs from the data {out} was "
                           "trained on")
     net = _load_weights(_build(settings, settings["seed"]), ck, out / f"{checkpoint}.pt", settings)
     return train_set, test_set, net.to(dev)
@@ -366,7 +369,7 @@ def _measure(row: dict[str, Any], net: torch.nn.Module, splits: Mapping[str, Ima
 
 
 #: The evaluation behind every table (:func:`run_grid`) and the per-point figure
-#: (:func:`rll_core.audit.point_robustness`): PGD on both splits, the multi-targeted attack on the test points
+#: (:func:`point_robustness`): PGD on both splits, the multi-targeted attack on the test points
 #: only (no table shows it on train).  One setting, so each run is evaluated once and read back after.
 TABLE_EVALUATION: dict[str, Any] = {"attacks": ("pgd", "multitarget"), "test_only": ("multitarget",)}
 
@@ -374,8 +377,6 @@ TABLE_EVALUATION: dict[str, Any] = {"attacks": ("pgd", "multitarget"), "test_onl
 def theory_row(train_set: ImageDataset, test_set: ImageDataset, eps: float, *, n_eval: int = 100,
                seed: int = 0) -> dict[str, Any]:
     """Section 4's classifier as one more table row: the same columns, measured the same way (float64)."""
-    from .theory import LipschitzClassifier
-
     clf = LipschitzClassifier(train_set.images, train_set.labels)
     row: dict[str, Any] = {"label": f"Section 4 classifier (r={clf.r:.3f})", "method": "theory", "r": clf.r, "eps": eps}
     ev = {"n_eval": n_eval, "eps": eps, "lipschitz_steps": 10, "batch_size": default_batch_size(torch.device("cpu"))}
@@ -393,8 +394,6 @@ def theory_curve(train_set: ImageDataset, test_set: ImageDataset, eps_grid: Sequ
 
     ``eps_grid`` None: 7 radii from 0 to 1.2 r (past the data's r), rounded to 3 decimals, plus ``also``
     (e.g. the training eps); the radii used are returned as ``eps``."""
-    from .theory import LipschitzClassifier, certified_radius
-
     clf = LipschitzClassifier(train_set.images, train_set.labels)
     sub = test_set.subset(check_int("n_eval", n_eval), seed=None)
     radius = certified_radius(clf, torch.from_numpy(sub.float_images()).double(), torch.from_numpy(sub.labels))
@@ -404,3 +403,63 @@ def theory_curve(train_set: ImageDataset, test_set: ImageDataset, eps_grid: Sequ
     return {"method": "theory", "label": f"Section 4 classifier, certified (r={clf.r:.3f})", "r": clf.r,
             "eps": grid, "n": len(sub), "accuracy": [float((radius > e).mean()) for e in grid],
             "radius": radius}
+
+
+# ----------------------------------------------------------------------------------------------
+# robustness per point against the data's separation
+
+
+def point_robustness(run_dir: str | os.PathLike[str], *, n_eval: int = 100, attack: str = "pgd",
+                     device: str = "auto") -> dict[str, np.ndarray]:
+    """Per evaluated test point of a run: ``distance`` to the nearest other-class point of the run's own
+    training set, the ``robust`` verdict of ``attack`` at the run's eps, ``lipschitz`` (rll's estimate)
+    and ``correct`` (clean).  Reads (or makes) the run's table evaluation
+    (:data:`TABLE_EVALUATION`, the one :func:`~rll_core.grids.run_grid` made); saves
+    ``points-<eval file>.npz`` in the run folder."""
+    out = user_path(run_dir)
+    row = evaluate_run(out, n_eval=n_eval, **TABLE_EVALUATION, device=device, progress=False)
+    stem = Path(row["eval_file"]).stem
+    path = out / f"points-{stem}-{attack}.npz"
+    if path.exists():
+        return load_npz(path)
+    ev = load_npz(out / f"{stem}.npz")
+    if f"test_{attack}" not in ev:
+        raise ValueError(f"the evaluation {stem} has no {attack!r} verdicts (attacks: "
+                         f"{', '.join(k[5:] for k in ev if k.startswith('test_') and 'lipschitz' not in k)})")
+    _, settings, _ = load_run(out, device="cpu")
+    train, test = load_train_test(settings["dataset"], settings.get("data_dir"), settings["n_train"],
+                                  settings["n_test"], settings["seed"])
+    sub = test.subset(n_eval, seed=None)
+    nn = nearest_other_class(sub.flat(), sub.labels, train.flat(), train.labels, device=device)
+    arrays = {"distance": nn.dist, "robust": ev[f"test_{attack}"], "correct": ev["test_clean"],
+              "lipschitz": ev["test_lipschitz"], "labels": sub.labels}
+    save_npz(path, **arrays)
+    return arrays
+
+
+def distance_bins(distance: np.ndarray, bins: int = 4) -> np.ndarray:
+    """Edges of up to ``bins`` bins holding equal numbers of points (quantiles; fewer bins where distances
+    tie, as uint8 data's do), widened by half a grey level when every distance is the same."""
+    d = np.asarray(distance, float)
+    if d.size == 0:
+        raise ValueError("no distances to bin")
+    edges = np.unique(np.quantile(d, np.linspace(0, 1, check_int("bins", bins) + 1)))
+    return edges if len(edges) >= 2 else np.array([edges[0] - 0.5 / 255, edges[0] + 0.5 / 255])
+
+
+def accuracy_by_distance(distance: np.ndarray, robust: np.ndarray, edges: Sequence[float]) -> dict[str, np.ndarray]:
+    """Robust accuracy of the points in each distance bin ``[edges[i], edges[i+1])`` (the last bin closed):
+    ``accuracy`` (NaN for an empty bin), ``n`` per bin, the bin ``centre``."""
+    e = np.asarray(edges, dtype=float)
+    if e.ndim != 1 or len(e) < 2 or not np.all(np.diff(e) > 0):
+        raise ValueError("edges must be at least two increasing numbers")
+    d, ok = np.asarray(distance, float), np.asarray(robust, bool)
+    if d.shape != ok.shape:
+        raise ValueError(f"distance {d.shape} and robust {ok.shape} differ in shape")
+    b = np.clip(np.searchsorted(e, d, side="right") - 1, 0, len(e) - 2)
+    inside = (d >= e[0]) & (d <= e[-1])
+    n = np.bincount(b[inside], minlength=len(e) - 1)
+    hits = np.bincount(b[inside], weights=ok[inside].astype(float), minlength=len(e) - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(n > 0, hits / np.maximum(n, 1), np.nan)
+    return {"accuracy": acc, "n": n, "centre": (e[:-1] + e[1:]) / 2}

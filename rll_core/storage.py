@@ -18,25 +18,25 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CorruptFile", "FolderBusy", "OutputConflict", "WriteFailed", "array_digest", "atomic_write_bytes",
+__all__ = ["CorruptFileError", "FolderBusyError", "OutputConflictError", "WriteError", "array_digest", "atomic_write_bytes",
            "check_outputs", "check_writable", "folder_lock", "load_json", "load_npz", "lock_file", "output_tag",
            "project_dir", "record_outputs", "save_json", "save_npz", "save_table", "set_aside", "tex_escape",
            "user_path"]
 
 
-class FolderBusy(ValueError):
+class FolderBusyError(ValueError):
     """Another process holds the lock of a run folder or cache entry."""
 
 
-class CorruptFile(ValueError):
+class CorruptFileError(ValueError):
     """A result file that cannot be read (truncated, not JSON, not an npz)."""
 
 
-class OutputConflict(ValueError):
+class OutputConflictError(ValueError):
     """Outputs of that name already hold the result of other settings (other data, sizes, eps ...)."""
 
 
-class WriteFailed(OSError):
+class WriteError(OSError):
     """A result file could not be written (disk full, file too large, no permission): the message names it."""
 
     def __str__(self) -> str:
@@ -79,7 +79,7 @@ def check_writable(folder: str | os.PathLike[str], what: str = "output folder") 
 def lock_file(lock: str | os.PathLike[str], what: str | os.PathLike[str] | None = None) -> Iterator[Path]:
     """Hold the lock file ``lock`` (guarding ``what``, named in the error) for the block.
 
-    A second holder, in this process or another, gets :class:`FolderBusy` naming the first one's PID at
+    A second holder, in this process or another, gets :class:`FolderBusyError` naming the first one's PID at
     once (no waiting).  The lock is the kernel's (``flock``): it goes away with its process, even one
     killed with SIGKILL, so a crash never leaves anything locked.
     """
@@ -91,7 +91,7 @@ def lock_file(lock: str | os.PathLike[str], what: str | os.PathLike[str] | None 
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise FolderBusy(f"{what or lk} is in use by process {holder} (lock {lk}); wait for it to finish or "
+            raise FolderBusyError(f"{what or lk} is in use by process {holder} (lock {lk}); wait for it to finish or "
                              "use another folder") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -135,7 +135,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
 
     A file that already holds exactly ``data`` is left untouched (its time stamp too, so git and make see no
-    change).  A failed write (disk full, ``ulimit -f``, no permission) raises :class:`WriteFailed` naming the
+    change).  A failed write (disk full, ``ulimit -f``, no permission) raises :class:`WriteError` naming the
     file, and leaves the old file as it was."""
     path = Path(path)
     if _same_bytes(path, data):
@@ -154,8 +154,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        if isinstance(e, OSError) and not isinstance(e, WriteFailed):
-            raise WriteFailed(e.errno, f"cannot write {path}: {e.strerror or e}") from None
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise WriteError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
         raise
     return path
 
@@ -171,14 +171,14 @@ def save_npz(path: str | os.PathLike[str], **arrays: Any) -> Path:
 
 
 def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` (no pickles); :class:`CorruptFile` naming the file if it cannot be read."""
+    """Every array of an ``.npz`` (no pickles); :class:`CorruptFileError` naming the file if it cannot be read."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-        raise CorruptFile(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
+        raise CorruptFileError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
 
 
 def _jsonable(o: Any) -> Any:
@@ -198,14 +198,14 @@ def save_json(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> Path:
 
 
 def load_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A JSON object from ``path``; :class:`CorruptFile` naming the file if it is not one."""
+    """A JSON object from ``path``; :class:`CorruptFileError` naming the file if it is not one."""
     try:
         with open(path, encoding="utf-8") as f:
             out = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorruptFile(f"{path} is not valid JSON ({e}); delete or repair it") from None
+        raise CorruptFileError(f"{path} is not valid JSON ({e}); delete or repair it") from None
     if not isinstance(out, dict):
-        raise CorruptFile(f"{path} holds JSON but not an object; delete or repair it")
+        raise CorruptFileError(f"{path} holds JSON but not an object; delete or repair it")
     return out
 
 
@@ -223,7 +223,7 @@ def check_outputs(folder: str | os.PathLike[str], name: str, settings: Mapping[s
     result of other settings: ``<folder>/<name>.settings.json`` (written by :func:`record_outputs` after the
     last job) says what made them and which files they are.
 
-    Raises :class:`OutputConflict` naming the first setting that differs; the same settings (a rerun) pass."""
+    Raises :class:`OutputConflictError` naming the first setting that differs; the same settings (a rerun) pass."""
     path = _settings_path(folder, name)
     if not path.exists():
         return
@@ -233,7 +233,7 @@ def check_outputs(folder: str | os.PathLike[str], name: str, settings: Mapping[s
     if diff:
         k = diff[0]
         files = ", ".join(record.get("files", [])[:4]) or "its files"
-        raise OutputConflict(f"{path} says {files} in {user_path(folder)} were made with other settings ({k}: "
+        raise OutputConflictError(f"{path} says {files} in {user_path(folder)} were made with other settings ({k}: "
                              f"stored {stored.get(k)!r}, now {asked.get(k)!r}); choose another output folder or "
                              "delete those files and that record")
 

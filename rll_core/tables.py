@@ -17,6 +17,7 @@ from typing import Any
 
 from . import paper
 from .checks import check_int, check_real
+from .storage import save_table, user_path
 
 __all__ = ["COLUMNS", "GAPS", "caption", "difference_interval", "display_rows", "export_table", "gap_interval",
            "number_rows", "wilson_errors", "wilson_interval"]
@@ -178,8 +179,6 @@ def caption(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
 def export_table(rows: Sequence[Mapping[str, Any]], stem: str | os.PathLike[str], *, title: str = "") -> list[Path]:
     """Write ``<stem>.csv`` (numbers, intervals and n in their own columns), ``<stem>.md`` (the caption,
     then the table) and ``<stem>.tex`` (a booktabs table with the caption)."""
-    from .storage import save_table, user_path
-
     if not rows:
         raise ValueError("no rows to export")
     stem = user_path(stem)

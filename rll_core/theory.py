@@ -29,8 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attacks import pgd, project
+from ._kernels import UINT8_SENTINEL, PrefixRefs, dim_order, numba_top2, numba_top2_prefix
+from ._search import project
+from .attacks import pgd
 from .checks import ArrayLike, as_numpy, check_compatible, check_eps, check_images, check_points, check_real
+from .progress import progress_bar
 from .separation import Backend, ScaledDistances, nearest_other_class
 
 __all__ = ["Astuteness", "LipschitzClassifier", "PerClassNearest", "Top2", "astuteness", "certified_radius", "lipschitz_ratio_inf",
@@ -114,9 +117,6 @@ def nearest_two_classes(queries: ArrayLike, refs: ArrayLike, ref_labels: ArrayLi
     on Fashion-MNIST (a reference is abandoned once it cannot beat the runner-up), where the full table
     costs one search per class with weaker pruning (2.5-3.3x).
     """
-    from ._kernels import UINT8_SENTINEL, PrefixRefs, dim_order, numba_top2, numba_top2_prefix
-    from .progress import progress_bar as tqdm
-
     r, ry = check_points(refs, ref_labels, "refs")
     q, _ = check_points(as_numpy(queries), np.zeros(len(as_numpy(queries)), np.int64), "queries")
     check_compatible(q, r)
@@ -133,7 +133,7 @@ def nearest_two_classes(queries: ArrayLike, refs: ArrayLike, ref_labels: ArrayLi
         prefix_refs = PrefixRefs(r, rc, order)
     else:
         r_run = np.ascontiguousarray(r[:, order])
-    for s in tqdm(range(0, len(q), query_chunk), disable=not progress, desc="nearest two classes", unit="chunk"):
+    for s in progress_bar(range(0, len(q), query_chunk), disable=not progress, desc="nearest two classes", unit="chunk"):
         e = min(len(q), s + query_chunk)
         if is_int:
             numba_top2_prefix(prefix_refs.queries(q[s:e]), prefix_refs, best_d[s:e], best_i[s:e], best_c[s:e])

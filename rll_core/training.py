@@ -49,13 +49,14 @@ from .checks import (
 from .data import ImageDataset
 from .evaluation import evaluate, paper_attack
 from .methods import AUGMENTATIONS, augment_batch
+from .progress import progress_bar
 from .storage import array_digest, atomic_write_bytes, folder_lock, load_json, save_json, user_path
 
-__all__ = ["Loss", "RunMismatch", "TrainResult", "load_checkpoint", "train"]
+__all__ = ["Loss", "RunMismatchError", "TrainResult", "load_checkpoint", "train"]
 
 _FORMAT = 1
 
-class RunMismatch(ValueError):
+class RunMismatchError(ValueError):
     """``out_dir`` holds a run with other settings, or a checkpoint that cannot be read."""
 
 
@@ -164,7 +165,7 @@ def _check_run_dir(out_dir: Path, settings: dict[str, Any]) -> None:
     diff = [k for k in sorted(set(stored) | set(settings)) if k not in free and stored.get(k) != settings.get(k)]
     if diff:
         k = diff[0]
-        raise RunMismatch(f"{out_dir} holds a run with other settings ({k}: stored {stored.get(k)!r}, asked "
+        raise RunMismatchError(f"{out_dir} holds a run with other settings ({k}: stored {stored.get(k)!r}, asked "
                           f"{settings.get(k)!r}); choose another out_dir")
 
 
@@ -191,9 +192,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     except FileNotFoundError:
         raise
     except Exception as e:  # truncated zip, bad pickle, ...
-        raise RunMismatch(f"checkpoint {path} is corrupt or not an rll checkpoint ({type(e).__name__}: {e})") from e
+        raise RunMismatchError(f"checkpoint {path} is corrupt or not an rll checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(ck, dict) or ck.get("format") != _FORMAT or "model" not in ck:
-        raise RunMismatch(f"checkpoint {path} is not an rll checkpoint of format {_FORMAT}")
+        raise RunMismatchError(f"checkpoint {path} is not an rll checkpoint of format {_FORMAT}")
     return ck
 
 
@@ -229,7 +230,7 @@ def _resume(loop: _Loop, epochs: int) -> int:
         return 1
     ck = load_checkpoint(loop.out / "last.pt", loop.dev)
     if int(ck["epoch"]) > epochs:
-        raise RunMismatch(f"{loop.out} already holds {ck['epoch']} trained epochs, more than the {epochs} asked; "
+        raise RunMismatchError(f"{loop.out} already holds {ck['epoch']} trained epochs, more than the {epochs} asked; "
                           f"ask for epochs >= {ck['epoch']} or choose another out_dir")
     loop.model.load_state_dict(ck["model"])
     loop.opt.load_state_dict(ck["optimizer"])
@@ -245,8 +246,6 @@ def _run_epoch(loop: _Loop, x: torch.Tensor, y: torch.Tensor, extra: tuple[torch
                epoch: int, epochs: int, batch_size: int, aug: dict[str, Any] | None, amp: bool, channels_last: bool,
                progress: bool) -> dict[str, Any]:
     """One pass over the (seeded, rank-sharded) epoch order; the epoch's mean loss and LR."""
-    from .progress import progress_bar as tqdm
-
     t0 = time.perf_counter()
     seed, rank, world, dev = loop.settings["seed"], loop.rank, loop.world, loop.dev
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -256,7 +255,7 @@ def _run_epoch(loop: _Loop, x: torch.Tensor, y: torch.Tensor, extra: tuple[torch
     loop.model.train()
     losses = []
     per_rank = batch_size // world
-    for s in tqdm(range(0, len(order), per_rank), desc=f"epoch {epoch}/{epochs}", disable=not progress or rank != 0,
+    for s in progress_bar(range(0, len(order), per_rank), desc=f"epoch {epoch}/{epochs}", disable=not progress or rank != 0,
                   leave=False, unit="batch"):
         idx = order[s:s + per_rank]
         xb, yb = _to_float(x[idx].to(dev)), y[idx].to(dev)

@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from .plotting import histogram_edges
+from .theory import astuteness
+
 __all__ = ["astuteness_explorer", "methods_explorer", "separation_explorer"]
 
 
@@ -52,9 +55,6 @@ def separation_explorer(result: Any, *, load: Callable[[str], Any] | None = None
     """
     import ipywidgets as W
     import matplotlib.pyplot as plt
-
-    from .plotting import histogram_edges
-
     name0 = result.report.dataset
     results = {name0: result}
     names = [name0] + [d for d in datasets if d != name0 and load is not None]
@@ -105,9 +105,6 @@ def astuteness_explorer(classifier: Any, x: Any, y: Any, *, eps_max: float, labe
     """A slider over ε: the certified and attacked astuteness of the Section 4 classifier at that radius."""
     import ipywidgets as W
     import matplotlib.pyplot as plt
-
-    from .theory import astuteness
-
     out = W.Output()
     eps_w = W.FloatSlider(value=classifier.r, min=0.0, max=eps_max, step=eps_max / 100, readout_format=".3f",
                           description="ε", layout=W.Layout(width="420px"))

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rll_core.attacks import multi_targeted, pgd, predict
-from rll_core.evaluation import ATTACKS, attack_generator, evaluate, paper_attack
+from rll_core.attacks import multi_targeted, pgd
+from rll_core.evaluation import ATTACKS, AttackSpec, attack_generator, evaluate, paper_attack, predict
 
 from .conftest import requires_cuda
 
@@ -293,3 +293,29 @@ def test_autoattack_without_torchattacks_is_refused_in_one_line_before_any_work(
     with pytest.raises(ValueError, match="AutoAttack needs torchattacks: pip install --no-deps"):
         paper_attack("autoattack", 0.1)
     assert paper_attack("pgd", 0.1).name == "pgd"
+
+
+def test_targeted_pgd_reaches_the_target_of_a_linear_classifier():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 3))  # z_c = 10 x_c: class c wins where pixel c is brightest
+    with torch.no_grad():
+        model[1].weight.copy_(10 * torch.eye(3))
+        model[1].bias.zero_()
+    x = torch.rand(40, 1, 1, 3, generator=torch.Generator().manual_seed(0))
+    target = (predict(model, x) + 1) % 3
+    far = pgd(model, x, target, eps=1.0, step_size=0.1, steps=40, targeted=True, random_start=False)
+    assert bool((predict(model, far) == target).all())
+    # descending the cross-entropy of the target: it never ends above where it started
+    ce = F.cross_entropy(model(x), target, reduction="none")
+    near = pgd(model, x, target, eps=0.05, step_size=0.01, steps=5, targeted=True, random_start=False)
+    assert bool((F.cross_entropy(model(near), target, reduction="none") <= ce + 1e-6).all())
+
+
+def test_unknown_attack_names_are_refused_in_attackspec():
+    for name in ("fgsm", "PGD", "multi_targeted"):
+        with pytest.raises(ValueError, match=f"unknown attack '{name}'"):
+            AttackSpec(name, 0.1, 10, 0.02)
+    with pytest.raises(ValueError, match="eps must be a finite number in \\[0, 1\\]"):
+        AttackSpec("pgd", 25.0, 10, 0.02)
+    with pytest.raises(ValueError, match="restarts apply to pgd only"):
+        AttackSpec("multitarget", 0.1, 20, 0.01, restarts=3)
+    assert paper_attack("pgd", 0.1, steps=20).step_size == pytest.approx(0.01)

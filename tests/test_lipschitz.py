@@ -82,3 +82,37 @@ def test_a_flat_model_has_constant_zero_and_a_steeper_one_more():
     # f = (sum x, sum x): ||f(x) - f(x')||_1 = 2 |sum(x - x')| <= 2 * 4 * ||x - x'||_inf, equality on a corner
     est = local_lipschitz(net, x * 0.5 + 0.25, eps=0.1)
     assert torch.allclose(est, torch.full((5,), 8.0), rtol=1e-4)
+
+
+def _reference_procedure_per_example(model, x, eps, step, steps, noise):
+    """estimate_local_lip_v2 for one point at a time: start x + 0.001 noise; steps of step * sign(grad of
+    minus the ratio) with 1e-6 added to the difference in the denominator; clip; ratio at the end."""
+    out = []
+    for i in range(len(x)):
+        xi = x[i:i + 1]
+        z = xi + 0.001 * noise[i:i + 1]
+        fx = model(xi).detach()
+
+        def ratio(z, fx=fx, xi=xi):
+            return (fx - model(z)).abs().sum() / (xi - z + 1e-6).abs().max()
+
+        for _ in range(steps):
+            z = z.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(-ratio(z), z)
+            z = (xi + (z + step * g.sign() - xi).clamp(-eps, eps)).clamp(0, 1)
+        out.append(float(ratio(z.detach()).detach()))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def test_reference_procedure_matches_its_definition_and_descends():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 5)).double().eval()
+    x = torch.rand(6, 1, 4, 4, dtype=torch.float64)
+    ours = local_lipschitz(model, x, eps=0.1, procedure="reference", generator=torch.Generator().manual_seed(3))
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    ref = _reference_procedure_per_example(model, x, 0.1, 0.003, 10, noise)
+    assert torch.allclose(ours.double(), ref, rtol=1e-6)
+    ascent = local_lipschitz(model, x, eps=0.1, generator=torch.Generator().manual_seed(3))
+    assert bool((ours < ascent).all())
+    with pytest.raises(ValueError, match="unknown procedure"):
+        local_lipschitz(model, x, eps=0.1, procedure="descent")

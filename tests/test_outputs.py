@@ -17,8 +17,8 @@ import pytest
 from rll_core.cli import main
 from rll_core.data.formats import PROJECT_DATA_DIR
 from rll_core.storage import (
-    OutputConflict,
-    WriteFailed,
+    OutputConflictError,
+    WriteError,
     atomic_write_bytes,
     check_outputs,
     project_dir,
@@ -66,7 +66,7 @@ def test_a_settings_record_refuses_other_settings_and_passes_the_same(tmp_path):
     check_outputs(tmp_path, "job", {"n_eval": 20})  # nothing recorded yet
     record_outputs(tmp_path, "job", {"n_eval": 20, "eps": np.float64(0.1), "sizes": (1, 2)}, [tmp_path / "a.md"])
     check_outputs(tmp_path, "job", {"n_eval": 20, "eps": 0.1, "sizes": [1, 2]})  # as JSON reads them back: the same
-    with pytest.raises(OutputConflict, match=r"a\.md in .* were made with other settings \(n_eval: stored 20, now 30\)"):
+    with pytest.raises(OutputConflictError, match=r"a\.md in .* were made with other settings \(n_eval: stored 20, now 30\)"):
         check_outputs(tmp_path, "job", {"n_eval": 30, "eps": 0.1, "sizes": [1, 2]})
 
 
@@ -109,7 +109,7 @@ def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypat
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(WriteFailed, match=r"cannot write .*result\.json: No space left on device"):
+    with pytest.raises(WriteError, match=r"cannot write .*result\.json: No space left on device"):
         atomic_write_bytes(p, b"new result")
     assert p.read_bytes() == b"old" and [q.name for q in tmp_path.iterdir()] == ["result.json"]  # no temp file left
 

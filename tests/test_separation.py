@@ -390,8 +390,6 @@ def test_prefix_kernel_ties_go_to_the_smallest_index_across_classes():
     np.testing.assert_array_equal(bi, [0, 0, 1])
 
 
-
-
 @pytest.mark.parametrize("capability", [80, 90])
 def test_triton_kernel_compiles_ahead_of_time_for_real_gpus_without_spills(capability):
     """The CUDA kernel at the host code's block sizes, compiled for sm_80 (A100) and sm_90 (H100/H200) on
@@ -455,3 +453,11 @@ def test_the_search_sharded_over_two_gloo_processes_gives_the_same_bits(tmp_path
         np.testing.assert_array_equal(got["again_i"], one["tt"].index)
         assert bool(got["cached"])  # the second search read each rank's shard back
     assert len(list((tmp_path / "cache").glob("nearest-*.json"))) == 4  # one entry per rank and search
+
+
+def test_measure_separation_without_a_test_set(fmnist):
+    train_set = fmnist[0].subset(600, seed=3)
+    res = measure_separation(train_set, None, device="cpu")
+    assert res.test_train is None and res.report.test_train is None and res.report.n_test == 0
+    d, _ = brute_nearest_other(train_set.flat(), train_set.labels, train_set.flat(), train_set.labels)
+    assert res.report.train_train.min == pytest.approx(d.min() / 255)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rll_core.plotting import histogram_edges, save_figure
+from rll_core.separation import measure_separation
 from rll_core.storage import array_digest, atomic_write_bytes, load_npz, save_json, save_npz, save_table
 
 
@@ -59,7 +60,6 @@ def test_separation_histograms_on_given_axes():
 
     from rll_core.data import ImageDataset
     from rll_core.plotting import plot_separation_histograms
-    from rll_core.separation import measure_separation
 
     rng = np.random.default_rng(0)
     ds = ImageDataset("toy", "train", rng.integers(0, 256, (30, 1, 2, 2), dtype=np.uint8),
@@ -125,3 +125,17 @@ def test_section5_figures_name_every_method_and_state_their_context():
     ax = plot_robustness_curves(curves, r=0.15, eps_mark=0.1).axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["AT", "Section 4"]
     assert any(t.get_text() == "r = 0.150" for t in ax.texts)
+
+
+def test_a_plot_keeps_a_figure_the_caller_passed_open():
+    import matplotlib.pyplot as plt
+
+    from rll_core.plotting import plot_gaps
+
+    fig, ax = plt.subplots()
+    rows = [{"label": "a", "gap_standard": 0.1, "gap_adversarial": 0.2}]
+    assert plot_gaps(rows, ax=ax) is fig
+    assert fig.number in plt.get_fignums()
+    own = plot_gaps(rows)
+    assert own.number not in plt.get_fignums()  # its own figure is closed, returned for saving
+    plt.close(fig)

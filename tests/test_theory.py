@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rll_core.attacks import pgd
+from rll_core.evaluation import evaluate
 from rll_core.lipschitz import local_lipschitz
 from rll_core.theory import (
     LipschitzClassifier,
@@ -205,3 +206,18 @@ def test_certified_radius_is_half_the_margin_of_correct_points_and_matches_astut
     assert (radius > 0).any() and (radius == 0).any()
     for eps in (0.0, 0.01, float(np.median(radius[radius > 0]))):
         assert astuteness(clf, xq, yq, eps).certified == pytest.approx(float((radius > eps).mean()))
+
+
+def test_theory_classifier_outputs_are_indexed_by_label():
+    """Trained on classes {0, 2, 3}: evaluate() and astuteness() agree (1.0 on its own training points)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((30, 1, 4, 4)).astype(np.float32)
+    y = np.repeat(np.array([0, 2, 3]), 10)
+    clf = LipschitzClassifier(x, y)
+    xt = torch.from_numpy(x).double()
+    assert clf(xt).shape == (30, 4)
+    res = evaluate(clf, xt, torch.from_numpy(y), eps=clf.r / 2, attacks=["pgd"], progress=False)
+    ast = astuteness(clf, xt, torch.from_numpy(y), clf.r / 2)
+    assert res.clean_accuracy == ast.accuracy == 1.0
+    assert res.adversarial_accuracy["pgd"] == 1.0  # below r nothing can flip it (Theorem 4.2)
+    assert int(clf(xt).argmax(1).eq(torch.from_numpy(y)).sum()) == 30

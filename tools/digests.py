@@ -1,0 +1,74 @@
+"""Digests of the package's outputs on a fixed small job, to show a refactoring changed no bit.
+
+Run it before and after a change (``python tools/digests.py > before.json``; with ``PYTHONPATH=<other checkout>``
+it measures that checkout's code) and compare the two files: the separation search (Fashion-MNIST subsets,
+distances and indices), one seeded epoch of every training method (cnn001 on MNIST, the weights), and an
+evaluation (PGD, multi-targeted and both local Lipschitz procedures, every per-example value).  The same bits
+are promised on one machine and build only: another CPU gives other (equally valid) numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rll_core.data import load_train_test
+from rll_core.evaluation import evaluate
+from rll_core.lipschitz import local_lipschitz
+from rll_core.methods import make_method
+from rll_core.models import build_model
+from rll_core.separation import nearest_other_class
+from rll_core.training import train
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _weights(model: torch.nn.Module) -> str:
+    return _digest(*[v.detach().cpu().numpy() for v in model.state_dict().values()])
+
+
+def main() -> int:
+    torch.set_num_threads(2)
+    out: dict[str, str] = {}
+    ftr, fte = load_train_test("fashion_mnist", n_train=2000, n_test=500, seed=0)
+    tt = nearest_other_class(ftr.flat(), ftr.labels)
+    te = nearest_other_class(fte.flat(), fte.labels, ftr.flat(), ftr.labels)
+    out["separation"] = _digest(tt.raw_distance, tt.index, te.raw_distance, te.index)
+    # MNIST from this checkout's data/ (make data), whichever checkout's code runs
+    tr, ts = load_train_test("mnist", Path(__file__).resolve().parents[1] / "data", n_train=256, n_test=64, seed=0)
+    models = {}
+    for name in ("natural", "gr", "llr", "at", "trades", "rst"):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model("cnn001", in_channels=1, num_classes=10, image_size=28)
+        hyper = {"steps": 2} if name != "natural" and name != "gr" else {}
+        method = make_method(name, **({"eps": 0.1} if name not in ("natural", "gr") else {}), **hyper)
+        train(model, (tr.images, tr.labels), method, epochs=1, batch_size=64, optimizer="adam", lr=1e-3, seed=0,
+              val_data=(ts.images, ts.labels), n_val=32, val_eps=0.1, device="cpu", progress=False)
+        out[f"train_{name}"] = _weights(model)
+        models[name] = model
+    x, y = torch.from_numpy(ts.float_images()), torch.from_numpy(ts.labels)
+    r = evaluate(models["at"], x, y, eps=0.1, attacks=("pgd", "multitarget"), seed=0, progress=False)
+    out["evaluate"] = _digest(*[r.correct[k] for k in sorted(r.correct)])
+    for proc in ("ascent", "reference"):
+        lip = local_lipschitz(models["at"], x, eps=0.1, procedure=proc, generator=torch.Generator().manual_seed(0))
+        out[f"lipschitz_{proc}"] = _digest(lip.numpy())
+    json.dump(out, sys.stdout, indent=1, sort_keys=True)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
