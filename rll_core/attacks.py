@@ -39,11 +39,33 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_
         generator: torch.Generator | None = None, validate: bool = True) -> torch.Tensor:
     """L-inf PGD: ascend the summed cross-entropy with sign steps (descend it towards ``y`` if ``targeted``).
 
-    Each step is projected onto ``{x' : ||x' - x||_inf <= eps} ∩ [0, 1]^D``.  With ``restarts > 1``
-    every restart starts from a fresh uniform point and an example keeps the first restart that fools
-    the model (for targeted: that reaches ``y``), else the last.  Returns ``x_adv`` (detached).
-    ``validate=False`` skips the input checks (a range scan and a one-image forward) for a caller that
-    checked the whole set already, as :func:`rll_core.evaluation.evaluate` does.
+    Each step is projected onto ``{x' : ||x' - x||_inf <= eps} ∩ [0, 1]^D``.  With ``restarts > 1`` every restart
+    starts from a fresh uniform point and an example keeps the first restart that fools the model (targeted: that
+    reaches ``y``), else the last.  The model runs in eval mode (each submodule's mode restored); gradients are
+    taken with respect to the input only.
+
+    Args:
+        model: any classifier returning logits ``(N, classes)``.
+        x: images in [0, 1], ``(N, C, H, W)`` (or any ``(N, ...)``), on the model's device, in its dtype.
+        y: integer labels ``(N,)`` (the targets if ``targeted``).
+        eps: the L-inf radius on the [0, 1] pixel scale, in [0, 1].
+        step_size: the sign step, > 0 (the paper: ``2 eps / steps``, :func:`rll_core.paper.step_size`).
+        steps: steps per restart, >= 1 (the paper: 10).
+        random_start: start from ``x + U(-eps, eps)`` (default True).
+        targeted: descend the cross-entropy of ``y`` instead (default False).
+        restarts: independent starts, >= 1 (default 1).
+        generator: a ``torch.Generator`` on ``x``'s device for the starts (default: the global stream).
+        validate: check the inputs (range, labels, dtype) first (default True; ``evaluate`` checks once per set).
+
+    Returns:
+        ``x_adv``, detached, the shape and dtype of ``x``.
+
+    Raises:
+        ValueError: a bad radius, step, count, image range, label, or an ``x`` dtype the model does not compute in.
+
+    Example:
+        >>> x_adv = pgd(model, x, y, eps=0.1, step_size=0.02, steps=10,
+        ...             generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
     """
     check_eps(eps, step_size, steps)
     check_int("restarts", restarts)
@@ -76,16 +98,34 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_
 def multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float,
                    steps: int, random_start: bool = True, generator: torch.Generator | None = None,
                    stop_when_fooled: bool = False, validate: bool = True) -> torch.Tensor:
-    """Multi-targeted attack: a targeted PGD on ``z_t - z_y`` for every class ``t != y``.
+    """Multi-targeted attack: a targeted PGD on the margin ``z_t - z_y`` for every class ``t != y``.
 
-    Targets are visited as ``t = (y + k) mod C`` for ``k = 1 .. C-1``, so every example tries each of
-    its C - 1 other classes once.  Per example the point kept is the one with the largest margin
-    ``max_{j != y} z_j - z_y``: a misclassified point (margin > 0) wins over any correct one, and among
-    those the target that beats ``y`` by the most.  Returns ``x_adv`` (detached).
+    Targets are visited as ``t = (y + k) mod C`` for ``k = 1 .. C-1``, so every example tries each of its C - 1
+    other classes once.  Per example the point kept is the one with the largest margin ``max_{j != y} z_j - z_y``:
+    a misclassified point (margin > 0) wins over any correct one, and among those the target that beats ``y`` by
+    the most.
 
-    ``stop_when_fooled``: a point is not attacked again once some target fooled it (for robust accuracy
-    only: which points are fooled is unchanged, the kept point is the first that fooled it, and the
-    random starts are drawn as without it).  ``validate``: as for :func:`pgd`.
+    Args:
+        model: any classifier returning logits ``(N, classes)``.
+        x: images in [0, 1], ``(N, ...)``, on the model's device.
+        y: integer labels ``(N,)``.
+        eps: the L-inf radius, in [0, 1].
+        step_size: the sign step, > 0 (the paper: ``2 eps / 20``).
+        steps: steps per target, >= 1 (the paper: 20).
+        random_start: each target starts from ``x + U(-eps, eps)`` (default True).
+        generator: a ``torch.Generator`` on ``x``'s device (default: the global stream).
+        stop_when_fooled: do not attack a point again once some target fooled it (robust accuracy only: the same
+            points are fooled, the kept point is the first that fooled it; default False).
+        validate: check the inputs first (default True).
+
+    Returns:
+        ``x_adv``, detached, the shape of ``x``.
+
+    Raises:
+        ValueError: a bad radius, step, count, image range or label.
+
+    Example:
+        >>> x_adv = multi_targeted(model, x, y, eps=0.1, step_size=0.01, steps=20)  # doctest: +SKIP
     """
     check_eps(eps, step_size, steps)
     k = check_batch(model, x, y) if validate else num_classes_of(model, x)
@@ -119,8 +159,9 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     every attack run on the points the ones before it left robust.  Returns ``x_adv`` (detached).
 
     The four attacks are torchattacks' (an optional dependency: ``pip install --no-deps torchattacks``),
-    put together here at the reference's settings: torchattacks' own ``AutoAttack`` runs APGD, APGD-T
-    and FAB with its default 10 iterations instead of the reference's 100.  ``seed`` seeds the four
+    put together here at the standard version's settings: torchattacks' own ``AutoAttack`` runs APGD, APGD-T
+    and FAB with its default 10 iterations instead of the reference's 100, and its Square keeps
+    ``resc_schedule=True`` (the square shrinks about twice as fast) where the standard version sets False.  ``seed`` seeds the four
     attacks; the global random state is left as it was.
     """
     try:
@@ -136,8 +177,10 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     with eval_mode(model), torch.random.fork_rng(devices=devices):
         common = {"norm": "Linf", "eps": float(eps), "seed": int(seed)}
-        parts = [torchattacks.APGD(model, steps=steps, n_restarts=1, loss="ce", **common),
-                 torchattacks.APGDT(model, steps=steps, n_restarts=1, n_classes=k, **common),
+        # the standard version's settings (fra31/auto-attack, autoattack.py: __init__ and set_version("standard"))
+        parts = [torchattacks.APGD(model, steps=steps, n_restarts=1, loss="ce", eot_iter=1, rho=0.75, **common),
+                 torchattacks.APGDT(model, steps=steps, n_restarts=1, n_classes=k, eot_iter=1, rho=0.75, **common),
                  torchattacks.FAB(model, steps=steps, n_restarts=1, multi_targeted=True, n_classes=k, **common),
-                 torchattacks.Square(model, n_queries=n_queries, n_restarts=1, **common)]
+                 torchattacks.Square(model, n_queries=n_queries, n_restarts=1, p_init=0.8, resc_schedule=False,
+                                     **common)]
         return torchattacks.MultiAttack(parts)(x, y.long()).detach()

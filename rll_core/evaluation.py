@@ -104,7 +104,8 @@ def paper_attack(name: str, eps: float, **overrides: Any) -> AttackSpec:
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
     check_eps(eps)
-    bad = set(overrides) - set(AttackSpec.__dataclass_fields__) - {"name"}
+    eps = float(eps)  # a numpy float32 radius would make its step size inexact (2 * 0.25 / 10 = 0.0500000007)
+    bad = set(overrides) - set(AttackSpec.__dataclass_fields__)
     if bad:
         raise ValueError(f"unknown attack settings {sorted(bad)}; valid: steps, step_size, restarts, random_start")
     steps = overrides.pop("steps", ATTACKS[name])
@@ -141,15 +142,36 @@ def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | tor
              seed: int = 0, compile_model: bool = False, progress: bool = True) -> EvalResult:
     """Clean accuracy and accuracy under each attack on ``(x, y)``, in batches on the model's device.
 
-    ``x``: images in [0, 1] (or uint8 pixels, divided by 255), ``y`` integer labels.  ``attacks``
-    names (the paper's settings at ``eps``, see :data:`ATTACKS`) or :class:`AttackSpec` objects.
     Each attack draws its random starts from its own generator (:func:`attack_generator`: ``seed`` and the
-    attack's name), so an attack's verdicts do not depend on which other attacks run beside it (PGD alone
-    at a radius equals PGD beside multi-targeted there); they are reproducible for one ``batch_size``
-    (default :func:`rll_core.checks.default_batch_size`: 64 on a CPU, where it keeps the activations in
-    cache, 512 on a GPU), which is stored with the result.  Points the model already
-    misclassifies count as not robust and are not attacked; the inputs are checked once, not per batch.
-    ``compile_model``: attack ``torch.compile(model)`` (equal verdicts up to float rounding at the boundary).
+    attack's name), so an attack's verdicts do not depend on which other attacks run beside it; they are
+    reproducible for one ``batch_size``, which is stored with the result.  Points the model already misclassifies
+    count as not robust and are not attacked; the inputs are checked once, not per batch, and floating images
+    are cast to the model's dtype.
+
+    Args:
+        model: any classifier returning logits ``(N, classes)``.
+        x: images ``(N, C, H, W)`` in [0, 1] (uint8 pixels are divided by 255), numpy or torch.
+        y: integer labels ``(N,)``.
+        eps: the L-inf radius of every named attack, in [0, 1].
+        attacks: names of :data:`ATTACKS` (the paper's settings at ``eps``: PGD-10, multi-targeted 9 x 20, and
+            AutoAttack standard) or :class:`AttackSpec` objects (default ``("pgd", "multitarget")``).
+        batch_size: images per batch (default :func:`rll_core.checks.default_batch_size`: 64 on a CPU, 512 on a GPU).
+        seed: the evaluation's seed; PGD's stream is the seed itself (default 0).
+        compile_model: attack ``torch.compile(model)`` (equal verdicts up to float rounding; default False).
+        progress: show a progress bar (default True).
+
+    Returns:
+        An :class:`EvalResult`: ``n``, ``clean_accuracy``, ``adversarial_accuracy`` per attack (fractions in
+        [0, 1]), the ``attacks``' full settings, ``seed``, ``batch_size``, ``seconds`` and the per-example
+        verdicts in ``correct`` (bool arrays ``(N,)`` named ``clean`` and by attack).
+
+    Raises:
+        ValueError: an unknown attack, a bad radius or batch size, images outside [0, 1], labels the model
+            cannot output.
+
+    Example:
+        >>> r = evaluate(model, test.images[:500], test.labels[:500], eps=0.1)  # doctest: +SKIP
+        >>> r.clean_accuracy, r.adversarial_accuracy["pgd"], r.n  # doctest: +SKIP
     """
     check_eps(eps)
     if isinstance(attacks, str):

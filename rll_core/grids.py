@@ -112,12 +112,36 @@ def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequenc
              n_train: int | None = None, n_test: int | None = None, n_eval: int | None = None, seed: int = 0,
              data_dir: str | os.PathLike[str] | None = None, device: str = "auto",
              progress: bool = True) -> list[dict[str, Any]]:
-    """Train (or resume) and evaluate every ``(method, hyper)`` under ``out_root``; one table row each.
+    """Train (or resume) and evaluate every ``(method, hyper)`` under ``out_root``: one table row each.
 
-    ``eps`` (default the paper's for the dataset) is every run's training, validation and evaluation
-    radius.  Arguments left ``None`` come from ``PRESETS[preset]``, then from the reference settings
-    (:func:`grid_settings`, whose result every row carries as ``grid``).  Each row's ``key`` is its
-    :func:`method_spec`.  Finished runs and evaluations are read back, so a rerun takes seconds.
+    ``eps`` is every run's training, validation and evaluation radius.  Arguments left None come from
+    ``PRESETS[preset]``, then from the reference settings (:func:`grid_settings`, whose result every row carries
+    as ``grid``); each row's ``key`` is its :func:`method_spec`.  Run folders are named from every setting a grid
+    varies, so finished runs and evaluations are read back and a rerun takes seconds.
+
+    Args:
+        out_root: the folder of the run folders.
+        dataset: a registry name or an ``.npz`` of your own.
+        methods: ``(name, hyper)`` pairs, e.g. :data:`PAPER_METHODS` or ``parse_methods("natural,trades:beta6")``.
+        preset: ``"quick"``, ``"long"`` or ``"paper"`` (default ``"quick"``).
+        eps: the radius in [0, 1] (default the paper's).
+        model: the architecture (default the paper's).
+        dropout: a rate in [0, 1), or None for the architecture's own.
+        augment: ``"crop-flip"``, ``"crop8"`` or None.
+        epochs, n_train, n_test, n_eval: over the preset's.
+        seed: every run's seed (default 0).
+        data_dir: where the data is.
+        device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
+        progress: a bar over the runs and one line per run (default True).
+
+    Returns:
+        One row per method (see :func:`rll_core.runs.evaluate_run`) with ``label``, ``key`` and ``grid``.
+
+    Raises:
+        ValueError: an unknown preset, dataset or method, a bad hyperparameter, before any training.
+
+    Example:
+        >>> rows = run_grid("results/runs", dataset="mnist", methods=parse_methods("natural,at"))  # doctest: +SKIP
     """
     g = grid_settings(dataset, preset=preset, eps=eps, model=model, epochs=epochs, n_train=n_train, n_test=n_test,
                       n_eval=n_eval, seed=seed)

@@ -77,20 +77,39 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int
                     procedure: str = "ascent") -> torch.Tensor:
     """Per-point empirical local Lipschitz constant of ``model``'s logits in the L-inf ``eps``-ball.
 
-    ``x``: images in [0, 1] (uint8 pixels are divided by 255), processed in batches on the model's
-    device; the model runs in eval mode (restored after).  ``restarts`` independent random starts; per
-    point the largest ratio found.  Returns a float tensor ``(N,)`` on CPU.  Paper setting: 10 steps.
-    ``batch_size``: default :func:`rll_core.checks.default_batch_size` (64 on a CPU); the random starts
-    are drawn per batch, so a value is reproducible for one batch size.
-    ``procedure="reference"``: the paper's published (descending) procedure, step 0.003 by default, one
-    start, the last iterate's ratio (see the module docstring).
+    ``max ||f(x) - f(x')||_1 / ||x - x'||_inf`` over the ball, found by projected sign-gradient *ascent* from
+    ``x + 0.001 N(0, 1)``; the ratio is recorded at every iterate, so the value is always a ratio actually met
+    (a lower bound of the true local constant).  The model runs in eval mode (restored after).
+
+    Args:
+        model: any classifier returning logits.
+        x: images ``(N, C, H, W)`` in [0, 1] (uint8 pixels are divided by 255), on any device.
+        eps: the ball's radius, in (0, 1].
+        steps: ascent steps, >= 1 (default 10, the paper's).
+        step_size: the sign step (default ``2 eps / steps``; the reference procedure's 0.003).
+        restarts: independent starts; per point the largest ratio (default 1).
+        batch_size: images per batch (default 64 on a CPU); the starts are drawn per batch.
+        generator: a ``torch.Generator`` on the model's device (default: the global stream).
+        progress: show a progress bar (default False).
+        procedure: ``"ascent"`` (rll's) or ``"reference"``: the paper's published procedure, which steps downhill
+            with a fixed step of 0.003 and reports the last iterate's ratio (for relating to its numbers only).
+
+    Returns:
+        A float tensor ``(N,)`` on the CPU, in logit units per unit of L-inf input change.
+
+    Raises:
+        ValueError: eps 0 or outside [0, 1], a bad step, count or batch size, an unknown procedure, restarts with
+            the reference procedure, images outside [0, 1].
+
+    Example:
+        >>> lip = local_lipschitz(model, x_test, eps=0.1)  # doctest: +SKIP
+        >>> float(lip.mean())  # doctest: +SKIP
     """
     if procedure not in PROCEDURES:
         raise ValueError(f"unknown procedure {procedure!r}; valid: {', '.join(PROCEDURES)}")
-    check_eps(eps, None, steps)
+    check_eps(eps, step_size, steps)
     if step_size is None:
         step_size = REFERENCE_STEP_SIZE if procedure == "reference" else paper_step_size(eps, steps)
-    check_eps(eps, step_size, steps)
     if eps == 0:
         raise ValueError("eps must be > 0 for a local Lipschitz estimate")
     check_int("restarts", restarts)

@@ -66,16 +66,48 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
               milestones: Sequence[int] | None = None, n_train: int | None = None, n_test: int | None = None,
               n_val: int = 500, seed: int = 0, data_dir: str | os.PathLike[str] | None = None,
               device: str = "auto", progress: bool = True) -> TrainResult:
-    """Train ``method`` on ``dataset`` into ``out_dir``; unset settings are the reference's
+    """Train ``method`` on ``dataset`` into the run folder ``out_dir``; unset settings are the reference's
     (:mod:`rll_core.paper`).
 
-    ``dataset``: a registry name, or the path of an ``.npz`` of your own (it gets the settings of the
-    paper dataset with the same image shape).  One eps per run: ``eps`` (or ``hyper["eps"]``; default the
-    paper's for the dataset) is the radius the method trains at, validation attacks at, and
-    :func:`evaluate_run` evaluates at.  ``hyper``: the method's hyperparameters over the reference's.
-    ``n_train`` / ``n_test``: seeded subsets.  The model's initial weights come from ``seed``, so one seed
-    gives bit-identical runs on CPU.  Resumes a finished or interrupted run in ``out_dir``.  Where the
-    data was read from is stored with the run, so evaluating it needs no ``data_dir``.
+    One eps per run: ``eps`` is the radius the method trains at, validation attacks at and :func:`evaluate_run`
+    evaluates at.  The model's initial weights, epoch order and dropout masks come from ``seed``, so one seed gives
+    bit-identical runs on one machine and build (another CPU gives other, equally valid, numbers).  A finished or
+    interrupted run in ``out_dir`` is resumed; a folder holding another run's settings is refused.  Where the data
+    was read from is stored with the run, so evaluating it needs no ``data_dir``.
+
+    Args:
+        out_dir: the run folder (``~`` expanded; created).
+        dataset: a registry name, or the path of an ``.npz`` of your own (it gets the settings of the paper
+            dataset with the same image shape).
+        method: one of :data:`rll_core.methods.METHODS` (default ``natural``).
+        hyper: the method's hyperparameters over the reference's (e.g. ``{"beta": 3}``).
+        eps: the run's radius in [0, 1] (default the paper's for the dataset).
+        model: the architecture (default the paper's: cnn001 on MNIST).
+        dropout: a rate in [0, 1), or None for the architecture's own.
+        augment: ``"crop-flip"``, ``"crop8"`` or None (default the reference's).
+        epochs: epochs (default the reference's: 160 on MNIST).
+        batch_size: images per step (default the reference's: 64).
+        lr: the learning rate of the mean loss (default the reference's, converted).
+        optimizer: ``"sgd"`` or ``"adam"`` (default the reference's).
+        milestones: epochs after which the rate is divided by 10 (default the reference's ``get_scheduler``).
+        n_train: a seeded training subset of this size (default the whole split).
+        n_test: a seeded test subset (default the whole split).
+        n_val: validation points after every epoch (default 500).
+        seed: the seed of subsets, initial weights and every random draw (default 0).
+        data_dir: where the data is (default ``$RLL_DATA_DIR`` or the installed copy).
+        device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
+        progress: show progress (default True).
+
+    Returns:
+        A :class:`~rll_core.training.TrainResult`: per-epoch ``history``, ``best_epoch``, ``out_dir``, ``settings``.
+
+    Raises:
+        ValueError: any bad setting or data (one class, splits of two shapes), before the folder is made;
+            RunMismatchError: the folder holds another run or more epochs; FolderBusyError: another process trains
+            there.
+
+    Example:
+        >>> train_run("runs/at", dataset="fashion_mnist", method="at", epochs=5, n_train=10000)  # doctest: +SKIP
     """
     dev = resolve_device(device)
     name = check_dataset(dataset)
@@ -149,7 +181,23 @@ def _load_weights(model: torch.nn.Module, ck: Mapping[str, Any], path: Path,
 
 def load_run(out_dir: str | os.PathLike[str], checkpoint: str = "last",
              device: str = "auto") -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]]]:
-    """A trained run back: ``(model in eval mode with the checkpoint's weights, settings, history)``."""
+    """A trained run back: its model with the checkpoint's weights, every setting, and the per-epoch log.
+
+    Args:
+        out_dir: a folder written by :func:`train_run` or ``rll train``.
+        checkpoint: ``"last"`` or ``"best"``.
+        device: where the model goes (``"auto"``, ``"cpu"``, ``"cuda[:N]"``).
+
+    Returns:
+        ``(model in eval mode, settings, history)``.
+
+    Raises:
+        ValueError: an unknown checkpoint; RunMismatchError: no finished run, or a checkpoint that does not fit
+            the architecture ``settings.json`` names.
+
+    Example:
+        >>> model, settings, history = load_run("runs/mine-trades")  # doctest: +SKIP
+    """
     out = user_path(out_dir)
     if checkpoint not in ("last", "best"):
         raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
@@ -194,15 +242,38 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
                  progress: bool = True) -> dict[str, Any]:
     """Evaluate a run folder on the first ``n_eval`` train and test points at the run's eps (or ``eps``).
 
-    ``splits``: ``("test",)`` evaluates the test points only (no gaps), e.g. for an expensive attack
-    such as AutoAttack on fewer points: ``evaluate_run(run, attacks=("autoattack",), n_eval=50,
-    splits=("test",))``.  ``test_only``: attacks of ``attacks`` run on the test points only, e.g.
-    ``("multitarget",)``, whose train accuracy no table shows (it is 9 targets: most of a train split's cost).
-
-    Writes ``eval-<settings>.json`` (the row, the evaluation settings, the run's settings) and, beside it,
-    ``.npz`` with the per-example verdicts (``<split>_<attack>``) and Lipschitz values
-    (``<split>_lipschitz``: rll's ascent; ``<split>_lipschitz_reference``: the paper's procedure).  Each
+    Writes ``eval-<checkpoint>-e<epoch>-eps<eps>-n<n>-<digest>.json`` (the row, the evaluation settings and the
+    run's settings) with an ``.npz`` beside it holding the per-example verdicts (``<split>_<attack>``) and Lipschitz
+    values (``<split>_lipschitz``: rll's ascent; ``<split>_lipschitz_reference``: the paper's procedure).  Each
     setting gets its own file, so no evaluation overwrites another; a finished one is read back.
+
+    Args:
+        out_dir: a folder written by :func:`train_run` or ``rll train``.
+        checkpoint: ``"last"`` or ``"best"`` (best validation PGD accuracy).
+        eps: the radius in (0, 1] (default the run's).
+        attacks: names of :data:`rll_core.evaluation.ATTACKS`, or one comma-separated string (default PGD and
+            multi-targeted).
+        steps: steps of every attack, each of ``2 eps / steps`` (default the paper's: 10 and 20).
+        restarts: PGD's random restarts (default 1).
+        n_eval: points of each split (default 1000).
+        lipschitz_steps: ascent steps of both Lipschitz estimates (default 10).
+        data_dir: where the run's data is (default where it was trained from).
+        splits: ``("train", "test")`` (default) or one of them (no gaps then).
+        test_only: attacks of ``attacks`` run on the test points only, e.g. ``("multitarget",)``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
+        progress: show progress (default True).
+
+    Returns:
+        The row: ``train_accuracy``, ``test_accuracy``, ``<split>_<attack>_accuracy``, ``<split>_n``,
+        ``<split>_lipschitz`` (+ ``_se``, ``_reference``), ``gap_standard``, ``gap_adversarial``, the settings.
+
+    Raises:
+        ValueError: a bad argument, a run that records no eps; RunMismatchError: no finished run, a checkpoint that
+            does not fit its architecture, data that differs from what the run was trained on.
+
+    Example:
+        >>> row = evaluate_run("runs/at", n_eval=500)  # doctest: +SKIP
+        >>> row["test_pgd_accuracy"], row["gap_adversarial"]  # doctest: +SKIP
     """
     out = user_path(out_dir)
     if checkpoint not in ("last", "best"):
@@ -291,12 +362,29 @@ def _restore(out: Path, settings: Mapping[str, Any], checkpoint: str, ck: Mappin
 def robustness_curve(out_dir: str | os.PathLike[str], eps_grid: Sequence[float], *, n_eval: int = 100,
                      checkpoint: str = "last", data_dir: str | os.PathLike[str] | None = None,
                      device: str = "auto") -> dict[str, Any]:
-    """A run's test accuracy under PGD at every radius of ``eps_grid`` (the paper's PGD-10, step 2 eps / 10,
-    at each; eps 0 is the clean accuracy), on the first ``n_eval`` test points.
+    """A run's test accuracy under PGD at every radius of ``eps_grid`` (the paper's PGD-10, step
+    ``2 eps / 10``, at each; eps 0 is the clean accuracy), on the first ``n_eval`` test points.
 
-    Returns and saves ``curve-<checkpoint>-e<epoch>-n<n>-<digest>.json`` (``eps``, ``accuracy``, ``n``, the
-    settings) with the per-point verdicts in the ``.npz`` beside it (``eps<k>`` for the k-th radius); a
-    finished curve is read back.
+    Saves ``curve-<checkpoint>-e<epoch>-n<n>-<digest>.json`` with the per-point verdicts in the ``.npz`` beside it
+    (``eps<k>`` for the k-th radius); a finished curve is read back.  PGD's stream is the run's seed, so at the
+    run's eps the curve repeats the evaluation's verdicts point for point.
+
+    Args:
+        out_dir: a run folder.
+        eps_grid: radii in [0, 1] (sorted, duplicates dropped).
+        n_eval: test points (default 100).
+        checkpoint: ``"last"`` or ``"best"``.
+        data_dir: where the run's data is (default where it was trained from).
+        device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
+
+    Returns:
+        ``{"eps": [...], "accuracy": [...], "n": int, ...}`` with the settings.
+
+    Raises:
+        ValueError: an empty grid, a radius outside [0, 1], a bad checkpoint or n.
+
+    Example:
+        >>> robustness_curve("runs/at", [0, 0.05, 0.1, 0.2])["accuracy"]  # doctest: +SKIP
     """
     out = user_path(out_dir)
     if checkpoint not in ("last", "best"):

@@ -43,9 +43,25 @@ _Z95 = 1.959963984540054  # the 97.5 % quantile of the standard normal
 
 
 def wilson_interval(accuracy: float, n: int, z: float = _Z95) -> tuple[float, float]:
-    """The Wilson score interval (95 % by default) of a proportion ``accuracy`` measured on ``n`` points.
+    """The Wilson score interval of a proportion ``accuracy`` measured on ``n`` points (Wilson 1927).
 
-    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or 1 (Wilson 1927)."""
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or 1; it always holds ``accuracy``.
+
+    Args:
+        accuracy: the measured proportion, in [0, 1].
+        n: the number of points, >= 1.
+        z: the normal quantile (default 1.96: 95 %).
+
+    Returns:
+        ``(low, high)``, both in [0, 1].
+
+    Raises:
+        ValueError: an accuracy outside [0, 1] or ``n < 1``.
+
+    Example:
+        >>> [round(v, 3) for v in wilson_interval(0.9, 100)]
+        [0.826, 0.945]
+    """
     p = check_real("accuracy", accuracy, lo=0, hi=1)
     n = check_int("n", n)
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -161,13 +177,17 @@ def display_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
 
 def caption(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
     """What produced the numbers: dataset, eps, n per split, what the brackets and ± mean."""
-    first = next((r for r in rows if r.get("dataset")), rows[0] if rows else {})
-    data = paper.display_name(str(first.get("dataset", "")))
+    first = next((r for r in rows if r.get("dataset")), {})
+    data = paper.display_name(str(first["dataset"])) if first else ""
     ns = sorted({int(r[k]) for r in rows for k in ("train_n", "test_n") if r.get(k)})
     n = "/".join(map(str, ns)) if ns else "?"
     aa = sorted({int(r["test_autoattack_n"]) for r in rows if r.get("test_autoattack_n")})
     eps = first.get("eps")
-    text = (f"{data}, ε = {eps:g}; " if isinstance(eps, (int, float)) else f"{data}; ") + (
+    parts = [data] if data else []
+    if isinstance(eps, (int, float)):
+        parts.append(f"ε = {eps:g}")
+    what = ", ".join(parts)
+    text = (f"{what}; " if what else "") + (
         f"n = {n} evaluation points per split. Accuracies with 95 % Wilson intervals; local Lipschitz "
         "constants (ℓ∞ → ℓ1) as mean ± standard error (rll's ascent; ref. proc.: the reference code's "
         "procedure). Gaps: train minus test accuracy, with Newcombe's 95 % interval of a difference.") + (
@@ -177,8 +197,26 @@ def caption(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
 
 
 def export_table(rows: Sequence[Mapping[str, Any]], stem: str | os.PathLike[str], *, title: str = "") -> list[Path]:
-    """Write ``<stem>.csv`` (numbers, intervals and n in their own columns), ``<stem>.md`` (the caption,
-    then the table) and ``<stem>.tex`` (a booktabs table with the caption)."""
+    """Write a Section 5 table three ways: ``<stem>.csv`` (numbers, interval ends and n in columns of their
+    own), ``<stem>.md`` (a caption, then readable headers) and ``<stem>.tex`` (a booktabs table with the caption).
+
+    Every accuracy carries its n and 95 % Wilson interval, every mean Lipschitz constant its standard error, every
+    gap Newcombe's 95 % interval of a difference of two proportions.
+
+    Args:
+        rows: one mapping per method as :func:`rll_core.runs.evaluate_run` returns them (with ``label``).
+        stem: the path without suffix (``~`` expanded).
+        title: the caption's first words (default none).
+
+    Returns:
+        The three paths: csv, md, tex.
+
+    Raises:
+        ValueError: no rows.
+
+    Example:
+        >>> export_table(rows, "figures/table_methods_mnist_quick", title="Tables 2/3")  # doctest: +SKIP
+    """
     if not rows:
         raise ValueError("no rows to export")
     stem = user_path(stem)

@@ -166,11 +166,25 @@ class _SetDistance(torch.autograd.Function):
 
 
 class LipschitzClassifier(nn.Module):
-    """The classifier of Section 4: logits ``-dist_inf(x, X_c) / r``, prediction the nearest class.
+    """The classifier of Section 4: logits ``-dist_inf(x, X_c) / r``, the prediction the nearest class.
 
-    ``x_train``: uint8 pixels or [0, 1] floats, ``(N, ...)``; ``r`` defaults to half the train-train
-    separation (the largest r for which the training set is r-separated).  Inputs to ``forward`` are
-    images in [0, 1] on any device; distances are computed exactly on the CPU (float64).
+    Each logit is 1/r-Lipschitz in L-inf (a distance to a set is 1-Lipschitz), and on r-separated data its
+    astuteness is 1 at every radius below r (Theorem 4.2).  An ``nn.Module``: :func:`rll_core.attacks.pgd`,
+    :func:`rll_core.evaluation.evaluate` and :func:`rll_core.lipschitz.local_lipschitz` run on it unchanged, through
+    an exact subgradient; distances are computed exactly on the CPU (float64).
+
+    Args:
+        x_train: the training points, uint8 pixels or floats in [0, 1], ``(N, ...)``.
+        y_train: their integer labels ``(N,)``, at least two classes.
+        r: the radius (default half the train-train separation: the largest r the set is r-separated for).
+        backend: the exact search's kernel (default ``"auto"``).
+
+    Raises:
+        ValueError: one class, points outside [0, 1], duplicate points of different classes (r = 0).
+
+    Example:
+        >>> clf = LipschitzClassifier(train.images, train.labels)  # doctest: +SKIP
+        >>> clf.r  # doctest: +SKIP
     """
 
     def __init__(self, x_train: ArrayLike, y_train: ArrayLike, r: float | None = None, *,
@@ -189,12 +203,10 @@ class LipschitzClassifier(nn.Module):
         self.backend: Backend = backend
         self.input_shape = tuple(x.shape[1:])
         self.separation = float(nearest_other_class(xf, y, backend=backend).dist.min())
-        if r is None:
-            r = self.separation / 2
-        if r == 0:
+        if r is None and self.separation == 0:
             raise ValueError("r must be a finite number > 0, got 0 (the training set has duplicate points of "
                              "different classes)")
-        self.r = check_real("r", r, lo=0, lo_open=True)
+        self.r = check_real("r", self.separation / 2 if r is None else r, lo=0, lo_open=True)
 
     def nearest(self, x: torch.Tensor) -> PerClassNearest:
         """Exact distances from each input to each class and the nearest training point of each (no
@@ -269,11 +281,31 @@ def certified_radius(classifier: LipschitzClassifier, x: torch.Tensor, y: torch.
 
 def astuteness(classifier: LipschitzClassifier, x: torch.Tensor, y: torch.Tensor, eps: float, *,
                pgd_steps: int = 20) -> Astuteness:
-    """Certified (lower) and attacked (upper) astuteness of ``classifier`` at radius ``eps``.
+    """Certified (lower) and attacked (upper) astuteness of the Section 4 classifier at radius ``eps``.
 
-    Attacks: a step of size ``eps`` (per coordinate, clipped) towards the nearest training point of the
-    nearest wrong class, and PGD from ``x`` with ``pgd_steps`` steps of ``2.5 eps / pgd_steps`` on the
-    classifier.  Each is re-classified; a point counts as flipped only if a concrete input did it.
+    Certified: the prediction is right and the runner-up class is more than ``2 eps`` farther than the nearest
+    (each distance is 1-Lipschitz).  Attacked: a concrete perturbation of norm ``<= eps`` changed the re-classified
+    prediction (a step of size ``eps`` towards the nearest training point of the nearest wrong class, and PGD with
+    ``pgd_steps`` steps of ``2.5 eps / pgd_steps``); the true robust accuracy lies between the two.
+
+    Args:
+        classifier: a :class:`LipschitzClassifier`.
+        x: inputs in [0, 1], ``(N, ...)`` like its training points.
+        y: integer labels ``(N,)``.
+        eps: the L-inf radius, in [0, 1].
+        pgd_steps: steps of the PGD attack, >= 1 (default 20).
+
+    Returns:
+        An :class:`Astuteness`: ``accuracy``, ``certified``, ``attacked`` (fractions of the N points), the
+        per-point verdicts and the attacking inputs ``x_adv``.
+
+    Raises:
+        ValueError: a bad radius or step count, inputs outside [0, 1] or of another shape.
+
+    Example:
+        >>> a = astuteness(clf, x, y, eps=0.05)  # doctest: +SKIP
+        >>> a.certified <= a.attacked  # doctest: +SKIP
+        True
     """
     check_eps(eps, None, pgd_steps)
     x, col = _inputs(classifier, x, y)

@@ -338,24 +338,54 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
           extra_data: ImageDataset | tuple[Any, Any] | None = None, device: str | torch.device | None = "auto",
           amp: bool = False, channels_last: bool = False, compile_model: bool = False,
           meta: Mapping[str, Any] | None = None, progress: bool = True) -> TrainResult:
-    """Train ``model`` in place with ``method`` for ``epochs`` epochs (resuming from ``out_dir``).
+    """Train ``model`` in place with ``method`` for ``epochs`` epochs, resuming from ``out_dir``.
 
-    ``method``: any :class:`Loss` (``make_method(...)``, or a function ``(model, x, y) -> loss``).
-    ``train_data``/``val_data``/``extra_data``: an :class:`ImageDataset` or ``(images, labels)`` with uint8
-    pixels or [0, 1] floats, NCHW.  ``extra_data`` (e.g. pseudo-labelled images for RST) adds, to every
-    batch, as many extra examples drawn at random.  ``milestones``: epochs after which the LR is multiplied
-    by ``gamma``.  ``augment``: ``"crop-flip"`` (or ``True``: random crop after 4 px padding + horizontal
-    flip) or ``"crop8"`` (8 px padding, no flip), on the device.  ``device``: ``"auto"`` (a GPU if torch
-    sees one), a device, or ``None`` (where the model is).  ``amp``: bf16 autocast; ``channels_last``:
-    NHWC memory format; ``compile_model``: every forward and backward pass through ``torch.compile`` (the
-    first batches pay for the compile; results equal the eager ones up to float rounding, so it is
-    recorded in the settings).  Validation (clean and PGD accuracy at ``val_eps``, default the method's eps;
-    required for a loss without one) runs on the first ``n_val`` validation points after every epoch and
-    picks ``best.pt``.  ``meta``: extra settings stored with the run.  ``out_dir`` is locked while
-    training (a second process is refused with the holder's PID); a folder that already holds more
-    epochs than ``epochs``, or a run with other settings, is refused (nothing is rewritten).  All random
-    draws come from ``seed``; the caller's global random state is left as it was, and a process group
-    this call opens is closed.
+    Each epoch writes ``last.pt`` atomically (model, optimizer, scheduler, random state, history) and ``best.pt``
+    (best validation PGD accuracy); a rerun resumes after the last finished epoch and ends bit-identical on one
+    machine and build.  All random draws come from ``seed``; the caller's global random state is left as it was.
+    Under ``torchrun`` the same call trains with DistributedDataParallel.
+
+    Args:
+        model: the ``nn.Module`` to train (moved to ``device``).
+        train_data: an :class:`~rll_core.data.ImageDataset` or ``(images, labels)``: uint8 pixels or [0, 1]
+            floats, ``(N, C, H, W)``.
+        method: any loss ``method(model, x, y) -> scalar`` (:func:`rll_core.methods.make_method`, or a function).
+
+        epochs: epochs to reach, >= 1 (a folder holding more is refused).
+        batch_size: images per step (default 64).
+        optimizer: ``"sgd"`` or ``"adam"`` (default ``"sgd"``).
+        lr: the learning rate of the mean loss over the batch, > 0 (default 0.01).
+        momentum: SGD's momentum (default 0.9).
+        weight_decay: (default 0).
+        milestones: epochs after which the rate is multiplied by ``gamma`` (default none).
+        gamma: the factor (default 0.1).
+        augment: ``"crop-flip"`` (or True: random crop after 4 px padding + flip), ``"crop8"``, or None.
+        seed: the seed of the epoch order, augmentation and every draw (default 0).
+
+        val_data: validated after every epoch (clean and PGD accuracy at ``val_eps``), picks ``best.pt``.
+        n_val: its first points used (default 500).
+        val_eps: the validation radius (default the method's ``eps``; needed for a loss without one).
+        extra_data: pseudo-labelled images added to every batch, as many as the batch (RST's).
+
+        out_dir: the run folder (locked while training), or None for no files.
+        device: ``"auto"``, a device, or None (where the model is).
+        amp: bf16 autocast (default False).
+        channels_last: NHWC memory format (default False).
+        compile_model: ``torch.compile`` (recorded in the settings; default False).
+        meta: extra settings stored with the run.
+        progress: show progress and one line per epoch (default True).
+
+    Returns:
+        A :class:`TrainResult`: per-epoch ``history``, ``best_epoch``, ``out_dir``, ``settings``.
+
+    Raises:
+        ValueError: any bad setting or data (before any work); RunMismatchError: the folder holds another run, more
+            epochs or a corrupt checkpoint; FolderBusyError: another process trains there; WriteError: a checkpoint
+            could not be written (the finished epochs are kept).
+
+    Example:
+        >>> train(model, (x, y), make_method("trades", eps=0.1, beta=6), epochs=2, optimizer="adam", lr=1e-3,
+        ...       out_dir="runs/trades6")  # doctest: +SKIP
     """
     _loss_settings(method)  # refuses a non-callable before any work
     rank, world, ddp_device, opened = join_process_group()

@@ -83,11 +83,27 @@ def fmnist_small_model(fmnist):
     x, y = torch.from_numpy(tr.float_images()), torch.from_numpy(tr.labels)
     torch.manual_seed(0)
     model = build_model("cnn001", in_channels=1, num_classes=10, image_size=28)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.train()
-    for s in range(0, len(x), 50):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[s:s + 50]), y[s:s + 50]).backward()
-        opt.step()
+    # the trained weights are kept between test sessions (mutation testing starts one per mutant), keyed by
+    # everything that makes them: this function, the data, torch and the machine's float arithmetic
+    import hashlib
+    import inspect
+    import platform
+    import tempfile
+
+    key = hashlib.sha256((inspect.getsource(fmnist_small_model) + torch.__version__ + platform.machine()).encode()
+                         + tr.images.tobytes() + tr.labels.tobytes()).hexdigest()[:16]
+    cached = Path(tempfile.gettempdir()) / "rll-test-fixtures" / f"fmnist_small_model-{key}.pt"
+    if cached.exists():
+        model.load_state_dict(torch.load(cached, weights_only=True))
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        model.train()
+        for s in range(0, len(x), 50):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[s:s + 50]), y[s:s + 50]).backward()
+            opt.step()
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), cached.with_suffix(".tmp"))
+        cached.with_suffix(".tmp").replace(cached)
     model.eval()
     return model, torch.from_numpy(te.float_images()), torch.from_numpy(te.labels)

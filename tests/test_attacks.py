@@ -3,6 +3,9 @@ conventions every attack must keep (box, mode, gradients, determinism, input che
 
 from __future__ import annotations
 
+import re
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -181,6 +184,7 @@ def test_pgd_restarts_keep_the_first_success():
     assert fooled_many.sum() > fooled_one.sum()
 
 
+@pytest.mark.slow
 def test_pgd_agrees_with_art(fmnist_small_model):
     """Robust accuracy of a trained Fashion-MNIST CNN under our PGD and ART's, same settings: within a point."""
     pytest.importorskip("art")
@@ -238,6 +242,7 @@ def test_the_lean_inner_loop_gives_the_same_bits(fmnist_small_model):
     assert torch.equal(ours, ref)
 
 
+@pytest.mark.slow
 def test_multi_targeted_stopping_at_the_first_success_fools_the_same_points(fmnist_small_model):
     model, x, y = fmnist_small_model
     x, y = x[:300], y[:300]
@@ -262,6 +267,7 @@ def test_rll_pgd_agrees_with_torchattacks_from_the_same_start(fmnist_small_model
     assert torch.equal(predict(model, ours), predict(model, theirs))
 
 
+@pytest.mark.slow
 def test_autoattack_is_at_least_as_strong_as_pgd_and_leaves_no_trace(fmnist_small_model):
     pytest.importorskip("torchattacks")
     from rll_core.attacks import autoattack
@@ -283,6 +289,69 @@ def test_autoattack_is_at_least_as_strong_as_pgd_and_leaves_no_trace(fmnist_smal
     assert torch.equal(autoattack(model, x, y, eps=0.1, steps=5, n_queries=100, seed=3), adv)
     with pytest.raises(ValueError):
         autoattack(model, x, y, eps=1.5)
+
+
+def test_autoattack_builds_the_standard_versions_four_attacks(monkeypatch):
+    """The settings of fra31/auto-attack's standard version (autoattack.py, L-inf): APGD-CE and APGD-T with one
+    restart, 100 iterations, eot_iter 1 and rho 0.75; targeted FAB over every other class, one restart; Square with
+    5,000 queries, p_init 0.8, one restart and resc_schedule False; each on what the ones before it left robust."""
+    torchattacks = pytest.importorskip("torchattacks")
+    from rll_core.attacks import autoattack
+
+    built = []
+
+    def recorder(name):
+        class Part:
+            def __init__(self, model, **kw):
+                built.append((name, kw))
+                assert model is net  # every part attacks the model itself
+
+        Part.__name__ = name
+        return Part
+
+    chained = []
+
+    class Chain:
+        def __init__(self, parts):
+            chained.append([type(p).__name__ for p in parts])
+
+        def __call__(self, x, y):
+            chained.append((x, y))
+            return x + 0.0
+
+    for name in ("APGD", "APGDT", "FAB", "Square"):
+        monkeypatch.setattr(torchattacks, name, recorder(name))
+    monkeypatch.setattr(torchattacks, "MultiAttack", Chain)
+    net = model = nn.Sequential(nn.Flatten(), nn.Linear(4, 7))
+    x, y = torch.rand(3, 1, 2, 2), torch.tensor([0, 6, 3], dtype=torch.int32)
+    out = autoattack(model, x, y, eps=np.float32(0.25), seed=11)
+    assert torch.equal(out, x) and chained[0] == ["APGD", "APGDT", "FAB", "Square"]
+    assert chained[1][0] is x and chained[1][1].dtype == torch.int64 and chained[1][1].tolist() == [0, 6, 3]
+    common = {"norm": "Linf", "eps": 0.25, "seed": 11}
+    assert built == [
+        ("APGD", {"steps": 100, "n_restarts": 1, "loss": "ce", "eot_iter": 1, "rho": 0.75, **common}),
+        ("APGDT", {"steps": 100, "n_restarts": 1, "n_classes": 7, "eot_iter": 1, "rho": 0.75, **common}),
+        ("FAB", {"steps": 100, "n_restarts": 1, "multi_targeted": True, "n_classes": 7, **common}),
+        ("Square", {"n_queries": 5000, "n_restarts": 1, "p_init": 0.8, "resc_schedule": False, **common}),
+    ]
+    assert type(built[0][1]["eps"]) is float
+    built.clear()
+    assert torch.equal(autoattack(model, x, y, eps=0.0), x) and built == []  # nothing to attack in a ball of radius 0
+    autoattack(model, x, y, eps=0.1)
+    assert built[0][1]["seed"] == 0  # the default seed
+    built.clear()
+    autoattack(model, x, y, eps=0.1, validate=False)  # the class count from the model, without the checks
+    assert built[1][1]["n_classes"] == 7
+    with pytest.raises(ValueError, match=r"^n_queries must be an integer >= 1, got 0$"):
+        autoattack(model, x, y, eps=0.1, n_queries=0)
+    with pytest.raises(ValueError, match=r"^steps must be an integer >= 1, got 0$"):
+        autoattack(model, x, y, eps=0.1, steps=0)
+    with pytest.raises(ValueError, match=r"^labels must lie in \[0, 7\)"):
+        autoattack(model, x, torch.tensor([0, 9, 1]), eps=0.1)  # checked by default
+    monkeypatch.setitem(sys.modules, "torchattacks", None)
+    with pytest.raises(ImportError, match=r"^AutoAttack needs torchattacks: pip install --no-deps torchattacks==3.5.1 "
+                                          r"\(make setup installs it\)$"):
+        autoattack(model, x, y, eps=0.1)
 
 
 def test_autoattack_without_torchattacks_is_refused_in_one_line_before_any_work(monkeypatch):
@@ -319,3 +388,90 @@ def test_unknown_attack_names_are_refused_in_attackspec():
     with pytest.raises(ValueError, match="restarts apply to pgd only"):
         AttackSpec("multitarget", 0.1, 20, 0.01, restarts=3)
     assert paper_attack("pgd", 0.1, steps=20).step_size == pytest.approx(0.01)
+
+
+def _multi_targeted_written_out(model, x, y, eps, step, steps, generator, stop_when_fooled=False, random_start=True):
+    """The multi-targeted attack from its definition, one target after another: for target t = (y + k) mod C
+    (k = 1 .. C-1), start x + U(-eps, eps) (drawn for every point, in this order), sign ascent on z_t - z_y within
+    the eps-box and [0, 1]; per point keep the result whose margin max_{j != y} z_j - z_y is the largest so far
+    (starting from the clean point's)."""
+    k = model(x[:1]).shape[1]
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+
+    def margin(z):
+        out = model(z).detach()
+        other = out.clone()
+        other[torch.arange(len(z)), y] = -float("inf")
+        return other.max(1).values - out[torch.arange(len(z)), y]
+
+    best, best_m = x.clone(), margin(x)
+    for shift in range(1, k):
+        t = (y + shift) % k
+        noise = (2 * torch.rand(x.shape, generator=generator, dtype=x.dtype) - 1) * eps if random_start else 0 * x
+        z = (x + noise).clamp(lo, hi)
+        for _ in range(steps):
+            z = z.detach().requires_grad_(True)
+            out = model(z)
+            (g,) = torch.autograd.grad((out[torch.arange(len(z)), t] - out[torch.arange(len(z)), y]).sum(), z)
+            z = (z.detach() + step * g.sign()).clamp(lo, hi)
+        m = margin(z)
+        better = (m > best_m) & ~((best_m > 0) & stop_when_fooled)  # a fooled point is left as it is
+        best[better], best_m[better] = z[better], m[better]
+    return best
+
+
+def test_multi_targeted_equals_its_definition_and_stopping_early_fools_the_same_points():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 5)).double().eval()
+    x, y = torch.rand(40, 1, 6, 6, dtype=torch.float64), torch.randint(0, 5, (40,))
+    ours = multi_targeted(model, x, y, eps=0.03, step_size=0.01, steps=6, generator=torch.Generator().manual_seed(1))
+    ref = _multi_targeted_written_out(model, x, y, 0.03, 0.01, 6, torch.Generator().manual_seed(1))
+    assert torch.equal(ours, ref)
+    fooled = predict(model, ours) != y
+    assert 5 < int(fooled.sum()) < 40  # some points fooled, some not: the comparison means something
+    g_lean, g_full = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    lean = multi_targeted(model, x, y, eps=0.03, step_size=0.01, steps=6, generator=g_lean, stop_when_fooled=True)
+    assert torch.equal(predict(model, lean) != y, fooled)
+    assert torch.equal(lean, _multi_targeted_written_out(model, x, y, 0.03, 0.01, 6, torch.Generator().manual_seed(1),
+                                                         stop_when_fooled=True))  # the first target that fooled it
+    multi_targeted(model, x, y, eps=0.03, step_size=0.01, steps=6, generator=g_full)
+    assert torch.equal(g_lean.get_state(), g_full.get_state())  # the same draws: the next batch's starts agree
+    fixed = multi_targeted(model, x, y, eps=0.03, step_size=0.01, steps=6, random_start=False)
+    assert torch.equal(fixed, _multi_targeted_written_out(model, x, y, 0.03, 0.01, 6, None, random_start=False))
+    one = torch.tensor([int(torch.nonzero(~fooled)[0])])  # a single point still robust: still attacked
+    assert torch.equal(multi_targeted(model, x[one], y[one], eps=0.03, step_size=0.01, steps=6, stop_when_fooled=True,
+                                      random_start=False), fixed[one])
+    assert bool(((lean - x).abs() <= 0.03 + 1e-12).all()) and bool((lean >= 0).all() and (lean <= 1).all())
+    still = ~fooled  # a point never fooled was attacked with every target: the same result either way
+    assert torch.equal(lean[still], ours[still])
+
+
+def test_restarts_keep_the_first_success_of_targeted_pgd_and_every_draw_is_kept_in_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 5)).eval()
+    x = torch.rand(30, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    target = (predict(model, x) + 1) % 5
+    one = pgd(model, x, target, eps=0.15, step_size=0.05, steps=3, targeted=True, generator=torch.Generator().manual_seed(4))
+    three = pgd(model, x, target, eps=0.15, step_size=0.05, steps=3, targeted=True, restarts=3,
+                generator=torch.Generator().manual_seed(4))
+    reached = predict(model, one) == target
+    assert 0 < int(reached.sum()) < 30
+    assert torch.equal(three[reached], one[reached])  # reached in the first restart: kept from it
+    assert bool((predict(model, three) == target).sum() >= reached.sum())
+    with pytest.raises(ValueError, match=r"^restarts must be an integer >= 1, got 0$"):
+        pgd(model, x, target, eps=0.1, step_size=0.02, steps=2, restarts=0)
+    # a multi-targeted batch fooled by its first target still draws every target's start: the stream stays in step
+    y = predict(model, x)
+    g_lean, g_full = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    lean = multi_targeted(model, x, y, eps=0.9, step_size=0.5, steps=3, generator=g_lean, stop_when_fooled=True)
+    multi_targeted(model, x, y, eps=0.9, step_size=0.5, steps=3, generator=g_full)
+    assert bool((predict(model, lean) != y).all()) and torch.equal(g_lean.get_state(), g_full.get_state())
+
+
+def test_a_model_that_returns_no_logits_is_named():
+    x, y = torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 0])
+    for net, shape in ((nn.Sequential(nn.Flatten(), nn.Linear(4, 1), nn.Flatten(0)), "(1,)"),
+                       (nn.Sequential(nn.Flatten(), nn.Linear(4, 1)), "(1, 1)")):
+        with pytest.raises(ValueError, match=rf"^the model must return logits of shape \(N, classes >= 2\), got "
+                                             rf"{re.escape(shape)}$"):
+            pgd(net, x, y, eps=0.1, step_size=0.02, steps=1)

@@ -292,20 +292,3 @@ def test_a_hand_edited_architecture_is_named_not_a_size_mismatch_traceback(tmp_p
     with pytest.raises(ValueError, match=r"last\.pt does not fit the architecture 'cnn002' .*was settings\.json edited\?"):
         load_run(run)
     assert main(["evaluate", str(run), "--n-eval", "4", "--no-progress", "--device", "cpu"]) == 2
-
-
-def test_float64_images_are_evaluated_as_the_model_computes(fmnist_small_model):
-    from rll_core.attacks import pgd
-    from rll_core.evaluation import evaluate
-    from rll_core.lipschitz import local_lipschitz
-
-    model, x, y = fmnist_small_model
-    x, y = x[:32], y[:32]
-    r32 = evaluate(model, x, y, eps=0.1, attacks=("pgd",), progress=False)
-    r64 = evaluate(model, x.double(), y, eps=0.1, attacks=("pgd",), progress=False)
-    assert r64.correct["pgd"].tolist() == r32.correct["pgd"].tolist()  # float64 in [0, 1] cast to float32 exactly
-    g = torch.Generator().manual_seed(0)
-    lip64 = local_lipschitz(model, x.double(), eps=0.1, generator=g)
-    assert torch.equal(lip64, local_lipschitz(model, x, eps=0.1, generator=torch.Generator().manual_seed(0)))
-    with pytest.raises(ValueError, match=r"x is torch.float64 but the model computes in torch.float32: pass x.to"):
-        pgd(model, x.double(), y, eps=0.1, step_size=0.02, steps=2)

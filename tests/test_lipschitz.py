@@ -116,3 +116,58 @@ def test_reference_procedure_matches_its_definition_and_descends():
     assert bool((ours < ascent).all())
     with pytest.raises(ValueError, match="unknown procedure"):
         local_lipschitz(model, x, eps=0.1, procedure="descent")
+
+
+def _ascent_written_out(model, x, eps, step, steps, noise):
+    """rll's estimate from its definition, one point at a time: from x + 0.001 noise (in the eps-box and
+    [0, 1]), sign steps up the gradient of ||f(z) - f(x)||_1, the ratio ||f(z) - f(x)||_1 / ||z - x||_inf recorded
+    at every iterate and at the last one; the largest ratio met."""
+    out = []
+    for i in range(len(x)):
+        xi = x[i:i + 1]
+        fx = model(xi).detach()
+        lo, hi = (xi - eps).clamp(min=0), (xi + eps).clamp(max=1)
+        z = torch.max(torch.min(xi + 0.001 * noise[i:i + 1], hi), lo)
+        best = 0.0
+        for k in range(steps + 1):
+            z = z.detach().requires_grad_(True)
+            num = (model(z) - fx).abs().sum()
+            den = (z - xi).abs().max()
+            best = max(best, float(num / den) if den > 0 else 0.0)
+            if k == steps:
+                break
+            (g,) = torch.autograd.grad(num, z)
+            z = torch.max(torch.min(z.detach() + step * g.sign(), hi), lo)
+        out.append(best)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def test_the_ascent_equals_its_definition_written_out_per_point(capsys):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 5)).double().eval()
+    x = torch.rand(7, 1, 4, 4, dtype=torch.float64)
+    x[0] = 0.0  # images on the faces of [0, 1]: the start and the steps must stay inside
+    x[1] = 1.0
+    ours = local_lipschitz(model, x, eps=0.05, steps=4, step_size=0.02, batch_size=3,
+                           generator=torch.Generator().manual_seed(5))
+    noise = torch.cat([torch.randn(x[s:s + 3].shape, generator=g, dtype=torch.float64)
+                       for g in [torch.Generator().manual_seed(5)] for s in range(0, 7, 3)])
+    assert torch.allclose(ours.double(), _ascent_written_out(model, x, 0.05, 0.02, 4, noise), rtol=1e-12)
+    assert capsys.readouterr() == ("", "")  # no progress bar unless asked
+    local_lipschitz(model, x, eps=0.05, steps=1, progress=True)
+    assert "local Lipschitz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(eps=0.0), r"^eps must be > 0 for a local Lipschitz estimate$"),
+    (dict(eps=0.1, step_size=0.0), r"^step_size must be a finite number in \(0, inf\], got 0.0$"),
+    (dict(eps=0.1, steps=0), r"^steps must be an integer >= 1, got 0$"),
+    (dict(eps=0.1, restarts=0), r"^restarts must be an integer >= 1, got 0$"),
+    (dict(eps=0.1, batch_size=0), r"^batch_size must be an integer >= 1, got 0$"),
+    (dict(eps=0.1, procedure="reference", restarts=2), r"^the reference procedure has one start; restarts must be 1$"),
+    (dict(eps=0.1, procedure="descent"), r"^unknown procedure 'descent'; valid: ascent, reference$"),
+])
+def test_each_bad_argument_is_named(kwargs, message):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    with pytest.raises(ValueError, match=message):
+        local_lipschitz(model, torch.rand(2, 1, 2, 2), **kwargs)

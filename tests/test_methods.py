@@ -4,6 +4,7 @@ written out (TRADES' official loss), finite differences, closed forms, the regul
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -228,7 +229,9 @@ def test_trades_equals_the_official_trades_loss_in_value_and_gradient(n, beta):
     flowing through both sides of the KL all have to agree."""
     model = tiny()  # float32 as the official code runs; no dropout: its extra clean forward pass equals ours
     x, y = batch(n)
-    ours, grads = loss_and_grads(TRADES(eps=0.1, beta=beta, steps=4, step_size=0.02), model, x, y, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no implicit softmax dimension, no deprecated call
+        ours, grads = loss_and_grads(TRADES(eps=0.1, beta=beta, steps=4, step_size=0.02), model, x, y, seed=3)
     torch.manual_seed(3)
     model.zero_grad()
     theirs = _official_trades_loss(model, x, y, step_size=0.02, epsilon=0.1, perturb_steps=4, beta=beta)
@@ -238,3 +241,105 @@ def test_trades_equals_the_official_trades_loss_in_value_and_gradient(n, beta):
         assert torch.allclose(a, p.grad, rtol=1e-5, atol=1e-5 * float(p.grad.abs().max()))
     robust = (ours - F.cross_entropy(model(x), y)).item()
     assert robust > 1e-6  # the robust term is there, and scaled per example
+
+
+def _llr_written_out(model, x, y, eps, lam, mu, steps, step):
+    """LLR (Qin et al. 2019) as rll defines it, written out: delta* = the eval-mode maximiser of
+    |CE(x + d) - CE(x) - d . grad_x CE(x)| over the eps-box (projected sign ascent from a uniform start), then in
+    training mode CE + lam mean |CE(x + delta*) - CE(x) - delta* . grad CE| + mu mean |delta* . grad CE|, the input
+    gradient kept differentiable."""
+    model.eval()
+    x0 = x.detach().requires_grad_(True)
+    ce0_all = F.cross_entropy(model(x0), y, reduction="none")
+    (g0,) = torch.autograd.grad(ce0_all.sum(), x0)
+    ce0, g0 = ce0_all.detach(), g0.detach()
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    z = torch.max(torch.min(x + (2 * torch.rand_like(x) - 1) * eps, hi), lo)
+    for _ in range(steps):
+        z = z.detach().requires_grad_(True)
+        obj = (F.cross_entropy(model(z), y, reduction="none") - ce0 - ((z - x) * g0).flatten(1).sum(1)).abs().sum()
+        (g,) = torch.autograd.grad(obj, z)
+        z = torch.max(torch.min(z.detach() + step * g.sign(), hi), lo)
+    delta = (z - x).detach()
+    model.train()
+    xg = x.detach().requires_grad_(True)
+    logits = model(xg)
+    ce = F.cross_entropy(logits, y, reduction="none")
+    (gx,) = torch.autograd.grad(ce.sum(), xg, create_graph=True)
+    lin = (delta * gx).flatten(1).sum(1)
+    gamma = (F.cross_entropy(model(x + delta), y, reduction="none") - ce - lin).abs()
+    return ce.mean() + lam * gamma.mean() + mu * lin.abs().mean()
+
+
+def test_llr_equals_its_definition_written_out_in_value_and_gradient():
+    model = tiny().double()
+    x, y = batch(8)
+    x = x.double()
+    ours, grads = loss_and_grads(LLR(eps=0.1, lam=1.7, mu=0.6, steps=3, step_size=0.03), model, x, y, seed=2)
+    torch.manual_seed(2)
+    model.zero_grad()
+    theirs = _llr_written_out(model, x, y, 0.1, 1.7, 0.6, 3, 0.03)
+    theirs.backward()
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-12)
+    for a, p in zip(grads, model.parameters(), strict=True):
+        assert torch.allclose(a, p.grad, rtol=1e-10, atol=1e-14)
+    t = LLR(eps=0.1, steps=3).terms(model, x, y)
+    assert set(t) == {"logits", "ce", "gamma", "lin"} and torch.equal(t["ce"], F.cross_entropy(t["logits"], y,
+                                                                                                  reduction="none"))
+
+
+def test_rst_and_at_are_the_cross_entropy_at_pgds_point_with_their_own_step():
+    model = tiny().double()
+    x, y = batch(8)
+    x = x.double()
+    torch.manual_seed(4)
+    rst = RST(eps=0.1, lam=0.7, steps=3, step_size=0.05)(model, x, y)
+    x_adv = pgd(model, x, y, eps=0.1, step_size=0.05, steps=3, generator=torch.Generator().manual_seed(4))
+    expect = F.cross_entropy(model(x), y) + 0.7 * F.cross_entropy(model(x_adv), y)
+    assert rst.item() == pytest.approx(expect.item(), rel=1e-12)
+    torch.manual_seed(4)
+    at = AT(eps=0.1, steps=3, step_size=0.05)(model, x, y)
+    assert at.item() == pytest.approx(F.cross_entropy(model(x_adv), y).item(), rel=1e-12)
+    torch.manual_seed(4)
+    assert AT(eps=0.1, steps=3)(model, x, y).item() != pytest.approx(at.item(), rel=1e-9)  # the default step differs
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: LLR(lam=-1.0), r"^lam must be a finite number in \[0, inf\], got -1.0$"),
+    (lambda: LLR(mu=-1.0), r"^mu must be a finite number in \[0, inf\], got -1.0$"),
+    (lambda: GR(lam=-2.0), r"^lam must be a finite number in \[0, inf\], got -2.0$"),
+    (lambda: RST(lam=-0.5), r"^lam must be a finite number in \[0, inf\], got -0.5$"),
+    (lambda: TRADES(beta=-1.0), r"^beta must be a finite number in \[0, inf\], got -1.0$"),
+    (lambda: AT(steps=0), r"^steps must be an integer >= 1, got 0$"),
+    (lambda: AT(step_size=0.0), r"^step_size must be a finite number in \(0, inf\], got 0.0$"),
+    (lambda: LLR(step_size=-0.1), r"^step_size must be a finite number in \(0, inf\], got -0.1$"),
+    (lambda: TRADES(eps=1.5), r"^eps must be a finite number in \[0, 1\], got 1.5$"),
+    (lambda: make_method("rst", beta=1, gamma=2), r"^method 'rst' has no hyperparameter beta, gamma; valid: eps, lam, "
+                                                  r"steps, step_size$"),
+    (lambda: make_method("natural", eps=0.1), r"^method 'natural' has no hyperparameter eps; valid: \(none\)$"),
+])
+def test_each_bad_hyperparameter_is_named(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_augmentation_draws_from_its_generator_over_every_offset_and_flips_half():
+    x = torch.rand(600, 1, 6, 6)
+    state = torch.get_rng_state()
+    a = augment_batch(x, pad=2, generator=torch.Generator().manual_seed(7))
+    b = augment_batch(x, pad=2, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b) and torch.equal(torch.get_rng_state(), state)  # its own stream, the global one untouched
+    padded = F.pad(x, (2, 2, 2, 2))
+    offsets, flips = set(), 0
+    for i in range(len(x)):
+        for dy in range(5):
+            for dx in range(5):
+                crop = padded[i, :, dy:dy + 6, dx:dx + 6]
+                if torch.equal(a[i], crop) or torch.equal(a[i], crop.flip(2)):
+                    offsets.add((dy, dx))
+                    flips += not torch.equal(a[i], crop)
+    assert offsets == {(dy, dx) for dy in range(5) for dx in range(5)}  # 0 .. 2 pad on both axes
+    assert 0.4 < flips / len(x) < 0.6
+    kept = augment_batch(x[:50], pad=2, flip=False, generator=torch.Generator().manual_seed(7))
+    for i in range(50):  # without flips every image is a plain crop, at the offsets the flipping call drew
+        assert any(torch.equal(kept[i], padded[i, :, dy:dy + 6, dx:dx + 6]) for dy in range(5) for dx in range(5))

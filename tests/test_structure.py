@@ -8,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import rll_core
@@ -47,11 +48,14 @@ def test_every_all_is_true(module):
     assert public <= set(names), f"{module} defines public {sorted(public - set(names))} outside __all__"
 
 
-def test_no_function_over_sixty_lines_but_the_numba_kernels():
+def test_no_function_body_over_55_lines_but_the_numba_kernels():
     long = []
     for module in MODULES:
         for node in ast.walk(ast.parse(_source(module))):
-            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 60:
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            body = node.body[1:] if ast.get_docstring(node) else node.body  # a docstring is not code
+            if body and body[-1].end_lineno - body[0].lineno + 1 > 55:
                 if not any("njit" in ast.unparse(d) for d in node.decorator_list):
                     long.append(f"{module}.{node.name}")
     assert long == []
@@ -82,3 +86,51 @@ def test_no_private_imports_across_modules():
 # data and separation
 
 
+
+
+def _args_section(doc: str) -> set[str]:
+    """The argument names an ``Args:`` section documents (``a, b:`` documents both; ``**hyper:`` is ``hyper``)."""
+    lines = doc.split("Args:", 1)[1].splitlines()[1:] if "Args:" in doc else []
+    names: set[str] = set()
+    for line in lines:
+        if line and not line.startswith(" "):
+            break  # the next section
+        head = line[4:] if line.startswith("    ") and not line.startswith("     ") else ""
+        if ":" in head:
+            names |= {n.strip().lstrip("*") for n in head.split(":", 1)[0].split(",")}
+    return names
+
+
+@pytest.mark.parametrize("name", [n for n in rll_core.__all__ if callable(getattr(rll_core, n))])
+def test_the_public_face_is_documented_in_one_template(name):
+    """Arguments (every one, with its default, units or shape), returns, raises and an example, as torchattacks
+    documents its attacks: a renamed or added argument without its line breaks this."""
+    import inspect
+
+    obj = getattr(rll_core, name)
+    doc = inspect.getdoc(obj) or ""
+    sig = inspect.signature(obj)
+    params = {p for p in sig.parameters if p not in ("self", "args")}
+    for section in ("Raises:", "Example:"):
+        assert section in doc, f"{name}: no {section}"
+    if params:
+        assert _args_section(doc) == params, f"{name}: Args documents {sorted(_args_section(doc))}, takes {sorted(params)}"
+    if not inspect.isclass(obj):
+        assert "Returns:" in doc, f"{name}: no Returns:"
+
+
+def test_the_runnable_examples_of_the_public_face_run():
+    import doctest
+    import inspect
+
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    ran = 0
+    for name in rll_core.__all__:
+        obj = getattr(rll_core, name)
+        if not callable(obj) and not inspect.ismodule(obj):
+            continue  # __version__
+        module = importlib.import_module(obj.__module__) if callable(obj) else obj
+        for test in finder.find(obj, name, globs={**vars(module), "np": np}):
+            ran += len([e for e in test.examples if not e.options.get(doctest.SKIP)])
+            runner.run(test)
+    assert runner.failures == 0 and ran >= 5

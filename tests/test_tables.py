@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import csv
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from rll_core.tables import difference_interval, display_rows, export_table, number_rows, wilson_interval
+from rll_core.tables import (
+    caption,
+    difference_interval,
+    display_rows,
+    export_table,
+    gap_interval,
+    number_rows,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (10, 10), (33, 100), (73, 100), (999, 1000)])
@@ -70,3 +80,128 @@ def test_missing_values_show_as_dashes_and_nan():
     shown = display_rows(rows)
     assert shown[1]["test Lipschitz"] == "-" and shown[1]["test PGD acc"].startswith("0.20 [")
     assert math.isnan(number_rows(rows)[1]["test_lipschitz"])
+
+
+# ----------------------------------------------------------------------------------------------
+# every cell, header and caption word of a table, against independent references
+
+
+def _rows():
+    return [
+        {"label": "natural", "method": "natural", "dataset": "mnist", "eps": 0.1, "train_n": 100, "test_n": 80,
+         "train_accuracy": 0.9, "test_accuracy": 0.85, "train_pgd_accuracy": 0.6, "test_pgd_accuracy": 0.5,
+         "test_lipschitz": 10.0, "test_lipschitz_se": 0.25, "train_lipschitz": 9.99, "gap_standard": 0.05,
+         "gap_adversarial": 0.1},
+        {"label": "AT", "method": "at", "dataset": "mnist", "eps": 0.1, "train_n": 100, "test_n": 80,
+         "train_accuracy": 0.92, "test_accuracy": 0.875, "train_pgd_accuracy": 0.8, "test_pgd_accuracy": 0.75,
+         "test_autoattack_accuracy": 0.6, "test_autoattack_n": 25, "test_lipschitz": 2.5, "gap_standard": 0.045,
+         "gap_adversarial": 0.05},
+        {"label": "Section 4", "method": "theory", "test_n": 80, "test_accuracy": 0.5},
+    ]
+
+
+def _wilson(p, n):
+    ci = binomtest(round(p * n), n).proportion_ci(confidence_level=0.95, method="wilson")
+    return ci.low, ci.high
+
+
+def test_the_numbers_file_holds_every_value_its_interval_and_its_n():
+    rows = _rows()
+    out = number_rows(rows)
+    assert list(out[0]) == ["method", "n_train", "n_test", "train_accuracy", "train_accuracy_lo", "train_accuracy_hi",
+                            "test_accuracy", "test_accuracy_lo", "test_accuracy_hi", "train_pgd_accuracy",
+                            "train_pgd_accuracy_lo", "train_pgd_accuracy_hi", "test_pgd_accuracy",
+                            "test_pgd_accuracy_lo", "test_pgd_accuracy_hi", "test_autoattack_accuracy",
+                            "test_autoattack_accuracy_lo", "test_autoattack_accuracy_hi", "test_autoattack_n",
+                            "train_lipschitz", "train_lipschitz_se", "test_lipschitz", "test_lipschitz_se",
+                            "gap_standard", "gap_standard_lo", "gap_standard_hi", "gap_adversarial",
+                            "gap_adversarial_lo", "gap_adversarial_hi"]
+    assert all(list(o) == list(out[0]) for o in out)
+    assert [o["method"] for o in out] == ["natural", "AT", "Section 4"]
+    assert (out[0]["n_train"], out[0]["n_test"], out[1]["test_autoattack_n"]) == (100, 80, 25)
+    assert math.isnan(out[2]["n_train"]) and math.isnan(out[0]["test_autoattack_n"])
+    for o, r in zip(out, rows, strict=True):
+        for key, n_key in (("train_accuracy", "train_n"), ("test_accuracy", "test_n"), ("test_pgd_accuracy", "test_n"),
+                           ("test_autoattack_accuracy", "test_autoattack_n")):  # an attack on fewer points: its n
+            if key in r:
+                assert o[key] == r[key]
+                assert (o[f"{key}_lo"], o[f"{key}_hi"]) == pytest.approx(_wilson(r[key], r[n_key]), abs=1e-12)
+            else:
+                assert all(math.isnan(o[k]) for k in (key, f"{key}_lo", f"{key}_hi"))
+    assert out[0]["test_lipschitz_se"] == 0.25 and math.isnan(out[1]["test_lipschitz_se"])
+    assert out[0]["train_lipschitz"] == 9.99 and math.isnan(out[0]["train_lipschitz_se"])
+    lo, hi = difference_interval(0.6, 100, 0.5, 80)
+    assert (out[0]["gap_adversarial_lo"], out[0]["gap_adversarial_hi"]) == (lo, hi)
+    assert all(math.isnan(out[2][k]) for k in ("gap_standard", "gap_standard_lo", "gap_adversarial_hi"))
+
+
+def test_the_readable_cells_and_headers():
+    shown = display_rows(_rows())
+    assert shown == [
+        {"method": "natural", "train acc": "0.90 [0.83, 0.94]", "test acc": "0.85 [0.76, 0.91]",
+         "train PGD acc": "0.60 [0.50, 0.69]", "test PGD acc": "0.50 [0.39, 0.61]", "test AutoAttack acc": "-",
+         "train Lipschitz": "9.99", "test Lipschitz": "10.0 ± 0.2", "std. gap": "+0.05 [-0.05, +0.15]",
+         "adv. gap": "+0.10 [-0.05, +0.24]"},
+        {"method": "AT", "train acc": "0.92 [0.85, 0.96]", "test acc": "0.88 [0.78, 0.93]",
+         "train PGD acc": "0.80 [0.71, 0.87]", "test PGD acc": "0.75 [0.65, 0.83]",
+         "test AutoAttack acc": "0.60 [0.41, 0.77]", "train Lipschitz": "-", "test Lipschitz": "2.50",
+         "std. gap": "+0.04 [-0.04, +0.14]", "adv. gap": "+0.05 [-0.07, +0.17]"},
+        {"method": "Section 4", "train acc": "-", "test acc": "0.50 [0.39, 0.61]", "train PGD acc": "-",
+         "test PGD acc": "-", "test AutoAttack acc": "-", "train Lipschitz": "-", "test Lipschitz": "-",
+         "std. gap": "-", "adv. gap": "-"},
+    ]
+    no_n = display_rows([{"method": "x", "test_accuracy": 0.5, "gap_standard": 0.1, "test_lipschitz": 12.0}, {}])
+    assert no_n == [{"method": "x", "test acc": "0.50", "test Lipschitz": "12.0", "std. gap": "+0.10"},
+                    {"method": "?", "test acc": "-", "test Lipschitz": "-", "std. gap": "-"}]  # no n: no bracket
+    bare = number_rows([{"test_accuracy": 0.5}])[0]
+    assert bare["method"] == "?" and math.isnan(bare["n_train"]) and math.isnan(bare["n_test"])
+
+
+def test_the_caption_says_what_made_the_numbers():
+    text = caption(_rows(), "Table 2.")
+    assert text == ("Table 2. MNIST, ε = 0.1; n = 80/100 evaluation points per split. Accuracies with 95 % Wilson "
+                    "intervals; local Lipschitz constants (ℓ∞ → ℓ1) as mean ± standard error (rll's ascent; ref. "
+                    "proc.: the reference code's procedure). Gaps: train minus test accuracy, with Newcombe's 95 % "
+                    "interval of a difference. AutoAttack (standard, Croce & Hein 2020) on the first 25 test points; "
+                    "'-': not run.")
+    plain = caption([{"label": "x", "dataset": "fashion_mnist"}])
+    assert plain.startswith("Fashion-MNIST; n = ? evaluation points per split.") and "AutoAttack" not in plain
+    assert plain.endswith("with Newcombe's 95 % interval of a difference.")  # nothing after it without AutoAttack
+    assert caption([{"test_n": 5}, {"dataset": "svhn", "eps": 0.031, "test_n": 7}], "Table IX").startswith(
+        "Table IX. SVHN, ε = 0.031; n = 5/7 evaluation")  # the dataset of the first row that names one
+    assert caption([{"test_n": 5, "eps": 0.3}]).startswith("n = 5 evaluation")  # no dataset: no name, no eps
+    two = caption([{"test_autoattack_n": 25}, {"test_autoattack_n": 10}])
+    assert "AutoAttack (standard, Croce & Hein 2020) on the first 10/25 test points; '-': not run." in two
+    with pytest.raises(ValueError, match="^no rows to export$"):
+        export_table([], "never")
+    md = export_table([{"dataset": "mnist", "test_n": 4, "test_accuracy": 0.5}], Path(tempfile.mkdtemp()) / "t")[1]
+    assert md.read_text().startswith("MNIST; n = 4")  # no title: the caption alone
+
+
+def test_newcombes_worked_example_and_the_refusals():
+    """Newcombe (1998), Table II, example (a): 56/70 against 48/80, method 10: 0.0524 to 0.3339."""
+    lo, hi = difference_interval(56 / 70, 70, 48 / 80, 80)
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+    z99 = 2.5758293035489
+    ref = binomtest(33, 100).proportion_ci(confidence_level=0.99, method="wilson")
+    assert wilson_interval(0.33, 100, z99) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    w1 = binomtest(56, 70).proportion_ci(confidence_level=0.99, method="wilson")
+    w2 = binomtest(48, 80).proportion_ci(confidence_level=0.99, method="wilson")
+    d = 56 / 70 - 48 / 80  # Newcombe's method 10 from the two 99 % Wilson intervals
+    assert difference_interval(56 / 70, 70, 48 / 80, 80, z99) == pytest.approx(
+        (d - math.hypot(56 / 70 - w1.low, w2.high - 48 / 80), d + math.hypot(w1.high - 56 / 70, 48 / 80 - w2.low)),
+        abs=1e-12)
+    with pytest.raises(ValueError, match=r"^accuracy must be a finite number in \[0, 1\], got 1.5$"):
+        wilson_interval(1.5, 10)
+    with pytest.raises(ValueError, match=r"^accuracy must be a finite number in \[0, 1\], got -0.1$"):
+        wilson_interval(-0.1, 10)
+    with pytest.raises(ValueError, match=r"^n must be an integer >= 1, got 0$"):
+        wilson_interval(0.5, 0)
+    assert gap_interval({"train_accuracy": 0.9, "test_accuracy": 0.8, "train_n": 10}, "gap_standard") is None
+    assert gap_interval({"train_accuracy": 0.9, "train_n": 10, "test_n": 10}, "gap_standard") is None
+    assert gap_interval({"test_accuracy": 0.9, "train_n": 10, "test_n": 10}, "gap_standard") is None
+    assert gap_interval({"train_accuracy": 0.9, "test_accuracy": 0.8, "train_n": 0, "test_n": 10}, "gap_standard") is None
+    assert gap_interval({"train_accuracy": 0.9, "test_accuracy": float("nan"), "train_n": 9, "test_n": 9},
+                        "gap_standard") is None
+    assert gap_interval({"train_accuracy": 0.9, "test_accuracy": 0.8, "train_n": 10, "test_n": 20}, "gap_standard") == \
+        difference_interval(0.9, 10, 0.8, 20)

@@ -221,3 +221,137 @@ def test_theory_classifier_outputs_are_indexed_by_label():
     assert res.clean_accuracy == ast.accuracy == 1.0
     assert res.adversarial_accuracy["pgd"] == 1.0  # below r nothing can flip it (Theorem 4.2)
     assert int(clf(xt).argmax(1).eq(torch.from_numpy(y)).sum()) == 30
+
+
+# ----------------------------------------------------------------------------------------------
+# the pieces written out
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+def test_nearest_two_classes_is_the_brute_force_top_two(dtype, capsys):
+    rng = np.random.default_rng(3)
+    scale = 255.0 if dtype == np.uint8 else 1.0
+    r = (rng.integers(0, 256, (60, 12)) / (255 / scale)).astype(dtype)
+    ry = np.repeat(np.array([2, 5, 7]), 20)
+    q = (rng.integers(0, 256, (25, 12)) / (255 / scale)).astype(dtype)
+    top = nearest_two_classes(q, r, ry, query_chunk=7)
+    d, idx = brute_per_class(q, r, ry)
+    order = np.argsort(d, axis=1, kind="stable")[:, :2]
+    assert np.array_equal(top.dist, np.take_along_axis(d, order, 1) / scale)
+    assert np.array_equal(top.index, np.take_along_axis(idx, order, 1))
+    assert np.array_equal(top.label, np.array([2, 5, 7])[order]) and top.scale == scale
+    assert capsys.readouterr() == ("", "")
+    with pytest.raises(ValueError, match=r"^refs labels must have shape \(60,\)"):
+        nearest_two_classes(q, r, ry[:5])
+    with pytest.raises(ValueError, match=r"^queries must be uint8"):
+        nearest_two_classes(q.astype(np.int16), r, ry)
+
+
+def _astuteness_written_out(clf, x, y, eps, steps):
+    """Section 4's bracket from its definitions: exact distances to each class (brute force); certified when
+    right with the runner-up more than 2 eps farther; attacked by (1) a step of eps per coordinate towards the
+    nearest point of the nearest wrong class and (2) PGD on the classifier (steps of 2.5 eps / steps, no random
+    start), a point counting as flipped when the re-classified attack point has another label."""
+    flat = x.flatten(1).numpy().astype(np.float64)
+    d, idx = brute_per_class(flat, clf.refs, clf.ref_labels)
+    col = np.searchsorted(clf.classes, y.numpy())
+    correct = d.argmin(1) == col
+    two = np.sort(d, 1)[:, :2]
+    certified = correct & ((two[:, 1] - two[:, 0]) / 2 > eps)
+    wrong = d.copy()
+    wrong[np.arange(len(x)), col] = np.inf
+    target = clf.refs[idx[np.arange(len(x)), wrong.argmin(1)]]
+    x1 = np.clip(flat + np.clip(target - flat, -eps, eps), np.maximum(flat - eps, 0), np.minimum(flat + eps, 1))
+    cands = [torch.from_numpy(x1).view(x.shape)]
+    if eps > 0:
+        cands.append(pgd(clf, x, y, eps=eps, step_size=2.5 * eps / steps, steps=steps, random_start=False))
+    flipped = ~correct
+    for c in cands:
+        flipped = flipped | (brute_per_class(c.flatten(1).numpy(), clf.refs, clf.ref_labels)[0].argmin(1) != col)
+    return correct, certified, flipped
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.04, 0.12, 0.3])
+def test_astuteness_equals_its_definition_written_out(eps):
+    rng = np.random.default_rng(5)
+    xtr = rng.random((30, 1, 2, 3))
+    ytr = np.repeat(np.array([0, 1, 3]), 10)
+    clf = LipschitzClassifier(xtr, ytr)
+    x = torch.from_numpy(rng.random((40, 1, 2, 3)))
+    y = torch.from_numpy(rng.choice([0, 1, 3], 40))
+    a = astuteness(clf, x, y, eps, pgd_steps=7)
+    correct, certified, flipped = _astuteness_written_out(clf, x, y, eps, 7)
+    assert np.array_equal(a.per_point["correct"], correct) and np.array_equal(a.per_point["certified"], certified)
+    assert np.array_equal(a.per_point["flipped"], flipped)
+    assert (a.eps, a.n, a.accuracy, a.certified, a.attacked) == (eps, 40, correct.mean(), certified.mean(),
+                                                                (~flipped).mean())
+    moved = torch.from_numpy(a.per_point["flipped"] & a.per_point["correct"])
+    assert bool((a.x_adv[~moved] == x[~moved]).all())  # only flipped points moved, and each inside the ball
+    assert float((a.x_adv - x).abs().max()) <= eps + 1e-12
+    if eps > 0:
+        assert int(moved.sum()) > 0
+    default = astuteness(clf, x, y, eps)  # 20 PGD steps by default
+    assert np.array_equal(default.per_point["flipped"], _astuteness_written_out(clf, x, y, eps, 20)[2])
+    pixels = astuteness(clf, (x * 255).round().to(torch.uint8), y, eps, pgd_steps=7)  # uint8 pixels are / 255
+    assert pixels.accuracy == float(np.mean(_astuteness_written_out(clf, (x * 255).round() / 255, y, eps, 7)[0]))
+
+
+def test_lipschitz_ratios_per_pair_and_the_largest_found():
+    rng = np.random.default_rng(2)
+    clf = LipschitzClassifier(rng.random((20, 1, 1, 4)), np.repeat([0, 1], 10))
+    x = torch.from_numpy(rng.random((6, 1, 1, 4)))
+    x2 = x.clone()
+    x2[0] = (x2[0] + 0.01).clamp(0, 1)
+    x2[1] = (x2[1] - 0.2).clamp(0, 1)
+    x2[2, 0, 0, 0] = (x2[2, 0, 0, 0] + 0.05).clamp(0, 1)
+    with torch.no_grad():
+        num = (clf(x) - clf(x2)).abs().amax(1)
+    den = (x - x2).flatten(1).abs().amax(1)
+    expect = torch.where(den > 0, num / den, torch.zeros_like(num))
+    assert torch.allclose(lipschitz_ratio_inf(clf, x, x2), expect, rtol=1e-12)
+    assert lipschitz_ratio_inf(clf, x, x2)[3:].tolist() == [0.0, 0.0, 0.0]  # x2 == x: 0, not NaN
+    found = max_lipschitz_ratio(clf, x, 0.05, n_random=4, generator=torch.Generator().manual_seed(9))
+    g = torch.Generator().manual_seed(9)
+    best = 0.0
+    for i in range(4):  # uniform directions, then corners, alternately; then the attack points
+        u = torch.rand(x.shape, generator=g) * 2 - 1
+        u = u.sign() if i % 2 else u
+        best = max(best, float(lipschitz_ratio_inf(clf, x, (x + 0.05 * u).clamp(0, 1)).max()))
+    y = torch.from_numpy(clf.classes)[clf.distances(x).argmin(1)]
+    best = max(best, float(lipschitz_ratio_inf(clf, x, astuteness(clf, x, y, 0.05).x_adv).max()))
+    assert found == best and 0 < found <= 1 / clf.r + 1e-9
+
+
+def test_the_classifier_refuses_what_it_cannot_represent():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"^x_train holds a single class; the classifier needs at least two$"):
+        LipschitzClassifier(rng.random((4, 3)), np.zeros(4, int))
+    with pytest.raises(ValueError, match=r"^x_train must be uint8 pixels or floats in \[0, 1\]$"):
+        LipschitzClassifier(rng.random((4, 3)) * 1.5, np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match=r"^x_train must be uint8 pixels or floats in \[0, 1\]$"):
+        LipschitzClassifier(rng.random((4, 3)) - 0.5, np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match=r"^x_train labels must have shape \(4,\)"):
+        LipschitzClassifier(rng.random((4, 3)), np.array([0, 1]))
+    twins = np.array([[0.2, 0.2], [0.2, 0.2], [0.9, 0.9]])
+    with pytest.raises(ValueError, match=r"^r must be a finite number > 0, got 0 \(the training set has duplicate points "
+                                         r"of different classes\)$"):
+        LipschitzClassifier(twins, np.array([0, 1, 1]))
+    with pytest.raises(ValueError, match=r"^r must be a finite number in \(0, inf\], got -1"):
+        LipschitzClassifier(twins[1:], np.array([0, 1]), r=-1.0)
+    with pytest.raises(ValueError, match=r"^r must be a finite number in \(0, inf\], got 0.0"):
+        LipschitzClassifier(twins[1:], np.array([0, 1]), r=0.0)
+    clf = LipschitzClassifier(rng.random((10, 1, 2, 3)), np.repeat([0, 2], 5))
+    assert clf.input_shape == (1, 2, 3) and clf.r == clf.separation / 2
+    with pytest.raises(ValueError, match=r"^inputs must have shape \(N, 1, 2, 3\), got \(2, 1, 3, 3\)$"):
+        clf(torch.rand(2, 1, 3, 3, dtype=torch.float64))
+    flat = clf(torch.rand(3, 6, dtype=torch.float64))  # flattened inputs of the same size are accepted
+    assert flat.shape == (3, 3) and bool((flat[:, 1] == -2.0 / clf.r).all())  # the absent label 1 is never predicted
+    x32 = torch.rand(3, 1, 2, 3, requires_grad=True)
+    out = clf(x32)
+    out.sum().backward()
+    assert out.dtype == torch.float32 and x32.grad.dtype == torch.float32  # the input's dtype, both ways
+    for bad in (torch.tensor([0, 1, 2]), torch.tensor([0, 3, 2])):  # 1: between the classes; 3: above them
+        with pytest.raises(ValueError, match="^labels must be classes of the training set$"):
+            astuteness(clf, torch.rand(3, 1, 2, 3, dtype=torch.float64), bad, 0.1)
+    two = LipschitzClassifier(rng.random((6, 2)), np.array([0, 1, 0, 1, 0, 1]))
+    assert certified_radius(two, torch.rand(4, 2, dtype=torch.float64), torch.tensor([0, 1, 0, 1])).shape == (4,)

@@ -135,10 +135,28 @@ def dataset_available(name: str, data_dir: str | os.PathLike[str] | None = None)
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, split: str = "train", *,
                  dataset_name: str | None = None, class_names: Sequence[str] | None = None,
                  **kwargs: object) -> ImageDataset:
-    """Load ``name`` (one of :data:`DATASETS`, or the path of an ``.npz`` of your own) from ``data_dir``.
+    """One split of a dataset: a registry name read from ``data_dir``, or an ``.npz`` of your own.
 
-    ``dataset_name`` / ``class_names``: what to call the data and its classes in every output (a
-    CIFAR-format folder of your own is not CIFAR-10); the format stays in ``.kind``."""
+    Args:
+        name: one of :data:`DATASETS` (any spelling :func:`rll_core.paper.dataset_key` takes) or an ``.npz`` path.
+        data_dir: the folder in torchvision's layout (``~`` expanded; default ``$RLL_DATA_DIR``, else the installed
+            copy: Debian's Fashion-MNIST, the project's ``data/`` for MNIST).
+        split: ``"train"``, ``"test"`` (``"val"`` for Restricted ImageNet, ``"extra"`` for SVHN).
+        dataset_name: what to call the data in every output (a CIFAR-format folder of your own is not CIFAR-10);
+            the format stays in ``.kind``.
+        class_names: names for its classes, one per class.
+        **kwargs: the loader's own options (e.g. ``download=True`` with torchvision installed).
+
+    Returns:
+        An :class:`ImageDataset` (uint8 images ``(N, C, H, W)``, int64 labels).
+
+    Raises:
+        DataError: a missing, unreadable or corrupt file (one line naming it and how to get it); ValueError: an
+            unknown name or split, ``class_names`` of the wrong length.
+
+    Example:
+        >>> test = load_dataset("fashion_mnist", split="test")  # doctest: +SKIP
+    """
     ds = load_npz_dataset(name, split) if is_npz_path(name) else \
         DATASETS[dataset_key(name)](data_dir=data_dir, split=split, **kwargs)
     if class_names is not None and len(class_names) != max(len(ds.classes), int(ds.labels.max(initial=0)) + 1):
@@ -152,8 +170,25 @@ def load_train_test(name: str, data_dir: str | os.PathLike[str] | None = None, n
                     n_test: int | None = None, seed: int | None = 0, *, dataset_name: str | None = None,
                     class_names: Sequence[str] | None = None) -> tuple[ImageDataset, ImageDataset]:
     """The training split and the held-out split (``val`` for Restricted ImageNet, else ``test``), each
-    optionally reduced to a seeded random subset (see :meth:`ImageDataset.subset`).  ``name`` may be the
-    path of an ``.npz`` of your own holding both splits."""
+    optionally a seeded random subset (:meth:`ImageDataset.subset`).
+
+    Args:
+        name: a registry name or the path of an ``.npz`` of your own holding both splits.
+        data_dir: see :func:`load_dataset`.
+        n_train: the training subset's size (default the whole split).
+        n_test: the held-out subset's size (default the whole split).
+        seed: the subsets' seed (default 0; None: the first n points).
+        dataset_name, class_names: see :func:`load_dataset`.
+
+    Returns:
+        ``(train, test)``, two :class:`ImageDataset`.
+
+    Raises:
+        DataError, ValueError: as :func:`load_dataset`.
+
+    Example:
+        >>> train, test = load_train_test("mnist", n_train=2000, n_test=500)  # doctest: +SKIP
+    """
     held_out = "test" if is_npz_path(name) or dataset_key(name) != "restricted_imagenet" else "val"
     return (load_dataset(name, data_dir, "train", dataset_name=dataset_name, class_names=class_names)
             .subset(n_train, seed),

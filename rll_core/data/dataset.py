@@ -17,7 +17,26 @@ class DataError(RuntimeError):
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """A labelled image set: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
+    """A labelled image set, as every loader returns it.
+
+    Args:
+        name: what outputs call it (``mnist``, or your file's stem).
+        split: ``train``, ``test`` ...
+        images: uint8 pixels ``(N, C, H, W)``.
+        labels: int64 ``(N,)``.
+        classes: class names (default none).
+        source: where it was read from.
+        kind: the format or registry entry it follows (``cifar10`` for a CIFAR-format folder you named
+            ``my-photos``; ``npz`` for arrays of your own); defaults to ``name``.
+
+    Raises:
+        ValueError: images that are not uint8 ``(N, C, H, W)``, or labels of another length.
+
+    Example:
+        >>> ds = ImageDataset("toy", "train", np.zeros((2, 1, 4, 4), np.uint8), np.array([0, 1]))
+        >>> ds.shape, len(ds.subset(1))
+        ((1, 4, 4), 1)
+    """
 
     name: str
     split: str

@@ -105,11 +105,26 @@ def export_separation(result: SeparationResult, out_dir: str | os.PathLike[str],
     """Write Table 1 (``table1_<dataset><tag>.csv`` / ``.md``), the report (``separation_<dataset><tag>.json``)
     and Figure 2 (``fig2_separation_<dataset><tag>.<fmt>``) under ``out_dir``.
 
-    ``tag`` (see :func:`rll_core.storage.output_tag`) says what sets the outputs apart, e.g. ``_n800-200`` for
-    subsets, so a subset's table never overwrites the full data's.  ``fig`` is a Figure 2 already drawn
-    (by :func:`plot_separation_histograms`), saved as it is and left open; without it one is drawn, saved
-    and closed.  ``settings`` (:func:`rll_core.separation.separation_settings`): the outputs are refused when
-    they hold another setting's result, and recorded beside them (:func:`rll_core.storage.check_outputs`)."""
+    Args:
+        result: a :class:`~rll_core.separation.SeparationResult` (:func:`rll_core.separation.measure_separation`).
+        out_dir: the folder (``~`` expanded).
+        formats: figure formats, a list or ``"png,pdf,svg"`` (default png and pdf).
+        fig: a Figure 2 already drawn (:func:`plot_separation_histograms`), saved as it is and left open; without
+            it one is drawn, saved and closed.
+        tag: what sets the outputs apart (:func:`separation_tag`: ``_n800-200-seed0`` for subsets), so a subset's
+            table never takes the full data's name.
+        settings: :func:`rll_core.separation.separation_settings`: the outputs are refused when they hold another
+            setting's or other data's result, and the settings are recorded beside them.
+
+    Returns:
+        ``{"tables": [...], "report": [...], "figures": [...]}``, the paths written.
+
+    Raises:
+        ValueError: an unknown format; OutputConflictError: the outputs hold another result.
+
+    Example:
+        >>> export_separation(res, "figures", "png,pdf,svg")  # doctest: +SKIP
+    """
 
     out = user_path(out_dir)
     rep = result.report

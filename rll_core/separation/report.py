@@ -128,7 +128,30 @@ def measure_separation(
     progress: bool = False,
     query_chunk: int | None = None,
 ) -> SeparationResult:
-    """Train-train and (if ``test`` given) test-train separation of a dataset, as in Table 1."""
+    """Table 1 for one dataset: train-train and (with ``test``) test-train nearest-other-class distances.
+
+    Args:
+        train: the training set (an :class:`~rll_core.data.ImageDataset`).
+        test: the held-out set, or None for train-train only.
+        eps: the radius Table 1 compares ``2 eps`` against, in [0, 1] (default: the paper's for the dataset, or
+            for data of your own the paper dataset of its image shape: :func:`rll_core.paper.eps_for`).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
+        backend: the search kernel (see :func:`nearest_other_class`).
+        cache_dir: where the distance arrays are cached and resumed from (default: no cache).
+        progress: show progress bars (default False).
+        query_chunk: queries per chunk (default: the backend's).
+
+    Returns:
+        A :class:`SeparationResult`: the :class:`SeparationReport` (``r_separation``, summaries, ``table1_row()``)
+        and both :class:`NearestOther` results.
+
+    Raises:
+        ValueError: an eps outside [0, 1], no default eps for the data's shape, splits of different shapes.
+
+    Example:
+        >>> res = measure_separation(train, test, cache_dir="results/cache")  # doctest: +SKIP
+        >>> res.report.table1_row()["r_separation"]  # doctest: +SKIP
+    """
     if eps is None:  # the paper's radius for the dataset, or for data of your own its shape's paper dataset
         try:
             eps = eps_for(train)

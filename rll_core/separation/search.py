@@ -272,17 +272,38 @@ def nearest_other_class(
     desc: str = "nearest other class",
     meta: dict[str, Any] | None = None,
 ) -> NearestOther:
-    """Exact L-inf distance from every query to the nearest reference of another class.
+    """Exact L-inf distance from every query to the nearest reference of another class, and its index.
 
-    ``refs=None`` measures the queries against themselves (train-train).  ``cache_dir`` stores the
-    result (``nearest-<digest>.npz`` + ``.json``) keyed by a digest of the inputs, and checkpoints
-    after every query chunk so that an interrupted run resumes.
+    uint8 data is compared on the integer pixel scale (distances 0..255, reported divided by 255), float data in
+    float64; ties go to the smallest reference index, so every backend returns the same arrays bit for bit.  Under
+    ``torchrun`` (a process group of several ranks) the references are split into one shard per rank and the
+    ranks' results merged with the same tie rule: every rank returns the single-process arrays.
 
-    Under ``torchrun`` (an initialised ``torch.distributed`` process group of several ranks: GPUs or CPU
-    processes, one node or several) the references are split into one contiguous shard per rank; each
-    rank searches every query against its shard (cached and resumable per shard) and the ranks' (distance,
-    index) pairs are gathered and merged with the same tie rule (smallest distance, then smallest index),
-    so every rank returns the single-process arrays bit for bit.
+    Args:
+        queries: points ``(N, D)`` or ``(N, C, H, W)``, uint8 or float32/float64, numpy or torch.
+        query_labels: integer labels ``(N,)``.
+        refs: reference points of the queries' shape and dtype, or None for the queries themselves (train-train;
+            a point's own class, so the point itself, is excluded).
+        ref_labels: their labels (None with ``refs=None``).
+        device: ``"auto"`` (a GPU if torch sees one), ``"cpu"``, ``"cuda[:N]"``.
+        backend: ``"auto"`` (numba on a CPU, Triton on a GPU), ``"numba"``, ``"torch"``, ``"triton"``.
+        query_chunk: queries per chunk, the unit of progress and resume (default: chosen by the backend).
+        cache_dir: where results are stored (``nearest-<digest>.npz`` + ``.json``, keyed by a digest of the inputs)
+            and interrupted searches resume from (default: no cache).
+        progress: show a progress bar (default False).
+        desc: the progress bar's label.
+        meta: extra fields for the cache record.
+
+    Returns:
+        A :class:`NearestOther`: ``dist`` (float64 on the [0, 1] scale, ``(N,)``), ``raw_distance``, ``index``
+        (int64 into the references), ``scale``, ``cached``.
+
+    Raises:
+        ValueError: mismatched shapes, dtypes or labels, non-finite values, an unknown backend or device.
+
+    Example:
+        >>> nn = nearest_other_class(test.flat(), test.labels, train.flat(), train.labels)  # doctest: +SKIP
+        >>> nn.dist.min()  # doctest: +SKIP
     """
     q, qy, r, ry = _check_search_input(queries, query_labels, refs, ref_labels)
     rank, world = _process_group()
