@@ -48,6 +48,12 @@
 # evaluation's cost) is measured on the test points only, since no table shows it on train. Runs are
 # saved under `runs_dir`; a rerun reuses every finished run and evaluation.
 #
+# **Precision.** `precision="auto"` takes the gradient passes (attack steps, the Lipschitz ascent's steps,
+# training steps) in bf16 where the CPU (AVX-512 BF16, AMX) or GPU (compute capability 8.0 and up) computes it
+# natively, fp32 elsewhere; every verdict (correct, robust) and every Lipschitz ratio reported is an fp32
+# forward. A bf16 run has a folder of its own (`-bf16`) and its evaluations say so; `"fp32"` gives the fp32
+# path on any machine.
+#
 # Headless: `papermill --log-output notebooks/03_methods.ipynb out.ipynb -p interactive False` prints one line
 # per trained run (epochs, test accuracy, PGD accuracy with its interval, Lipschitz, seconds), then the
 # tables and the files written. Every parameter is checked before any work; a bad one stops the notebook with
@@ -69,6 +75,7 @@ include_theory = True     # add the Section 4 classifier as a row
 autoattack_methods = "at"  # AutoAttack for these rows, e.g. natural,at,trades:beta6 ("" for none): costly on a CPU
 n_autoattack = 25         # ... on the first n_autoattack test points (about 3 s per robust point here)
 device = "auto"
+precision = "auto"        # auto: bf16 gradient steps where the CPU/GPU computes bf16 natively (verdicts fp32) | fp32 | bf16
 runs_dir = None           # None: the project's results/runs
 figures_dir = None        # None: the project's figures/
 formats = "png,pdf"
@@ -85,6 +92,7 @@ from IPython.display import Markdown, display
 from rll_core.data import load_train_test
 from rll_core.grids import PAPER_METHODS, grid_digest, grid_settings, method_spec, run_grid
 from rll_core.plotting import context_line, plot_gaps, plot_lipschitz_vs_accuracy, plot_robustness_curves, save_figure
+from rll_core.precision import precision_record, resolve_precision
 from rll_core.runs import evaluate_run, robustness_curve, theory_curve, theory_row
 from rll_core.storage import array_digest, check_outputs, output_tag, record_outputs
 from rll_core.tables import export_table
@@ -95,12 +103,14 @@ train, test = load_train_test(G["data"], P.data_dir, G["n_train"], G["n_test"], 
 # output names say what sets this job apart from the preset's default; a record beside them refuses to let
 # another setting's result replace them
 tag = output_tag(eps=P.eps, n=P.n_train, test=P.n_test, eval=P.n_eval, e=P.epochs, model=P.model,
+                 prec=None if P.precision == "auto" else P.precision,
                  m=grid_digest(P.methods) if grid_digest(P.methods) != grid_digest(PAPER_METHODS) else None)
 outputs = f"methods_{G['dataset']}_{P.preset}{tag}"
 aa_keys = [method_spec(m, h) for m, h in P.autoattack_methods]
 settings = {**G, "methods": [method_spec(m, h) for m, h in P.methods], "include_theory": P.include_theory,
             "autoattack_methods": aa_keys, "n_autoattack": P.n_autoattack,
-            "data_digest": array_digest(train.images, train.labels, test.images, test.labels)}
+            "data_digest": array_digest(train.images, train.labels, test.images, test.labels),
+            **precision_record(resolve_precision(P.precision, P.device))}
 check_outputs(P.figures_dir, outputs, settings)
 print(f"{G['dataset']}, eps {G['eps']:g}, preset {P.preset} ({G['n_train'] or 'all'} training images, {G['epochs']} "
       f"epochs, n = {G['n_eval']}), {len(P.methods)} runs: {[m for m, _ in P.methods]}")
@@ -113,7 +123,7 @@ print(f"{G['dataset']}, eps {G['eps']:g}, preset {P.preset} ({G['n_train'] or 'a
 # %%
 rows = run_grid(P.runs_dir, dataset=P.dataset, methods=P.methods, preset=P.preset, eps=P.eps, model=P.model,
                 epochs=P.epochs, n_train=P.n_train, n_test=P.n_test, n_eval=P.n_eval, data_dir=P.data_dir,
-                device=P.device, progress=True)
+                device=P.device, precision=P.precision, progress=True)
 if P.include_theory:
     print(f"Section 4 classifier on the {len(train):,} training images ...")
     rows.append(theory_row(train, test, G["eps"], n_eval=G["n_eval"]))
@@ -131,7 +141,7 @@ print(f"{len(rows)} rows")
 # %%
 for r in [r for r in rows if r.get("key") in aa_keys]:
     aa = evaluate_run(P.runs_dir / r["run"], attacks=("autoattack",), n_eval=P.n_autoattack, splits=("test",),
-                      data_dir=P.data_dir, device=P.device, progress=False)
+                      data_dir=P.data_dir, device=P.device, precision=P.precision, progress=False)
     r |= {"test_autoattack_accuracy": aa["test_autoattack_accuracy"], "test_autoattack_n": aa["test_n"]}
     print(f"{r['label']}: AutoAttack {aa['test_autoattack_accuracy']:.2f} on {aa['test_n']} test points "
           f"(PGD on all {r['test_n']}: {r['test_pgd_accuracy']:.2f})")
@@ -173,7 +183,8 @@ display(fig_lip, fig_gap)
 n_curve = G["n_eval"]
 theory = theory_curve(train, test, n_eval=n_curve, also=[G["eps"]])  # radii from 0 to 1.2 r, r of this training set
 curves = [dict(robustness_curve(P.runs_dir / r["run"], theory["eps"], n_eval=n_curve, data_dir=P.data_dir,
-                                device=P.device), label=r["label"]) for r in rows if r.get("method") != "theory"]
+                                device=P.device, precision=P.precision), label=r["label"])
+          for r in rows if r.get("method") != "theory"]
 fig_eps = plot_robustness_curves([*curves, theory], r=theory["r"], eps_mark=G["eps"],
                                  title=context_line(rows) + f" · r of the {len(train):,} training images")
 written += save_figure(fig_eps, P.figures_dir / f"fig_robustness_vs_eps_{G['dataset']}_{P.preset}{tag}", P.formats)
@@ -191,7 +202,8 @@ display(fig_eps)
 from rll_core.plotting import plot_accuracy_by_distance
 from rll_core.runs import accuracy_by_distance, distance_bins, point_robustness
 
-per_point = {r["run"]: point_robustness(P.runs_dir / r["run"], n_eval=n_curve, device=P.device)
+per_point = {r["run"]: point_robustness(P.runs_dir / r["run"], n_eval=n_curve, device=P.device,
+                                      precision=P.precision)
              for r in rows if r.get("method") != "theory"}
 dist_all = next(iter(per_point.values()))["distance"]
 edges = distance_bins(dist_all, 4)  # up to 4 bins with equal numbers of points

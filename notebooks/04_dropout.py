@@ -53,6 +53,7 @@ n_train = None
 n_test = None
 n_eval = None
 device = "auto"
+precision = "auto"        # auto: bf16 gradient steps where the CPU/GPU computes bf16 natively (verdicts fp32) | fp32 | bf16
 runs_dir = None           # None: the project's results/runs
 figures_dir = None        # None: the project's figures/
 formats = "png,pdf"
@@ -70,6 +71,7 @@ from rll_core.data import load_train_test
 from rll_core.grids import grid_digest, grid_settings, method_spec, parse_methods, run_grid
 from rll_core.paper import table4
 from rll_core.plotting import plot_dropout_comparison, save_figure
+from rll_core.precision import precision_record, resolve_precision
 from rll_core.storage import array_digest, check_outputs, output_tag, record_outputs
 from rll_core.tables import export_table
 
@@ -78,16 +80,18 @@ G = grid_settings(P.dataset, preset=P.preset, eps=P.eps, model=P.model, epochs=P
 t4 = table4(G["reference"])  # the paper's Table 4 rate, and its augmentation on both sides (CIFAR-10)
 rate = P.dropout if P.dropout is not None else t4["dropout"]
 tag = output_tag(eps=P.eps, n=P.n_train, test=P.n_test, eval=P.n_eval, e=P.epochs, model=P.model, drop=P.dropout,
+                 prec=None if P.precision == "auto" else P.precision,
                  m=grid_digest(P.methods) if grid_digest(P.methods) != grid_digest(parse_methods("natural,at,trades:beta6"))
                  else None)
 outputs = f"dropout_{G['dataset']}_{P.preset}{tag}"
 train, test = load_train_test(G["data"], P.data_dir, G["n_train"], G["n_test"], G["seed"])
 settings = {**G, "methods": [method_spec(m, h) for m, h in P.methods], "dropout": rate, "augment": t4["augment"],
-            "data_digest": array_digest(train.images, train.labels, test.images, test.labels)}
+            "data_digest": array_digest(train.images, train.labels, test.images, test.labels),
+            **precision_record(resolve_precision(P.precision, P.device))}
 check_outputs(P.figures_dir, outputs, settings)
 common = dict(dataset=P.dataset, methods=P.methods, preset=P.preset, eps=P.eps, model=P.model, augment=t4["augment"],
               epochs=P.epochs, n_train=P.n_train, n_test=P.n_test, n_eval=P.n_eval, data_dir=P.data_dir,
-              device=P.device, progress=True)
+              device=P.device, precision=P.precision, progress=True)
 print(f"{G['dataset']}, preset {P.preset}, methods {[m for m, _ in P.methods]}, dropout {rate} against none")
 
 # %%

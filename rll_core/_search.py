@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .checks import as_model_dtype, check_images, check_labels
+from .precision import autocast, layout_for
 
 __all__ = ["box", "check_batch", "eval_mode", "input_grad", "margin", "num_classes_of", "predict", "project",
            "sign_ascent", "target_margin", "uniform"]
@@ -77,19 +78,23 @@ def box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def sign_ascent(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, start: torch.Tensor,
-                eps: float, step_size: float, steps: int, *, project_start: bool = True) -> torch.Tensor:
+                eps: float, step_size: float, steps: int, *, project_start: bool = True,
+                precision: str = "fp32") -> torch.Tensor:
     """``steps`` projected sign-gradient ascent steps on ``loss_fn`` from ``start`` in the eps-box of ``x``
     (the step and the projection in place, against bounds computed once).  ``project_start``: the start is
     projected into the box before the first gradient (PGD's, as cleverhans and torchattacks do); False takes
     the first gradient at ``start`` itself (TRADES' official search, whose start ``x + 0.001 N(0, 1)`` may
-    leave [0, 1])."""
+    leave [0, 1]).  ``precision`` (resolved, :mod:`rll_core.precision`): ``"bf16"`` takes each gradient under
+    bf16 autocast on NHWC images; the iterate itself and its projection stay in x's dtype and layout."""
     lo, hi = box(x.detach(), eps)
     x_adv = torch.clamp(start.detach(), lo, hi) if project_start else start.detach().clone()
+    x_adv = layout_for(x_adv, precision)
     for _ in range(steps):
-        g = input_grad(loss_fn, x_adv)
+        with autocast(precision, x.device):
+            g = input_grad(loss_fn, x_adv)
         x_adv.add_(g.sign_(), alpha=step_size)
         torch.clamp(x_adv, lo, hi, out=x_adv)
-    return x_adv
+    return x_adv.contiguous() if x.is_contiguous() else x_adv
 
 
 def target_margin(model: nn.Module, y: torch.Tensor, t: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

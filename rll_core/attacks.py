@@ -26,6 +26,7 @@ from torch import nn
 
 from ._search import check_batch, eval_mode, margin, num_classes_of, sign_ascent, target_margin, uniform
 from .checks import check_eps, check_int
+from .precision import model_layout, resolve_precision
 
 __all__ = ["autoattack", "multi_targeted", "pgd"]
 
@@ -36,7 +37,7 @@ __all__ = ["autoattack", "multi_targeted", "pgd"]
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float, steps: int,
         random_start: bool = True, targeted: bool = False, restarts: int = 1,
-        generator: torch.Generator | None = None, validate: bool = True) -> torch.Tensor:
+        generator: torch.Generator | None = None, validate: bool = True, precision: str = "auto") -> torch.Tensor:
     """L-inf PGD: ascend the summed cross-entropy with sign steps (descend it towards ``y`` if ``targeted``).
 
     Each step is projected onto ``{x' : ||x' - x||_inf <= eps} ∩ [0, 1]^D``.  With ``restarts > 1`` every restart
@@ -56,6 +57,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_
         restarts: independent starts, >= 1 (default 1).
         generator: a ``torch.Generator`` on ``x``'s device for the starts (default: the global stream).
         validate: check the inputs (range, labels, dtype) first (default True; ``evaluate`` checks once per set).
+        precision: ``"auto"`` (default: bf16 gradient steps where the hardware computes bf16 natively, see
+            :mod:`rll_core.precision`), ``"fp32"`` or ``"bf16"``; the verdicts (which restart fooled) in fp32.
 
     Returns:
         ``x_adv``, detached, the shape and dtype of ``x``.
@@ -69,6 +72,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_
     """
     check_eps(eps, step_size, steps)
     check_int("restarts", restarts)
+    prec = resolve_precision(precision, x.device, x.dtype)
     if validate:
         check_batch(model, x, y)
     y = y.long()
@@ -77,12 +81,13 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_
     def loss(z: torch.Tensor) -> torch.Tensor:
         return sign * F.cross_entropy(model(z), y, reduction="sum")
 
-    with eval_mode(model):
+    # the weights' layout is the caller's where it inherits the precision (a training step)
+    with eval_mode(model), model_layout(model, "fp32" if precision == "inherit" else prec):
         best = x.detach().clone()
         todo = torch.ones(len(x), dtype=torch.bool, device=x.device)
         for _ in range(restarts):
             start = x + uniform(x, eps, generator) if random_start else x
-            x_adv = sign_ascent(loss, x, start, eps, step_size, steps)
+            x_adv = sign_ascent(loss, x, start, eps, step_size, steps, precision=prec)
             if restarts == 1:  # nothing to choose between: no verdict forward
                 return x_adv
             with torch.no_grad():
@@ -97,7 +102,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_
 
 def multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float,
                    steps: int, random_start: bool = True, generator: torch.Generator | None = None,
-                   stop_when_fooled: bool = False, validate: bool = True) -> torch.Tensor:
+                   stop_when_fooled: bool = False, validate: bool = True, precision: str = "auto") -> torch.Tensor:
     """Multi-targeted attack: a targeted PGD on the margin ``z_t - z_y`` for every class ``t != y``.
 
     Targets are visited as ``t = (y + k) mod C`` for ``k = 1 .. C-1``, so every example tries each of its C - 1
@@ -117,6 +122,8 @@ def multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         stop_when_fooled: do not attack a point again once some target fooled it (robust accuracy only: the same
             points are fooled, the kept point is the first that fooled it; default False).
         validate: check the inputs first (default True).
+        precision: ``"auto"`` (default), ``"fp32"`` or ``"bf16"``, as for :func:`pgd`; the margins that pick the
+            target kept are in fp32.
 
     Returns:
         ``x_adv``, detached, the shape of ``x``.
@@ -128,9 +135,11 @@ def multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         >>> x_adv = multi_targeted(model, x, y, eps=0.1, step_size=0.01, steps=20)  # doctest: +SKIP
     """
     check_eps(eps, step_size, steps)
+    prec = resolve_precision(precision, x.device, x.dtype)
     k = check_batch(model, x, y) if validate else num_classes_of(model, x)
     y = y.long()
-    with eval_mode(model):
+    # the weights' layout is the caller's where it inherits the precision (a training step)
+    with eval_mode(model), model_layout(model, "fp32" if precision == "inherit" else prec):
         best = x.detach().clone()
         with torch.no_grad():
             best_margin = margin(model(x), y)
@@ -143,7 +152,8 @@ def multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
                     continue
             xa, ya = x[alive], y[alive]
             start = xa + noise[alive] if noise is not None else xa
-            x_adv = sign_ascent(target_margin(model, ya, (ya + shift) % k), xa, start, eps, step_size, steps)
+            x_adv = sign_ascent(target_margin(model, ya, (ya + shift) % k), xa, start, eps, step_size, steps,
+                                precision=prec)
             with torch.no_grad():
                 m = margin(model(x_adv), ya)
             better = m > best_margin[alive]

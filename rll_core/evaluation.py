@@ -33,6 +33,7 @@ from .checks import (
     model_device,
 )
 from .paper import step_size as paper_step_size
+from .precision import model_layout, resolve_precision
 from .progress import progress_bar
 
 __all__ = ["ATTACKS", "AttackSpec", "EvalResult", "attack_generator", "evaluate", "paper_attack", "predict"]
@@ -66,20 +67,21 @@ class AttackSpec:
             object.__setattr__(self, k, int(getattr(self, k)))
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-            generator: torch.Generator | None, *, for_accuracy: bool = False) -> torch.Tensor:
+            generator: torch.Generator | None, *, for_accuracy: bool = False, precision: str = "auto") -> torch.Tensor:
         """The attack on a batch.  ``for_accuracy``: the caller only asks which points are fooled and
         has checked the inputs (no per-batch checks; the multi-targeted attack stops attacking a point
-        once it is fooled)."""
+        once it is fooled).  ``precision``: of PGD's and the multi-targeted attack's gradient steps
+        (:mod:`rll_core.precision`); AutoAttack runs torchattacks' code in fp32."""
         if self.name == "autoattack":  # its own seeds, drawn from the evaluation's stream
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=x.device)) if generator else 0
             return autoattack(model, x, y, eps=self.eps, steps=self.steps, seed=seed, validate=not for_accuracy)
         if self.name == "pgd":
             return pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
                        random_start=self.random_start, restarts=self.restarts, generator=generator,
-                       validate=not for_accuracy)
+                       validate=not for_accuracy, precision=precision)
         return multi_targeted(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
                               random_start=self.random_start, generator=generator, stop_when_fooled=for_accuracy,
-                              validate=not for_accuracy)
+                              validate=not for_accuracy, precision=precision)
 
 
 #: The evaluation attacks and their step counts: the paper's PGD-10 and multi-targeted 20 steps per target,
@@ -128,6 +130,8 @@ class EvalResult:
     seconds: float
     #: the batch size the attacks ran at (the random starts are drawn per batch)
     batch_size: int = 0
+    #: the precision of the attacks' gradient steps (``fp32`` or ``bf16``; every verdict is fp32)
+    precision: str = "fp32"
     correct: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,7 +143,7 @@ class EvalResult:
 
 def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *, eps: float,
              attacks: Sequence[str | AttackSpec] = ("pgd", "multitarget"), batch_size: int | None = None,
-             seed: int = 0, compile_model: bool = False, progress: bool = True) -> EvalResult:
+             seed: int = 0, compile_model: bool = False, progress: bool = True, precision: str = "auto") -> EvalResult:
     """Clean accuracy and accuracy under each attack on ``(x, y)``, in batches on the model's device.
 
     Each attack draws its random starts from its own generator (:func:`attack_generator`: ``seed`` and the
@@ -159,6 +163,8 @@ def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | tor
         seed: the evaluation's seed; PGD's stream is the seed itself (default 0).
         compile_model: attack ``torch.compile(model)`` (equal verdicts up to float rounding; default False).
         progress: show a progress bar (default True).
+        precision: ``"auto"`` (default: bf16 gradient steps where the hardware computes bf16 natively), ``"fp32"``
+            or ``"bf16"`` (:mod:`rll_core.precision`); every verdict (clean, robust) is an fp32 forward.
 
     Returns:
         An :class:`EvalResult`: ``n``, ``clean_accuracy``, ``adversarial_accuracy`` per attack (fractions in
@@ -185,24 +191,34 @@ def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | tor
     dev = model_device(model)
     batch_size = default_batch_size(dev) if batch_size is None else check_int("batch_size", batch_size)
     check_labels(yt, len(xt), num_classes_of(model, xt[:1].to(dev)))
+    prec = resolve_precision(precision, dev, xt.dtype)
     gens = {s.name: attack_generator(seed, s.name, dev) for s in specs}
     if compile_model:
         model = torch.compile(model)  # type: ignore[assignment]
-    correct: dict[str, list[torch.Tensor]] = {"clean": [], **{s.name: [] for s in specs}}
     t0 = time.perf_counter()
-    for s in progress_bar(range(0, len(xt), batch_size), desc="evaluate", disable=not progress, unit="batch"):
-        xb, yb = xt[s:s + batch_size].to(dev), yt[s:s + batch_size].to(dev).long()
-        ok = predict(model, xb) == yb
-        correct["clean"].append(ok.cpu())
-        for spec in specs:  # a misclassified point is not robust: only the correct ones are attacked
-            robust = ok.clone()
-            if bool(ok.any()):
-                x_adv = spec.run(model, xb[ok], yb[ok], gens[spec.name], for_accuracy=True)
-                robust[ok] = predict(model, x_adv) == yb[ok]
-            correct[spec.name].append(robust.cpu())
-    verdicts = {k: torch.cat(v).numpy() for k, v in correct.items()}
+    with model_layout(model, prec):  # bf16: NHWC weights for the whole set, not per batch
+        verdicts = _verdicts(model, xt, yt, specs, gens, batch_size, prec, progress)
     return EvalResult(
         n=len(xt), clean_accuracy=float(verdicts["clean"].mean()),
         adversarial_accuracy={s.name: float(verdicts[s.name].mean()) for s in specs},
         attacks={s.name: asdict(s) for s in specs}, seed=seed, seconds=time.perf_counter() - t0,
-        batch_size=batch_size, correct=verdicts)
+        batch_size=batch_size, precision=prec, correct=verdicts)
+
+
+def _verdicts(model: nn.Module, xt: torch.Tensor, yt: torch.Tensor, specs: Sequence[AttackSpec],
+              gens: dict[str, torch.Generator], batch_size: int, precision: str, progress: bool) -> dict[str, np.ndarray]:
+    """Per example: clean correct, and robust under each attack (a misclassified point is not robust: only the
+    correct ones are attacked), batch by batch; every verdict an fp32 forward."""
+    dev = model_device(model)
+    correct: dict[str, list[torch.Tensor]] = {"clean": [], **{s.name: [] for s in specs}}
+    for s in progress_bar(range(0, len(xt), batch_size), desc="evaluate", disable=not progress, unit="batch"):
+        xb, yb = xt[s:s + batch_size].to(dev), yt[s:s + batch_size].to(dev).long()
+        ok = predict(model, xb) == yb
+        correct["clean"].append(ok.cpu())
+        for spec in specs:
+            robust = ok.clone()
+            if bool(ok.any()):
+                x_adv = spec.run(model, xb[ok], yb[ok], gens[spec.name], for_accuracy=True, precision=precision)
+                robust[ok] = predict(model, x_adv) == yb[ok]
+            correct[spec.name].append(robust.cpu())
+    return {k: torch.cat(v).numpy() for k, v in correct.items()}

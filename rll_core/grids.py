@@ -20,6 +20,7 @@ from . import paper
 from .checks import check_int, check_real
 from .data import check_dataset, dataset_label, is_npz_path, reference_key
 from .methods import make_method
+from .precision import resolve_precision
 from .progress import progress_bar
 from .runs import TABLE_EVALUATION, evaluate_run, resolve_hyper, train_run
 from .storage import user_path
@@ -53,14 +54,16 @@ def method_label(method: str, hyper: Mapping[str, Any]) -> str:
 
 
 def run_name(dataset: str, model: str, method: str, hyper: Mapping[str, Any], dropout: float | None,
-             preset: str, *, eps: float, n_train: int | None, epochs: int | None, seed: int = 0) -> str:
+             preset: str, *, eps: float, n_train: int | None, epochs: int | None, seed: int = 0,
+             precision: str = "fp32") -> str:
     """A folder name from every setting a grid varies (so a rerun finds and resumes its own run, and a
     run with other settings gets another folder)."""
     hp = "".join(f"-{k}{v:g}" for k, v in sorted(hyper.items()) if k != "eps")
     drop = "" if dropout is None else f"-drop{dropout:g}"
     size = f"n{n_train}" if n_train is not None else "nall"
     ep = f"e{epochs}" if epochs is not None else "eref"
-    return f"{dataset}-{model}-{method}{hp}{drop}-eps{eps:g}-{size}-{ep}-s{seed}-{preset}"
+    prec = "" if precision == "fp32" else f"-{precision}"  # fp32 runs keep the names they always had
+    return f"{dataset}-{model}-{method}{hp}{drop}-eps{eps:g}-{size}-{ep}-s{seed}-{preset}{prec}"
 
 
 def method_spec(method: str, hyper: Mapping[str, Any]) -> str:
@@ -111,7 +114,7 @@ def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequenc
              dropout: float | None = None, augment: str | None = None, epochs: int | None = None,
              n_train: int | None = None, n_test: int | None = None, n_eval: int | None = None, seed: int = 0,
              data_dir: str | os.PathLike[str] | None = None, device: str = "auto",
-             progress: bool = True) -> list[dict[str, Any]]:
+             progress: bool = True, precision: str = "auto") -> list[dict[str, Any]]:
     """Train (or resume) and evaluate every ``(method, hyper)`` under ``out_root``: one table row each.
 
     ``eps`` is every run's training, validation and evaluation radius.  Arguments left None come from
@@ -133,6 +136,8 @@ def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequenc
         data_dir: where the data is.
         device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
         progress: a bar over the runs and one line per run (default True).
+        precision: ``"auto"`` (default), ``"fp32"`` or ``"bf16"`` of every run's training and evaluation steps
+            (:mod:`rll_core.precision`); bf16 runs get folders of their own (``-bf16``).
 
     Returns:
         One row per method (see :func:`rll_core.runs.evaluate_run`) with ``label``, ``key`` and ``grid``.
@@ -147,17 +152,19 @@ def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequenc
                       n_eval=n_eval, seed=seed)
     for name, hyper in methods:  # check every method before any training
         make_method(name, **resolve_hyper(g["reference"], name, hyper, g["eps"]))
+    prec = resolve_precision(precision, device)
     rows = []
     bar = progress_bar(list(methods), desc=f"{g['dataset']} runs", disable=not progress, unit="run")
     for name, hyper in bar:
         out = user_path(out_root) / run_name(g["dataset"], g["model"], name, hyper, dropout, preset, eps=g["eps"],
-                                             n_train=g["n_train"], epochs=g["epochs"], seed=seed)
+                                             n_train=g["n_train"], epochs=g["epochs"], seed=seed, precision=prec)
         t0 = time.perf_counter()
         train_run(out, dataset=g["data"], method=name, hyper=hyper, eps=g["eps"], model=g["model"], dropout=dropout,
                   augment=augment, epochs=g["epochs"], optimizer=g["optimizer"], lr=g["lr"], n_train=g["n_train"],
-                  n_test=g["n_test"], n_val=g["n_val"], seed=seed, data_dir=data_dir, device=device, progress=False)
+                  n_test=g["n_test"], n_val=g["n_val"], seed=seed, data_dir=data_dir, device=device, progress=False,
+                  precision=prec)
         row = evaluate_run(out, n_eval=g["n_eval"], **TABLE_EVALUATION, data_dir=data_dir, device=device,
-                           progress=False)
+                           progress=False, precision=prec)
         row |= {"label": method_label(name, hyper), "key": method_spec(name, hyper), "grid": g}
         rows.append(row)
         if progress:  # one line per run, so a headless job (make run, papermill --log-output) shows where it is

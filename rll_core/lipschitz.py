@@ -46,6 +46,7 @@ from .checks import (
     model_device,
 )
 from .paper import step_size as paper_step_size
+from .precision import autocast, check_precision, layout_for, model_layout, resolve_precision
 from .progress import progress_bar
 
 __all__ = ["PROCEDURES", "lipschitz_ratio", "local_lipschitz"]
@@ -74,7 +75,7 @@ def _ratio(fx: torch.Tensor, fz: torch.Tensor, x: torch.Tensor, z: torch.Tensor)
 def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int = 10,
                     step_size: float | None = None, restarts: int = 1, batch_size: int | None = None,
                     generator: torch.Generator | None = None, progress: bool = False,
-                    procedure: str = "ascent") -> torch.Tensor:
+                    procedure: str = "ascent", precision: str = "auto") -> torch.Tensor:
     """Per-point empirical local Lipschitz constant of ``model``'s logits in the L-inf ``eps``-ball.
 
     ``max ||f(x) - f(x')||_1 / ||x - x'||_inf`` over the ball, found by projected sign-gradient *ascent* from
@@ -93,6 +94,10 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int
         progress: show a progress bar (default False).
         procedure: ``"ascent"`` (rll's) or ``"reference"``: the paper's published procedure, which steps downhill
             with a fixed step of 0.003 and reports the last iterate's ratio (for relating to its numbers only).
+        precision: ``"auto"`` (default: bf16 ascent steps where the hardware computes bf16 natively), ``"fp32"`` or
+            ``"bf16"``.  Under bf16 only each step's vector-Jacobian product runs in bf16 autocast; every ratio,
+            and the sign of the logit difference that steers the step, is computed in fp32.  The reference procedure
+            runs in fp32.
 
     Returns:
         A float tensor ``(N,)`` on the CPU, in logit units per unit of L-inf input change.
@@ -123,11 +128,14 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int
     dev = model_device(model)
     batch_size = batch_size or default_batch_size(dev)
     out = []
-    with eval_mode(model):
+    prec = "fp32" if check_precision(precision) and procedure == "reference" else resolve_precision(precision, dev, xt.dtype)
+    with eval_mode(model), model_layout(model, prec):
         for s in progress_bar(range(0, len(xt), batch_size), desc="local Lipschitz", disable=not progress, unit="batch"):
             xb = xt[s:s + batch_size].to(dev)
             if procedure == "reference":
                 out.append(_batch_reference(model, xb, float(eps), step_size, steps, generator).cpu())
+            elif prec == "bf16":
+                out.append(_batch_lipschitz_bf16(model, xb, eps, step_size, steps, restarts, generator).cpu())
             else:
                 out.append(_batch_lipschitz(model, xb, eps, step_size, steps, restarts, generator).cpu())
     return torch.cat(out)
@@ -150,6 +158,33 @@ def _batch_lipschitz(model: nn.Module, x: torch.Tensor, eps: float, step_size: f
                 fz = model(zg)
                 (g,) = torch.autograd.grad((fz - fx).abs().sum(), zg)
             best = torch.maximum(best, _ratio(fx, fz.detach(), x, z))
+            z.add_(g.sign_(), alpha=step_size)
+            torch.clamp(z, lo, hi, out=z)
+        with torch.no_grad():
+            best = torch.maximum(best, _ratio(fx, model(z), x, z))
+    return best
+
+
+def _batch_lipschitz_bf16(model: nn.Module, x: torch.Tensor, eps: float, step_size: float, steps: int,
+                          restarts: int, generator: torch.Generator | None) -> torch.Tensor:
+    """The ascent with bf16 gradients: each iterate's logits, ratio and the sign vector of ``f(z) - f(x)`` in fp32
+    (a bf16 forward cannot resolve the small logit differences near ``x``); only the vector-Jacobian product that
+    gives the step's direction, ``sign(f(z) - f(x))^T df/dz``, in bf16 autocast on NHWC images.  The same steps as
+    the fp32 ascent but for the Jacobian's rounding, and every ratio reported is an fp32 one."""
+    with torch.no_grad():
+        fx = model(x)
+    lo, hi = box(x, eps)
+    best = torch.zeros(len(x), device=x.device)
+    for _ in range(restarts):
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        z = layout_for(torch.clamp(x + 0.001 * noise, lo, hi), "bf16")
+        for _ in range(steps):
+            with torch.no_grad():
+                fz = model(z)
+            best = torch.maximum(best, _ratio(fx, fz, x, z))
+            zg = z.detach().requires_grad_(True)
+            with torch.enable_grad(), autocast("bf16", x.device):
+                (g,) = torch.autograd.grad(model(zg), zg, grad_outputs=(fz - fx).sign().to(torch.bfloat16))
             z.add_(g.sign_(), alpha=step_size)
             torch.clamp(z, lo, hi, out=z)
         with torch.no_grad():

@@ -36,6 +36,7 @@ from ._search import eval_mode, sign_ascent
 from .attacks import pgd
 from .checks import check_eps, check_int, check_real, rng_state, set_rng_state
 from .paper import step_size as paper_step_size
+from .precision import resolve_precision
 
 __all__ = ["AT", "AUGMENTATIONS", "GR", "LLR", "METHODS", "Method", "Natural", "RST", "TRADES", "augment_batch",
            "ce_input_grad", "make_method", "replay_draws"]
@@ -195,7 +196,7 @@ class LLR(Method):
 
             start = x + (2 * torch.rand_like(x) - 1) * self.eps
             z = sign_ascent(nonlinearity, x, start, self.eps, _steps_default(self.eps, self.step_size, self.steps),
-                            self.steps)
+                            self.steps, precision=resolve_precision("inherit", x.device))
         return (z - x).detach()
 
     def terms(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -229,7 +230,7 @@ class AT(Method):
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return pgd(_unwrap(model), x, y, eps=self.eps, steps=self.steps,
-                   step_size=_steps_default(self.eps, self.step_size, self.steps))
+                   step_size=_steps_default(self.eps, self.step_size, self.steps), precision="inherit")
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(self.adversarial(model, x, y)), y)
@@ -260,7 +261,8 @@ class TRADES(Method):
                 return F.kl_div(F.log_softmax(inner(z), 1), p_nat, reduction="sum")
 
             x_adv = sign_ascent(kl, x, x + 0.001 * torch.randn_like(x), self.eps,
-                                _steps_default(self.eps, self.step_size, self.steps), self.steps, project_start=False)
+                                _steps_default(self.eps, self.step_size, self.steps), self.steps, project_start=False,
+                                precision=resolve_precision("inherit", x.device))
         robust = F.kl_div(F.log_softmax(model(x_adv), 1), F.softmax(logits, 1), reduction="batchmean")
         return F.cross_entropy(logits, y) + self.beta * robust
 

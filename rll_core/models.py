@@ -25,16 +25,60 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .checks import is_real
 
-__all__ = ["CNN001", "CNN002", "MODELS", "ResNet50", "WideResNet", "build_model", "check_model", "count_parameters",
-           "model_names"]
+__all__ = ["CNN001", "CNN002", "MODELS", "MaxPool2x2", "ResNet50", "WideResNet", "build_model", "check_model",
+           "count_parameters", "model_names"]
 
 Builder = Callable[[int, int, int, "float | None"], nn.Module]
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """``channels_last`` for an NHWC tensor, else the contiguous (NCHW) format."""
+    nhwc = x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if nhwc else torch.contiguous_format
+
+
+class _MaxPool2x2(torch.autograd.Function):
+    """2x2 max-pool, stride 2, through PyTorch's channels_last kernel (on a CPU its NCHW kernel is about 30x
+    slower for cnn001's 64-channel maps); indices only when a backward needs them.  The same values, the same
+    indices (first maximum in scan order) and so the same gradients as ``nn.MaxPool2d(2)``, bit for bit."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        fmt = _layout(x)
+        out, idx = torch.ops.aten.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last), [2, 2],
+                                                          [2, 2], [0, 0], [1, 1], False)
+        ctx.save_for_backward(x, idx)
+        ctx.fmt = fmt
+        return out.contiguous(memory_format=fmt)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x, idx = ctx.saved_tensors
+        fmt = ctx.fmt
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            grad.contiguous(memory_format=fmt), x, [2, 2], [2, 2], [0, 0], [1, 1], False, idx.contiguous(memory_format=fmt))
+
+
+class MaxPool2x2(nn.Module):
+    """``nn.MaxPool2d(2)`` with the same results bit for bit, several times faster on a CPU (see
+    :class:`_MaxPool2x2`); no parameters, so checkpoints of either load into the other."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            return F.max_pool2d(x, 2)
+        if torch.is_grad_enabled() and x.requires_grad:
+            out: torch.Tensor = _MaxPool2x2.apply(x)
+            return out
+        # no backward will come: no indices
+        return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2).contiguous(memory_format=_layout(x))
 
 
 def _check_dropout(p: float | None) -> None:
@@ -61,7 +105,7 @@ class CNN001(nn.Module):
         if side < 1:
             raise ValueError(f"cnn001 needs images of at least 6 px, got {image_size}")
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), MaxPool2x2(),
             nn.Dropout2d(p / 2), nn.Flatten())
         self.classifier = nn.Sequential(nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Dropout(p),
                                         nn.Linear(128, num_classes))
@@ -80,8 +124,8 @@ class CNN002(nn.Module):
         if side < 1:
             raise ValueError(f"cnn002 needs images of at least 16 px, got {image_size}")
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+            nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(), MaxPool2x2(),
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3), nn.ReLU(), MaxPool2x2(), nn.Flatten())
         last = nn.Linear(200, num_classes)
         self.classifier = nn.Sequential(nn.Linear(64 * side * side, 200), nn.ReLU(), nn.Dropout(p),
                                         nn.Linear(200, 200), nn.ReLU(), last)

@@ -194,6 +194,7 @@ _SECTION5: dict[str, Param] = {
     "eps": Param("float", none=True, lo=0, hi=1, lo_open=True), "methods": Param("methods"),
     "model": Param("model", none=True), "epochs": Param("int", none=True, lo=1), "n_eval": Param("int", none=True, lo=1),
     "device": Param("device"), "runs_dir": Param("out_dir", folder="results/runs"),
+    "precision": Param("choice", choices=("auto", "fp32", "bf16")),
 }
 
 #: Every notebook's parameters: the names its parameters cell sets, and what each accepts.

@@ -19,15 +19,20 @@ from __future__ import annotations
 
 import contextlib
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["PRECISIONS", "autocast", "cpu_description", "cpu_native_bf16", "resolve_precision"]
+from .checks import resolve_device
 
-#: The precision settings: ``auto`` (from the hardware), ``fp32``, ``bf16``.
-PRECISIONS = ("auto", "fp32", "bf16")
+__all__ = ["PRECISIONS", "autocast", "check_precision", "cpu_description", "cpu_native_bf16", "layout_for",
+           "model_layout", "precision_note", "precision_record", "resolve_precision"]
+
+#: The precision settings: ``auto`` (from the hardware), ``fp32``, ``bf16``, and ``inherit`` (bf16 where the
+#: caller's code already runs under bf16 autocast: the training methods' inner searches follow the training step).
+PRECISIONS = ("auto", "fp32", "bf16", "inherit")
 
 
 def _cpu_flags() -> set[str]:
@@ -65,13 +70,21 @@ def cpu_description() -> str:
     return f"{model} ({', '.join(keep) or 'no SIMD flags read'}; torch {torch.backends.cpu.get_cpu_capability()})"
 
 
-def resolve_precision(precision: str, device: torch.device | str) -> str:
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else ValueError in one line."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def resolve_precision(precision: str, device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
     """``"auto"`` -> ``"bf16"`` where ``device`` computes bf16 natively (a CPU with AVX-512 BF16 or AMX, a CUDA GPU
-    of capability >= 8.0), else ``"fp32"``; ``"fp32"`` and ``"bf16"`` are kept as asked.
+    of capability >= 8.0) and the work is in float32, else ``"fp32"``; ``"fp32"`` and ``"bf16"`` are kept as asked.
 
     Args:
-        precision: ``"auto"``, ``"fp32"`` or ``"bf16"``.
-        device: where the work runs.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"inherit"`` (what the surrounding autocast does).
+        device: where the work runs (``"auto"``: as :func:`~rll_core.checks.resolve_device` picks).
+        dtype: the work's floating dtype (float64 work, such as the Section 4 classifier's, stays as it is).
 
     Returns:
         ``"fp32"`` or ``"bf16"``.
@@ -83,14 +96,40 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
         >>> resolve_precision("fp32", "cpu")
         'fp32'
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision != "auto":
+    if check_precision(precision) not in ("auto", "inherit"):
         return precision
-    dev = torch.device(device)
+    dev = resolve_device(device) if str(device) == "auto" else torch.device(device)
+    if precision == "inherit":
+        return "bf16" if torch.is_autocast_enabled(dev.type) and torch.get_autocast_dtype(dev.type) == torch.bfloat16 \
+            else "fp32"
+    if dtype != torch.float32:
+        return "fp32"
     if dev.type == "cuda":
         return "bf16" if torch.cuda.get_device_capability(dev) >= (8, 0) else "fp32"
     return "bf16" if dev.type == "cpu" and cpu_native_bf16() else "fp32"
+
+
+def precision_record(precision: str) -> dict[str, str]:
+    """What a record of settings says of a resolved precision: ``{"precision": "bf16"}``, and nothing for fp32 (the
+    path of every record written before the policy, so those records, their digests and file names stay valid)."""
+    return {} if precision == "fp32" else {"precision": precision}
+
+
+def precision_note(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What a table's caption says of its rows' precision: ``""`` when every run trained and was evaluated in
+    fp32, else which of them took bf16 gradient passes (training, the attacks and the Lipschitz ascent), with
+    the verdicts' fp32 said."""
+    runs = [r for r in rows if r.get("method") != "theory"]
+    train = {str(r["settings"].get("precision", "fp32")) for r in runs if "settings" in r}
+    ev = {str(r["evaluation"].get("precision", "fp32")) for r in runs if "evaluation" in r}
+    if "bf16" not in train | ev:
+        return ""
+
+    def which(s: set[str]) -> str:
+        return "every run" if s == {"bf16"} else "some runs" if "bf16" in s else "none"
+
+    return (f"Gradient passes in bf16 (training: {which(train)}; attacks and Lipschitz ascent: {which(ev)}); every "
+            "verdict and reported Lipschitz ratio in fp32.")
 
 
 @contextlib.contextmanager
@@ -100,3 +139,28 @@ def autocast(precision: str, device: torch.device | str) -> Iterator[None]:
     dev = torch.device(device)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         yield
+
+
+def layout_for(x: torch.Tensor, precision: str) -> torch.Tensor:
+    """``x`` in the layout the precision's passes run in: NHWC (``channels_last``) for 4-D images under bf16 (oneDNN
+    and tensor cores run bf16 convolutions fastest there), as it is otherwise."""
+    return x.contiguous(memory_format=torch.channels_last) if precision == "bf16" and x.ndim == 4 else x
+
+
+@contextlib.contextmanager
+def model_layout(model: torch.nn.Module, precision: str) -> Iterator[None]:
+    """Under bf16, the model's 4-D weights (convolutions) in ``channels_last`` for the block, each put back in its
+    own layout after (the values never change); nothing under fp32.  For blocks that read the weights only (attacks,
+    evaluation): what the block writes into them is dropped with the copy."""
+    changed = []
+    if precision == "bf16":
+        for t in (*model.parameters(), *model.buffers()):
+            if t.ndim == 4 and not t.is_contiguous(memory_format=torch.channels_last):
+                changed.append((t, t.data))
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        for t, data in changed:
+            t.data = data
+

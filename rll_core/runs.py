@@ -29,6 +29,7 @@ from .evaluation import ATTACKS, AttackSpec, evaluate, paper_attack
 from .lipschitz import REFERENCE_STEP_SIZE, local_lipschitz
 from .methods import METHODS, make_method
 from .models import build_model, check_model
+from .precision import check_precision, precision_record, resolve_precision
 from .separation import nearest_other_class
 from .storage import array_digest, check_writable, load_json, load_npz, save_json, save_npz, user_path
 from .theory import LipschitzClassifier, certified_radius
@@ -65,7 +66,7 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
               batch_size: int | None = None, lr: float | None = None, optimizer: str | None = None,
               milestones: Sequence[int] | None = None, n_train: int | None = None, n_test: int | None = None,
               n_val: int = 500, seed: int = 0, data_dir: str | os.PathLike[str] | None = None,
-              device: str = "auto", progress: bool = True) -> TrainResult:
+              device: str = "auto", progress: bool = True, precision: str = "auto") -> TrainResult:
     """Train ``method`` on ``dataset`` into the run folder ``out_dir``; unset settings are the reference's
     (:mod:`rll_core.paper`).
 
@@ -97,6 +98,8 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
         data_dir: where the data is (default ``$RLL_DATA_DIR`` or the installed copy).
         device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
         progress: show progress (default True).
+        precision: ``"auto"`` (default: bf16 training steps where the hardware computes bf16 natively), ``"fp32"``
+            or ``"bf16"`` (:mod:`rll_core.precision`); stored with the run.
 
     Returns:
         A :class:`~rll_core.training.TrainResult`: per-epoch ``history``, ``best_epoch``, ``out_dir``, ``settings``.
@@ -110,6 +113,7 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
         >>> train_run("runs/at", dataset="fashion_mnist", method="at", epochs=5, n_train=10000)  # doctest: +SKIP
     """
     dev = resolve_device(device)
+    check_precision(precision)
     name = check_dataset(dataset)
     npz = is_npz_path(name)
     name = str(user_path(name).resolve()) if npz else name
@@ -139,7 +143,8 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
                  lr=lr if lr is not None else paper.lr(key, m.name, opt, bs), momentum=ref.momentum,
                  milestones=paper.milestones(n_epochs) if milestones is None else milestones,
                  augment=augment if augment is not None else ref.augment, seed=seed, out_dir=out_dir,
-                 val_data=test_set, n_val=n_val, val_eps=run_eps, device=dev, meta=settings, progress=progress)
+                 val_data=test_set, n_val=n_val, val_eps=run_eps, device=dev, meta=settings, progress=progress,
+                 precision=precision)
 
 
 def _check_splits(train_set: ImageDataset, test_set: ImageDataset) -> None:
@@ -239,7 +244,7 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
                  attacks: Sequence[str] | str = ("pgd", "multitarget"), steps: int | None = None, restarts: int = 1,
                  n_eval: int = 1000, lipschitz_steps: int = 10, data_dir: str | os.PathLike[str] | None = None,
                  splits: Sequence[str] = ("train", "test"), test_only: Sequence[str] = (), device: str = "auto",
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, precision: str = "auto") -> dict[str, Any]:
     """Evaluate a run folder on the first ``n_eval`` train and test points at the run's eps (or ``eps``).
 
     Writes ``eval-<checkpoint>-e<epoch>-eps<eps>-n<n>-<digest>.json`` (the row, the evaluation settings and the
@@ -262,6 +267,9 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
         test_only: attacks of ``attacks`` run on the test points only, e.g. ``("multitarget",)``.
         device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
         progress: show progress (default True).
+        precision: ``"auto"`` (default), ``"fp32"`` or ``"bf16"``: of the attacks' and the Lipschitz ascent's steps;
+            every verdict and reported ratio in fp32.  A bf16 evaluation is recorded as such and gets a file of
+            its own.
 
     Returns:
         The row: ``train_accuracy``, ``test_accuracy``, ``<split>_<attack>_accuracy``, ``<split>_n``,
@@ -295,7 +303,7 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
     if unknown:
         raise ValueError(f"test_only names attacks that are not evaluated: {sorted(unknown)}")
     eval_settings = _evaluation_record(checkpoint, n_eval, ev_eps, default_batch_size(dev), specs, lipschitz_steps,
-                                       splits, test_only)
+                                       splits, test_only, resolve_precision(precision, dev))
     ck = load_checkpoint(out / f"{checkpoint}.pt")
     stem = _eval_stem(eval_settings, int(ck["epoch"]))
     json_path, npz_path = out / f"{stem}.json", out / f"{stem}.npz"
@@ -332,7 +340,8 @@ def _split_specs(specs: Sequence[AttackSpec], splits: Sequence[str],
 
 
 def _evaluation_record(checkpoint: str, n_eval: int, eps: float, batch_size: int, specs: Sequence[AttackSpec],
-                       lipschitz_steps: int, splits: Sequence[str], test_only: Sequence[str]) -> dict[str, Any]:
+                       lipschitz_steps: int, splits: Sequence[str], test_only: Sequence[str],
+                       precision: str) -> dict[str, Any]:
     """Every setting of an evaluation, stored beside its numbers and hashed into its file name."""
     ev: dict[str, Any] = {"checkpoint": checkpoint, "n_eval": n_eval, "eps": eps, "batch_size": batch_size,
                           "attacks": {s.name: dataclasses.asdict(s) for s in specs},
@@ -342,7 +351,7 @@ def _evaluation_record(checkpoint: str, n_eval: int, eps: float, batch_size: int
         ev["splits"] = list(splits)
     if test_only:
         ev["test_only"] = list(test_only)
-    return ev
+    return ev | precision_record(precision)  # in the file's name too
 
 
 def _restore(out: Path, settings: Mapping[str, Any], checkpoint: str, ck: Mapping[str, Any],
@@ -361,7 +370,7 @@ def _restore(out: Path, settings: Mapping[str, Any], checkpoint: str, ck: Mappin
 
 def robustness_curve(out_dir: str | os.PathLike[str], eps_grid: Sequence[float], *, n_eval: int = 100,
                      checkpoint: str = "last", data_dir: str | os.PathLike[str] | None = None,
-                     device: str = "auto") -> dict[str, Any]:
+                     device: str = "auto", precision: str = "auto") -> dict[str, Any]:
     """A run's test accuracy under PGD at every radius of ``eps_grid`` (the paper's PGD-10, step
     ``2 eps / 10``, at each; eps 0 is the clean accuracy), on the first ``n_eval`` test points.
 
@@ -376,6 +385,7 @@ def robustness_curve(out_dir: str | os.PathLike[str], eps_grid: Sequence[float],
         checkpoint: ``"last"`` or ``"best"``.
         data_dir: where the run's data is (default where it was trained from).
         device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
+        precision: ``"auto"`` (default), ``"fp32"`` or ``"bf16"``: of PGD's steps (verdicts in fp32).
 
     Returns:
         ``{"eps": [...], "accuracy": [...], "n": int, ...}`` with the settings.
@@ -398,6 +408,8 @@ def robustness_curve(out_dir: str | os.PathLike[str], eps_grid: Sequence[float],
     ev: dict[str, Any] = {"checkpoint": checkpoint, "n_eval": n_eval, "eps_grid": grid, "split": "test",
           "attack": {"name": "pgd", "steps": ATTACKS["pgd"], "step_size": "2 eps / steps"},
           "batch_size": default_batch_size(dev)}
+    prec = resolve_precision(precision, dev)
+    ev |= precision_record(prec)
     ck = load_checkpoint(out / f"{checkpoint}.pt")
     digest = _settings_digest(ev, int(ck["epoch"]))
     path = out / f"curve-{checkpoint}-e{ck['epoch']}-n{n_eval}-{digest}.json"
@@ -409,7 +421,7 @@ def robustness_curve(out_dir: str | os.PathLike[str], eps_grid: Sequence[float],
     verdicts = {}
     for k, e in enumerate(grid):
         r = evaluate(net, x, sub.labels, eps=e, attacks=[paper_attack("pgd", e)] if e > 0 else [],
-                     seed=settings["seed"], batch_size=ev["batch_size"], progress=False)
+                     seed=settings["seed"], batch_size=ev["batch_size"], progress=False, precision=prec)
         verdicts[f"eps{k}"] = r.correct["pgd" if e > 0 else "clean"]
     result = {"run": out.name, "method": settings.get("method"), "eps": grid, "n": len(sub),
               "accuracy": [float(v.mean()) for v in verdicts.values()], "epoch": ck["epoch"], "evaluation": ev,
@@ -431,8 +443,9 @@ def _measure(row: dict[str, Any], net: torch.nn.Module, splits: Mapping[str, Ima
     for split, ds in splits.items():
         sub = ds.subset(ev["n_eval"], seed=None)
         x = torch.from_numpy(sub.float_images()).to(dtype)
+        prec = ev.get("precision", "fp32")
         r = evaluate(net, x, sub.labels, eps=ev["eps"], attacks=specs[split], seed=seed, progress=progress,
-                     batch_size=ev["batch_size"])
+                     batch_size=ev["batch_size"], precision=prec)
         row[f"{split}_n"] = r.n
         row[f"{split}_accuracy"] = r.clean_accuracy
         for name, verdict in r.correct.items():
@@ -441,7 +454,7 @@ def _measure(row: dict[str, Any], net: torch.nn.Module, splits: Mapping[str, Ima
                 row[f"{split}_{name}_accuracy"] = float(verdict.mean())
         for proc, suffix in (("ascent", ""), ("reference", "_reference"))[:2 if reference else 1]:
             lip = local_lipschitz(net, x, eps=ev["eps"], steps=ev["lipschitz_steps"], procedure=proc,
-                                  batch_size=ev["batch_size"],
+                                  batch_size=ev["batch_size"], precision=prec,
                                   generator=torch.Generator(device=dev).manual_seed(seed), progress=progress)
             arrays[f"{split}_lipschitz{suffix}"] = lip.numpy()
             row[f"{split}_lipschitz{suffix}"] = float(lip.mean())
@@ -498,14 +511,14 @@ def theory_curve(train_set: ImageDataset, test_set: ImageDataset, eps_grid: Sequ
 
 
 def point_robustness(run_dir: str | os.PathLike[str], *, n_eval: int = 100, attack: str = "pgd",
-                     device: str = "auto") -> dict[str, np.ndarray]:
+                     device: str = "auto", precision: str = "auto") -> dict[str, np.ndarray]:
     """Per evaluated test point of a run: ``distance`` to the nearest other-class point of the run's own
     training set, the ``robust`` verdict of ``attack`` at the run's eps, ``lipschitz`` (rll's estimate)
     and ``correct`` (clean).  Reads (or makes) the run's table evaluation
     (:data:`TABLE_EVALUATION`, the one :func:`~rll_core.grids.run_grid` made); saves
     ``points-<eval file>.npz`` in the run folder."""
     out = user_path(run_dir)
-    row = evaluate_run(out, n_eval=n_eval, **TABLE_EVALUATION, device=device, progress=False)
+    row = evaluate_run(out, n_eval=n_eval, **TABLE_EVALUATION, device=device, progress=False, precision=precision)
     stem = Path(row["eval_file"]).stem
     path = out / f"points-{stem}-{attack}.npz"
     if path.exists():

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import paper
 from .checks import check_int, check_real
+from .precision import precision_note
 from .storage import save_table, user_path
 
 __all__ = ["COLUMNS", "GAPS", "caption", "difference_interval", "display_rows", "export_table", "gap_interval",
@@ -192,7 +193,7 @@ def caption(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
         "constants (ℓ∞ → ℓ1) as mean ± standard error (rll's ascent; ref. proc.: the reference code's "
         "procedure). Gaps: train minus test accuracy, with Newcombe's 95 % interval of a difference.") + (
         f" AutoAttack (standard, Croce & Hein 2020) on the first {'/'.join(map(str, aa))} test points; '-': "
-        "not run." if aa else "")
+        "not run." if aa else "") + (f" {note}" if (note := precision_note(rows)) else "")
     return f"{title.rstrip('.')}. {text}" if title else text
 
 

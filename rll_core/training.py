@@ -49,6 +49,7 @@ from .checks import (
 from .data import ImageDataset
 from .evaluation import evaluate, paper_attack
 from .methods import AUGMENTATIONS, augment_batch
+from .precision import precision_record, resolve_precision
 from .progress import progress_bar
 from .storage import array_digest, atomic_write_bytes, folder_lock, load_json, save_json, user_path
 
@@ -286,7 +287,7 @@ def _validate_and_save(loop: _Loop, row: dict[str, Any], val: tuple[torch.Tensor
     s, out = loop.settings, loop.out
     if val is not None and n_val > 0 and eps is not None:
         r = evaluate(loop.model, val[0][:n_val], val[1][:n_val], eps=eps, attacks=[paper_attack("pgd", eps)],
-                     seed=s["seed"], progress=False)
+                     seed=s["seed"], progress=False, precision=s.get("precision", "fp32"))
         row |= {"val_accuracy": r.clean_accuracy, "val_pgd_accuracy": r.adversarial_accuracy["pgd"]}
         if loop.best is None or row["val_pgd_accuracy"] > loop.best[0]:
             loop.best = (row["val_pgd_accuracy"], row["epoch"])
@@ -321,6 +322,11 @@ def _loss_settings(loss: Loss) -> dict[str, Any]:
     return {"method": getattr(loss, "__name__", type(loss).__name__)}
 
 
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter (float32 for a model without one)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def _settings_record(method: Loss, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw: Any) -> dict[str, Any]:
     """Everything that produced a run (the loss's settings, the loop's, the data's digest, the model's size)."""
     meta = kw.pop("meta")
@@ -336,7 +342,7 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
           seed: int = 0, out_dir: str | os.PathLike[str] | None = None,
           val_data: ImageDataset | tuple[Any, Any] | None = None, n_val: int = 500, val_eps: float | None = None,
           extra_data: ImageDataset | tuple[Any, Any] | None = None, device: str | torch.device | None = "auto",
-          amp: bool = False, channels_last: bool = False, compile_model: bool = False,
+          amp: bool = False, channels_last: bool | None = None, compile_model: bool = False, precision: str = "auto",
           meta: Mapping[str, Any] | None = None, progress: bool = True) -> TrainResult:
     """Train ``model`` in place with ``method`` for ``epochs`` epochs, resuming from ``out_dir``.
 
@@ -369,11 +375,14 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
 
         out_dir: the run folder (locked while training), or None for no files.
         device: ``"auto"``, a device, or None (where the model is).
-        amp: bf16 autocast (default False).
-        channels_last: NHWC memory format (default False).
+        amp: force bf16 autocast (default False; the same as ``precision="bf16"``).
+        channels_last: NHWC memory format (default None: under bf16 yes, else no).
         compile_model: ``torch.compile`` (recorded in the settings; default False).
         meta: extra settings stored with the run.
         progress: show progress and one line per epoch (default True).
+        precision: ``"auto"`` (default: bf16 autocast for every training step, inner searches included, where the
+            hardware computes bf16 natively: :mod:`rll_core.precision`), ``"fp32"`` or ``"bf16"``; validation's
+            verdicts stay fp32.  Recorded with the run (``precision``, only when bf16; ``amp``).
 
     Returns:
         A :class:`TrainResult`: per-epoch ``history``, ``best_epoch``, ``out_dir``, ``settings``.
@@ -396,12 +405,15 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
         eps = _validation_eps(method, val_eps, val_data is not None and n_val > 0)
         (x, y), val, extra = _inputs(train_data, val_data, extra_data)
         dev = ddp_device or (resolve_device(device) if device is not None else model_device(model))
+        prec = "bf16" if amp else resolve_precision(precision, dev, _float_dtype(model))
+        channels_last = prec == "bf16" if channels_last is None else channels_last
         settings = _settings_record(
             method, model, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
             weight_decay=weight_decay, milestones=list(milestones), gamma=gamma,
             augment=augment if isinstance(augment, str) else ("crop-flip" if augment else None), seed=seed,
             n_train=len(x), n_extra=len(extra[0]) if extra else 0, n_val=min(n_val, len(val[0])) if val else 0,
-            val_eps=eps, amp=amp, world_size=world, meta=meta, **({"compile_model": True} if compile_model else {}))
+            val_eps=eps, amp=prec == "bf16", world_size=world, meta=meta,
+            **({"compile_model": True} if compile_model else {}), **precision_record(prec))
         out = user_path(out_dir) if out_dir is not None else None
         with folder_lock(out) if out is not None and rank == 0 else contextlib.nullcontext(), \
                 torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
@@ -410,7 +422,7 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
             if out is not None and rank == 0:
                 save_json(out / "settings.json", settings)
             for epoch in range(start, epochs + 1):
-                row = _run_epoch(loop, x, y, extra, epoch, epochs, batch_size, aug, amp, channels_last, progress)
+                row = _run_epoch(loop, x, y, extra, epoch, epochs, batch_size, aug, prec == "bf16", channels_last, progress)
                 _validate_and_save(loop, row, val, n_val, eps)
                 _report(row, epochs, progress and rank == 0)
         finished = True

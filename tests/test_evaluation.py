@@ -88,9 +88,11 @@ def test_a_spec_runs_its_attack_with_its_settings(monkeypatch):
     AttackSpec("autoattack", 0.1, 9, 0.2).run(model, x, y, None, for_accuracy=True)
     (n1, a1, k1), (n2, a2, k2), (n3, a3, k3), (n4, a4, k4) = calls
     assert n1 == "pgd" and a1 == (model, x, y) and k1 == dict(eps=0.1, step_size=0.03, steps=5, random_start=False,
-                                                             restarts=2, generator=g, validate=True)
+                                                             restarts=2, generator=g, validate=True,
+                                                             precision="auto")
     assert n2 == "mt" and a2 == (model, x, y) and k2 == dict(eps=0.1, step_size=0.02, steps=4, random_start=True,
-                                                            generator=g, stop_when_fooled=True, validate=False)
+                                                            generator=g, stop_when_fooled=True, validate=False,
+                                                            precision="auto")
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(2)))
     assert n3 == "aa" and a3 == (model, x, y) and k3 == dict(eps=0.1, steps=9, seed=seed, validate=True)
     assert k4 == dict(eps=0.1, steps=9, seed=0, validate=False)  # no generator: seed 0

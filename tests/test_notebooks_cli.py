@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rll_core.cli import main
+from rll_core.precision import resolve_precision
 
 from .conftest import brute_nearest_other
 
@@ -98,7 +99,9 @@ def test_theory_notebook_runs_headless(tmp_path, mnist):
 
 
 @pytest.mark.slow
+@pytest.mark.native_bf16  # the notebooks run in a kernel of their own, which sees this machine's CPU
 def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
+    bf16 = "-bf16" if resolve_precision("auto", "cpu") == "bf16" else ""  # the runs' precision: their names say it
     common = dict(n_train=200, n_test=100, n_eval=20, epochs=1, runs_dir=str(tmp_path / "runs"), formats="png")
     _run("03_methods", tmp_path, methods="natural,gr,trades:beta6", autoattack_methods="natural,trades:beta6",
          n_autoattack=6, **common)
@@ -120,11 +123,11 @@ def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
     assert "on the first 6 test points" in md[0]
     cells = {line.split(" | ")[0]: line.split(" | ")[6] for line in md[4:]}
     assert cells["| GR"] == "-" and cells["| natural"] != "-" and cells["| TRADES (β=6)"] != "-"
-    shared = tmp_path / "runs" / "mnist-cnn001-natural-eps0.1-n200-e1-s0-quick" / "last.pt"
+    shared = tmp_path / "runs" / f"mnist-cnn001-natural-eps0.1-n200-e1-s0-quick{bf16}" / "last.pt"
     before = shared.stat().st_mtime_ns
     _run("04_dropout", tmp_path, methods="natural", **common)
     assert shared.stat().st_mtime_ns == before  # the run with dropout came from notebook 3's folder
-    assert list((tmp_path / "runs" / "mnist-cnn001-natural-drop0-eps0.1-n200-e1-s0-quick").glob("eval-*.npz"))
+    assert list((tmp_path / "runs" / f"mnist-cnn001-natural-drop0-eps0.1-n200-e1-s0-quick{bf16}").glob("eval-*.npz"))
     (csv,) = (tmp_path / "figures").glob("table_dropout_mnist_quick_n200-test100-eval20-e1-m*.csv")
     rows = csv.read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["natural no dropout", "natural + dropout"]

@@ -75,7 +75,8 @@ def _ddp_worker(rank: int, port: int, out: str, x, y) -> None:
 
     torch.set_num_threads(1)
     model = tiny(seed=4)
-    train(model, (x, y), Natural(), epochs=1, batch_size=16, lr=0.5, momentum=0.0, seed=0, progress=False)
+    train(model, (x, y), Natural(), epochs=1, batch_size=16, lr=0.5, momentum=0.0, seed=0, progress=False,
+          precision="fp32")
     assert not dist.is_initialized()  # train() opened the process group, and closed it
     if rank == 0:
         torch.save(model.state_dict(), out)
@@ -89,7 +90,8 @@ def test_ddp_with_gloo_matches_a_single_process_step(tmp_path):
     out = str(tmp_path / "ddp.pt")
     torch.multiprocessing.spawn(_ddp_worker, args=(port, out, x, y), nprocs=2, join=True)
     single = tiny(seed=4)
-    train(single, (x, y), Natural(), epochs=1, batch_size=16, lr=0.5, momentum=0.0, seed=0, progress=False)
+    train(single, (x, y), Natural(), epochs=1, batch_size=16, lr=0.5, momentum=0.0, seed=0, progress=False,
+          precision="fp32")
     ddp = torch.load(out, weights_only=True)
     start = tiny(seed=4).state_dict()
     for k, v in single.state_dict().items():

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from ..paper import display_name
+from ..precision import precision_note
 from ..storage import atomic_write_bytes, user_path
 from ..tables import GAPS, gap_interval, wilson_errors
 
@@ -101,6 +102,8 @@ def context_line(rows: Sequence[Mapping[str, Any]]) -> str:
     n = next((r.get("test_n", r.get("n")) for r in rows if r.get("test_n", r.get("n"))), None)
     if n:
         parts.append(f"n = {int(n)} test points")
+    if precision_note(rows):
+        parts.append("bf16 gradient steps")
     return " · ".join(p for p in parts if p)
 
 
