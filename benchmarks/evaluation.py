@@ -1,51 +1,66 @@
-"""Benchmark: attack and Lipschitz-estimate throughput of rll_core against a minimal loop and other libraries.
+"""Benchmark: attacks and the local Lipschitz estimate, rll against a minimal loop and its peers in one run,
+and whether bf16 keeps the numbers.
 
-Every row attacks the same images with the same trained weights (cnn001, one seeded epoch on 4,000
-Fashion-MNIST images; random images if the data is missing) in the same process.  Each case is run once
-to warm up, then ``--rounds`` times with the cases interleaved round by round (so a slow spell of the
-machine hits every case alike); the table prints the median images/s and each case's ratio to the
-minimal loop of the same batch size and precision.
+Every row attacks the same test images with the same trained weights (cnn001, one seeded Adam epoch on 4,000
+Fashion-MNIST images; random images if the data is missing).  Two copies of the model, equal in every weight:
 
-* ``minimal``: the least a PGD can do in PyTorch: gradients with respect to the input only
-  (``torch.autograd.grad``), the step and the projection in place against bounds computed once, no
-  checks, no verdict forward.  The multi-targeted and Lipschitz minima are the same loop on their
-  objective (the Lipschitz one records the ratio at every iterate, as rll does).
-* ``rll``: :func:`rll_core.attacks.pgd` / ``multi_targeted`` as :func:`rll_core.evaluation.evaluate` calls
-  them (inputs checked once per set, the multi-targeted attack stopping at a point's first success),
-  and :func:`rll_core.lipschitz.local_lipschitz`.
-* ``torchattacks`` (3.5.1, ``pip install --no-deps torchattacks``) and ART's ``ProjectedGradientDescent``
-  PGD rows, when importable.
-* bf16: the same calls under ``torch.autocast(<device>, bfloat16)``, by default only on a CPU with native
-  bf16 arithmetic (``avx512_bf16`` or ``amx_bf16``): without it (AVX2) bf16 runs emulated, one 1024^2
-  matmul taking 160x its float32 time here.
+* ``rll``: the model as ``rll_core.models.build_model`` builds it (its ``MaxPool2x2``: ``nn.MaxPool2d(2)``'s
+  results bit for bit through PyTorch's channels_last kernel);
+* ``stock``: the same architecture from stock PyTorch layers (``nn.MaxPool2d``): what a peer's user attacks.
 
-    python benchmarks/evaluation.py                      # CPU (and CUDA when present)
-    python benchmarks/evaluation.py --n 512 --rounds 5
+Implementations:
+
+* ``rll``: :func:`rll_core.attacks.pgd`, ``multi_targeted`` (as ``evaluate`` calls them: inputs checked once
+  per set, the multi-targeted attack stopping at a point's first success), ``local_lipschitz`` and
+  ``autoattack`` at ``precision="auto"`` (bf16 gradient passes where the CPU computes bf16 natively, fp32
+  verdicts) and at ``precision="fp32"``;
+* ``minimal``: the least each attack can do in PyTorch (input-only gradients, in-place steps against bounds
+  computed once, no checks, no verdict forward; the Lipschitz loop records every iterate's ratio, as rll's);
+* ``torchattacks`` (3.5.1) PGD, and its four AutoAttack parts built directly (APGD-CE, APGD-T, FAB-T, Square
+  at the standard version's settings, in its ``MultiAttack``); ART's ``ProjectedGradientDescentPyTorch``.
+
+Timing: ``benchmarks/_timing.py`` (interleaved rounds; CPU seconds and wall time; paired median ratios).  The
+ratios are per CPU second against the minimal loop and torchattacks on the stock model in fp32 (what one
+would run without rll).  Then the agreement of fp32 and bf16 on two trained models (natural, AT) at
+``--n-agree`` test points: PGD-10 and multi-targeted accuracy with 95 % Wilson intervals, mean local
+Lipschitz with its standard error, and how many points' verdicts differ.
+
+    python benchmarks/evaluation.py                       # ~10 minutes on 2 cores
+    python benchmarks/evaluation.py --n 128 --rounds 3 --n-agree 500 --skip-autoattack
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
+import copy
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import interleaved, machine, paired_ratio  # noqa: E402
 
 from rll_core._search import box  # noqa: E402
-from rll_core.attacks import multi_targeted, pgd  # noqa: E402
+from rll_core.attacks import autoattack, multi_targeted, pgd  # noqa: E402
 from rll_core.data import DataError, load_fashion_mnist  # noqa: E402
+from rll_core.evaluation import evaluate  # noqa: E402
 from rll_core.lipschitz import local_lipschitz  # noqa: E402
-from rll_core.models import build_model  # noqa: E402
+from rll_core.methods import AT, Natural  # noqa: E402
+from rll_core.models import MaxPool2x2, build_model  # noqa: E402
+from rll_core.precision import resolve_precision  # noqa: E402
+from rll_core.tables import wilson_interval  # noqa: E402
+from rll_core.training import train  # noqa: E402
 
 EPS = 0.1
+STEP10, STEP20 = 2 * EPS / 10, 2 * EPS / 20
 
 
 def minimal_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: float, steps: int,
@@ -99,20 +114,18 @@ def minimal_lipschitz(model: nn.Module, x: torch.Tensor, eps: float, step: float
     return best
 
 
-def trained_model(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
-    """cnn001 after one seeded Adam epoch on the data (trained weights: attacks behave as on real models)."""
-    torch.manual_seed(0)
-    model = build_model("cnn001", in_channels=1, num_classes=10, image_size=28)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.train()
-    for s in range(0, len(x), 64):
-        opt.zero_grad()
-        F.cross_entropy(model(x[s:s + 64]), y[s:s + 64]).backward()
-        opt.step()
-    return model.eval()
+def stock_layers(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every ``MaxPool2x2`` replaced by ``nn.MaxPool2d(2)`` (the same function)."""
+    out = copy.deepcopy(model)
+    for mod in list(out.modules()):
+        for child_name, child in list(mod.named_children()):
+            if isinstance(child, MaxPool2x2):
+                setattr(mod, child_name, nn.MaxPool2d(2))
+    return out.eval()
 
 
 def load(n: int) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """4,000 training images and ``n`` test images of Fashion-MNIST (random images without the data)."""
     try:
         tr, te = load_fashion_mnist(split="train").subset(4000, seed=1), load_fashion_mnist(split="test").subset(n, 0)
         return ("Fashion-MNIST", torch.from_numpy(tr.float_images()), torch.from_numpy(tr.labels),
@@ -123,6 +136,15 @@ def load(n: int) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.T
                 torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
 
 
+def trained(method: object, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
+    """cnn001 after one seeded Adam epoch of ``method`` on the data, trained in fp32."""
+    torch.manual_seed(0)
+    model = build_model("cnn001", in_channels=1, num_classes=10, image_size=28)
+    train(model, (x, y), method, epochs=1, batch_size=64, optimizer="adam", lr=1e-3, device="cpu",
+          precision="fp32", progress=False)
+    return model.eval()
+
+
 def batched(fn: Callable[[torch.Tensor, torch.Tensor], object], x: torch.Tensor, y: torch.Tensor,
             batch: int) -> Callable[[], None]:
     def run() -> None:
@@ -131,101 +153,133 @@ def batched(fn: Callable[[torch.Tensor, torch.Tensor], object], x: torch.Tensor,
     return run
 
 
-def cases(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> dict[tuple[str, str], Callable[[], None]]:
-    """(task, implementation) -> a call over all images in batches of ``batch``."""
-    step10, step20 = 2 * EPS / 10, 2 * EPS / 20
-    out: dict[tuple[str, str], Callable[[], None]] = {
-        ("PGD-10", "rll"): batched(lambda a, b: pgd(model, a, b, eps=EPS, step_size=step10, steps=10,
-                                                    validate=False), x, y, batch),
-        ("PGD-10", "minimal"): batched(lambda a, b: minimal_pgd(model, a, b, EPS, step10, 10), x, y, batch),
-        ("multi-targeted 9x20", "rll"): batched(lambda a, b: multi_targeted(
-            model, a, b, eps=EPS, step_size=step20, steps=20, stop_when_fooled=True, validate=False), x, y, batch),
-        ("multi-targeted 9x20", "minimal"): batched(lambda a, b: minimal_multitarget(model, a, b, EPS, step20, 20, 10),
-                                                    x, y, batch),
-        ("Lipschitz 10 steps", "rll"): batched(lambda a, b: local_lipschitz(model, a, eps=EPS, steps=10,
-                                                                            batch_size=batch), x, y, len(x)),
-        ("Lipschitz 10 steps", "minimal"): batched(lambda a, b: minimal_lipschitz(model, a, EPS, step10, 10),
-                                                   x, y, batch),
-    }
+Key = tuple[str, str, str, str]  # task, implementation, model, precision
+
+
+def cases(model: nn.Module, stock: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, auto: str,
+          n_aa: int) -> dict[Key, Callable[[], None]]:
+    """(task, implementation, model, precision) -> a call over the images in batches of ``batch``."""
+    out: dict[Key, Callable[[], None]] = {}
+    for prec in dict.fromkeys((auto, "fp32")):
+        out[("PGD-10", "rll", "rll", prec)] = batched(lambda a, b, p=prec: pgd(
+            model, a, b, eps=EPS, step_size=STEP10, steps=10, validate=False, precision=p), x, y, batch)
+        out[("multi-targeted 9x20", "rll", "rll", prec)] = batched(lambda a, b, p=prec: multi_targeted(
+            model, a, b, eps=EPS, step_size=STEP20, steps=20, stop_when_fooled=True, validate=False, precision=p),
+            x, y, batch)
+        out[("Lipschitz 10 steps", "rll", "rll", prec)] = lambda p=prec: local_lipschitz(
+            model, x, eps=EPS, steps=10, batch_size=batch, precision=p)
+    out[("PGD-10", "rll", "stock", "fp32")] = batched(lambda a, b: pgd(
+        stock, a, b, eps=EPS, step_size=STEP10, steps=10, validate=False, precision="fp32"), x, y, batch)
+    out[("PGD-10", "minimal", "stock", "fp32")] = batched(lambda a, b: minimal_pgd(stock, a, b, EPS, STEP10, 10),
+                                                          x, y, batch)
+    out[("multi-targeted 9x20", "minimal", "stock", "fp32")] = batched(
+        lambda a, b: minimal_multitarget(stock, a, b, EPS, STEP20, 20, 10), x, y, batch)
+    out[("Lipschitz 10 steps", "minimal", "stock", "fp32")] = batched(
+        lambda a, b: minimal_lipschitz(stock, a, EPS, STEP10, 10), x, y, batch)
     with contextlib.suppress(ImportError):
         import torchattacks
 
-        ta = torchattacks.PGD(model, eps=EPS, alpha=step10, steps=10, random_start=True)
-        out[("PGD-10", "torchattacks")] = batched(lambda a, b: ta(a, b), x, y, batch)
+        for name, m in (("stock", stock), ("rll", model)):
+            ta = torchattacks.PGD(m, eps=EPS, alpha=STEP10, steps=10, random_start=True)
+            out[("PGD-10", "torchattacks", name, "fp32")] = batched(lambda a, b, ta=ta: ta(a, b), x, y, batch)
+        if n_aa:
+            xa, ya = x[:n_aa], y[:n_aa]
+            # torchattacks' code in fp32 whatever the precision (its own verdicts decide which points go on)
+            out[("AutoAttack standard", "rll", "rll", "fp32")] = lambda: autoattack(model, xa, ya, eps=EPS)
+            out[("AutoAttack standard", "torchattacks", "stock", "fp32")] = lambda: autoattack_parts(stock, xa, ya)
     with contextlib.suppress(ImportError):
-        import numpy as np
         from art.attacks.evasion import ProjectedGradientDescentPyTorch
         from art.estimators.classification import PyTorchClassifier
 
-        clf = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
+        clf = PyTorchClassifier(model=stock, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
                                 clip_values=(0.0, 1.0), device_type="cpu")
-        art = ProjectedGradientDescentPyTorch(clf, norm=np.inf, eps=EPS, eps_step=step10, max_iter=10,
+        art = ProjectedGradientDescentPyTorch(clf, norm=np.inf, eps=EPS, eps_step=STEP10, max_iter=10,
                                               num_random_init=1, batch_size=batch, verbose=False)
-        out[("PGD-10", "ART")] = lambda: art.generate(x.numpy(), y=np.eye(10, dtype=np.float32)[y.numpy()])
+        out[("PGD-10", "ART", "stock", "fp32")] = lambda: art.generate(x.numpy(), y=np.eye(10, dtype=np.float32)[y.numpy()])
     return out
 
 
-def agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    """Does bf16 keep the numbers?  PGD-10 robust accuracy and mean local Lipschitz, fp32 against bf16, with
-    95 % Wilson intervals (accuracy) and standard errors (Lipschitz), same seeds."""
-    from rll_core.evaluation import evaluate
+def autoattack_parts(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """torchattacks' four AutoAttack parts at the standard version's settings, in its MultiAttack, directly."""
+    import torchattacks
 
-    for p in ("fp32", "bf16"):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=p == "bf16"):
-            r = evaluate(model, x, y, eps=EPS, attacks=("pgd",), seed=0, progress=False)
-            lip = local_lipschitz(model, x, eps=EPS, generator=torch.Generator().manual_seed(0)).double()
-        acc, n = r.adversarial_accuracy["pgd"], r.n
-        z = 1.959964
-        c, h = (acc + z * z / (2 * n)) / (1 + z * z / n), z * (acc * (1 - acc) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
-        print(f"{p}: PGD-10 accuracy {acc:.3f} [{c - h:.3f}, {c + h:.3f}] (n = {n}), mean local Lipschitz "
-              f"{float(lip.mean()):.2f} ± {float(lip.std() / len(lip) ** 0.5):.2f} (s.e.)", flush=True)
+    c = {"norm": "Linf", "eps": EPS, "seed": 0}
+    return torchattacks.MultiAttack([
+        torchattacks.APGD(model, steps=100, n_restarts=1, loss="ce", eot_iter=1, rho=0.75, **c),
+        torchattacks.APGDT(model, steps=100, n_restarts=1, n_classes=10, eot_iter=1, rho=0.75, **c),
+        torchattacks.FAB(model, steps=100, n_restarts=1, multi_targeted=True, n_classes=10, **c),
+        torchattacks.Square(model, n_queries=5000, n_restarts=1, p_init=0.8, resc_schedule=False, **c)])(x, y)
 
 
-def cpu_has_bf16() -> bool:
-    """Whether the CPU does bf16 arithmetic natively (AVX-512 BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+def _acc(acc: float, n: int) -> str:
+    lo, hi = wilson_interval(acc, n)
+    return f"{acc:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def agreement(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor) -> None:
+    """fp32 against bf16 on each model: robust accuracies (95 % Wilson) and mean Lipschitz (± 1.96 s.e.),
+    the same seeds; 'inside' when bf16's value lies in fp32's interval."""
+    print(f"\nDoes bf16 keep the numbers? n = {len(x)} test points, eps {EPS}, seed 0 for both precisions\n")
+    print("| model | measure | fp32 | bf16 | points that differ | bf16 inside fp32's 95 % interval |")
+    print("|---|---|---|---|---|---|")
+    for name, model in models.items():
+        res, lip = {}, {}
+        for p in ("fp32", "bf16"):
+            res[p] = evaluate(model, x, y, eps=EPS, attacks=("pgd", "multitarget"), seed=0, progress=False,
+                              precision=p)
+            lip[p] = local_lipschitz(model, x, eps=EPS, precision=p, generator=torch.Generator().manual_seed(0)).double()
+        for attack in ("pgd", "multitarget"):
+            a32, a16 = (res[p].adversarial_accuracy[attack] for p in ("fp32", "bf16"))
+            lo, hi = wilson_interval(a32, len(x))
+            differ = int((res["fp32"].correct[attack] != res["bf16"].correct[attack]).sum())
+            print(f"| {name} | {attack} accuracy | {_acc(a32, len(x))} | {_acc(a16, len(x))} | {differ} | "
+                  f"{'yes' if lo <= a16 <= hi else 'NO'} |")
+        m32, s32 = float(lip["fp32"].mean()), float(lip["fp32"].std() / len(x) ** 0.5)
+        m16, s16 = float(lip["bf16"].mean()), float(lip["bf16"].std() / len(x) ** 0.5)
+        rel = float(((lip["bf16"] - lip["fp32"]).abs() / lip["fp32"].clamp_min(1e-12)).median())
+        print(f"| {name} | mean local Lipschitz | {m32:.2f} ± {s32:.2f} | {m16:.2f} ± {s16:.2f} | median |Δ| "
+              f"{100 * rel:.1f} % per point | {'yes' if abs(m16 - m32) <= 1.96 * s32 else 'NO'} |", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=256, help="test images attacked per case (default: 256)")
-    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per case after a warm-up (default: 3)")
-    ap.add_argument("--batches", default="64,256", help="batch sizes (default: 64,256)")
-    ap.add_argument("--precisions", default="fp32,bf16" if cpu_has_bf16() else "fp32",
-                    help="fp32 and/or bf16 autocast (default: both where the CPU has native bf16, else fp32)")
+    ap.add_argument("--n", type=int, default=256, help="test images attacked per timed case (default: 256)")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds after a warm-up (default: 5)")
+    ap.add_argument("--batch", type=int, default=64, help="batch size (default: 64)")
+    ap.add_argument("--n-autoattack", type=int, default=10, help="points AutoAttack attacks (default: 10)")
+    ap.add_argument("--skip-autoattack", action="store_true", help="no AutoAttack rows")
+    ap.add_argument("--n-agree", type=int, default=500, help="test points of the fp32/bf16 agreement (default: 500)")
     args = ap.parse_args()
-    src, xtr, ytr, x, y = load(args.n)
-    model = trained_model(xtr, ytr)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {torch.backends.cpu.get_cpu_capability()}"
-          f" (native bf16: {cpu_has_bf16()}), cnn001 trained on {src}, {args.n} test images, eps {EPS}, median of "
-          f"{args.rounds} interleaved rounds", flush=True)
-    table: dict[tuple[str, str, int, str], list[float]] = {}
-    runs = {(task, impl, b, p): fn for b in map(int, args.batches.split(",")) for p in args.precisions.split(",")
-            for (task, impl), fn in cases(model, x, y, b).items() if not (p == "bf16" and impl in ("ART",))}
+    for k in ("n", "rounds", "batch", "n_agree"):
+        if getattr(args, k) < 1:
+            ap.error(f"--{k.replace('_', '-')} must be at least 1")
+    auto = resolve_precision("auto", "cpu")
+    src, xtr, ytr, x, y = load(max(args.n, args.n_agree))
+    print(machine())
+    print(f"precision='auto' resolves to {auto} here; cnn001 trained one epoch on 4,000 {src} images; {args.n} test "
+          f"images per case, batch {args.batch}, eps {EPS}; median of {args.rounds} interleaved rounds", flush=True)
+    model = trained(Natural(), xtr, ytr)
+    stock = stock_layers(model)
+    runs = cases(model, stock, x[:args.n], y[:args.n], args.batch, auto,
+                 0 if args.skip_autoattack else args.n_autoattack)
+    times = interleaved(runs, args.rounds)
+    report(times, args.n, args.n_autoattack)
+    agreement({"natural": model, "AT (PGD-10)": trained(AT(eps=EPS), xtr, ytr)}, x[:args.n_agree], y[:args.n_agree])
 
-    def timed(key: tuple[str, str, int, str]) -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=key[3] == "bf16"):
-            t = time.perf_counter()
-            runs[key]()
-            return time.perf_counter() - t
 
-    for key in runs:
-        timed(key)  # warm-up
-    for _ in range(args.rounds):
-        for key in runs:
-            table.setdefault(key, []).append(timed(key))
-    if "bf16" in args.precisions:
-        agreement(model, x, y)
-    print("| task | implementation | batch | precision | img/s | / minimal (same batch, precision) |")
-    print("|---|---|---|---|---|---|")
-    for (task, impl, b, p), ts in table.items():
-        med = statistics.median(ts)
-        base = statistics.median(table[(task, "minimal", b, p)])
-        print(f"| {task} | {impl} | {b} | {p} | {args.n / med:.1f} | {base / med:.2f} |", flush=True)
+def report(times: dict[Hashable, object], n: int, n_aa: int) -> None:
+    print("\n| task | implementation | model | precision | img / CPU-s | img / wall-s | vs minimal (stock, fp32) "
+          "| vs torchattacks (stock, fp32) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key, t in times.items():
+        task, impl, mod, prec = key  # type: ignore[misc]
+        k = n_aa if task.startswith("AutoAttack") else n
+        ratios = []
+        for base in ("minimal", "torchattacks"):
+            b = (task, base, "stock", "fp32")
+            ratios.append(f"{paired_ratio(times, b, key):.2f}" if b in times else "-")  # type: ignore[arg-type]
+        print(f"| {task} | {impl} | {mod} | {prec} | {k / t.median('cpu'):.1f} | {k / t.median('wall'):.1f} | "  # type: ignore[attr-defined]
+              f"{ratios[0]} | {ratios[1]} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ Sections, each timed and each failing on its own (a broken section is reported, 
 3. separation: the CUDA backends (Triton, torch) on full MNIST and Fashion-MNIST train-train and on random
    CIFAR-10-shaped data, beside the CPU kernel (numba) on a subset, in pairs/s;
 4. training throughput (images/s): natural, AT and TRADES for cnn001 on MNIST and wrn-16-4 (wrn-10-1 with
-   ``--tiny``) on random CIFAR-shaped data, in float32, bf16 autocast, channels_last and ``torch.compile``;
-5. attack and local-Lipschitz throughput (images/s);
+   ``--tiny``) on random CIFAR-shaped data, in fp32, ``precision="auto"`` (bf16 on sm_80+), fp32 channels_last
+   and fp32 ``torch.compile``;
+5. attack and local-Lipschitz throughput (images/s), fp32 and ``precision="auto"``;
 6. end to end: ``rll train`` with the paper's settings for a few epochs of AT on MNIST, then ``rll evaluate``.
 
 No network.  On an H100/H200 it is sized to finish in about 8 minutes.  ``--tiny`` runs every section at toy
@@ -32,6 +33,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +46,7 @@ from rll_core.data import DataError, ImageDataset, load_train_test  # noqa: E402
 from rll_core.lipschitz import local_lipschitz  # noqa: E402
 from rll_core.methods import make_method  # noqa: E402
 from rll_core.models import build_model  # noqa: E402
+from rll_core.precision import cpu_description, resolve_precision  # noqa: E402
 from rll_core.separation import nearest_other_class  # noqa: E402
 from rll_core.training import train  # noqa: E402
 
@@ -86,7 +89,8 @@ class Report:
 
 
 def environment(dev: torch.device) -> list[str]:
-    rows = [f"- python {platform.python_version()}, torch {torch.__version__}, device `{dev}`"]
+    rows = [f"- python {platform.python_version()}, torch {torch.__version__}, device `{dev}`",
+            f"- CPU: {cpu_description()}", f"- precision=\"auto\" resolves to {resolve_precision('auto', dev)} on `{dev}`"]
     if dev.type == "cuda":
         p = torch.cuda.get_device_properties(dev)
         rows.append(f"- {p.name}, compute capability {p.major}.{p.minor}, {p.total_memory / 2**30:.0f} GiB, "
@@ -155,17 +159,18 @@ def _training_sets(tiny: bool) -> list[tuple[str, str, torch.Tensor, torch.Tenso
 
 
 def _epoch(start: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, method: object, batch: int, dev: torch.device,
-           kw: dict[str, bool]) -> None:
+           kw: dict[str, Any]) -> None:
     """One epoch of ``train`` over ``(x, y)`` from a copy of ``start``."""
     train(copy.deepcopy(start), (x, y), method, epochs=1, batch_size=batch, device=dev, progress=False, **kw)  # type: ignore[arg-type]
 
 
 def training(dev: torch.device, tiny: bool) -> list[str]:
-    modes: dict[str, dict[str, bool]] = {"fp32": {}, "bf16": {"amp": True}, "channels_last": {"channels_last": True},
-                                         "compile": {"compile_model": True}}
-    if tiny:  # compiling on the CPU takes minutes (the test-suite checks compile_model on its own), and bf16
-        modes.pop("compile")  # on a CPU without native bf16 is emulated, many times slower
-        modes.pop("bf16")
+    auto = resolve_precision("auto", dev)
+    modes: dict[str, dict[str, Any]] = {"fp32": {"precision": "fp32"}, f"auto ({auto})": {"precision": "auto"},
+                                        "fp32 channels_last": {"precision": "fp32", "channels_last": True},
+                                        "fp32 compile": {"precision": "fp32", "compile_model": True}}
+    if tiny:  # compiling on the CPU takes minutes (the test-suite checks compile_model on its own)
+        modes.pop("fp32 compile")
     rows = ["| model | data | method | mode | batch | images/s |", "|---|---|---|---|---|---|"]
     batch = 8 if tiny else 256
     for model_name, data, x, y in _training_sets(tiny):
@@ -176,7 +181,7 @@ def training(dev: torch.device, tiny: bool) -> list[str]:
         for method in ("natural", "at", "trades"):
             m = make_method(method) if method == "natural" else make_method(method, eps=eps, steps=1 if tiny else 10)
             for mode, kw in modes.items():
-                if mode == "compile" and (model_name != "cnn001" or method == "trades"):
+                if mode == "fp32 compile" and (model_name != "cnn001" or method == "trades"):
                     continue  # compile time is bounded: cnn001, natural and AT
                 _epoch(start, x[:2 * batch], y[:2 * batch], m, batch, dev, kw)  # warm-up (and the compile)
                 t = timed(lambda m=m, kw=kw, start=start, x=x, y=y: _epoch(start, x, y, m, batch, dev, kw), dev)
@@ -192,17 +197,20 @@ def attacks(dev: torch.device, tiny: bool) -> list[str]:
     torch.manual_seed(0)
     model = build_model("cnn001", in_channels=1, num_classes=10, image_size=28).to(dev).eval()
     bs = 16 if tiny else 1024
-    cases = {
-        "PGD-10": lambda: [pgd(model, x[s:s + bs], y[s:s + bs], eps=0.1, step_size=0.02, steps=10)
-                           for s in range(0, n, bs)],
-        "multi-targeted 9 x 20": lambda: [multi_targeted(model, x[s:s + bs], y[s:s + bs], eps=0.1, step_size=0.01,
-                                                         steps=20) for s in range(0, n, bs)],
-        "local Lipschitz, 10 steps": lambda: local_lipschitz(model, x, eps=0.1, steps=10, batch_size=bs),
-    }
-    rows = ["| task (cnn001, random weights) | batch | images/s |", "|---|---|---|"]
-    for name, fn in cases.items():
-        fn()  # warm-up
-        rows.append(f"| {name} | {bs} | {n / timed(fn, dev):.0f} |")
+    rows = ["| task (cnn001, random weights) | precision | batch | images/s |", "|---|---|---|---|"]
+    for prec in dict.fromkeys(("fp32", resolve_precision("auto", dev))):
+        cases = {
+            "PGD-10": lambda p=prec: [pgd(model, x[s:s + bs], y[s:s + bs], eps=0.1, step_size=0.02, steps=10,
+                                          precision=p) for s in range(0, n, bs)],
+            "multi-targeted 9 x 20": lambda p=prec: [multi_targeted(
+                model, x[s:s + bs], y[s:s + bs], eps=0.1, step_size=0.01, steps=20, precision=p)
+                for s in range(0, n, bs)],
+            "local Lipschitz, 10 steps": lambda p=prec: local_lipschitz(model, x, eps=0.1, steps=10, batch_size=bs,
+                                                                        precision=p),
+        }
+        for name, fn in cases.items():
+            fn()  # warm-up
+            rows.append(f"| {name} | {prec} | {bs} | {n / timed(fn, dev):.0f} |")
     return rows
 
 

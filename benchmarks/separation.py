@@ -15,12 +15,16 @@ filter kernel).
 
 On the CPU a query subset is timed against the *full* reference set (``--cpu-queries``, default 2000;
 the baselines get fewer) and full-size times are extrapolated from pairs/second; ``--full`` times all
-queries.  On CUDA every row runs at full size.  Each row reports peak extra memory (RSS on CPU, torch's
-allocator peak on GPU) and whether its distances equal the first row's on the queries it ran.
+queries.  The CPU rows run as ``benchmarks/_timing.py`` times: a warm-up, then ``--rounds`` interleaved
+rounds in CPU seconds and wall time, and rll's ratio to each baseline is the median over rounds of the
+paired ratio of pairs per second (so a busy spell of a shared machine hits every row alike).  On CUDA every
+row runs once at full size.  Each row reports peak extra memory (RSS on CPU, torch's allocator peak on
+GPU; from the warm-up on the CPU) and whether its distances equal the first row's on the queries it ran.
 ``--job`` also times the whole Fashion-MNIST job (train-train + test-train, as ``measure_separation``
 runs it, no cache).
 
     python benchmarks/separation.py                 # CPU rows (and GPU rows when CUDA is present)
+    python benchmarks/separation.py --workloads fmnist-test --cpu-queries 2000 --ckdtree-queries 2000
     python benchmarks/separation.py --workloads fmnist-test --ckdtree-queries 1000 --job
 """
 
@@ -31,6 +35,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +43,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import Times, interleaved, machine, paired_ratio  # noqa: E402
 
 from rll_core.data import DataError, load_cifar10, load_fashion_mnist  # noqa: E402
 from rll_core.separation import nearest_other_class  # noqa: E402
@@ -85,10 +93,15 @@ class Row:
     seconds: float
     peak_mb: float
     match: str
+    cpu_seconds: float
 
     @property
     def mpairs(self) -> float:
         return self.nq * self.nr / self.seconds / 1e6
+
+    @property
+    def mpairs_cpu(self) -> float:
+        return self.nq * self.nr / self.cpu_seconds / 1e6
 
 
 def naive_cdist(q: np.ndarray, qy: np.ndarray, r: np.ndarray, ry: np.ndarray, device: torch.device,
@@ -195,19 +208,20 @@ def time_job() -> float:
     return time.perf_counter() - t
 
 
-def run_method(m: str, wl: Workload, n: int, dev: torch.device) -> tuple[np.ndarray, float, float]:
-    """Distances of the first ``n`` queries by method ``m``, wall seconds and peak extra MB."""
+def method_call(m: str, wl: Workload, n: int, dev: torch.device) -> Callable[[], np.ndarray]:
+    """The distances of the first ``n`` queries by method ``m``, as a call (its index built and its JIT
+    compiled here, outside any timing)."""
     q, qy = wl.q[:n], wl.qy[:n]
     if m == "naive":
-        return timed(lambda: naive_cdist(q, qy, wl.r, wl.ry, dev), dev)
+        return lambda: naive_cdist(q, qy, wl.r, wl.ry, dev)
     if m == "ckdtree":
         t_build = time.perf_counter()
         trees = ckdtree_trees(wl.r, wl.ry)
         print(f"  ckdtree trees built in {time.perf_counter() - t_build:.2f} s (not in the timing)")
-        return timed(lambda: ckdtree_nearest(trees, q, qy), dev)
+        return lambda: ckdtree_nearest(trees, q, qy)
     if m == "numba-rows":
         rows_kernel(q[:8], qy[:8], wl.r[:500], wl.ry[:500])  # JIT warm-up
-        return timed(lambda: rows_kernel(q, qy, wl.r, wl.ry), dev)
+        return lambda: rows_kernel(q, qy, wl.r, wl.ry)
 
     def search(n_q: int) -> np.ndarray:
         res = nearest_other_class(q[:n_q], qy[:n_q], wl.r, wl.ry, device=dev, backend=m)  # type: ignore[arg-type]
@@ -215,7 +229,37 @@ def run_method(m: str, wl: Workload, n: int, dev: torch.device) -> tuple[np.ndar
 
     search(64)  # warm-up (JIT compilation) on a few queries first
     sync(dev)
-    return timed(lambda: search(n), dev)
+    return lambda: search(n)
+
+
+def run_rows(name: str, wl: Workload, methods: dict[str, int], dev: torch.device, rounds: int
+             ) -> tuple[list[Row], dict[str, Times]]:
+    """Every method once (its distances, its peak memory: the warm-up), then on the CPU ``rounds`` interleaved
+    rounds; a row per method with its median wall time."""
+    calls, first, rows = {}, {}, []
+    ref = None
+    for m, n in methods.items():
+        if m == "triton":
+            try:
+                import triton  # noqa: F401
+            except ImportError:
+                continue
+        n = min(n, len(wl.q))
+        calls[m] = method_call(m, wl, n, dev)
+        d, dt, mb = timed(calls[m], dev)
+        if ref is None:
+            ref, match = d, "reference"
+        else:
+            k = min(len(ref), len(d))
+            match = "yes" if np.array_equal(ref[:k], d[:k]) else "NO"
+        first[m] = (n, dt, mb, match)
+        print(f"  {m:10s} {dev.type:4s} {n:6d} queries: {dt:8.2f} s (warm-up), distances {match}", flush=True)
+    times = interleaved(calls, rounds, warmup=False) if dev.type == "cpu" else \
+        {m: Times(cpu=[dt], wall=[dt]) for m, (_, dt, _, _) in first.items()}
+    for m, (n, _, mb, match) in first.items():
+        rows.append(Row(name, m, dev.type, n, len(wl.q), len(wl.r), times[m].median("wall"), mb, match,
+                        times[m].median("cpu")))
+    return rows, times
 
 
 def main() -> int:
@@ -229,6 +273,7 @@ def main() -> int:
     ap.add_argument("--full", action="store_true", help="time every query on the CPU too")
     ap.add_argument("--job", action="store_true", help="also time the full Fashion-MNIST job (CPU)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=3, help="timed CPU rounds after the warm-up (default: 3)")
     args = ap.parse_args()
     workloads = args.workloads.split(",")
     unknown = [w for w in workloads if w not in WORKLOADS]
@@ -245,9 +290,10 @@ def main() -> int:
         print("no CUDA device available", file=sys.stderr)
         return 2
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"cuda: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+    print(machine())
+    print(f"CPU rows: median of {args.rounds} interleaved rounds after a warm-up; GPU rows: one run each")
     rows: list[Row] = []
+    ratios: list[str] = []
     for name in workloads:
         wl = load_workload(name, args.seed)
         nq_all, nr = len(wl.q), len(wl.r)
@@ -259,37 +305,24 @@ def main() -> int:
                            "ckdtree": args.ckdtree_queries}
             else:
                 methods = {"triton": nq_all, "torch": nq_all, "naive": nq_all}
-            ref = None
-            for m, n in methods.items():
-                if m == "triton":
-                    try:
-                        import triton  # noqa: F401
-                    except ImportError:
-                        continue
-                n = min(n, nq_all)
-                d, dt, mb = run_method(m, wl, n, dev)
-                if ref is None:
-                    ref, match = d, "reference"
-                else:
-                    k = min(len(ref), len(d))
-                    match = "yes" if np.array_equal(ref[:k], d[:k]) else "NO"
-                rows.append(Row(name, m, dev.type, n, nq_all, nr, dt, mb, match))
-                print(f"  {m:10s} {dev.type:4s} {n:6d} queries: {dt:8.2f} s  {rows[-1].mpairs:9.1f} Mpairs/s",
-                      flush=True)
+            got, times = run_rows(name, wl, methods, dev, args.rounds)
+            rows += got
+            if dev.type == "cpu":
+                work = {r.method: float(r.nq) for r in got}
+                for base in ("ckdtree", "numba-rows", "naive"):
+                    if base in times:
+                        ratios.append(f"{name}: rll numba / {base}, pairs per CPU-s "
+                                      f"{paired_ratio(times, base, 'numba', 'cpu', work):.1f}x, per wall-s "
+                                      f"{paired_ratio(times, base, 'numba', 'wall', work):.1f}x (paired medians)")
 
-    print()
-    for name in workloads:
-        by = {r.method: r for r in rows if r.workload == name and r.device == "cpu"}
-        for base in ("ckdtree", "numba-rows", "naive"):
-            if "numba" in by and base in by:
-                print(f"{name}: rll numba / {base} throughput = {by['numba'].mpairs / by[base].mpairs:.1f}x")
-    print("\n| workload | method | device | queries x refs | wall s | Mpairs/s | est. all queries s "
-          "| peak extra MB | same distances |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n" + "\n".join(ratios))
+    print("\n| workload | method | device | queries x refs | wall s | CPU s | Mpairs / wall-s | Mpairs / CPU-s "
+          "| est. all queries wall s | peak extra MB | same distances |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         full = r.nq_all * r.nr / (r.mpairs * 1e6)
-        print(f"| {r.workload} | {r.method} | {r.device} | {r.nq} x {r.nr} | {r.seconds:.2f} | {r.mpairs:.1f} "
-              f"| {full:.1f} | {r.peak_mb:.0f} | {r.match} |")
+        print(f"| {r.workload} | {r.method} | {r.device} | {r.nq} x {r.nr} | {r.seconds:.2f} | {r.cpu_seconds:.2f} "
+              f"| {r.mpairs:.1f} | {r.mpairs_cpu:.1f} | {full:.1f} | {r.peak_mb:.0f} | {r.match} |")
     if args.job and "cpu" in [d.type for d in devices]:
         print(f"\nfull Fashion-MNIST job (train-train + test-train, measure_separation): {time_job():.1f} s")
     return 0

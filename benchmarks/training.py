@@ -1,10 +1,10 @@
 """Benchmark: training throughput of every method, rll's ``train`` against a minimal loop and torchattacks.
 
 Every case trains a copy of the same seeded cnn001 on the same ``--n`` Fashion-MNIST training images
-(random images if the data is missing), batch by batch in one fixed order, SGD with momentum.  Each case
-runs once to warm up, then ``--rounds`` times with the cases interleaved round by round; the table prints
-the median seconds per 1,024 images, images/s and the ratio to the minimal loop of the same method,
-batch size and precision (> 1: faster than the minimal loop).
+(random images if the data is missing), batch by batch in one fixed order, SGD with momentum.  Timing:
+``benchmarks/_timing.py`` (a warm-up, then interleaved rounds; CPU seconds and wall time; paired median
+ratios).  The ratios are per CPU second against the minimal loop and torchattacks on the stock-layer model
+(``evaluation.stock_layers``: ``nn.MaxPool2d``) in fp32, what one would run without rll (> 1: rll is faster).
 
 * ``minimal``: the least a training step can do in PyTorch: slices of a float tensor (no DataLoader),
   the inner PGD / TRADES search in eval mode with gradients with respect to the input only, in place
@@ -12,22 +12,19 @@ batch size and precision (> 1: faster than the minimal loop).
   LLR have no common minimal form: that row calls rll's loss inside the minimal loop, so its ratio
   measures the training loop alone.
 * ``rll``: :func:`rll_core.training.train` for one epoch with ``make_method(name)`` (everything the
-  package does per run: seeding, shuffling, the loss's checks, the history).
+  package does per run: seeding, shuffling, the loss's checks, the history) on rll's model, at
+  ``precision="auto"`` (bf16 training steps where the CPU computes bf16 natively) and ``"fp32"``.
 * ``torchattacks``: AT and RST with ``torchattacks.PGD`` as the inner attack, in the minimal loop.
-* bf16: ``train(..., amp=True)`` and the other loops under ``torch.autocast``, by default only on a CPU
-  with native bf16 arithmetic (see ``evaluation.cpu_has_bf16``).
 
-    python benchmarks/training.py                      # 1,024 images, batch 64 and 256, 3 rounds
-    python benchmarks/training.py --methods at --n 4096 --batches 64
+    python benchmarks/training.py                      # natural, AT, TRADES; 1,024 images, batch 64, 5 rounds
+    python benchmarks/training.py --methods natural,gr,llr,at,trades,rst --n 2048
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,13 +35,15 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluation import cpu_has_bf16, minimal_pgd  # noqa: E402
+from _timing import interleaved, machine, paired_ratio  # noqa: E402
+from evaluation import minimal_pgd, stock_layers  # noqa: E402
 
 from rll_core._search import eval_mode  # noqa: E402
 from rll_core.data import DataError, load_fashion_mnist  # noqa: E402
 from rll_core.methods import make_method  # noqa: E402
 from rll_core.models import build_model  # noqa: E402
 from rll_core.paper import step_size  # noqa: E402
+from rll_core.precision import resolve_precision  # noqa: E402
 from rll_core.training import train  # noqa: E402
 
 EPS = 0.1
@@ -119,63 +118,63 @@ def load(n: int) -> tuple[str, torch.Tensor, torch.Tensor]:
             torch.randint(0, 10, (n,), generator=g)
 
 
-def cases(start: nn.Module, x8: torch.Tensor, y: torch.Tensor, methods: list[str], batch: int, bf16: bool
-          ) -> dict[tuple[str, str], Callable[[], None]]:
-    """(method, implementation) -> one epoch over the images from a fresh copy of ``start``."""
+Key = tuple[str, str, str, str]  # method, implementation, model, precision
+
+
+def cases(start: nn.Module, x8: torch.Tensor, y: torch.Tensor, methods: list[str], batch: int, auto: str
+          ) -> dict[Key, Callable[[], None]]:
+    """(method, implementation, model, precision) -> one epoch over the images from a fresh copy of the model."""
     xf = x8.float() / 255
-    out: dict[tuple[str, str], Callable[[], None]] = {}
+    stock = stock_layers(start)
+    out: dict[Key, Callable[[], None]] = {}
     impls = {"minimal": minimal_losses(), "torchattacks": torchattacks_losses()}
     for name in methods:
         method = make_method(name, **HYPER[name])
-        out[(name, "rll")] = lambda method=method: train(  # type: ignore[misc]
-            copy.deepcopy(start), (x8, y), method, epochs=1, batch_size=batch, lr=LR, device="cpu", amp=bf16,
-            progress=False)
+        for prec in dict.fromkeys((auto, "fp32")):
+            out[(name, "rll", "rll", prec)] = lambda method=method, prec=prec: train(  # type: ignore[misc]
+                copy.deepcopy(start), (x8, y), method, epochs=1, batch_size=batch, lr=LR, device="cpu",
+                precision=prec, progress=False)
         for impl, losses in impls.items():
             if name in losses:
-                out[(name, impl)] = lambda fn=losses[name]: minimal_epoch(copy.deepcopy(start), xf, y, fn, batch)
+                out[(name, impl, "stock", "fp32")] = lambda fn=losses[name]: minimal_epoch(
+                    copy.deepcopy(stock), xf, y, fn, batch)
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1024, help="training images per case (default: 1024)")
-    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per case after a warm-up (default: 3)")
-    ap.add_argument("--batches", default="64,256", help="batch sizes (default: 64,256)")
-    ap.add_argument("--methods", default=",".join(HYPER), help=f"comma-separated (default: {','.join(HYPER)})")
-    ap.add_argument("--precisions", default="fp32,bf16" if cpu_has_bf16() else "fp32",
-                    help="fp32 and/or bf16 autocast (default: both where the CPU has native bf16, else fp32)")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds after a warm-up (default: 5)")
+    ap.add_argument("--batch", type=int, default=64, help="batch size (default: 64)")
+    ap.add_argument("--methods", default="natural,at,trades", help=f"comma-separated, of {','.join(HYPER)} "
+                    "(default: natural,at,trades)")
     args = ap.parse_args()
     methods = args.methods.split(",")
     bad = sorted(set(methods) - set(HYPER))
     if bad:
         ap.error(f"unknown method(s) {', '.join(bad)}; valid: {', '.join(HYPER)}")
+    for k in ("n", "rounds", "batch"):
+        if getattr(args, k) < 1:
+            ap.error(f"--{k} must be at least 1")
+    auto = resolve_precision("auto", "cpu")
     src, x8, y = load(args.n)
     torch.manual_seed(0)
     start = build_model("cnn001", in_channels=1, num_classes=10, image_size=28)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {torch.backends.cpu.get_cpu_capability()}"
-          f" (native bf16: {cpu_has_bf16()}), cnn001 on {args.n} {src} training images, eps {EPS}, SGD, median of "
-          f"{args.rounds} interleaved rounds after a warm-up", flush=True)
-    runs = {(m, impl, b, p): fn for b in map(int, args.batches.split(",")) for p in args.precisions.split(",")
-            for (m, impl), fn in cases(start, x8, y, methods, b, p == "bf16").items()}
-
-    def timed(key: tuple[str, str, int, str]) -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=key[3] == "bf16" and key[1] != "rll"):
-            t = time.perf_counter()
-            runs[key]()
-            return time.perf_counter() - t
-
-    for key in runs:
-        timed(key)
-    table: dict[tuple[str, str, int, str], list[float]] = {}
-    for _ in range(args.rounds):
-        for key in runs:
-            table.setdefault(key, []).append(timed(key))
-    print("| method | implementation | batch | precision | s / 1,024 img | img/s | minimal / this |")
-    print("|---|---|---|---|---|---|---|")
-    for (m, impl, b, p), ts in table.items():
-        med, base = statistics.median(ts), statistics.median(table[(m, "minimal", b, p)])
-        print(f"| {m} | {impl} | {b} | {p} | {med * 1024 / args.n:.2f} | {args.n / med:.0f} | {base / med:.2f} |",
-              flush=True)
+    print(machine())
+    print(f"precision='auto' resolves to {auto} here; cnn001 on {args.n} {src} training images, batch {args.batch}, "
+          f"eps {EPS}, SGD; median of {args.rounds} interleaved rounds after a warm-up", flush=True)
+    times = interleaved(cases(start, x8, y, methods, args.batch, auto), args.rounds)
+    print("\n| method | implementation | model | precision | img / CPU-s | img / wall-s | vs minimal (stock, fp32) "
+          "| vs torchattacks (stock, fp32) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key, t in times.items():
+        m, impl, mod, prec = key  # type: ignore[misc]
+        ratios = []
+        for base in ("minimal", "torchattacks"):
+            b = (m, base, "stock", "fp32")
+            ratios.append(f"{paired_ratio(times, b, key):.2f}" if b in times else "-")
+        print(f"| {m} | {impl} | {mod} | {prec} | {args.n / t.median('cpu'):.0f} | {args.n / t.median('wall'):.0f} "
+              f"| {ratios[0]} | {ratios[1]} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def test_gpu_check_runs_every_section_on_the_cpu(tmp_path, mnist):
     assert "FAILED" not in text and text.rstrip().endswith("failed sections: none")
     # the separation rows agree with the CPU kernel, and every training mode produced a rate
     assert "| mnist train-train | 600 | torch | cpu |" in text and "| False |" not in text
-    assert text.count("| cnn001 | MNIST |") == 6  # natural, AT, TRADES x fp32, channels_last
+    assert text.count("| cnn001 | MNIST |") == 9  # natural, AT, TRADES x fp32, auto, fp32 channels_last
+    assert text.count("| PGD-10 | fp32 |") == 1 and "precision=\"auto\" resolves to " in text
     assert "`rll train --dataset mnist --method at" in text and "eval-last-e1" in text
     # no CUDA here: the CLI refuses the default device in one line
     bad = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--out", str(tmp_path / "x.md")], cwd=ROOT,
