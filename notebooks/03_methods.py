@@ -90,7 +90,7 @@ P = notebook_setup("03_methods", globals())  # every parameter checked here, bef
 from IPython.display import Markdown, display
 
 from rll_core.data import load_train_test
-from rll_core.grids import PAPER_METHODS, grid_digest, grid_settings, method_spec, run_grid
+from rll_core.grids import PAPER_METHODS, grid_digest, grid_settings, method_spec, preset_evaluation, run_grid
 from rll_core.plotting import context_line, plot_gaps, plot_lipschitz_vs_accuracy, plot_robustness_curves, save_figure
 from rll_core.precision import precision_record, resolve_precision
 from rll_core.runs import evaluate_run, robustness_curve, theory_curve, theory_row
@@ -203,7 +203,7 @@ from rll_core.plotting import plot_accuracy_by_distance
 from rll_core.runs import accuracy_by_distance, distance_bins, point_robustness
 
 per_point = {r["run"]: point_robustness(P.runs_dir / r["run"], n_eval=n_curve, device=P.device,
-                                      precision=P.precision)
+                                      precision=P.precision, evaluation=preset_evaluation(P.preset))
              for r in rows if r.get("method") != "theory"}
 dist_all = next(iter(per_point.values()))["distance"]
 edges = distance_bins(dist_all, 4)  # up to 4 bins with equal numbers of points

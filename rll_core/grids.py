@@ -27,18 +27,31 @@ from .storage import user_path
 from .tables import wilson_interval
 
 __all__ = ["PAPER_METHODS", "PRESETS", "grid_digest", "grid_settings", "method_label", "method_spec", "parse_methods",
-           "run_grid", "run_name"]
+           "preset_evaluation", "run_grid", "run_name"]
 
 
-#: ``quick``: the default job, ~15 minutes for every notebook on 2 CPU cores (a 2,000-image subset, 2 epochs,
-#: Adam, 100 evaluation points per split); ``long``: about 75 minutes there (10,000 images, 3 epochs, 500
-#: points: intervals of about +/- 0.04); ``paper``: the reference settings of :mod:`rll_core.paper` on the
-#: full splits (a GPU job).  ``None`` keeps the reference's value.
+#: ``quick``: the default job (a 2,000-image subset, 2 epochs, Adam, 100 evaluation points per split);
+#: ``long``: 10,000 images, 3 epochs, 500 points (intervals of about +/- 0.04); ``gaps``: the regime of the
+#: paper's Section 5 conclusions, models that fit their training set (GAPS_N_TRAIN seeded images, trained
+#: GAPS_EPOCHS epochs) evaluated with PGD on 500 of those and 500 test points; ``paper``: the reference
+#: settings of :mod:`rll_core.paper` on the full splits (a GPU job).  ``None`` keeps the reference's value;
+#: ``evaluation`` (where set) replaces :data:`~rll_core.runs.TABLE_EVALUATION`.
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(n_train=2000, n_test=500, epochs=2, optimizer="adam", lr=1e-3, n_eval=100, n_val=100),
     "long": dict(n_train=10000, n_test=1000, epochs=3, optimizer="adam", lr=1e-3, n_eval=500, n_val=200),
+    "gaps": dict(n_train=500, n_test=500, epochs=30, optimizer="adam", lr=1e-3, n_eval=500, n_val=100,
+                 evaluation={"attacks": ("pgd",), "test_only": ()}),
     "paper": dict(n_train=None, n_test=None, epochs=None, optimizer=None, lr=None, n_eval=1000, n_val=500),
 }
+
+
+def preset_evaluation(preset: str) -> dict[str, Any]:
+    """The attacks a preset's grid evaluates (``attacks``, ``test_only`` for :func:`~rll_core.runs.evaluate_run`):
+    :data:`~rll_core.runs.TABLE_EVALUATION` (PGD on both splits, the multi-targeted attack on test), or the
+    preset's own (``gaps``: PGD on both splits only; its tables are about the gaps)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    return dict(PRESETS[preset].get("evaluation", TABLE_EVALUATION))
 
 #: The methods of Tables 2 and 3 with the paper's hyperparameter sweeps (:data:`rll_core.paper.METHODS`).
 PAPER_METHODS = paper.METHODS
@@ -163,7 +176,7 @@ def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequenc
                   augment=augment, epochs=g["epochs"], optimizer=g["optimizer"], lr=g["lr"], n_train=g["n_train"],
                   n_test=g["n_test"], n_val=g["n_val"], seed=seed, data_dir=data_dir, device=device, progress=False,
                   precision=prec)
-        row = evaluate_run(out, n_eval=g["n_eval"], **TABLE_EVALUATION, data_dir=data_dir, device=device,
+        row = evaluate_run(out, n_eval=g["n_eval"], **preset_evaluation(preset), data_dir=data_dir, device=device,
                            progress=False, precision=prec)
         row |= {"label": method_label(name, hyper), "key": method_spec(name, hyper), "grid": g}
         rows.append(row)

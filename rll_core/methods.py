@@ -156,9 +156,10 @@ class LLR(Method):
 
     ``gamma(x) = |CE(x + delta*) - CE(x) - delta* . grad_x CE(x)|`` with ``delta*`` the maximiser of that
     quantity over the L-inf eps-ball, found by ``steps`` projected sign-gradient steps from a uniform
-    start.  ``grad_x CE(x)`` is the real input gradient, kept differentiable so both terms train the
-    parameters (double backprop); the reference code's is identically zero.  Defaults lam = 4, mu = 3
-    (Qin et al.; the reference's MNIST/CIFAR-10/SVHN weights).
+    start: by default the reference's search (``perturb_steps=2``, ``step_size=eps/2``), the one every table
+    and ``rll train`` use.  ``grad_x CE(x)`` is the real input gradient, kept differentiable so both terms
+    train the parameters (double backprop); the reference code's is identically zero.  Defaults lam = 4,
+    mu = 3 (Qin et al.; the reference's MNIST/CIFAR-10/SVHN weights).
 
     One function throughout.  The training-mode terms (``CE(x)``, ``grad_x CE(x)`` and ``CE(x + delta*)``)
     are evaluated on the same dropout masks, so ``gamma`` measures the curvature of one network and goes to
@@ -172,7 +173,8 @@ class LLR(Method):
     eps: float = 0.1
     lam: float = 4.0
     mu: float = 3.0
-    steps: int = 10
+    steps: int = 2
+    #: None: the reference's eps / 2 (whatever ``steps``)
     step_size: float | None = None
 
     def __post_init__(self) -> None:
@@ -195,8 +197,9 @@ class LLR(Method):
                 return (F.cross_entropy(inner(z), y, reduction="none") - ce0 - (d * g0).flatten(1).sum(1)).abs().sum()
 
             start = x + (2 * torch.rand_like(x) - 1) * self.eps
-            z = sign_ascent(nonlinearity, x, start, self.eps, _steps_default(self.eps, self.step_size, self.steps),
-                            self.steps, precision=resolve_precision("inherit", x.device))
+            step = self.step_size if self.step_size is not None else self.eps / 2
+            z = sign_ascent(nonlinearity, x, start, self.eps, step, self.steps,
+                            precision=resolve_precision("inherit", x.device))
         return (z - x).detach()
 
     def terms(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -32,7 +32,7 @@ from typing import Any
 
 from .checks import resolve_device
 from .data import check_dataset
-from .grids import parse_methods
+from .grids import PRESETS, parse_methods
 from .methods import make_method
 from .models import check_model
 from .plotting import check_formats
@@ -190,7 +190,7 @@ _COMMON: dict[str, Param] = {
 }
 _SIZES: dict[str, Param] = {k: Param("int", none=True, lo=1) for k in ("n_train", "n_test")}
 _SECTION5: dict[str, Param] = {
-    **_COMMON, **_SIZES, "preset": Param("choice", choices=("quick", "long", "paper")),
+    **_COMMON, **_SIZES, "preset": Param("choice", choices=tuple(PRESETS)),
     "eps": Param("float", none=True, lo=0, hi=1, lo_open=True), "methods": Param("methods"),
     "model": Param("model", none=True), "epochs": Param("int", none=True, lo=1), "n_eval": Param("int", none=True, lo=1),
     "device": Param("device"), "runs_dir": Param("out_dir", folder="results/runs"),

@@ -479,7 +479,8 @@ def theory_row(train_set: ImageDataset, test_set: ImageDataset, eps: float, *, n
                seed: int = 0) -> dict[str, Any]:
     """Section 4's classifier as one more table row: the same columns, measured the same way (float64)."""
     clf = LipschitzClassifier(train_set.images, train_set.labels)
-    row: dict[str, Any] = {"label": f"Section 4 classifier (r={clf.r:.3f})", "method": "theory", "r": clf.r, "eps": eps}
+    row: dict[str, Any] = {"label": f"Section 4 classifier (r={clf.r:.3f})", "method": "theory", "r": clf.r, "eps": eps,
+                           "n_fitted": len(train_set)}
     ev = {"n_eval": n_eval, "eps": eps, "lipschitz_steps": 10, "batch_size": default_batch_size(torch.device("cpu"))}
     specs = _split_specs(_eval_specs(eps, TABLE_EVALUATION["attacks"], None, 1), ("train", "test"),
                          TABLE_EVALUATION["test_only"])
@@ -511,14 +512,16 @@ def theory_curve(train_set: ImageDataset, test_set: ImageDataset, eps_grid: Sequ
 
 
 def point_robustness(run_dir: str | os.PathLike[str], *, n_eval: int = 100, attack: str = "pgd",
-                     device: str = "auto", precision: str = "auto") -> dict[str, np.ndarray]:
+                     device: str = "auto", precision: str = "auto",
+                     evaluation: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Per evaluated test point of a run: ``distance`` to the nearest other-class point of the run's own
     training set, the ``robust`` verdict of ``attack`` at the run's eps, ``lipschitz`` (rll's estimate)
-    and ``correct`` (clean).  Reads (or makes) the run's table evaluation
-    (:data:`TABLE_EVALUATION`, the one :func:`~rll_core.grids.run_grid` made); saves
+    and ``correct`` (clean).  Reads (or makes) the run's table evaluation (``evaluation``: the attacks, default
+    :data:`TABLE_EVALUATION`, the one :func:`~rll_core.grids.run_grid` made for its preset); saves
     ``points-<eval file>.npz`` in the run folder."""
     out = user_path(run_dir)
-    row = evaluate_run(out, n_eval=n_eval, **TABLE_EVALUATION, device=device, progress=False, precision=precision)
+    row = evaluate_run(out, n_eval=n_eval, **(TABLE_EVALUATION if evaluation is None else evaluation), device=device,
+                       progress=False, precision=precision)
     stem = Path(row["eval_file"]).stem
     path = out / f"points-{stem}-{attack}.npz"
     if path.exists():

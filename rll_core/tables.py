@@ -21,7 +21,7 @@ from .precision import precision_note
 from .storage import save_table, user_path
 
 __all__ = ["COLUMNS", "GAPS", "caption", "difference_interval", "display_rows", "export_table", "gap_interval",
-           "number_rows", "wilson_errors", "wilson_interval"]
+           "n_fitted", "number_rows", "wilson_errors", "wilson_interval"]
 
 #: (row key, header, kind): ``acc`` accuracies (with a Wilson interval from the split's n), ``lip`` mean
 #: Lipschitz constants (with the standard error), ``gap`` train minus test accuracy (with Newcombe's interval).  A column shows only
@@ -127,14 +127,22 @@ def _n(r: Mapping[str, Any], key: str) -> int | None:
     return int(n) if n else None
 
 
+def n_fitted(r: Mapping[str, Any]) -> int | None:
+    """The number of training images a row's model was fitted on (its run's ``n_train``; the Section 4
+    classifier's training set), None where unknown."""
+    n = r.get("n_fitted") or (r.get("settings") or {}).get("n_train")
+    return int(n) if n else None
+
+
 def number_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One dict per row, one number per cell: accuracies with ``_lo``/``_hi`` (Wilson 95 %), Lipschitz
-    means with ``_se``, and ``n_train``/``n_test`` (NaN where a row lacks a value)."""
+    means with ``_se``; ``n_fitted`` (the training images the model was fitted on), ``n_eval_train`` and
+    ``n_eval_test`` (the points each split was evaluated on); NaN where a row lacks a value."""
     cols = _present(rows)
     out = []
     for r in rows:
-        d: dict[str, Any] = {"method": _label(r), "n_train": r.get("train_n", math.nan),
-                             "n_test": r.get("test_n", math.nan)}
+        d: dict[str, Any] = {"method": _label(r), "n_fitted": n_fitted(r) or math.nan,
+                             "n_eval_train": r.get("train_n", math.nan), "n_eval_test": r.get("test_n", math.nan)}
         for key, _, kind in cols:
             v = _number(r.get(key))
             d[key] = math.nan if v is None else v
@@ -176,20 +184,33 @@ def display_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     return [{"method": _label(r), **{head: _cell(r, key, kind) for key, head, kind in cols}} for r in rows]
 
 
+def _evaluated(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``n = 100 evaluation points per split``, or ``n = 100 train and 80 test evaluation points`` (``/``
+    between the sizes of rows that differ)."""
+    ns = {k: "/".join(map(str, sorted({int(r[k]) for r in rows if r.get(k)}))) for k in ("train_n", "test_n")}
+    if ns["train_n"] == ns["test_n"]:
+        return f"n = {ns['test_n'] or '?'} evaluation points per split"
+    if not ns["train_n"]:
+        return f"n = {ns['test_n']} test evaluation points"
+    return f"n = {ns['train_n']} train and {ns['test_n'] or '?'} test evaluation points"
+
+
 def caption(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
-    """What produced the numbers: dataset, eps, n per split, what the brackets and ± mean."""
+    """What produced the numbers: dataset, eps, the training images the models were fitted on, the points
+    evaluated per split, what the brackets and ± mean, AutoAttack's n and any bf16 passes."""
     first = next((r for r in rows if r.get("dataset")), {})
     data = paper.display_name(str(first["dataset"])) if first else ""
-    ns = sorted({int(r[k]) for r in rows for k in ("train_n", "test_n") if r.get(k)})
-    n = "/".join(map(str, ns)) if ns else "?"
     aa = sorted({int(r["test_autoattack_n"]) for r in rows if r.get("test_autoattack_n")})
     eps = first.get("eps")
     parts = [data] if data else []
     if isinstance(eps, (int, float)):
         parts.append(f"ε = {eps:g}")
     what = ", ".join(parts)
+    fitted = sorted({k for r in rows if (k := n_fitted(r))})
+    if fitted:
+        what += ("; " if what else "") + f"models fitted on {'/'.join(f'{k:,}' for k in fitted)} training images"
     text = (f"{what}; " if what else "") + (
-        f"n = {n} evaluation points per split. Accuracies with 95 % Wilson intervals; local Lipschitz "
+        f"{_evaluated(rows)}. Accuracies with 95 % Wilson intervals; local Lipschitz "
         "constants (ℓ∞ → ℓ1) as mean ± standard error (rll's ascent; ref. proc.: the reference code's "
         "procedure). Gaps: train minus test accuracy, with Newcombe's 95 % interval of a difference.") + (
         f" AutoAttack (standard, Croce & Hein 2020) on the first {'/'.join(map(str, aa))} test points; '-': "

@@ -169,6 +169,22 @@ def test_llr_gamma_vanishes_with_eps_under_dropout():
     assert model.training
 
 
+def test_llr_defaults_are_the_search_every_table_trains():
+    """LLR() is the reference's search (2 steps of eps / 2), the one run_grid and rll train resolve: a direct
+    LLR(eps=...) trains the LLR the tables show."""
+    from rll_core.runs import resolve_hyper
+    table = resolve_hyper("mnist", "llr", None, 0.1)
+    assert (table["steps"], table["step_size"]) == (2, 0.05)
+    model, (x, y) = tiny(), batch(8, seed=5)
+    searches = []
+    for method in (LLR(eps=0.1), make_method("llr", **table), LLR(eps=0.1, steps=2, step_size=0.05)):
+        torch.manual_seed(3)
+        searches.append(method.search(model, x, y))
+    assert torch.equal(searches[0], searches[1]) and torch.equal(searches[0], searches[2])
+    torch.manual_seed(3)
+    assert not torch.equal(LLR(eps=0.1, steps=2, step_size=0.1).search(model, x, y), searches[0])
+
+
 def test_llr_search_compares_eval_mode_values_only():
     """The inner search's objective is 0 at delta = 0 even with dropout: its reference point is an
     eval-mode pass, not the training-mode clean loss."""

@@ -39,6 +39,15 @@ def test_each_notebook_declares_exactly_the_parameters_it_checks_and_its_default
     assert P.formats == ["png", "pdf"]
 
 
+@pytest.mark.parametrize("notebook", sorted(PARAMETERS))
+def test_papermill_reads_every_parameter_and_its_default(notebook):
+    """A comment papermill cannot parse (an '=' in it) drops the parameter from `papermill --help-notebook`."""
+    papermill = pytest.importorskip("papermill")
+    found = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{notebook}.ipynb"))
+    assert set(found) == set(PARAMETERS[notebook])
+    assert all(p["default"] not in (None, "") for p in found.values())
+
+
 @pytest.mark.parametrize("notebook, name, value, message", [
     ("04_dropout", "dropout", "abc", "parameter dropout: must be a number >= 0 and < 1 or None, got 'abc'"),
     ("04_dropout", "dropout", 1.0, "parameter dropout: must be a number >= 0 and < 1 or None, got 1.0"),
@@ -55,7 +64,7 @@ def test_each_notebook_declares_exactly_the_parameters_it_checks_and_its_default
     ("01_separation", "interactive", "yes", "parameter interactive: must be True or False, got 'yes'"),
     ("01_separation", "eps", 2, "parameter eps: must be a number >= 0 and <= 1 or None, got 2"),
     ("02_theory", "eps_grid", "0,abc", "parameter eps_grid: must be a number >= 0 and <= 1, got 'abc'"),
-    ("03_methods", "preset", "nonsense", "parameter preset: must be one of quick, long, paper, got 'nonsense'"),
+    ("03_methods", "preset", "nonsense", "parameter preset: must be one of quick, long, gaps, paper, got 'nonsense'"),
     ("03_methods", "epochs", "abc", "parameter epochs: must be an integer >= 1 or None, got 'abc'"),
     ("03_methods", "methods", "natural,fgsm", "parameter methods: unknown method 'fgsm'"),
     ("03_methods", "methods", "trades:gamma6", "parameter methods: method 'trades' has no hyperparameter gamma"),

@@ -63,7 +63,7 @@ def test_export_writes_numbers_intervals_and_a_caption(tmp_path):
     lo, hi = wilson_interval(0.7, 100)
     assert float(back[1]["test_pgd_accuracy_lo"]) == pytest.approx(lo, abs=1e-4)
     assert float(back[1]["test_pgd_accuracy_hi"]) == pytest.approx(hi, abs=1e-4)
-    assert back[0]["n_test"] == "100" and float(back[0]["test_lipschitz_se"]) == pytest.approx(0.4)
+    assert back[0]["n_eval_test"] == "100" and float(back[0]["test_lipschitz_se"]) == pytest.approx(0.4)
     assert "test_multitarget_accuracy" not in back[0]  # no row has it: no column
     md = md_path.read_text()
     assert md.startswith("Table 2. Fashion-MNIST, ε = 0.1; n = 100 evaluation points per split.")
@@ -91,12 +91,12 @@ def _rows():
         {"label": "natural", "method": "natural", "dataset": "mnist", "eps": 0.1, "train_n": 100, "test_n": 80,
          "train_accuracy": 0.9, "test_accuracy": 0.85, "train_pgd_accuracy": 0.6, "test_pgd_accuracy": 0.5,
          "test_lipschitz": 10.0, "test_lipschitz_se": 0.25, "train_lipschitz": 9.99, "gap_standard": 0.05,
-         "gap_adversarial": 0.1},
+         "gap_adversarial": 0.1, "settings": {"n_train": 2000}},
         {"label": "AT", "method": "at", "dataset": "mnist", "eps": 0.1, "train_n": 100, "test_n": 80,
          "train_accuracy": 0.92, "test_accuracy": 0.875, "train_pgd_accuracy": 0.8, "test_pgd_accuracy": 0.75,
          "test_autoattack_accuracy": 0.6, "test_autoattack_n": 25, "test_lipschitz": 2.5, "gap_standard": 0.045,
-         "gap_adversarial": 0.05},
-        {"label": "Section 4", "method": "theory", "test_n": 80, "test_accuracy": 0.5},
+         "gap_adversarial": 0.05, "settings": {"n_train": 2000}},
+        {"label": "Section 4", "method": "theory", "test_n": 80, "test_accuracy": 0.5, "n_fitted": 2000},
     ]
 
 
@@ -108,7 +108,7 @@ def _wilson(p, n):
 def test_the_numbers_file_holds_every_value_its_interval_and_its_n():
     rows = _rows()
     out = number_rows(rows)
-    assert list(out[0]) == ["method", "n_train", "n_test", "train_accuracy", "train_accuracy_lo", "train_accuracy_hi",
+    assert list(out[0]) == ["method", "n_fitted", "n_eval_train", "n_eval_test", "train_accuracy", "train_accuracy_lo", "train_accuracy_hi",
                             "test_accuracy", "test_accuracy_lo", "test_accuracy_hi", "train_pgd_accuracy",
                             "train_pgd_accuracy_lo", "train_pgd_accuracy_hi", "test_pgd_accuracy",
                             "test_pgd_accuracy_lo", "test_pgd_accuracy_hi", "test_autoattack_accuracy",
@@ -118,8 +118,10 @@ def test_the_numbers_file_holds_every_value_its_interval_and_its_n():
                             "gap_adversarial_lo", "gap_adversarial_hi"]
     assert all(list(o) == list(out[0]) for o in out)
     assert [o["method"] for o in out] == ["natural", "AT", "Section 4"]
-    assert (out[0]["n_train"], out[0]["n_test"], out[1]["test_autoattack_n"]) == (100, 80, 25)
-    assert math.isnan(out[2]["n_train"]) and math.isnan(out[0]["test_autoattack_n"])
+    assert (out[0]["n_eval_train"], out[0]["n_eval_test"], out[1]["test_autoattack_n"]) == (100, 80, 25)
+    assert math.isnan(out[2]["n_eval_train"]) and math.isnan(out[0]["test_autoattack_n"])
+    # the images each model was fitted on, apart from the points it was evaluated on
+    assert (out[0]["n_fitted"], out[1]["n_fitted"], out[2]["n_fitted"]) == (2000, 2000, 2000)
     for o, r in zip(out, rows, strict=True):
         for key, n_key in (("train_accuracy", "train_n"), ("test_accuracy", "test_n"), ("test_pgd_accuracy", "test_n"),
                            ("test_autoattack_accuracy", "test_autoattack_n")):  # an attack on fewer points: its n
@@ -154,12 +156,13 @@ def test_the_readable_cells_and_headers():
     assert no_n == [{"method": "x", "test acc": "0.50", "test Lipschitz": "12.0", "std. gap": "+0.10"},
                     {"method": "?", "test acc": "-", "test Lipschitz": "-", "std. gap": "-"}]  # no n: no bracket
     bare = number_rows([{"test_accuracy": 0.5}])[0]
-    assert bare["method"] == "?" and math.isnan(bare["n_train"]) and math.isnan(bare["n_test"])
+    assert bare["method"] == "?" and all(math.isnan(bare[k]) for k in ("n_fitted", "n_eval_train", "n_eval_test"))
 
 
 def test_the_caption_says_what_made_the_numbers():
     text = caption(_rows(), "Table 2.")
-    assert text == ("Table 2. MNIST, ε = 0.1; n = 80/100 evaluation points per split. Accuracies with 95 % Wilson "
+    assert text == ("Table 2. MNIST, ε = 0.1; models fitted on 2,000 training images; n = 100 train and 80 test "
+                    "evaluation points. Accuracies with 95 % Wilson "
                     "intervals; local Lipschitz constants (ℓ∞ → ℓ1) as mean ± standard error (rll's ascent; ref. "
                     "proc.: the reference code's procedure). Gaps: train minus test accuracy, with Newcombe's 95 % "
                     "interval of a difference. AutoAttack (standard, Croce & Hein 2020) on the first 25 test points; "
@@ -168,8 +171,10 @@ def test_the_caption_says_what_made_the_numbers():
     assert plain.startswith("Fashion-MNIST; n = ? evaluation points per split.") and "AutoAttack" not in plain
     assert plain.endswith("with Newcombe's 95 % interval of a difference.")  # nothing after it without AutoAttack
     assert caption([{"test_n": 5}, {"dataset": "svhn", "eps": 0.031, "test_n": 7}], "Table IX").startswith(
-        "Table IX. SVHN, ε = 0.031; n = 5/7 evaluation")  # the dataset of the first row that names one
-    assert caption([{"test_n": 5, "eps": 0.3}]).startswith("n = 5 evaluation")  # no dataset: no name, no eps
+        "Table IX. SVHN, ε = 0.031; n = 5/7 test evaluation points.")  # the first row's dataset that names one
+    assert caption([{"test_n": 5, "train_n": 5, "settings": {"n_train": 300}}, {"n_fitted": 40}]).startswith(
+        "models fitted on 40/300 training images; n = 5 evaluation points per split.")
+    assert caption([{"test_n": 5, "eps": 0.3}]).startswith("n = 5 test evaluation points.")  # no dataset: no name, no eps
     two = caption([{"test_autoattack_n": 25}, {"test_autoattack_n": 10}])
     assert "AutoAttack (standard, Croce & Hein 2020) on the first 10/25 test points; '-': not run." in two
     with pytest.raises(ValueError, match="^no rows to export$"):

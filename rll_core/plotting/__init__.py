@@ -17,6 +17,7 @@ from .methods import (
     plot_gaps,
     plot_lipschitz_vs_accuracy,
     plot_robustness_curves,
+    plot_train_vs_test,
 )
 from .separation import (
     TABLE1_HEADERS,
@@ -34,5 +35,5 @@ from .theory import plot_astuteness_curves, plot_decision_regions
 __all__ = ["FIGURE_FORMATS", "METHOD_STYLES", "TABLE1_HEADERS", "check_formats", "context_line", "export_separation",
            "histogram_edges", "method_style", "plot_accuracy_by_distance", "plot_astuteness_curves", "plot_class_matrix",
            "plot_decision_regions", "plot_dropout_comparison", "plot_gaps", "plot_lipschitz_vs_accuracy",
-           "plot_pair_gallery", "plot_robustness_curves", "plot_separation_histograms", "save_figure",
+           "plot_pair_gallery", "plot_robustness_curves", "plot_separation_histograms", "plot_train_vs_test", "save_figure",
            "separation_outputs", "separation_tag", "table1_display"]

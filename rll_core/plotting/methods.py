@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["plot_accuracy_by_distance", "plot_dropout_comparison", "plot_gaps", "plot_lipschitz_vs_accuracy",
-           "plot_robustness_curves"]
+           "plot_robustness_curves", "plot_train_vs_test"]
 
 
 
@@ -104,6 +104,111 @@ def plot_dropout_comparison(without: Sequence[Mapping[str, Any]], with_dropout: 
     fig.suptitle(title if title is not None else context_line([*without, *with_dropout]), fontsize=9, y=0.99)
     plt.close(fig)
     return fig
+
+
+def plot_train_vs_test(without: Sequence[Mapping[str, Any]], with_dropout: Sequence[Mapping[str, Any]] | None = None,
+                       *, attack: str = "pgd", ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Train against test adversarial accuracy, one point per model: the diagonal is no gap, the height above it
+    the adversarial gap.  Without dropout open markers, with dropout filled, an arrow from one to the other;
+    95 % Wilson bars on both axes (each split's own n).  Where the robust models crowd together, an inset in an
+    empty corner shows them enlarged."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    owned = ax is None
+    fig, ax = fig_ax(ax, (6.6, 4.6))
+    tr, te = f"train_{attack}_accuracy", f"test_{attack}_accuracy"
+    pairs = list(zip(without, with_dropout, strict=True)) if with_dropout is not None else [(r, None) for r in without]
+    colors = family_shades(without)
+    zoom = _crowded([r for pair in pairs for r in pair if r is not None and r.get("method") != "natural"], tr, te)
+    inset = _inset_axes(ax, zoom, [r for pair in pairs for r in pair if r is not None], tr, te) if zoom else None
+    for target in (ax, inset):
+        if target is None:
+            continue
+        target.plot([0, 1], [0, 1], color="#555555", linewidth=0.8, linestyle="--", zorder=1)
+        for (a, b), color in zip(pairs, colors, strict=True):
+            _train_test_pair(target, a, b, color, tr, te, small=target is inset)
+    t = _free_diagonal([r for pair in pairs for r in pair if r is not None], tr, te, inset is not None)
+    ax.text(t, t + 0.01, "no gap (train = test)", rotation=45, rotation_mode="anchor", ha="left", va="bottom",
+            fontsize=7, color="#555555")
+    handles = [Line2D([], [], color=c, marker=method_style(a.get("method", ""))["marker"], linestyle="none",
+                      markersize=7, label=row_label(a)) for (a, _), c in zip(pairs, colors, strict=True)]
+    if with_dropout is not None:
+        handles += [Line2D([], [], color="#333333", marker="o", markerfacecolor="white", linestyle="none",
+                           label="no dropout"),
+                    Line2D([], [], color="#333333", marker="o", linestyle="none", label="with dropout")]
+    name = "PGD" if attack == "pgd" else attack
+    ax.set_xlabel(f"test {name} accuracy")
+    ax.set_ylabel(f"train {name} accuracy")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    ax.set_title(title if title is not None else context_line([*without, *(with_dropout or [])]), fontsize=9)
+    if owned:
+        fig.tight_layout()
+        plt.close(fig)
+    return fig
+
+
+def _train_test_pair(ax: Axes, a: Mapping[str, Any], b: Mapping[str, Any] | None, color: Any, tr: str, te: str,
+                     small: bool) -> None:
+    """One method's point without dropout (open), with dropout (filled) and the arrow between them."""
+    st = method_style(a.get("method", ""))
+    for r, filled in ((a, False), (b, True)):
+        if r is not None:
+            ax.errorbar(r[te], r[tr], xerr=np.array([error_bars(r, te)]).T, yerr=np.array([error_bars(r, tr)]).T,
+                        marker=st["marker"], markersize=6 if small else 7, color=color, capsize=1.5 if small else 2,
+                        markerfacecolor=color if filled else "white", markeredgewidth=1.2, elinewidth=0.7,
+                        linestyle="none", zorder=3)
+    if b is not None:
+        ax.annotate("", (b[te], b[tr]), (a[te], a[tr]), zorder=2,
+                    arrowprops={"arrowstyle": "->", "color": color, "linewidth": 0.9, "shrinkA": 4, "shrinkB": 4})
+
+
+def _free_diagonal(rows: Sequence[Mapping[str, Any]], tr: str, te: str, inset: bool) -> float:
+    """Where along the diagonal its label (about 0.25 long) stays clear of every point and of an inset."""
+    pts = np.array([(r[te], r[tr]) for r in rows])
+    for t in (0.05, 0.45, 0.12, 0.62, 0.3):
+        seg = np.linspace(t, t + 0.25, 12)
+        clear = np.abs(pts[:, None, :] - np.stack([seg, seg], 1)[None]).max(axis=2).min() > 0.08
+        if clear and not (inset and 0.3 < t < 0.7):
+            return t
+    return 0.05
+
+
+def _crowded(rows: Sequence[Mapping[str, Any]], tr: str, te: str) -> tuple[float, float, float, float] | None:
+    """The box (x0, x1, y0, y1) around the robust models' points and bars when two of them lie within 0.06 of
+    each other in a box at most 0.4 wide (what an inset can enlarge), else None."""
+    pts = np.array([(r[te], r[tr]) for r in rows])
+    if len(pts) < 2:
+        return None
+    near = np.abs(pts[:, None, :] - pts[None, :, :]).max(axis=2) + np.eye(len(pts))
+    lo = np.array([(r[te] - error_bars(r, te)[0], r[tr] - error_bars(r, tr)[0]) for r in rows]).min(axis=0) - 0.02
+    hi = np.array([(r[te] + error_bars(r, te)[1], r[tr] + error_bars(r, tr)[1]) for r in rows]).max(axis=0) + 0.02
+    side = float(max(hi - lo))
+    if near.min() > 0.06 or side > 0.4:
+        return None
+    mid = (lo + hi) / 2  # a square box, so the inset keeps the diagonal at 45 degrees
+    return float(mid[0] - side / 2), float(mid[0] + side / 2), float(mid[1] - side / 2), float(mid[1] + side / 2)
+
+
+def _inset_axes(ax: Axes, box: tuple[float, float, float, float], rows: Sequence[Mapping[str, Any]], tr: str,
+                te: str) -> Axes | None:
+    """An inset showing ``box``, below the diagonal (lower right) or above it (upper left), whichever holds no
+    point of the figure; None when neither is empty."""
+    pts = np.array([(r[te], r[tr]) for r in rows])
+    for (x0, y0) in ((0.56, 0.04), (0.04, 0.56)):
+        inside = (pts[:, 0] > x0 - 0.06) & (pts[:, 0] < x0 + 0.46) & (pts[:, 1] > y0 - 0.06) & (pts[:, 1] < y0 + 0.46)
+        if not inside.any():
+            inset = ax.inset_axes((x0, y0, 0.40, 0.40), xlim=box[:2], ylim=box[2:])
+            inset.set_aspect("equal")
+            inset.tick_params(labelsize=6)
+            inset.grid(alpha=0.3)
+            ax.indicate_inset_zoom(inset, edgecolor="#777777", linewidth=0.7)
+            return inset
+    return None
 
 
 def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | None = None,

@@ -1,0 +1,122 @@
+"""Section 5's findings as claims: the paired bootstrap against closed forms and brute force, each claim's
+quantity written out from the per-point arrays, the verdicts, and the files a paper takes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rll_core.findings import FINDINGS, bootstrap_interval, export_findings, gap_findings, verdict
+from rll_core.storage import save_npz
+from rll_core.tables import difference_interval
+
+
+def test_verdicts():
+    assert verdict(0.01, 0.2) == "holds" and verdict(-0.3, -0.01) == "reversed"
+    assert verdict(-0.1, 0.1) == verdict(0.0, 0.1) == verdict(-0.1, 0.0) == "not separated"
+
+
+def test_the_bootstrap_of_a_difference_of_proportions_matches_the_normal_interval():
+    """Independent splits, p = 0.8 and 0.5, n = 2000 each: the percentile interval of the difference is the
+    Wald interval +/- 1.96 sqrt(p1 q1 / n + p2 q2 / n) to within resampling noise."""
+    rng = np.random.default_rng(1)
+    n = 2000
+    a = {"m": {"train_pgd": rng.permutation(np.r_[np.ones(1600), np.zeros(400)]),
+               "test_pgd": rng.permutation(np.r_[np.ones(1000), np.zeros(1000)])}}
+    est, lo, hi = bootstrap_interval(a, [(1, "m", "train", "pgd"), (-1, "m", "test", "pgd")], n_boot=4000)
+    half = 1.959964 * math.sqrt(0.8 * 0.2 / n + 0.5 * 0.5 / n)
+    assert est == pytest.approx(0.3)
+    assert lo == pytest.approx(0.3 - half, abs=0.004) and hi == pytest.approx(0.3 + half, abs=0.004)
+    # and close to Newcombe's, the tables' interval of one gap
+    nlo, nhi = difference_interval(0.8, n, 0.5, n)
+    assert lo == pytest.approx(nlo, abs=0.005) and hi == pytest.approx(nhi, abs=0.005)
+
+
+def test_pairing_resamples_the_same_points_for_every_model():
+    """Two models that differ on exactly 10 of 500 test points: the paired interval of the difference sits
+    near 10/500, far narrower than two independent intervals would give; identical models give exactly 0."""
+    rng = np.random.default_rng(2)
+    base = rng.random(500) < 0.6
+    other = base.copy()
+    flip = np.flatnonzero(~base)[:10]
+    other[flip] = True
+    pts = {"a": {"test_pgd": base}, "b": {"test_pgd": other}, "c": {"test_pgd": base.copy()}}
+    est, lo, hi = bootstrap_interval(pts, [(1, "b", "test", "pgd"), (-1, "a", "test", "pgd")])
+    assert est == pytest.approx(0.02) and 0.005 < lo < 0.02 < hi < 0.035
+    assert bootstrap_interval(pts, [(1, "c", "test", "pgd"), (-1, "a", "test", "pgd")]) == (0.0, 0.0, 0.0)
+    # brute force: the interval is the quantiles of the statistic over the very resamples drawn
+    idx = np.random.default_rng(7).integers(0, 500, (300, 500))
+    brute = np.quantile(other[idx].mean(1) - base[idx].mean(1), [0.025, 0.975])
+    got = bootstrap_interval(pts, [(1, "b", "test", "pgd"), (-1, "a", "test", "pgd")], n_boot=300, seed=7)
+    assert got[1:] == pytest.approx(tuple(brute))
+    with pytest.raises(ValueError, match="differ in length"):
+        bootstrap_interval({"a": {"test_pgd": base}, "b": {"test_pgd": base[:9]}},
+                           [(1, "a", "test", "pgd"), (1, "b", "test", "pgd")])
+    with pytest.raises(ValueError, match="at least one term"):
+        bootstrap_interval(pts, [])
+
+
+def _grid(tmp_path, names, fits, drop=None):
+    """Rows and per-point arrays of a grid: ``fits[name] = (train clean, test clean, train PGD, test PGD, test
+    Lipschitz)`` as fractions of 400 points (the Lipschitz value constant)."""
+    rows = []
+    rng = np.random.default_rng(len(names))
+    for name in names:
+        trc, tec, trp, tep, lip = fits[name]
+        run = f"run-{name}{'-drop' if drop else ''}"
+        arrays = {}
+        for key, frac in (("train_clean", trc), ("test_clean", tec), ("train_pgd", trp), ("test_pgd", tep)):
+            k = round(frac * 400)
+            arrays[key] = rng.permutation(np.r_[np.ones(k, bool), np.zeros(400 - k, bool)])
+        arrays["test_lipschitz"] = np.full(400, float(lip))
+        (tmp_path / run).mkdir()
+        save_npz(tmp_path / run / "eval-x.npz", **arrays)
+        rows.append({"run": run, "eval_file": "eval-x.json", "key": name, "method": name.split(":")[0],
+                     "label": name.upper(), "train_n": 400, "test_n": 400, "train_accuracy": trc,
+                     "test_accuracy": tec, "train_pgd_accuracy": trp, "test_pgd_accuracy": tep,
+                     "gap_adversarial": trp - tep, "gap_standard": trc - tec})
+    return rows
+
+
+def test_each_claim_is_its_quantity_written_out(tmp_path):
+    names = ["natural", "at"]
+    without = _grid(tmp_path, names, {"natural": (1.0, 0.95, 0.30, 0.25, 90.0), "at": (1.0, 0.90, 0.95, 0.60, 30.0)})
+    with_d = _grid(tmp_path, names, {"natural": (0.99, 0.96, 0.32, 0.28, 80.0), "at": (0.98, 0.93, 0.90, 0.70, 25.0)},
+                   drop=True)
+    f = {(x["finding"], x["method"]): x for x in gap_findings(without, tmp_path, with_d)}
+    # 1a..1c for the robust method only; 2a..2e for both
+    assert sorted(f) == sorted([("1a", "at"), ("1b", "at"), ("1c", "at")]
+                               + [(k, m) for k in ("2a", "2b", "2c", "2d", "2e") for m in names])
+    est = {k: v["estimate"] for k, v in f.items()}
+    assert est[("1a", "at")] == pytest.approx(0.35)
+    assert est[("1b", "at")] == pytest.approx(0.35 - 0.10)  # adversarial gap minus standard gap
+    assert est[("1c", "at")] == pytest.approx(0.35 - 0.05)  # minus natural's adversarial gap
+    assert est[("2a", "at")] == pytest.approx(0.10 - 0.05)  # standard gap without minus with dropout
+    assert est[("2b", "at")] == pytest.approx(0.35 - 0.20)
+    assert est[("2c", "at")] == pytest.approx(0.93 - 0.90) and est[("2d", "at")] == pytest.approx(0.10)
+    assert est[("2e", "at")] == pytest.approx(5.0) and est[("2e", "natural")] == pytest.approx(10.0)
+    lo, hi = difference_interval(0.95, 400, 0.60, 400)
+    assert (f[("1a", "at")]["lo"], f[("1a", "at")]["hi"]) == (lo, hi) and f[("1a", "at")]["interval"] == "Newcombe"
+    assert f[("1c", "at")]["verdict"] == "holds" and f[("2e", "at")]["verdict"] == "holds"  # constant: exact
+    assert f[("1a", "at")]["claim"] == FINDINGS["1a"].format(m="AT")
+    assert all(x["n_train"] == x["n_test"] == 400 for x in f.values())
+    # finding 1 alone without a dropout grid; a grid of other methods is refused
+    assert {x["finding"] for x in gap_findings(without, tmp_path)} == {"1a", "1b", "1c"}
+    with pytest.raises(ValueError, match="same methods in the same order"):
+        gap_findings(without, tmp_path, with_d[::-1])
+
+
+def test_findings_go_to_csv_md_and_a_latex_table(tmp_path):
+    names = ["natural", "at"]
+    without = _grid(tmp_path, names, {"natural": (1.0, 0.95, 0.30, 0.25, 90.0), "at": (1.0, 0.90, 0.95, 0.60, 30.0)})
+    paths = export_findings(gap_findings(without, tmp_path), tmp_path / "findings", caption="MNIST, gaps preset.")
+    assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
+    md = paths[1].read_text().splitlines()
+    assert md[0].startswith("MNIST, gaps preset. Evaluated on 400 train and 400 test points.")
+    assert "| 1a | AT: adversarial gap > 0 | +0.350 [" in paths[1].read_text()
+    assert paths[0].read_text().splitlines()[0].startswith("finding,method,claim,estimate,lo,hi,interval,verdict")
+    assert "\\caption{" in paths[2].read_text()
+    with pytest.raises(ValueError, match="no findings"):
+        export_findings([], tmp_path / "none")
