@@ -152,7 +152,7 @@ class GR(Method):
 
 @dataclass(frozen=True)
 class LLR(Method):
-    """Local linearity regularisation: CE + lam * gamma + mu * |delta* . grad_x CE|, means over the batch.
+    """Local linearity regularisation: ``CE + lam * gamma + mu * |delta* . grad_x CE|``, means over the batch.
 
     ``gamma(x) = |CE(x + delta*) - CE(x) - delta* . grad_x CE(x)|`` with ``delta*`` the maximiser of that
     quantity over the L-inf eps-ball, found by ``steps`` projected sign-gradient steps from a uniform

@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from rll_core.latex import latex_table
+
 __all__ = ["CorruptFileError", "FolderBusyError", "OutputConflictError", "WriteError", "array_digest", "atomic_write_bytes",
            "check_outputs", "check_writable", "folder_lock", "load_json", "load_npz", "lock_file", "output_tag",
-           "project_dir", "record_outputs", "save_json", "save_npz", "save_table", "set_aside", "tex_escape",
+           "project_dir", "record_outputs", "save_json", "save_npz", "save_table", "set_aside",
            "user_path"]
 
 
@@ -257,24 +259,12 @@ def array_digest(*arrays: np.ndarray, extra: str = "") -> str:
     return h.hexdigest()
 
 
-#: Characters of the display tables and their LaTeX (math where it is math).
-_TEX = {"\\": "\\textbackslash{}", "_": "\\_", "&": "\\&", "%": "\\%", "#": "\\#", "β": "$\\beta$",
-        "λ": "$\\lambda$", "μ": "$\\mu$", "ε": "$\\varepsilon$", "±": "$\\pm$", "−": "$-$", "ℓ∞": "$\\ell_\\infty$",
-        "ℓ1": "$\\ell_1$", "→": "$\\to$"}
-
-
-def tex_escape(text: str) -> str:
-    """Plain text (with β, λ, μ, ε, ±, ℓ∞ ...) as LaTeX source."""
-    for a, b in _TEX.items():
-        text = text.replace(a, b)
-    return text
-
-
 def save_table(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], floatfmt: str = ".4f",
-               caption: str = "") -> Path:
+               caption: str = "", groups: Sequence[Sequence[str]] | None = None) -> Path:
     """Save rows (dicts with the same keys) as CSV, or as a Markdown (``.md``) or LaTeX booktabs (``.tex``)
     table, by the file's suffix.  ``caption``: a line above the Markdown table; the LaTeX one becomes a
-    ``table`` float with ``\\caption`` (first column left-aligned, the rest right-aligned)."""
+    ``table`` float with ``\\caption`` (first column left-aligned, the rest right-aligned), laid out by
+    :func:`rll_core.latex.latex_table` to fit a page (``groups``: columns its blocks keep together)."""
     path = Path(path)
     if not rows:
         raise ValueError("no rows to save")
@@ -286,12 +276,7 @@ def save_table(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], 
         return str(v)
 
     if path.suffix == ".tex":
-        body = ["\\begin{tabular}{l" + "r" * (len(cols) - 1) + "}", "\\toprule",
-                " & ".join(tex_escape(c) for c in cols) + " \\\\", "\\midrule"]
-        body += [" & ".join(tex_escape(fmt(r[c])) for c in cols) + " \\\\" for r in rows]
-        body += ["\\bottomrule", "\\end{tabular}"]
-        lines = (["\\begin{table}[t]", "\\centering", "\\small", f"\\caption{{{tex_escape(caption)}}}", *body,
-                  "\\end{table}"] if caption else body)
+        lines = [latex_table(cols, [{c: fmt(r[c]) for c in cols} for r in rows], caption, groups=groups)]
     elif path.suffix == ".md":
         lines = [caption, ""] if caption else []
         lines += ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]

@@ -244,6 +244,8 @@ def export_table(rows: Sequence[Mapping[str, Any]], stem: str | os.PathLike[str]
     stem = user_path(stem)
     cap = caption(rows, title)
     shown = display_rows(rows)
+    kinds = [(head, kind) for _, head, kind in _present(rows)]
+    groups = [[h for h, k in kinds if k == "acc"], [h for h, k in kinds if k != "acc"]]  # accuracies; the rest
     return [save_table(stem.with_name(f"{stem.name}.csv"), number_rows(rows)),
             save_table(stem.with_name(f"{stem.name}.md"), shown, caption=cap),
-            save_table(stem.with_name(f"{stem.name}.tex"), shown, caption=cap)]
+            save_table(stem.with_name(f"{stem.name}.tex"), shown, caption=cap, groups=groups)]

@@ -30,7 +30,7 @@ def test_npz_json_table_roundtrip(tmp_path):
     assert (tmp_path / "t.md").read_text().splitlines()[2] == "| a | 0.1235 |"
     save_table(tmp_path / "t.tex", [{"the_name": "a_b & 5%", "v": 0.5}])
     assert (tmp_path / "t.tex").read_text().splitlines() == [
-        r"\begin{tabular}{lr}", r"\toprule", r"the\_name & v \\", r"\midrule", r"a\_b \& 5\% & 0.5000 \\",
+        r"% needs \usepackage{booktabs}; every block fits \textwidth of a standard article", r"\begin{tabular}{lr}", r"\toprule", r"the\_name & v \\", r"\midrule", r"a\_b \& 5\% & 0.5000 \\",
         r"\bottomrule", r"\end{tabular}"]
 
 

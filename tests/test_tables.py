@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
+from rll_core.latex import tex_layout
 from rll_core.tables import (
     caption,
     difference_interval,
@@ -69,7 +70,9 @@ def test_export_writes_numbers_intervals_and_a_caption(tmp_path):
     assert md.startswith("Table 2. Fashion-MNIST, ε = 0.1; n = 100 evaluation points per split.")
     assert f"0.70 [{lo:.2f}, {hi:.2f}]" in md and "12.5 ± 0.4" in md and "| test PGD acc |" in md
     tex = tex_path.read_text()
-    assert "\\begin{tabular}{l" + "r" * (len(display_rows(rows)[0]) - 1) + "}" in tex
+    blocks = tex_layout(list(display_rows(rows)[0]), display_rows(rows))
+    assert [b[0] for b in blocks] == ["method"] * len(blocks)  # every block starts with the method
+    assert tex.count("\\begin{tabular}{l") == len(blocks) and f"\\scriptsize [{lo:.2f}, {hi:.2f}]" in tex
     assert "TRADES ($\\beta$=6)" in tex and "\\toprule" in tex and "\\caption{Table 2. Fashion-MNIST" in tex
     assert "_" not in tex.split("\\midrule")[0].split("\\toprule")[1]  # headers are words, not keys
 

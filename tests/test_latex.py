@@ -1,0 +1,99 @@
+"""LaTeX tables: every block inside \\textwidth of a standard article, every value kept, compiled by pdflatex
+without an overfull box where pdflatex is installed (make tex-deps)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rll_core.findings import FINDINGS
+from rll_core.latex import _cell_lines, _width, latex_table, tex_escape, tex_layout
+from rll_core.tables import display_rows, export_table
+
+METHODS = ["natural", "GR", "LLR", "AT", "TRADES (β=1)", "TRADES (β=6)", "RST (λ=0.5)",
+           "Section 4 classifier (r = 0.492)"]
+
+
+def _wide_rows() -> list[dict]:
+    """Rows as Table 2/3 has them: every accuracy on both splits, both Lipschitz estimators, both gaps."""
+    rows = []
+    for i, label in enumerate(METHODS):
+        a = 0.4 + 0.05 * i
+        rows.append({"label": label, "method": "at", "dataset": "mnist", "eps": 0.1, "n_train": 2000,
+                     "train_n": 500, "test_n": 500, "train_accuracy": 1.0, "test_accuracy": 0.94,
+                     "train_pgd_accuracy": a + 0.2, "test_pgd_accuracy": a, "test_multitarget_accuracy": a - 0.02,
+                     "test_autoattack_accuracy": a - 0.05, "test_autoattack_n": 25,
+                     "train_lipschitz": 140.0 - i, "train_lipschitz_se": 2.1, "test_lipschitz": 137.0 - i,
+                     "test_lipschitz_se": 2.2, "test_lipschitz_reference": 8.12, "test_lipschitz_reference_se": 0.19,
+                     "gap_standard": 0.06, "gap_adversarial": 0.2})
+    return rows
+
+
+def test_the_layout_puts_every_column_in_one_block_that_fits():
+    shown = display_rows(_wide_rows())
+    cols = list(shown[0])
+    blocks = tex_layout(cols, shown)
+    assert len(blocks) > 1  # 13 columns do not fit one block
+    assert sorted(c for b in blocks for c in b[1:]) == sorted(cols[1:]) and all(b[0] == "method" for b in blocks)
+    one = tex_layout(cols, shown, textwidth_pt=1e9)
+    assert one == [cols]  # unlimited width: one block, in order
+
+
+def test_every_value_is_kept_in_the_latex():
+    shown = display_rows(_wide_rows())
+    tex = latex_table(list(shown[0]), shown, caption="Tables 2/3.")
+    for row in shown:
+        label, *cells = row.values()
+        assert all(tex_escape(word) in tex for word in label.split()), label
+        for text in cells:
+            for line, _ in _cell_lines(text):
+                assert tex_escape(line) in tex, line
+    assert tex.splitlines()[0].startswith("% needs \\usepackage{booktabs}")
+
+
+def test_a_cell_width_counts_its_longest_line():
+    assert _width(_cell_lines("0.89 [0.81, 0.94]")) < _width([("0.89 [0.81, 0.94]", False)])
+
+
+def _compile(tmp_path: Path, body: str, name: str) -> str:
+    (tmp_path / f"{name}.tex").write_text(body)
+    doc = tmp_path / f"doc_{name}.tex"
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                   f"\\input{{{name}}}\n\\end{{document}}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    log = (tmp_path / f"doc_{name}.log").read_text(errors="replace")
+    assert done.returncode == 0, log[-2000:]
+    return log
+
+
+needs_pdflatex = pytest.mark.skipif(shutil.which("pdflatex") is None,
+                                    reason="pdflatex not installed (make tex-deps installs Debian's texlive)")
+
+
+@needs_pdflatex
+def test_the_tables_compile_in_a_plain_article_without_an_overfull_box(tmp_path):
+    from rll_core.findings import export_findings
+
+    paths = export_table(_wide_rows(), tmp_path / "methods", title="Tables 2/3")
+    findings = [{"finding": f, "method": "TRADES (β=6)", "claim": FINDINGS[f].format(m="TRADES (β=6)"),
+                 "estimate": 0.17, "lo": 0.12, "hi": 0.22, "interval": "paired bootstrap", "verdict": "not separated",
+                 "n_train": 500, "n_test": 500} for f in FINDINGS]
+    paths += export_findings(findings, tmp_path / "findings", caption="Section 5 findings.")
+    for tex in [p for p in paths if p.suffix == ".tex"]:
+        log = _compile(tmp_path, tex.read_text(), tex.stem)
+        assert "Overfull \\hbox" not in log, (tex.name, re.findall(r"Overfull \\hbox.*", log))
+        assert "Float too large" not in log, tex.name  # taller than a page
+
+
+@needs_pdflatex
+def test_the_overfull_check_bites_on_one_wide_block(tmp_path):
+    """The same table in one block (as before the layout) overflows the page: the check above can fail."""
+    shown = display_rows(_wide_rows())
+    body = latex_table(list(shown[0]), shown, textwidth_pt=1e9)
+    assert body.count("\\begin{tabular}{l") == 1
+    assert "Overfull \\hbox" in _compile(tmp_path, body, "wide")
