@@ -39,7 +39,7 @@ def notebook_rows(folder: Path, top: int) -> list[tuple[str, float, list[tuple[f
 def run_rows(runs: Path, preset: str) -> list[dict[str, Any]]:
     """Training and evaluation seconds of every run folder of ``preset`` under ``runs``."""
     rows = []
-    for folder in sorted(runs.glob(f"*-{preset}")):
+    for folder in sorted(p for p in runs.glob("*") if p.is_dir() and preset in p.name.split("-")):
         hist = folder / "history.json"
         if not hist.exists():
             continue

@@ -190,10 +190,12 @@ if P.filter_distance is not None:
 # Move $\epsilon$, switch the split, or pick another installed dataset (measured with this notebook's subset
 # sizes, and cached). Needs a live kernel.
 # If the controls show "model not found" or do not respond (the notebook was reopened or the kernel
-# restarted), run this cell again.
+# restarted), run the whole notebook again (Run > Run All Cells); this cell alone says so in one line.
 
 # %%
-if P.interactive:
+from rll_core.notebook import explorer_ready
+
+if explorer_ready(globals(), "result", "eps_used"):
     from rll_core.widgets import separation_explorer
 
     def measure(name):

@@ -93,7 +93,8 @@ from rll_core.data import load_train_test
 from rll_core.grids import PAPER_METHODS, grid_digest, grid_settings, method_spec, preset_evaluation, run_grid
 from rll_core.plotting import context_line, plot_gaps, plot_lipschitz_vs_accuracy, plot_robustness_curves, save_figure
 from rll_core.precision import precision_record, resolve_precision
-from rll_core.runs import evaluate_run, robustness_curve, theory_curve, theory_row
+from rll_core.runs import evaluate_run, robustness_curve
+from rll_core.section4 import theory_curve, theory_row
 from rll_core.storage import array_digest, check_outputs, output_tag, record_outputs
 from rll_core.tables import export_table
 
@@ -124,9 +125,8 @@ print(f"{G['dataset']}, eps {G['eps']:g}, preset {P.preset} ({G['n_train'] or 'a
 rows = run_grid(P.runs_dir, dataset=P.dataset, methods=P.methods, preset=P.preset, eps=P.eps, model=P.model,
                 epochs=P.epochs, n_train=P.n_train, n_test=P.n_test, n_eval=P.n_eval, data_dir=P.data_dir,
                 device=P.device, precision=P.precision, progress=True)
-if P.include_theory:
-    print(f"Section 4 classifier on the {len(train):,} training images ...")
-    rows.append(theory_row(train, test, G["eps"], n_eval=G["n_eval"]))
+if P.include_theory:  # says whether it measures (minutes) or reads the stored row
+    rows.append(theory_row(train, test, G["eps"], n_eval=G["n_eval"], store=P.runs_dir))
 print(f"{len(rows)} rows")
 
 # %% [markdown]
@@ -222,10 +222,12 @@ display(fig_pp)
 #
 # Any two columns against each other (live kernel only).
 # If the controls show "model not found" or do not respond (the notebook was reopened or the kernel
-# restarted), run this cell again.
+# restarted), run the whole notebook again (Run > Run All Cells); this cell alone says so in one line.
 
 # %%
-if P.interactive:
+from rll_core.notebook import explorer_ready
+
+if explorer_ready(globals(), "rows"):
     from rll_core.widgets import methods_explorer
 
     display(methods_explorer(rows))

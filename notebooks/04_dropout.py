@@ -149,10 +149,12 @@ display(fig_tt)
 #
 # Any two columns of Table 4 against each other (live kernel only).
 # If the controls show "model not found" or do not respond (the notebook was reopened or the kernel
-# restarted), run this cell again.
+# restarted), run the whole notebook again (Run > Run All Cells); this cell alone says so in one line.
 
 # %%
-if P.interactive:
+from rll_core.notebook import explorer_ready
+
+if explorer_ready(globals(), "table"):
     from rll_core.widgets import methods_explorer
 
     display(methods_explorer(table))

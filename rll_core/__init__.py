@@ -22,10 +22,13 @@ Which module for what:
 * :mod:`rll_core.attacks` - PGD and the multi-targeted attack as plain functions.
 * :mod:`rll_core.evaluation` - the paper's evaluation attacks by name; accuracy over a dataset.
 * :mod:`rll_core.lipschitz` - empirical local Lipschitzness (rll's ascent, and the paper's procedure).
-* :mod:`rll_core.runs` - runs by name (train / evaluate / load a run folder), robustness curves, the
-  Section 4 row; :mod:`rll_core.grids` - grids of runs (Tables 2-4), presets.
+* :mod:`rll_core.runs` - runs by name (train / evaluate / load a run folder), robustness curves;
+  :mod:`rll_core.section4` - the Section 4 classifier's table row (stored) and certified curve;
+  :mod:`rll_core.grids` - grids of runs (Tables 2-4), presets; :mod:`rll_core.findings` - the Section 5
+  claims decided from the stored verdicts.
 * :mod:`rll_core.notebook` - the notebooks' parameter checks and set-up.
-* :mod:`rll_core.tables` - Section 5 tables with n, 95 % Wilson intervals and standard errors.
+* :mod:`rll_core.tables` - Section 5 tables with n, 95 % Wilson intervals and standard errors;
+  :mod:`rll_core.latex` - their LaTeX, laid out to fit a page.
 * :mod:`rll_core.paper` - every setting of the reference code, commented with its source.
 * :mod:`rll_core.plotting`, :mod:`rll_core.widgets` - figures, and the notebooks' explorers.
 * :mod:`rll_core.storage` - atomic result files, digests, locks, csv/md/LaTeX files; :mod:`rll_core.checks` - shared

@@ -141,12 +141,23 @@ def _height(block: Sequence[str], rows: Sequence[Mapping[str, str]]) -> float:
     return head + body + _BLOCK_PT
 
 
+def _row_chunks(block: Sequence[str], rows: Sequence[Mapping[str, str]],
+                room: float) -> list[Sequence[Mapping[str, str]]]:
+    """The rows in runs that each fit ``room`` points with the block's header (a long table over several floats)."""
+    chunks: list[list[Mapping[str, str]]] = [[]]
+    for r in rows:
+        if chunks[-1] and _height(block, [*chunks[-1], r]) > room:
+            chunks.append([])
+        chunks[-1].append(r)
+    return [c for c in chunks if c] or [[]]
+
+
 def latex_table(cols: Sequence[str], rows: Sequence[Mapping[str, str]], caption: str = "",
                 textwidth_pt: float = TEXTWIDTH_PT, groups: Sequence[Sequence[str]] | None = None) -> str:
     """A booktabs table, laid out by :func:`tex_layout`, as LaTeX source (``table`` floats when captioned).
 
     Blocks that do not fit one page together go into a second float, numbered as the first and captioned
-    "(continued)".
+    "(continued)"; a block with more rows than a page holds is split by rows the same way.
 
     Args:
         cols: the column names (headers in words; the first column left-aligned, the rest right-aligned).
@@ -165,26 +176,27 @@ def latex_table(cols: Sequence[str], rows: Sequence[Mapping[str, str]], caption:
         >>> print(latex_table(["method", "acc"], [{"method": "AT", "acc": "0.90"}]).splitlines()[0])
         % needs \\usepackage{booktabs}; every block fits \\textwidth of a standard article
     """
-    blocks = tex_layout(cols, rows, textwidth_pt, groups)
-    floats: list[list[list[str]]] = [[]]
+    blocks = [(b, part) for b in tex_layout(cols, rows, textwidth_pt, groups)
+              for part in _row_chunks(b, rows, _FLOAT_PT - (len(caption) / 70 + 2) * _LINE_PT)]
+    floats: list[list[tuple[list[str], Sequence[Mapping[str, str]]]]] = [[]]
     used = len(caption) / 70 * _LINE_PT + _LINE_PT
-    for block in blocks:
-        h = _height(block, rows)
+    for block, part in blocks:
+        h = _height(block, part)
         if floats[-1] and used + h > _FLOAT_PT:
             floats.append([])
             used = 2 * _LINE_PT
-        floats[-1].append(block)
+        floats[-1].append((block, part))
         used += h
     out = ["% needs \\usepackage{booktabs}; every block fits \\textwidth of a standard article"]
-    for k, part in enumerate(floats):
+    for k, held in enumerate(floats):
         if caption:
             out += ["\\begin{table}[t]", "\\centering", "\\small"]
             out += [f"\\caption{{{tex_escape(caption)}}}"] if k == 0 else [
                 "\\addtocounter{table}{-1}", "\\caption{(continued)}"]
-        for i, block in enumerate(part):
+        for i, (cols_i, some) in enumerate(held):
             if i:
                 out.append("\\par\\medskip")
-            out += _tabular(block, rows)
+            out += _tabular(cols_i, some)
         if caption:
             out.append("\\end{table}")
     return "\n".join(out)

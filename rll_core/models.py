@@ -34,7 +34,10 @@ from torch import nn
 from .checks import is_real
 
 __all__ = ["CNN001", "CNN002", "MODELS", "MaxPool2x2", "ResNet50", "WideResNet", "build_model", "check_model",
-           "count_parameters", "model_names"]
+           "OWN_DROPOUT", "count_parameters", "dropout_label", "model_names"]
+
+#: each architecture's own dropout (``dropout=None``), in words
+OWN_DROPOUT = {"cnn001": "0.25 after the convolutions, 0.5 before the last layer", "cnn002": "0.5"}
 
 Builder = Callable[[int, int, int, "float | None"], nn.Module]
 
@@ -305,6 +308,15 @@ def build_model(name: str, *, in_channels: int, num_classes: int, image_size: in
     if m:
         return _wrn(int(m.group(1)), int(m.group(2)))(in_channels, num_classes, image_size, dropout)
     raise ValueError(f"unknown model {name!r}; valid: {', '.join(model_names())} (or any wrn-<6n+4>-<k>)")
+
+
+def dropout_label(model: str, dropout: float | None) -> str:
+    """The dropout a run trained with, in words: ``"cnn001's own (0.25 after the convolutions, ...)"``, ``"none"``,
+    or ``"p = 0.2"`` (figures and captions)."""
+    if dropout is None:
+        own = OWN_DROPOUT.get(str(model))
+        return f"{model}'s own ({own})" if own else "none"
+    return "none" if float(dropout) == 0 else f"p = {float(dropout):g}"
 
 
 def count_parameters(model: nn.Module) -> int:

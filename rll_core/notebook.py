@@ -39,7 +39,8 @@ from .plotting import check_formats
 from .progress import set_progress
 from .storage import check_writable, project_dir, user_path
 
-__all__ = ["PARAMETERS", "Param", "ParameterError", "check_parameter", "notebook_setup"]
+__all__ = ["EXPLORER_NEEDS_CELLS", "PARAMETERS", "Param", "ParameterError", "check_parameter", "explorer_ready",
+           "notebook_setup"]
 
 
 class ParameterError(ValueError):
@@ -261,3 +262,36 @@ def notebook_setup(notebook: str, namespace: dict[str, Any]) -> SimpleNamespace:
     namespace["_rll_parameters_checked"] = True
     set_progress("text")
     return SimpleNamespace(**{name: values[name] for name in spec})
+
+
+#: what an explorer cell prints when the cells above it have not run in this kernel
+EXPLORER_NEEDS_CELLS = ("This explorer needs what the cells above compute, and this kernel has not run them (reopened "
+                        "or restarted): choose Run > Run All Cells.")
+
+
+def explorer_ready(namespace: Mapping[str, Any], *names: str) -> bool:
+    """Whether a notebook's explorer cell can run, from any kernel state; says in one line what to run if not.
+
+    Args:
+        namespace: the notebook's ``globals()``.
+        names: what the explorer reads from the cells above (``"rows"``, ``"clf"``...).
+
+    Returns:
+        True where the set-up cell ran with ``interactive`` true and every name exists; False (silently) where
+        ``interactive`` is false; False with :data:`EXPLORER_NEEDS_CELLS` printed where the kernel lacks them.
+
+    Raises:
+        Nothing.
+
+    Example:
+        >>> explorer_ready({}, "rows")
+        This explorer needs what the cells above compute, and this kernel has not run them (reopened or restarted): choose Run > Run All Cells.
+        False
+    """
+    P = namespace.get("P")
+    if P is not None and not getattr(P, "interactive", True):
+        return False
+    if P is None or any(n not in namespace for n in names):
+        print(EXPLORER_NEEDS_CELLS)
+        return False
+    return True

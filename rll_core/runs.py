@@ -32,11 +32,10 @@ from .models import build_model, check_model
 from .precision import check_precision, precision_record, resolve_precision
 from .separation import nearest_other_class
 from .storage import array_digest, check_writable, load_json, load_npz, save_json, save_npz, user_path
-from .theory import LipschitzClassifier, certified_radius
 from .training import RunMismatchError, TrainResult, load_checkpoint, train
 
-__all__ = ["TABLE_EVALUATION", "accuracy_by_distance", "distance_bins", "evaluate_run", "load_run", "point_robustness",
-           "resolve_hyper", "robustness_curve", "theory_curve", "theory_row", "train_run"]
+__all__ = ["TABLE_EVALUATION", "accuracy_by_distance", "distance_bins", "eval_specs", "evaluate_run", "load_run",
+           "measure_splits", "point_robustness", "resolve_hyper", "robustness_curve", "split_specs", "train_run"]
 
 
 def resolve_hyper(dataset: str, method: str, hyper: Mapping[str, Any] | None, eps: float | None) -> dict[str, Any]:
@@ -213,7 +212,7 @@ def load_run(out_dir: str | os.PathLike[str], checkpoint: str = "last",
     return model.to(resolve_device(device)).eval(), settings, history
 
 
-def _eval_specs(eps: float, attacks: Sequence[str] | str, steps: int | None, restarts: int) -> list[AttackSpec]:
+def eval_specs(eps: float, attacks: Sequence[str] | str, steps: int | None, restarts: int) -> list[AttackSpec]:
     """The evaluation attacks at ``eps`` (names, or one comma-separated string): the paper's settings,
     ``steps`` (step 2 eps / steps) and PGD ``restarts`` overriding them; unknown names refused."""
     if isinstance(attacks, str):
@@ -297,7 +296,7 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
     if eps is None and run_eps is None:
         raise ValueError(f"{out} records no eps (settings.json has neither eps nor val_eps): pass eps=")
     ev_eps = check_real("eps", run_eps if eps is None else eps, lo=0, hi=1, lo_open=True)
-    specs = _eval_specs(ev_eps, attacks, steps, restarts)
+    specs = eval_specs(ev_eps, attacks, steps, restarts)
     test_only = sorted(set(test_only))
     unknown = set(test_only) - {s.name for s in specs}
     if unknown:
@@ -316,7 +315,7 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
                            "hyper": _hyper_record(settings),
                            "epoch": ck["epoch"], "eps": ev_eps, "eval_file": json_path.name}
     data = {"train": train_set, "test": test_set}
-    arrays = _measure(row, net, {k: data[k] for k in splits}, _split_specs(specs, splits, test_only), eval_settings,
+    arrays = measure_splits(row, net, {k: data[k] for k in splits}, split_specs(specs, splits, test_only), eval_settings,
                       settings["seed"], progress)
     # wall time (outside the settings, so it names no file): the budget of a preset (benchmarks/budget.py)
     result = {**row, "evaluation": eval_settings, "settings": settings, "seconds": time.perf_counter() - t0}
@@ -333,7 +332,7 @@ def _hyper_record(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {k: settings[k] for k in names if k in settings}
 
 
-def _split_specs(specs: Sequence[AttackSpec], splits: Sequence[str],
+def split_specs(specs: Sequence[AttackSpec], splits: Sequence[str],
                  test_only: Sequence[str]) -> dict[str, list[AttackSpec]]:
     """The attacks of each split: all of them on test, those not in ``test_only`` on train."""
     return {k: [s for s in specs if k == "test" or s.name not in test_only] for k in splits}
@@ -431,7 +430,7 @@ def robustness_curve(out_dir: str | os.PathLike[str], eps_grid: Sequence[float],
     return result
 
 
-def _measure(row: dict[str, Any], net: torch.nn.Module, splits: Mapping[str, ImageDataset],
+def measure_splits(row: dict[str, Any], net: torch.nn.Module, splits: Mapping[str, ImageDataset],
              specs: Mapping[str, Sequence[AttackSpec]], ev: Mapping[str, Any], seed: int, progress: bool,
              dtype: torch.dtype = torch.float32, reference: bool = True) -> dict[str, Any]:
     """Fill ``row`` with accuracies, Lipschitz means and gaps; return the per-example arrays.  ``specs``: the
@@ -473,38 +472,6 @@ def _measure(row: dict[str, Any], net: torch.nn.Module, splits: Mapping[str, Ima
 #: (:func:`point_robustness`): PGD on both splits, the multi-targeted attack on the test points
 #: only (no table shows it on train).  One setting, so each run is evaluated once and read back after.
 TABLE_EVALUATION: dict[str, Any] = {"attacks": ("pgd", "multitarget"), "test_only": ("multitarget",)}
-
-
-def theory_row(train_set: ImageDataset, test_set: ImageDataset, eps: float, *, n_eval: int = 100,
-               seed: int = 0) -> dict[str, Any]:
-    """Section 4's classifier as one more table row: the same columns, measured the same way (float64)."""
-    clf = LipschitzClassifier(train_set.images, train_set.labels)
-    row: dict[str, Any] = {"label": f"Section 4 classifier (r={clf.r:.3f})", "method": "theory", "r": clf.r, "eps": eps,
-                           "n_fitted": len(train_set)}
-    ev = {"n_eval": n_eval, "eps": eps, "lipschitz_steps": 10, "batch_size": default_batch_size(torch.device("cpu"))}
-    specs = _split_specs(_eval_specs(eps, TABLE_EVALUATION["attacks"], None, 1), ("train", "test"),
-                         TABLE_EVALUATION["test_only"])
-    _measure(row, clf, {"train": train_set, "test": test_set}, specs, ev, seed, False, dtype=torch.float64,
-             reference=False)
-    return row
-
-
-def theory_curve(train_set: ImageDataset, test_set: ImageDataset, eps_grid: Sequence[float] | None = None, *,
-                 n_eval: int = 100, also: Sequence[float] = ()) -> dict[str, Any]:
-    """Section 4's classifier on ``train_set``: its certified test accuracy at every radius of ``eps_grid``
-    on the first ``n_eval`` test points (one exact search; a lower bound on its robust accuracy), and ``r``.
-
-    ``eps_grid`` None: 7 radii from 0 to 1.2 r (past the data's r), rounded to 3 decimals, plus ``also``
-    (e.g. the training eps); the radii used are returned as ``eps``."""
-    clf = LipschitzClassifier(train_set.images, train_set.labels)
-    sub = test_set.subset(check_int("n_eval", n_eval), seed=None)
-    radius = certified_radius(clf, torch.from_numpy(sub.float_images()).double(), torch.from_numpy(sub.labels))
-    if eps_grid is None:
-        eps_grid = [round(clf.r * 1.2 * k / 6, 3) for k in range(7)]
-    grid = sorted({check_real("eps", e, lo=0, hi=1) for e in [*eps_grid, *also]})
-    return {"method": "theory", "label": f"Section 4 classifier, certified (r={clf.r:.3f})", "r": clf.r,
-            "eps": grid, "n": len(sub), "accuracy": [float((radius > e).mean()) for e in grid],
-            "radius": radius}
 
 
 # ----------------------------------------------------------------------------------------------

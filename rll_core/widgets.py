@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .plotting import histogram_edges
-from .theory import astuteness
+from .paper import display_name
+from .plotting import histogram_edges, place_labels
+from .tables import COLUMNS
 
 __all__ = ["astuteness_explorer", "methods_explorer", "separation_explorer"]
 
@@ -59,13 +60,14 @@ def separation_explorer(result: Any, *, load: Callable[[str], Any] | None = None
     results = {name0: result}
     names = [name0] + [d for d in datasets if d != name0 and load is not None]
     out = W.Output()
-    pick = W.Dropdown(options=names, value=name0, description="dataset", disabled=len(names) == 1,
-                      layout=W.Layout(width="260px"))
+    same = {"description_width": "60px"}  # the three controls' labels in one column
+    pick = W.Dropdown(options=[(display_name(n), n) for n in names], value=name0, description="dataset",
+                      disabled=len(names) == 1, style=same, layout=W.Layout(width="260px"))
     note = W.HTML("" if len(names) > 1 else "<i>the only installed dataset</i>")
     eps_w = W.FloatSlider(value=result.report.eps if eps is None else eps, min=0.0, max=0.5, step=0.001,
-                          readout_format=".3f", description="ε", layout=W.Layout(width="420px"))
+                          readout_format=".3f", description="ε", style=same, layout=W.Layout(width="420px"))
     split = W.ToggleButtons(options=["train-train", "test-train"], description="split",
-                            style={"button_width": "90px"}, layout=W.Layout(width="auto"))
+                            style={"button_width": "90px", **same}, layout=W.Layout(width="auto"))
     box = _box([W.HBox([pick, note]), W.HBox([split]), eps_w, out],
                {"dataset": pick, "eps": eps_w, "split": split})
 
@@ -90,7 +92,7 @@ def separation_explorer(result: Any, *, load: Callable[[str], Any] | None = None
             ax.axvline(2 * e, color="tab:red", linestyle="--", label=f"2ε = {2 * e:.3f}")
             ax.set_xlabel(r"$\ell_\infty$ distance to the nearest other-class training point")
             ax.set_ylabel("points")
-            ax.set_title(f"{pick.value} {split.value}: {frac:.2%} within 2ε", fontsize=10)
+            ax.set_title(f"{display_name(pick.value)} {split.value}: {frac:.2%} within 2ε", fontsize=10)
             ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
             box.figure = fig
             plt.show()
@@ -101,25 +103,55 @@ def separation_explorer(result: Any, *, load: Callable[[str], Any] | None = None
     return box
 
 
-def astuteness_explorer(classifier: Any, x: Any, y: Any, *, eps_max: float, label: str = "test") -> Any:
-    """A slider over ε: the certified and attacked astuteness of the Section 4 classifier at that radius."""
+def astuteness_explorer(grid: Sequence[float], curves: Mapping[str, Sequence[float]], *, r: float,
+                        title: str = "") -> Any:
+    """A slider over the radii where astuteness was measured: the curves, the chosen radius marked, its values.
+
+    Nothing is computed when the slider moves: the explorer reads the curves the notebook computed once
+    (``astuteness`` at every radius of ``grid``), so each step only redraws.
+
+    Args:
+        grid: the radii (L-inf, in [0, 1]) of the curves, ascending.
+        curves: ``{"train certified": [...], "test attacked": [...], ...}``, one fraction per radius.
+        r: the classifier's separation radius, marked on the plot.
+        title: the plot's title (default none).
+
+    Returns:
+        The explorer box; ``.state`` holds the radius shown and every curve's value there.
+
+    Raises:
+        ValueError: a curve of another length than ``grid``, or an empty grid.
+
+    Example:
+        >>> astuteness_explorer([0.0, 0.1], {"test certified": [0.5, 0.2]}, r=0.3)  # doctest: +SKIP
+    """
     import ipywidgets as W
     import matplotlib.pyplot as plt
+
+    grid = [float(e) for e in grid]
+    if not grid or any(len(v) != len(grid) for v in curves.values()):
+        raise ValueError(f"every curve needs one value per radius of the grid ({len(grid)} radii)")
     out = W.Output()
-    eps_w = W.FloatSlider(value=classifier.r, min=0.0, max=eps_max, step=eps_max / 100, readout_format=".3f",
-                          description="ε", layout=W.Layout(width="420px"))
+    start = min(range(len(grid)), key=lambda i: abs(grid[i] - r))
+    eps_w = W.SelectionSlider(options=[(f"{e:.3f}", i) for i, e in enumerate(grid)], value=start,
+                              description="ε", layout=W.Layout(width="420px"))
     box = _box([eps_w, out], {"eps": eps_w})
 
     def redraw(*_: Any) -> None:
-        a = astuteness(classifier, x, y, eps_w.value)
-        box.state = {"eps": eps_w.value, "certified": a.certified, "attacked": a.attacked}
+        i = int(eps_w.value)
+        box.state = {"eps": grid[i], **{k: float(v[i]) for k, v in curves.items()}}
         with out:
             out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(5, 1.8))
-            ax.barh(["attacked (upper)", "certified (lower)"], [a.attacked, a.certified],
-                    color=["tab:orange", "tab:green"])
-            ax.set_xlim(0, 1)
-            ax.set_xlabel(f"{label} astuteness at ε = {eps_w.value:.3f} (r = {classifier.r:.3f})")
+            fig, ax = plt.subplots(figsize=(6, 3.2))
+            for k, v in curves.items():
+                ax.plot(grid, v, marker="o", ms=3, ls="--" if "attacked" in k else "-", label=k)
+            ax.axvline(grid[i], color="0.3", lw=1)
+            ax.axvline(r, color="tab:red", lw=1, ls=":", label=f"r = {r:.3f}")
+            ax.set(xlabel="ε (L∞)", ylabel="astuteness", ylim=(-0.02, 1.02))
+            ax.set_title(title + ("\n" if title else "") + ", ".join(
+                f"{k} {float(v[i]):.3f}" for k, v in curves.items() if k.startswith("test")) + f" at ε = {grid[i]:.3f}",
+                fontsize=9)
+            ax.legend(fontsize=7, loc="upper right")
             box.figure = fig
             plt.show()
 
@@ -140,6 +172,7 @@ def methods_explorer(rows: Sequence[Mapping[str, Any]]) -> Any:
     xw = W.Dropdown(options=cols, value=cols[0], description="x", layout=W.Layout(width="300px"))
     yw = W.Dropdown(options=cols, value="test_pgd_accuracy" if "test_pgd_accuracy" in cols else cols[-1],
                     description="y", layout=W.Layout(width="300px"))
+    heads = {k: h for k, h, _ in COLUMNS}
     box = _box([W.HBox([xw, yw]), out], {"x": xw, "y": yw})
 
     def redraw(*_: Any) -> None:
@@ -150,11 +183,11 @@ def methods_explorer(rows: Sequence[Mapping[str, Any]]) -> Any:
             out.clear_output(wait=True)
             fig, ax = plt.subplots(figsize=(5.5, 3.8))
             ax.scatter(xs, ys)
-            for r, a, b in zip(rows, xs, ys, strict=True):
-                ax.annotate(str(r.get("label", r.get("method"))), (a, b), xytext=(4, 3), textcoords="offset points",
-                            fontsize=8)
-            ax.set_xlabel(xw.value.replace("_", " "))
-            ax.set_ylabel(yw.value.replace("_", " "))
+            ax.set_xlabel(heads.get(xw.value, xw.value.replace("_", " ")))
+            ax.set_ylabel(heads.get(yw.value, yw.value.replace("_", " ")))
+            fig.tight_layout()
+            place_labels(ax, list(zip(xs.tolist(), ys.tolist(), strict=True)),
+                         [str(r.get("label", r.get("method"))) for r in rows], fontsize=8)  # none on another
             ax.grid(alpha=0.3)
             box.figure = fig
             plt.show()

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from rll_core.cli import main
-from rll_core.runs import evaluate_run, robustness_curve, theory_curve, train_run
+from rll_core.runs import evaluate_run, robustness_curve, train_run
+from rll_core.section4 import theory_curve, theory_row
 from rll_core.training import RunMismatchError, load_checkpoint
 
 
@@ -157,6 +158,28 @@ def test_robustness_curve_agrees_with_the_evaluation_at_its_radii(tmp_path, mnis
         robustness_curve(run, [0.1, 2.0], n_eval=24)
     with pytest.raises(ValueError, match="empty"):
         robustness_curve(run, [], n_eval=24)
+
+
+def test_the_section4_row_is_stored_and_read_back_not_recomputed(mnist, tmp_path, monkeypatch, capsys):
+    import rll_core.section4 as section4
+
+    tr, te = mnist
+    tr, te = tr.subset(200, seed=0), te.subset(50, seed=0)
+    row = theory_row(tr, te, 0.1, n_eval=8, store=tmp_path, progress=True)
+    assert "measuring" in capsys.readouterr().out
+    (kept,) = tmp_path.glob("theory-*.json")
+    assert row["test_n"] == row["train_n"] == 8 and 0 <= row["test_pgd_accuracy"] <= row["test_accuracy"] <= 1
+
+    def no_work(*a, **k):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(section4, "measure_splits", no_work)
+    again = theory_row(tr, te, 0.1, n_eval=8, store=tmp_path)
+    assert again == json.loads(json.dumps(row)) and f"read from {kept}" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="measured again"):  # another radius, other data: another row
+        theory_row(tr, te, 0.05, n_eval=8, store=tmp_path)
+    with pytest.raises(AssertionError, match="measured again"):
+        theory_row(tr.subset(150, seed=1), te, 0.1, n_eval=8, store=tmp_path)
 
 
 def test_theory_curve_is_certified_accuracy_by_radius(mnist):

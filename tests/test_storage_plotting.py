@@ -112,7 +112,12 @@ def test_section5_figures_name_every_method_and_state_their_context():
     # every legend entry is the method's marker alone (an errorbar's glyph would vary with its bars)
     marks = [(h.get_marker(), h.get_linestyle()) for h in ax.get_legend().legend_handles]
     assert marks == [(method_style(r["method"])["marker"], "None") for r in rows]
-    assert ax.get_title() == "Fashion-MNIST, ε = 0.1 · trained on 2,000 images, 2 epochs · n = 100 test points"
+    assert ax.get_title() == ("Fashion-MNIST, ε = 0.1 · trained on 2,000 images, 2 epochs · n = 100 test points\n"
+                              "bars: accuracies: 95 % Wilson intervals; Lipschitz constants: ± 1 standard error "
+                              "(n = 100 points per split)")
+    # the swept members are named at their points, and no two labels overlap
+    shown = [t for t in ax.texts if t.get_text()]
+    assert sorted(t.get_text() for t in shown) == ["β=1", "β=6"]
     # a family shares its hue: the swept TRADES members are shades of TRADES' colour, AT keeps its own
     cols = [np.array(to_rgb(c.lines[0].get_color())) for c in ax.containers]
     base = np.array(to_rgb(method_style("trades")["color"]))
@@ -120,11 +125,84 @@ def test_section5_figures_name_every_method_and_state_their_context():
     assert np.allclose(cols[3], to_rgb(method_style("at")["color"]))
     gaps = plot_gaps(rows).axes[0]
     assert len(gaps.containers) >= 2 and gaps.get_title().startswith("Fashion-MNIST")
+    assert "Newcombe's 95 %" in gaps.get_title() and "n = 100 points per split" in gaps.get_title()
     curves = [{"method": "at", "label": "AT", "eps": [0.0, 0.1, 0.2], "accuracy": [0.9, 0.6, 0.2], "n": 100},
               {"method": "theory", "label": "Section 4", "eps": [0.0, 0.1, 0.2], "accuracy": [0.5, 0.3, 0.1], "n": 100}]
     ax = plot_robustness_curves(curves, r=0.15, eps_mark=0.1).axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["AT", "Section 4"]
     assert any(t.get_text() == "r = 0.150" for t in ax.texts)
+    assert "certified" in ax.get_ylabel() and "bands: 95 % Wilson" in ax.get_title()
+    assert all(line.get_drawstyle() == "default" for line in ax.lines)  # measured points joined, no steps
+    many = [{**curves[0], "label": f"AT {k}"} for k in range(6)]
+    ax = plot_robustness_curves(many, eps_mark=0.1).axes[0]
+    assert not ax.collections or all(type(c).__name__ != "FillBetweenPolyCollection" and
+                                     type(c).__name__ != "PolyCollection" for c in ax.collections)
+    assert "bars at the training ε" in ax.get_title()
+
+
+def test_labels_placed_beside_crowded_points_do_not_overlap():
+    import matplotlib.pyplot as plt
+
+    from rll_core.plotting import place_labels
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    pts = [(1.0, 1.0), (1.08, 1.0), (1.0, 1.08), (1.08, 1.08), (1.04, 1.04), (2.0, 2.0)]
+    ax.scatter(*zip(*pts, strict=True))
+    ax.set_xlim(0.5, 2.5)
+    ax.set_ylim(0.5, 2.5)
+    texts = place_labels(ax, pts, ["β=1", "β=3", "β=6", "λ=1", "λ=2", ""])
+    assert [t.get_text() for t in texts] == ["β=1", "β=3", "β=6", "λ=1", "λ=2"]
+    boxes = [t.get_window_extent() for t in texts]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(fig)
+
+
+def test_the_paper_figures_say_what_a_reviewer_asks():
+    """Figure 2 on log counts with its minimum marked; the astuteness curves measured, not stepped; every
+    cell at the minimum boxed; the pairs labelled and repeats marked; Table 4's dropout named."""
+    import matplotlib.pyplot as plt
+
+    from rll_core.data import ImageDataset
+    from rll_core.plotting import (
+        plot_astuteness_curves,
+        plot_class_matrix,
+        plot_dropout_comparison,
+        plot_pair_gallery,
+        plot_separation_histograms,
+    )
+
+    rng = np.random.default_rng(0)
+    ds = ImageDataset("toy", "train", rng.integers(0, 256, (30, 1, 2, 2), dtype=np.uint8),
+                      np.arange(30, dtype=np.int64) % 3)
+    res = measure_separation(ds, ds.subset(10, seed=1), eps=0.05)
+    ax = plot_separation_histograms(res).axes[0]
+    assert ax.get_yscale() == "log" and any(t.get_text().startswith("min = ") for t in ax.get_legend().get_texts())
+    fig = plot_astuteness_curves([0.0, 0.1, 0.3], {"test certified": [0.4, 0.2, 0.0], "test attacked": [0.5, 0.3, 0.0]},
+                                 r=0.2, marks={"paper's ε": 0.1}, note="ties")
+    ax = fig.axes[0]
+    assert all(line.get_drawstyle() == "default" for line in ax.lines)
+    assert "paper's ε = 0.1" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.get_text() == "ties" for t in fig.texts)
+    m = np.array([[np.nan, 0.74, 0.9], [0.74, np.nan, np.nan], [0.9, 0.8, np.nan]])
+    fig = plot_class_matrix({"min": m, "median": m})
+    boxed = [p for p in fig.axes[0].patches if type(p).__name__ == "Rectangle" and p.get_edgecolor()[0] == 1.0]
+    assert sorted((int(p.get_y()), int(p.get_x())) for p in boxed) == [(0, 1), (1, 0)]  # both 0.74 cells
+    assert "1 cells where no point" in fig.texts[0].get_text()
+    pairs = [{"query": 0, "ref": 1, "query_label": 0, "ref_label": 1, "distance": 0.5},
+             {"query": 0, "ref": 2, "query_label": 0, "ref_label": 2, "distance": 0.6}]
+    fig = plot_pair_gallery(pairs, ds, ds, cols=2)
+    titles = [a.get_title() for a in fig.axes if a.get_title()]
+    assert titles[0] == "train #0*\nlabel 0" and titles[1] == "train #1\nlabel 1"
+    assert any("more than one" in t.get_text() for t in fig.texts)
+    rows = _section5_rows()
+    for r in rows:
+        r["settings"] = {**r["settings"], "architecture": "cnn001", "dropout": None}
+    fig = plot_dropout_comparison(rows, rows)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["no dropout", "dropout: cnn001's own (0.25 after the convolutions, 0.5 before the last layer)"]
+    assert [a.get_ylabel() for a in fig.axes] == ["accuracy", "accuracy", "train − test accuracy",
+                                                  "local Lipschitz constant"]
+    plt.close("all")
 
 
 def test_a_plot_keeps_a_figure_the_caller_passed_open():

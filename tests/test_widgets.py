@@ -24,7 +24,7 @@ def test_separation_explorer_redraws_for_eps_split_and_dataset(fmnist, mnist):
 
     box = separation_explorer(res, load=load, datasets=["mnist", "cifar10"])
     c = box.controls
-    assert list(c["dataset"].options) == ["fashion_mnist", "mnist", "cifar10"] and loaded == []
+    assert list(c["dataset"].options) == [("Fashion-MNIST", "fashion_mnist"), ("MNIST", "mnist"), ("CIFAR-10", "cifar10")] and loaded == []
     assert box.state["within_2eps"] == pytest.approx(float((res.train_train.dist < 0.2).mean()))
     c["eps"].value = 0.2
     assert box.state["within_2eps"] == pytest.approx(float((res.train_train.dist < 0.4).mean()))
@@ -36,22 +36,32 @@ def test_separation_explorer_redraws_for_eps_split_and_dataset(fmnist, mnist):
     assert "computing" in shown[0] and box.children[0].children[1].value == ""
     assert c["eps"].description == "ε"
     single = separation_explorer(res)
-    assert single.controls["dataset"].disabled and list(single.controls["dataset"].options) == ["fashion_mnist"]
+    assert single.controls["dataset"].disabled and list(single.controls["dataset"].options) == [("Fashion-MNIST", "fashion_mnist")]
 
 
-def test_astuteness_explorer_follows_the_slider():
+def test_astuteness_explorer_reads_the_curve_and_computes_nothing(monkeypatch):
     g = np.random.default_rng(0)
     x = np.concatenate([g.uniform(0.1, 0.3, (10, 2)), g.uniform(0.6, 0.9, (10, 2))])
     y = np.repeat([0, 1], 10)
     clf = LipschitzClassifier(x, y)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    box = astuteness_explorer(clf, xt, yt, eps_max=2 * clf.r)
-    assert box.state["certified"] == astuteness(clf, xt, yt, clf.r).certified
-    box.controls["eps"].value = 0.5 * clf.r
-    assert box.state["certified"] == 1.0
-    box.controls["eps"].value = 1.9 * clf.r
-    a = astuteness(clf, xt, yt, box.controls["eps"].value)
-    assert (box.state["certified"], box.state["attacked"]) == (a.certified, a.attacked)
+    grid = [0.0, 0.5 * clf.r, clf.r, 1.9 * clf.r]
+    measured = [astuteness(clf, xt, yt, e) for e in grid]
+    curves = {"test certified": [a.certified for a in measured], "test attacked": [a.attacked for a in measured]}
+    import rll_core.theory
+
+    def no_work(*a, **k):
+        raise AssertionError("the slider recomputed astuteness")
+
+    monkeypatch.setattr(rll_core.theory, "astuteness", no_work)
+    box = astuteness_explorer(grid, curves, r=clf.r)
+    assert box.state["eps"] == clf.r  # starts at r
+    for i, e in enumerate(grid):
+        box.controls["eps"].value = i
+        assert box.state == {"eps": e, "test certified": measured[i].certified, "test attacked": measured[i].attacked}
+    assert curves["test certified"][1] == 1.0 and box.state["test certified"] < 1.0  # the curve moves
+    with pytest.raises(ValueError, match="one value per radius"):
+        astuteness_explorer(grid, {"test certified": [1.0]}, r=clf.r)
 
 
 def test_methods_explorer_plots_the_chosen_columns():

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["FIGURE_FORMATS", "METHOD_STYLES", "check_formats", "context_line", "error_bars", "family_shades", "fig_ax",
-           "method_style", "row_label", "save_figure", "wilson_bars"]
+__all__ = ["FIGURE_FORMATS", "METHOD_STYLES", "bars_note", "check_formats", "context_line", "error_bars", "family_shades",
+           "fig_ax", "method_style", "place_labels", "row_label", "save_figure", "wilson_bars", "wrapped"]
 
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
@@ -105,6 +105,80 @@ def context_line(rows: Sequence[Mapping[str, Any]]) -> str:
     if precision_note(rows):
         parts.append("bf16 gradient steps")
     return " · ".join(p for p in parts if p)
+
+
+#: what a figure's bars are, by the kind of quantity
+_BARS = {"acc": "accuracies: 95 % Wilson intervals", "gap": "gaps: Newcombe's 95 % interval of a difference",
+         "lip": "Lipschitz constants: ± 1 standard error"}
+
+
+def bars_note(rows: Sequence[Mapping[str, Any]], kinds: Sequence[str]) -> str:
+    """``bars: accuracies: 95 % Wilson intervals; ... (n = 500 train and 500 test points)``: every figure says
+    what its bars are and on how many points."""
+    tr = sorted({int(r["train_n"]) for r in rows if r.get("train_n")})
+    te = sorted({int(r.get("test_n") or r.get("n") or 0) for r in rows if r.get("test_n") or r.get("n")})
+    ns = "/".join(map(str, te))
+    n = (f"n = {'/'.join(map(str, tr))} train and {ns} test points" if tr and tr != te else
+         f"n = {ns} points per split" if tr else f"n = {ns} test points" if te else "")
+    return "bars: " + "; ".join(_BARS[k] for k in kinds) + (f" ({n})" if n else "")
+
+
+def place_labels(ax: Axes, points: Sequence[tuple[float, float]], texts: Sequence[str], fontsize: float = 7) -> list[Any]:
+    """Short labels beside their points, each at the first of sixteen offsets where it touches its own point's
+    neighbourhood and overlaps neither an earlier label nor another point's marker (where none is free, the
+    offset that overlaps least): no label on another, none read as a neighbour's."""
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    # a marker's box, wide enough that a label beside another point is not read as that point's
+    marks = [Bbox.from_bounds(x - 9, y - 9, 18, 18) for x, y in (ax.transData.transform(p) for p in points)]
+    placed: list[Any] = []
+    out: list[Any] = []
+    offsets = [(6, 4), (6, -11), (-8, 4), (-8, -11), (0, 9), (0, -15), (12, -3), (-14, -3),
+               (14, 12), (14, -19), (-16, 12), (-16, -19), (0, 18), (0, -24), (22, -3), (-24, -3)]
+    for i, ((x, y), text) in enumerate(zip(points, texts, strict=True)):
+        if not text:
+            continue
+        others = [m for j, m in enumerate(marks) if j != i]
+        near_own = marks[i].padded(14)
+        best: tuple[float, int, int] | None = None  # (overlapped area, not near its own point, offset index)
+        for k, (dx, dy) in enumerate(offsets):
+            a = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                            color="0.25", ha="left" if dx >= 0 else "right")
+            box = a.get_window_extent(renderer)
+            a.remove()
+            area = sum(_overlap(box, b) for b in [*placed, *others])
+            score = (area, int(not near_own.overlaps(box)), k)
+            if best is None or score < best:
+                best = score
+            if score[:2] == (0, 0):
+                break
+        assert best is not None
+        dx, dy = offsets[best[2]]
+        far = best[2] >= 8 or best[1]  # a label away from its point gets a leader line to it
+        chosen = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                             color="0.25", ha="left" if dx >= 0 else "right",
+                             arrowprops={"arrowstyle": "-", "color": "0.55", "linewidth": 0.5,
+                                         "shrinkA": 0, "shrinkB": 4} if far else None)
+        placed.append(chosen.get_window_extent(renderer))
+        out.append(chosen)
+    return out
+
+
+def _overlap(a: Any, b: Any) -> float:
+    """The area two display boxes share (0 when apart)."""
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(w, 0.0) * max(h, 0.0)
+
+
+def wrapped(text: str, width: int = 95) -> str:
+    """A title or note broken onto lines of at most ``width`` characters (no title wider than its figure)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) if text else text
 
 
 def family_shades(rows: Sequence[Mapping[str, Any]]) -> list[tuple[float, float, float]]:

@@ -8,8 +8,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..models import dropout_label
 from ..tables import COLUMNS, wilson_errors
-from ._base import context_line, error_bars, family_shades, fig_ax, method_style, row_label, wilson_bars
+from ._base import (
+    bars_note,
+    context_line,
+    error_bars,
+    family_shades,
+    fig_ax,
+    method_style,
+    place_labels,
+    row_label,
+    wilson_bars,
+    wrapped,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -47,11 +59,21 @@ def plot_lipschitz_vs_accuracy(rows: Sequence[Mapping[str, Any]], attack: str = 
     handles, labels = ax.get_legend_handles_labels()  # markers only: an errorbar's glyph varies with its bars
     ax.legend([h[0] if isinstance(h, tuple) else h for h in handles], labels, fontsize=8, loc="center left",
               bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.set_title(title if title is not None else context_line(rows), fontsize=9)
+    ax.set_title(wrapped(title if title is not None else context_line(rows), 80) + "\n" +
+                 bars_note(rows, ("acc", "lip")), fontsize=8)
     fig.tight_layout()
+    # members of a swept family named at their points, not only by their shade in the legend
+    place_labels(ax, [(r["test_lipschitz"], r[f"test_{attack}_accuracy"]) for r in rows],
+                 ["" if r.get("method") == "theory" else _short_label(r) for r in rows])
     if owned:
         plt.close(fig)
     return fig
+
+
+def _short_label(r: Mapping[str, Any]) -> str:
+    """``β=6`` of ``TRADES (β=6)``: the swept hyperparameter, or nothing."""
+    label = row_label(r)
+    return label[label.index("(") + 1:label.rindex(")")] if "(" in label and label.endswith(")") else ""
 
 
 def plot_gaps(rows: Sequence[Mapping[str, Any]], ax: Axes | None = None, title: str | None = None) -> Figure:
@@ -68,10 +90,11 @@ def plot_gaps(rows: Sequence[Mapping[str, Any]], ax: Axes | None = None, title: 
         ax.bar(pos + off, [r[key] for r in rows], 0.4, yerr=err if err.any() else None, capsize=2, label=name,
                color=color, error_kw={"elinewidth": 0.8})
     ax.set_xticks(pos, [row_label(r) for r in rows], rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("train − test accuracy")
+    ax.set_ylabel("gap: train − test accuracy")
     ax.axhline(0, color="black", linewidth=0.6)
     ax.legend(fontsize=8)
-    ax.set_title(title if title is not None else context_line(rows), fontsize=9)
+    ax.set_title(wrapped(title if title is not None else context_line(rows)) + "\n" + bars_note(rows, ("gap",)),
+                 fontsize=9)
     fig.tight_layout()
     if owned:
         plt.close(fig)
@@ -86,22 +109,32 @@ def plot_dropout_comparison(without: Sequence[Mapping[str, Any]], with_dropout: 
     import matplotlib.pyplot as plt
 
     heads = {k: h for k, h, _ in COLUMNS}
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
+    kinds = {k: kind for k, _, kind in COLUMNS}
+    units = {"acc": "accuracy", "gap": "train − test accuracy", "lip": "local Lipschitz constant"}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.9), squeeze=False)
     pos = np.arange(len(without))
+    st: Mapping[str, Any] = next((r.get("settings", {}) for r in with_dropout if r.get("settings")), {})
+    rate = dropout_label(str(st.get("architecture", "")), st.get("dropout")) if st else "with dropout"
+    # hollow = without dropout, filled = with (as in the train-against-test figure); no grey, which means
+    # "standard" in the gaps figure
     for ax, m in zip(axes[0], metrics, strict=True):
-        for off, rows, name, color in ((-0.2, without, "no dropout", "#999999"),
-                                       (0.2, with_dropout, "dropout", "#0072B2")):
+        for off, rows, name, face in ((-0.2, without, "no dropout", "white"),
+                                      (0.2, with_dropout, f"dropout: {rate}", "#0072B2")):
             err = np.array([error_bars(r, m) for r in rows]).T
             ax.bar(pos + off, [r[m] for r in rows], 0.4, yerr=err if err.any() else None, capsize=2, label=name,
-                   color=color, error_kw={"elinewidth": 0.8})
+                   color=face, edgecolor="#0072B2", linewidth=1.0, error_kw={"elinewidth": 0.8})
         ax.set_xticks(pos, [row_label(r) for r in without], rotation=35, ha="right", fontsize=8)
         ax.set_title(heads.get(m, m.replace("_", " ")), fontsize=9)
+        ax.set_ylabel(units.get(kinds.get(m, ""), m.replace("_", " ")), fontsize=8)
         if m.startswith("gap"):
             ax.axhline(0, color="black", linewidth=0.6)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.tight_layout(rect=(0, 0, 1, 0.86))
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.93), ncol=2, fontsize=8, frameon=False)
-    fig.suptitle(title if title is not None else context_line([*without, *with_dropout]), fontsize=9, y=0.99)
+    fig.tight_layout(rect=(0, 0, 1, 0.82))
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.89), ncol=2, fontsize=8, frameon=False)
+    rows_all = [*without, *with_dropout]
+    used = sorted({kinds.get(m, "lip") for m in metrics}, key=["acc", "gap", "lip"].index)
+    fig.suptitle((title if title is not None else context_line(rows_all)) + "\n" + bars_note(rows_all, used),
+                 fontsize=9, y=0.99)
     plt.close(fig)
     return fig
 
@@ -145,7 +178,11 @@ def plot_train_vs_test(without: Sequence[Mapping[str, Any]], with_dropout: Seque
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    ax.set_title(title if title is not None else context_line([*without, *(with_dropout or [])]), fontsize=9)
+    rows_all = [*without, *(with_dropout or [])]
+    st: Mapping[str, Any] = next((r.get("settings", {}) for r in (with_dropout or []) if r.get("settings")), {})
+    rate = f"; dropout: {dropout_label(str(st.get('architecture', '')), st.get('dropout'))}" if st else ""
+    ax.set_title(wrapped(title if title is not None else context_line(rows_all), 70) + "\n" +
+                 wrapped(bars_note(rows_all, ("acc",)) + rate, 70), fontsize=8)
     if owned:
         fig.tight_layout()
         plt.close(fig)
@@ -220,17 +257,26 @@ def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | No
     import matplotlib.pyplot as plt
 
     owned = ax is None
-    fig, ax = fig_ax(ax, (7.4, 4.2))
-    for c, color in zip(curves, family_shades(curves), strict=True):
+    fig, ax = fig_ax(ax, (8.6, 4.6))
+    models = [c for c in curves if c.get("method") != "theory"]
+    bands = len(models) <= 4  # more bands than that blur into one haze: bars at the training eps instead
+    for k, (c, color) in enumerate(zip(curves, family_shades(curves), strict=True)):
         st = method_style(c.get("method", ""))
         eps, acc = np.asarray(c["eps"]), np.asarray(c["accuracy"])
         err = np.array([wilson_bars(a, c.get("n")) for a in acc])
         theory = c.get("method") == "theory"
-        ax.plot(eps, acc, label=row_label(c), color=color, marker=st["marker"], markersize=5,
-                linewidth=2.2 if theory else 1.2, linestyle="--" if theory else "-",
-                drawstyle="steps-post" if theory else "default")
-        if not theory:
-            ax.fill_between(eps, acc - err[:, 0], acc + err[:, 1], color=color, alpha=0.06, linewidth=0)
+        ax.plot(eps, acc, label=row_label(c), color=color,
+                marker=st["marker"], markersize=5, linewidth=2.2 if theory else 1.2,
+                linestyle="--" if theory else "-")
+        if theory:
+            continue
+        if bands:
+            ax.fill_between(eps, acc - err[:, 0], acc + err[:, 1], color=color, alpha=0.12, linewidth=0)
+        elif eps_mark is not None and np.isclose(eps, eps_mark).any():
+            i = int(np.flatnonzero(np.isclose(eps, eps_mark))[0])
+            dx = (k - (len(models) - 1) / 2) * 0.004  # side by side, so the bars do not hide each other
+            ax.errorbar([eps[i] + dx], [acc[i]], yerr=err[i][:, None], color=color, capsize=1.5, elinewidth=0.8,
+                        linestyle="none")
     if r is not None:
         ax.axvline(r, color="#0072B2", linestyle=":", linewidth=1.2)
         ax.annotate(f"r = {r:.3f}", (r, 1.0), xytext=(-4, -2), textcoords="offset points", ha="right", va="top",
@@ -240,11 +286,15 @@ def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | No
         ax.annotate(f"training ε = {eps_mark:g}", (eps_mark, 1.0), xytext=(4, -2), textcoords="offset points",
                     va="top", fontsize=8, color="#555555")
     ax.set_xlabel(r"radius $\epsilon$ ($\ell_\infty$)")
-    ax.set_ylabel("robust test accuracy (PGD-10)")
+    theory = any(c.get("method") == "theory" for c in curves)
+    ax.set_ylabel("robust test accuracy\n(networks: PGD-10" + ("; Section 4: certified)" if theory else ")"))
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.set_title(title, fontsize=9)
+    what = ("bands" if bands else "bars at the training ε") + ": 95 % Wilson intervals"
+    n = next((int(c["n"]) for c in models if c.get("n")), None)
+    ax.set_title(wrapped(title, 80) + ("\n" if title else "") + what + (f" (n = {n} test points)" if n else ""),
+                 fontsize=8)
     fig.tight_layout()
     if owned:
         plt.close(fig)

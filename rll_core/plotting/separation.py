@@ -12,7 +12,7 @@ import numpy as np
 
 from ..paper import display_name
 from ..storage import check_outputs, output_tag, record_outputs, save_json, save_table, user_path
-from ._base import save_figure
+from ._base import save_figure, wrapped
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -41,7 +41,8 @@ def histogram_edges(hi: float, bins: int, scale: float) -> np.ndarray:
 def plot_separation_histograms(result: SeparationResult, bins: int = 50, axes: tuple[Axes, Axes] | None = None,
                                title: str | None = None) -> Figure:
     """Figure 2: histograms of train-train and test-train nearest-other-class distances, with the
-    ``2 * eps`` line.  Distances are on the [0, 1] pixel scale."""
+    ``2 * eps`` line and the minimum marked.  Distances are on the [0, 1] pixel scale; counts on a log scale,
+    so that the few points of the tail (which set r) show beside the mass near 1."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -62,8 +63,10 @@ def plot_separation_histograms(result: SeparationResult, bins: int = 50, axes: t
     for ax, (name, d) in zip(ax_list, panels, strict=True):
         sns.histplot(d, bins=edges, ax=ax, color="tab:blue", edgecolor="white", linewidth=0.3)
         ax.axvline(2 * rep.eps, color="tab:red", linestyle="--", label=rf"$2\epsilon$ = {2 * rep.eps:.3g}")
+        ax.axvline(float(d.min()), color="tab:green", linestyle=":", linewidth=1.5, label=f"min = {d.min():.3f}")
+        ax.set_yscale("log")
         ax.set_xlabel(r"$\ell_\infty$ distance to nearest other-class training point")
-        ax.set_ylabel("count")
+        ax.set_ylabel("count (log scale)")
         ax.set_title(f"{display_name(rep.dataset)} {name} (n = {len(d):,}, min {d.min():.3f})", fontsize=10)
         ax.legend(loc="upper left", frameon=True, framealpha=1.0, edgecolor="none")  # opaque over the 2ε line
     if title:
@@ -165,6 +168,11 @@ def plot_pair_gallery(pairs: Sequence[Mapping[str, Any]], queries: Any, refs: An
     for ax in axes.ravel():
         ax.axis("off")
     qname, rname = getattr(queries, "split", "query"), getattr(refs, "split", "ref")
+    seen: dict[tuple[str, int], int] = {}
+    for p in pairs:  # an image in several pairs is marked, so that its repeats are not taken for new points
+        for key in ((qname, int(p["query"])), (rname, int(p["ref"]))):
+            seen[key] = seen.get(key, 0) + 1
+    repeated = False
     for k, p in enumerate(pairs):
         r, c = divmod(k, cols)
         for side, (ds, i, lab, where) in enumerate(((queries, p["query"], p["query_label"], qname),
@@ -172,14 +180,36 @@ def plot_pair_gallery(pairs: Sequence[Mapping[str, Any]], queries: Any, refs: An
             ax = axes[r][2 * c + side]
             img = np.asarray(ds.images[i])
             ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255)
-            ax.set_title(f"{where} #{i}\n{class_name(ds, lab)}", fontsize=7)
+            mark = "*" if seen[(where, int(i))] > 1 else ""
+            repeated |= bool(mark)
+            ax.set_title(f"{where} #{i}{mark}\nlabel {class_name(ds, lab)}", fontsize=7)
         axes[r][2 * c].text(1.05, -0.08, f"d = {p['distance']:.3f}", transform=axes[r][2 * c].transAxes,
                             ha="center", va="top", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03 if repeated else 0, 1, 1))
+    if repeated:
+        fig.text(0.5, 0.005, "* this image is in more than one of the pairs shown (it is close to several images "
+                 "of other classes)", ha="center", va="bottom", fontsize=7)
+    _frame_pairs(fig, axes, len(pairs), cols)
     plt.close(fig)
     return fig
+
+
+def _frame_pairs(fig: Figure, axes: Any, n: int, cols: int) -> None:
+    """A light box behind each pair's two images, so that the pairs read as pairs."""
+    from matplotlib.patches import FancyBboxPatch
+
+    fig.canvas.draw()  # the titles' extents are known after a draw
+    inv = fig.transFigure.inverted()
+    for k in range(n):
+        r, c = divmod(k, cols)
+        boxes = [a.get_tightbbox().transformed(inv) for a in (axes[r][2 * c], axes[r][2 * c + 1])]
+        x0, y0 = min(b.x0 for b in boxes), min(b.y0 for b in boxes)
+        x1, y1 = max(b.x1 for b in boxes), max(b.y1 for b in boxes)
+        fig.patches.append(FancyBboxPatch((x0, y0), x1 - x0, y1 - y0, boxstyle="round,pad=0.004",
+                                          transform=fig.transFigure, facecolor="#f0f0f0", edgecolor="#bbbbbb",
+                                          linewidth=0.6, zorder=-1))
 
 
 def plot_class_matrix(matrix: Mapping[str, np.ndarray], class_names: Sequence[str] = (), *, stat: str = "min",
@@ -193,16 +223,25 @@ def plot_class_matrix(matrix: Mapping[str, np.ndarray], class_names: Sequence[st
         raise ValueError(f"stat must be 'min' or 'median', got {stat!r}")
     m = matrix[stat]
     names = list(class_names) or [str(i) for i in range(len(m))]
-    fig, ax = plt.subplots(figsize=(0.55 * len(m) + 2.2, 0.5 * len(m) + 1.4))
+    fig, ax = plt.subplots(figsize=(0.55 * len(m) + 2.2, 0.5 * len(m) + 1.9))
     sns.heatmap(m, ax=ax, annot=True, fmt=".2f", annot_kws={"fontsize": 7}, cmap="viridis", mask=np.isnan(m),
                 xticklabels=names, yticklabels=names, cbar_kws={"label": f"{stat} L-inf distance"})
-    lo = np.nanargmin(m)
-    a, b = divmod(int(lo), m.shape[1])
-    ax.add_patch(plt.Rectangle((b, a), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    low = np.nanmin(m)
+    for a, b in zip(*np.nonzero(np.isclose(m, low, atol=5e-4, rtol=0)), strict=True):  # every cell at the minimum
+        ax.add_patch(plt.Rectangle((b, a), 1, 1, fill=False, edgecolor="red", linewidth=2))
     ax.set_xlabel("class of the nearest other-class training point")
     ax.set_ylabel("class of the point")
-    ax.tick_params(labelsize=7)
-    ax.set_title(title or f"{stat} nearest-other-class distance (red: the pair that bounds r)", fontsize=9)
-    fig.tight_layout()
+    ax.tick_params(labelsize=8)
+    cbar = ax.collections[0].colorbar
+    if cbar is not None:
+        cbar.ax.tick_params(labelsize=8)
+        cbar.set_label(f"{stat} L-inf distance", fontsize=8)
+    blank = int(np.isnan(m).sum() - np.isnan(np.diag(m)).sum())
+    note = (f"red: the cells at the minimum ({low:.3f}), the pair that bounds r (a pair shows in both of its "
+            "cells). Blank: the diagonal" + (f", and {blank} cells where no point of the row's class has its "
+                                             "nearest other-class point in the column's class" if blank else ""))
+    fig.text(0.01, 0.005, wrapped(note, 110), fontsize=7, ha="left", va="bottom")
+    ax.set_title(wrapped(title or f"{stat} nearest-other-class distance", 70), fontsize=9)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     plt.close(fig)
     return fig

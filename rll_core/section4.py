@@ -1,0 +1,121 @@
+"""Section 4's classifier measured as Section 5 measures a network: its table row and its certified curve.
+
+The 1/r-Lipschitz nearest-class classifier (:class:`rll_core.theory.LipschitzClassifier`) is evaluated with the
+tables' own attacks and Lipschitz estimate (:data:`rll_core.runs.TABLE_EVALUATION`, in float64), so its row sits
+beside the trained networks'.  The row takes minutes on a CPU (exact searches inside every attack step), so it is
+stored like a run's evaluation: one JSON per setting and data, read back on the next call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .checks import check_int, check_real, default_batch_size
+from .data import ImageDataset
+from .runs import TABLE_EVALUATION, eval_specs, measure_splits, split_specs
+from .storage import array_digest, load_json, save_json, user_path
+from .theory import LipschitzClassifier, certified_radius
+
+__all__ = ["theory_curve", "theory_row"]
+
+_LIPSCHITZ_STEPS = 10
+
+
+def _row_settings(train_set: ImageDataset, test_set: ImageDataset, eps: float, n_eval: int, seed: int) -> dict[str, Any]:
+    """Everything the row depends on: both splits' contents, the radius, the points, the attacks."""
+    return {"kind": "section4_row", "dataset": train_set.name, "n_fitted": len(train_set),
+            "train_digest": array_digest(train_set.images, train_set.labels),
+            "test_digest": array_digest(test_set.images, test_set.labels), "eps": float(eps), "n_eval": n_eval,
+            "seed": seed, "evaluation": {k: list(v) for k, v in TABLE_EVALUATION.items()},
+            "lipschitz_steps": _LIPSCHITZ_STEPS, "batch_size": default_batch_size(torch.device("cpu"))}
+
+
+def theory_row(train_set: ImageDataset, test_set: ImageDataset, eps: float, *, n_eval: int = 100, seed: int = 0,
+               store: str | os.PathLike[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Section 4's classifier as one more table row: the same columns as a run's, measured the same way.
+
+    Args:
+        train_set: the classifier's reference points (its training set).
+        test_set: the test split.
+        eps: the L-inf radius of the attacks and the Lipschitz ball, in [0, 1].
+        n_eval: the first ``n_eval`` points of each split are evaluated (default 100).
+        seed: the attacks' seed (default 0).
+        store: a folder where the row is kept, named by a digest of every setting and both splits' contents
+            (``theory-<dataset>-<digest>.json``); a second call with the same settings reads it back (default
+            None: always measured).
+        progress: one line saying what is measured or read, and the attacks' progress bars (default True).
+
+    Returns:
+        The row: ``label``, ``method`` ("theory"), ``r``, ``eps``, ``n_fitted``, accuracies and Lipschitz means per
+        split, ``gap_standard`` and ``gap_adversarial``.
+
+    Raises:
+        ValueError: a bad radius or ``n_eval``.
+
+    Example:
+        >>> row = theory_row(train, test, 0.1, n_eval=100, store="results/runs")  # doctest: +SKIP
+    """
+    check_real("eps", eps, lo=0, hi=1)
+    check_int("n_eval", n_eval)
+    settings = _row_settings(train_set, test_set, eps, n_eval, seed)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    path = None if store is None else user_path(store) / f"theory-{train_set.name}-{digest}.json"
+    if path is not None and path.exists():
+        kept = load_json(path)
+        if kept.get("settings") == settings:
+            if progress:
+                print(f"Section 4 row: read from {path}")
+            return dict(kept["row"])
+    if progress:
+        print(f"Section 4 row: measuring the 1/r-Lipschitz classifier ({len(train_set):,} training images) on "
+              f"{n_eval} train and {n_eval} test points: PGD, multi-targeted and the local Lipschitz ascent in "
+              f"float64 (minutes on a CPU; stored for the next run)")
+    clf = LipschitzClassifier(train_set.images, train_set.labels)
+    row: dict[str, Any] = {"label": f"Section 4 classifier (r={clf.r:.3f})", "method": "theory", "r": clf.r,
+                           "eps": eps, "n_fitted": len(train_set)}
+    ev = {"n_eval": n_eval, "eps": eps, "lipschitz_steps": _LIPSCHITZ_STEPS, "batch_size": settings["batch_size"]}
+    specs = split_specs(eval_specs(eps, TABLE_EVALUATION["attacks"], None, 1), ("train", "test"),
+                        TABLE_EVALUATION["test_only"])
+    measure_splits(row, clf, {"train": train_set, "test": test_set}, specs, ev, seed, progress, dtype=torch.float64,
+                   reference=False)
+    if path is not None:
+        save_json(path, {"settings": settings, "row": row})
+    return row
+
+
+def theory_curve(train_set: ImageDataset, test_set: ImageDataset, eps_grid: Sequence[float] | None = None, *,
+                 n_eval: int = 100, also: Sequence[float] = ()) -> dict[str, Any]:
+    """Section 4's classifier's certified test accuracy at every radius (one exact search; a lower bound).
+
+    Args:
+        train_set: the classifier's reference points.
+        test_set: the test split; its first ``n_eval`` points are used.
+        eps_grid: the radii, in [0, 1] (default None: 7 radii from 0 to 1.2 r, rounded to 3 decimals).
+        n_eval: the test points (default 100).
+        also: radii added to the grid (e.g. the training eps; default none).
+
+    Returns:
+        ``method``, ``label``, ``r``, the radii used as ``eps``, ``n``, ``accuracy`` per radius and each point's
+        certified ``radius``.
+
+    Raises:
+        ValueError: a radius outside [0, 1] or a bad ``n_eval``.
+
+    Example:
+        >>> theory_curve(train, test, n_eval=100, also=[0.1])["accuracy"]  # doctest: +SKIP
+    """
+    clf = LipschitzClassifier(train_set.images, train_set.labels)
+    sub = test_set.subset(check_int("n_eval", n_eval), seed=None)
+    radius = certified_radius(clf, torch.from_numpy(sub.float_images()).double(), torch.from_numpy(sub.labels))
+    if eps_grid is None:
+        eps_grid = [round(clf.r * 1.2 * k / 6, 3) for k in range(7)]
+    grid = sorted({check_real("eps", e, lo=0, hi=1) for e in [*eps_grid, *also]})
+    return {"method": "theory", "label": f"Section 4 classifier (r={clf.r:.3f}),\ncertified lower bound", "r": clf.r,
+            "eps": grid, "n": len(sub), "accuracy": [float((radius > e).mean()) for e in grid],
+            "radius": radius}
