@@ -6,7 +6,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 # extra papermill parameters for the separation notebook, e.g. `make run RUN_ARGS="-p n_train 10000"`
 RUN_ARGS ?=
 
-.PHONY: setup data run test test-ui ui-deps lint typecheck bench bench-eval bench-train gpu-check lab notebooks clean mutation
+.PHONY: setup data run test test-ui ui-deps tex-deps lint typecheck bench bench-eval bench-train gpu-check lab notebooks clean mutation docs
 
 setup: $(VENV)/.installed data
 
@@ -64,12 +64,29 @@ run: setup
 	$(PM) -p preset $(GAPS_PRESET) -p device $(DEVICE) notebooks/04_dropout.ipynb results/notebooks/04_dropout.ipynb
 	@echo "tables and figures written under figures/; executed notebooks under results/notebooks/"
 
-test: setup ui-deps lint typecheck
+test: setup ui-deps tex-deps lint typecheck
 	$(BIN)/python -m pytest -q
+
+# The documentation site, offline, into docs/_build/html (open docs/_build/html/index.html); any warning (a
+# broken link, a missing image, a docstring that does not render) fails it. The notebooks are rendered from
+# results/notebooks/ (after `make run`) or, before any run, without outputs.
+docs: setup
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
+	@echo "documentation written to docs/_build/html/index.html"
 
 # ruff (rules E4, E7, E9, F, B, I; see pyproject.toml) over the library, tests, benchmarks and notebook sources
 lint: setup
 	$(BIN)/ruff check rll_core tests benchmarks notebooks/*.py
+
+# Debian's pdflatex and booktabs, so the tests compile every LaTeX table (tests/test_latex.py skips without them).
+tex-deps:
+	@if command -v pdflatex >/dev/null && kpsewhich booktabs.sty >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "installing Debian's texlive-latex-base and -recommended for the LaTeX table test"; \
+		($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq texlive-latex-base texlive-latex-recommended >/dev/null) \
+		|| echo "pdflatex not installed: tests/test_latex.py will skip its compile checks"; \
+	else echo "no apt-get: tests/test_latex.py will skip its compile checks"; fi
 
 # Debian's chromium for the browser test (tests/test_ui.py skips, with a reason, where it cannot be had).
 ui-deps:

@@ -210,7 +210,7 @@ def _free_diagonal(rows: Sequence[Mapping[str, Any]], tr: str, te: str, inset: b
     for t in (0.05, 0.45, 0.12, 0.62, 0.3):
         seg = np.linspace(t, t + 0.25, 12)
         clear = np.abs(pts[:, None, :] - np.stack([seg, seg], 1)[None]).max(axis=2).min() > 0.08
-        if clear and not (inset and 0.3 < t < 0.7):
+        if clear and not (inset and 0.5 < t < 0.7):  # clear of the inset's zoom lines
             return t
     return 0.05
 
@@ -236,10 +236,10 @@ def _inset_axes(ax: Axes, box: tuple[float, float, float, float], rows: Sequence
     """An inset showing ``box``, below the diagonal (lower right) or above it (upper left), whichever holds no
     point of the figure; None when neither is empty."""
     pts = np.array([(r[te], r[tr]) for r in rows])
-    for (x0, y0) in ((0.56, 0.04), (0.04, 0.56)):
-        inside = (pts[:, 0] > x0 - 0.06) & (pts[:, 0] < x0 + 0.46) & (pts[:, 1] > y0 - 0.06) & (pts[:, 1] < y0 + 0.46)
+    for (x0, y0) in ((0.58, 0.09), (0.04, 0.58)):  # clear of the main axes' tick labels
+        inside = (pts[:, 0] > x0 - 0.06) & (pts[:, 0] < x0 + 0.44) & (pts[:, 1] > y0 - 0.06) & (pts[:, 1] < y0 + 0.44)
         if not inside.any():
-            inset = ax.inset_axes((x0, y0, 0.40, 0.40), xlim=box[:2], ylim=box[2:])
+            inset = ax.inset_axes((x0, y0, 0.38, 0.38), xlim=box[:2], ylim=box[2:])
             inset.set_aspect("equal")
             inset.tick_params(labelsize=6)
             inset.grid(alpha=0.3)

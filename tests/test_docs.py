@@ -1,0 +1,82 @@
+"""The documentation: the Sphinx site builds without a warning, every public name has its page, no link is broken."""
+
+from __future__ import annotations
+
+import html as html_module
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import rll_core
+
+ROOT = Path(__file__).resolve().parents[1]
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def _relative_links(markdown: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", markdown.read_text(), flags=re.S)
+    return [t for t in LINK.findall(text) if "://" not in t and not t.startswith("mailto:")]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    pytest.importorskip("sphinx")
+    pytest.importorskip("myst_nb")
+    out = tmp_path_factory.mktemp("site")
+    done = subprocess.run([sys.executable, "-m", "sphinx", "-q", "-W", "--keep-going", "-E", "-b", "html",
+                           "-d", str(out / "doctrees"), str(ROOT / "docs"), str(out / "html")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "html"
+
+
+def test_every_public_name_has_a_page_with_its_docstring(site):
+    names = [n for n in rll_core.__all__ if n != "__version__"]
+    for name in names:
+        page = site / "api" / f"{name}.html"
+        assert page.exists(), name
+        doc = (getattr(rll_core, name).__doc__ or "").strip().splitlines()[0]
+        first_words = " ".join(re.sub(r"[`*:]", "", doc).split()[:3])
+        html = re.sub(r"[`*:]", "", html_module.unescape(re.sub(r"<[^>]+>", "", page.read_text())))
+        html = html.replace("\u2019", "'").replace("\u201c", "\"").replace("\u201d", "\"")  # smartquotes
+        assert first_words in " ".join(html.split()), (name, first_words)
+
+
+def test_every_page_and_notebook_is_built(site):
+    for md in (ROOT / "docs").glob("*.md"):
+        assert (site / f"{md.stem}.html").exists(), md.name
+    for nb in (ROOT / "notebooks").glob("*.ipynb"):
+        assert (site / "notebooks" / f"{nb.stem}.html").exists(), nb.name
+
+
+def test_no_link_of_the_readme_or_the_pages_is_broken():
+    """Sphinx checks links between pages (-W); this checks the README and the images the pages show."""
+    broken = []
+    for md in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for target in _relative_links(md):
+            if not (md.parent / target).exists():
+                broken.append(f"{md.relative_to(ROOT)} -> {target}")
+    assert not broken
+
+
+def test_the_readme_is_a_front_page():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200
+    text = "\n".join(lines)
+    for must in ("make run", "make test", "make docs", "docs/_build/html/index.html"):
+        assert must in text
+
+
+def test_the_readme_example_runs_as_written_on_an_npz_of_your_own(own_npz, capsys, monkeypatch):
+    """The front page's Python block, on a small .npz in place of mine.npz (one epoch): it runs and prints."""
+    text = (ROOT / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert 'load_train_test("mine.npz")' in code
+    code = code.replace('"mine.npz"', repr(str(own_npz))).replace("epochs=2", "epochs=1")
+    monkeypatch.setenv("RLL_PROGRESS", "off")
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own example
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].startswith("16 ") and "pgd" in out[-2] and out[-1].startswith("tensor(")
