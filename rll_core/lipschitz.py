@@ -32,6 +32,8 @@ search reach the edge in half of its steps and still turn back within the ball.
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 from torch import nn
 
@@ -72,10 +74,25 @@ def _ratio(fx: torch.Tensor, fz: torch.Tensor, x: torch.Tensor, z: torch.Tensor)
     return torch.where(den > 0, num / den.clamp_min(_TINY), torch.zeros_like(num))
 
 
+@overload
+def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int = ...,
+                    step_size: float | None = ..., restarts: int = ..., batch_size: int | None = ...,
+                    generator: torch.Generator | None = ..., progress: bool = ..., procedure: str = ...,
+                    precision: str = ..., return_inputs: Literal[False] = ...) -> torch.Tensor: ...
+
+
+@overload
+def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int = ...,
+                    step_size: float | None = ..., restarts: int = ..., batch_size: int | None = ...,
+                    generator: torch.Generator | None = ..., progress: bool = ..., procedure: str = ...,
+                    precision: str = ..., return_inputs: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int = 10,
                     step_size: float | None = None, restarts: int = 1, batch_size: int | None = None,
                     generator: torch.Generator | None = None, progress: bool = False,
-                    procedure: str = "ascent", precision: str = "auto") -> torch.Tensor:
+                    procedure: str = "ascent", precision: str = "auto",
+                    return_inputs: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Per-point empirical local Lipschitz constant of ``model``'s logits in the L-inf ``eps``-ball.
 
     ``max ||f(x) - f(x')||_1 / ||x - x'||_inf`` over the ball, found by projected sign-gradient *ascent* from
@@ -98,9 +115,13 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int
             ``"bf16"``.  Under bf16 the steps run in bf16 autocast (the first one's direction from fp32 logits) and
             rank the iterates; the value reported is the fp32 ratio at the best-ranked iterate and at the last.  The
             reference procedure runs in fp32.
+        return_inputs: also return, per point, the input ``x'`` in the ball that attains the reported ratio
+            (default False).
 
     Returns:
-        A float tensor ``(N,)`` on the CPU, in logit units per unit of L-inf input change.
+        A float tensor ``(N,)`` on the CPU, in logit units per unit of L-inf input change; with ``return_inputs``,
+        the pair ``(values, inputs)``, ``inputs`` of ``x``'s shape on the CPU (the reference procedure's last
+        iterate).
 
     Raises:
         ValueError: eps 0 or outside [0, 1], a bad step, count or batch size, an unknown procedure, restarts with
@@ -127,27 +148,39 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int
     xt = as_model_dtype(xt, model)
     dev = model_device(model)
     batch_size = batch_size or default_batch_size(dev)
-    out = []
+    out, where = [], []
     prec = "fp32" if check_precision(precision) and procedure == "reference" else resolve_precision(precision, dev, xt.dtype)
     with eval_mode(model), model_layout(model, prec):
         for s in progress_bar(range(0, len(xt), batch_size), desc="local Lipschitz", disable=not progress, unit="batch"):
             xb = xt[s:s + batch_size].to(dev)
             if procedure == "reference":
-                out.append(_batch_reference(model, xb, float(eps), step_size, steps, generator).cpu())
+                value, at = _batch_reference(model, xb, float(eps), step_size, steps, generator)
             elif prec == "bf16":
-                out.append(_batch_lipschitz_bf16(model, xb, eps, step_size, steps, restarts, generator).cpu())
+                value, at = _batch_lipschitz_bf16(model, xb, eps, step_size, steps, restarts, generator)
             else:
-                out.append(_batch_lipschitz(model, xb, eps, step_size, steps, restarts, generator).cpu())
-    return torch.cat(out)
+                value, at = _batch_lipschitz(model, xb, eps, step_size, steps, restarts, generator)
+            out.append(value.cpu())
+            if return_inputs:
+                where.append(at.detach().float().contiguous().cpu())
+    values = torch.cat(out)
+    return (values, torch.cat(where)) if return_inputs else values
+
+
+def _keep(best: torch.Tensor, at: torch.Tensor, r: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``torch.maximum(best, r)``, and where ``r`` is larger the iterate ``z`` into ``at`` (in place)."""
+    better = r > best
+    at[better] = z[better].to(at.dtype)
+    return torch.maximum(best, r)
 
 
 def _batch_lipschitz(model: nn.Module, x: torch.Tensor, eps: float, step_size: float, steps: int,
-                     restarts: int, generator: torch.Generator | None) -> torch.Tensor:
+                     restarts: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         fx = model(x)
 
     lo, hi = box(x, eps)
     best = torch.zeros(len(x), device=x.device)
+    at = x.detach().clone()
     for _ in range(restarts):
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         z = torch.clamp(x + 0.001 * noise, lo, hi)
@@ -157,16 +190,16 @@ def _batch_lipschitz(model: nn.Module, x: torch.Tensor, eps: float, step_size: f
             with torch.enable_grad():
                 fz = model(zg)
                 (g,) = torch.autograd.grad((fz - fx).abs().sum(), zg)
-            best = torch.maximum(best, _ratio(fx, fz.detach(), x, z))
+            best = _keep(best, at, _ratio(fx, fz.detach(), x, z), z)
             z.add_(g.sign_(), alpha=step_size)
             torch.clamp(z, lo, hi, out=z)
         with torch.no_grad():
-            best = torch.maximum(best, _ratio(fx, model(z), x, z))
-    return best
+            best = _keep(best, at, _ratio(fx, model(z), x, z), z)
+    return best, at
 
 
 def _batch_lipschitz_bf16(model: nn.Module, x: torch.Tensor, eps: float, step_size: float, steps: int,
-                          restarts: int, generator: torch.Generator | None) -> torch.Tensor:
+                          restarts: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The ascent with bf16 steps: each step's forward and backward in bf16 autocast on NHWC images steer it
     (the gradient of ``||f(z) - f(x)||_1``) and rank its iterates; the value is the fp32 ratio at the best-ranked
     iterate and at the last (always a ratio met, its logits fp32).  The first step's direction is fp32's: at the
@@ -177,6 +210,7 @@ def _batch_lipschitz_bf16(model: nn.Module, x: torch.Tensor, eps: float, step_si
             fx16 = model(layout_for(x, "bf16")).float()
     lo, hi = box(x, eps)
     best = torch.zeros(len(x), device=x.device)
+    found = x.detach().clone()
     for _ in range(restarts):
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         z = layout_for(torch.clamp(x + 0.001 * noise, lo, hi), "bf16")
@@ -199,8 +233,8 @@ def _batch_lipschitz_bf16(model: nn.Module, x: torch.Tensor, eps: float, step_si
             torch.clamp(z, lo, hi, out=z)
         with torch.no_grad():
             for cand in (arg, z):
-                best = torch.maximum(best, _ratio(fx, model(cand), x, cand))
-    return best
+                best = _keep(best, found, _ratio(fx, model(cand), x, cand), cand)
+    return best, found
 
 
 def _reference_ratio(fx: torch.Tensor, fz: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -209,7 +243,7 @@ def _reference_ratio(fx: torch.Tensor, fz: torch.Tensor, x: torch.Tensor, z: tor
 
 
 def _batch_reference(model: nn.Module, x: torch.Tensor, eps: float, step_size: float, steps: int,
-                     generator: torch.Generator | None) -> torch.Tensor:
+                     generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The published procedure: sign steps on minus the batch-mean ratio, clip, last iterate."""
     with torch.no_grad():
         fx = model(x)
@@ -221,4 +255,4 @@ def _batch_reference(model: nn.Module, x: torch.Tensor, eps: float, step_size: f
         # the step follows the gradient of the *negative* ratio: the ratio goes down
         z = torch.minimum(torch.maximum(z + step_size * g.sign(), x - eps), x + eps).clamp(0, 1)
     with torch.no_grad():
-        return _reference_ratio(fx, model(z), x, z)
+        return _reference_ratio(fx, model(z), x, z), z

@@ -158,10 +158,29 @@ def _eps_list(v: Any, p: Param) -> list[float]:
 
 
 #: How each kind of parameter is checked and normalised.
+def _model_file(v: Any, p: Param) -> str:
+    """A trained model: an existing file or run folder, or a ``package.module:factory`` name."""
+    if not isinstance(v, str) or not v.strip():
+        _fail("a model file, a run folder or package.module:factory", v)
+    path = Path(v).expanduser()
+    if ":" in v and not path.exists() and not v.startswith(("/", ".", "~")):
+        return v
+    if not path.exists():
+        raise ValueError(f"no such model file or run folder {v!r}")
+    return str(path)
+
+
+def _weights(v: Any, p: Param) -> str:
+    if not isinstance(v, str) or not Path(v).expanduser().is_file():
+        _fail("an existing state-dict file or None", v)
+    return str(Path(v).expanduser())
+
+
 _KINDS: dict[str, Callable[[Any, Param], Any]] = {
     "int": lambda v, p: _number(v, p, True), "float": lambda v, p: _number(v, p, False), "bool": _bool,
     "choice": _choice, "dataset": _dataset, "data_dir": _data_dir, "out_dir": _out_dir, "device": _device,
-    "formats": _formats, "methods": _methods, "model": _model, "eps_list": _eps_list,
+    "formats": _formats, "methods": _methods, "model": _model, "eps_list": _eps_list, "model_file": _model_file,
+    "weights": _weights,
 }
 
 
@@ -170,7 +189,8 @@ def check_parameter(name: str, value: Any, param: Param) -> Any:
 
     Kinds: ``int``, ``float`` (bounds ``lo`` / ``hi``), ``bool``, ``choice``, ``dataset`` (a registry name or an
     existing ``.npz``), ``data_dir`` (an existing folder), ``out_dir`` (a writable folder; ``None``: the
-    project's ``folder``), ``device``, ``formats``, ``methods`` (a method list), ``model``, ``eps_list``.
+    project's ``folder``), ``device``, ``formats``, ``methods`` (a method list), ``model`` (an architecture),
+    ``model_file`` (a model file, run folder or factory), ``weights`` (a state-dict file), ``eps_list``.
 
     >>> check_parameter("n_eval", "200", Param("int", lo=1))
     200
@@ -215,6 +235,14 @@ PARAMETERS: dict[str, dict[str, Param]] = {
         "n_autoattack": Param("int", lo=1),
     },
     "04_dropout": {**_SECTION5, "dropout": Param("float", none=True, lo=0, hi=1, hi_open=True)},
+    "05_your_model": {
+        **{k: v for k, v in _COMMON.items() if k != "figures_dir"}, "model": Param("model_file", none=True), "architecture": Param("model", none=True),
+        "weights": Param("weights", none=True), "eps": Param("float", none=True, lo=0, hi=1, lo_open=True),
+        "n_eval": Param("int", lo=1), "n_autoattack": Param("int", lo=0), "device": Param("device"),
+        "precision": Param("choice", choices=("auto", "fp32", "bf16")), "seed": Param("int", lo=0),
+        "cards_dir": Param("out_dir", folder="results/cards"), "runs_dir": Param("out_dir", folder="results/runs"),
+        "cache_dir": Param("out_dir", folder="results/cache"),
+    },
 }
 
 #: Names IPython itself puts in a notebook's namespace.

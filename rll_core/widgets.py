@@ -104,7 +104,7 @@ def separation_explorer(result: Any, *, load: Callable[[str], Any] | None = None
 
 
 def astuteness_explorer(grid: Sequence[float], curves: Mapping[str, Sequence[float]], *, r: float,
-                        title: str = "") -> Any:
+                        title: str = "", ylabel: str = "astuteness") -> Any:
     """A slider over the radii where astuteness was measured: the curves, the chosen radius marked, its values.
 
     Nothing is computed when the slider moves: the explorer reads the curves the notebook computed once
@@ -115,6 +115,7 @@ def astuteness_explorer(grid: Sequence[float], curves: Mapping[str, Sequence[flo
         curves: ``{"train certified": [...], "test attacked": [...], ...}``, one fraction per radius.
         r: the classifier's separation radius, marked on the plot.
         title: the plot's title (default none).
+        ylabel: the y axis' label (default "astuteness"; a robustness card's: robust accuracy).
 
     Returns:
         The explorer box; ``.state`` holds the radius shown and every curve's value there.
@@ -147,10 +148,10 @@ def astuteness_explorer(grid: Sequence[float], curves: Mapping[str, Sequence[flo
                 ax.plot(grid, v, marker="o", ms=3, ls="--" if "attacked" in k else "-", label=k)
             ax.axvline(grid[i], color="0.3", lw=1)
             ax.axvline(r, color="tab:red", lw=1, ls=":", label=f"r = {r:.3f}")
-            ax.set(xlabel="ε (L∞)", ylabel="astuteness", ylim=(-0.02, 1.02))
+            ax.set(xlabel="ε (L∞)", ylabel=ylabel, ylim=(-0.02, 1.02))
+            shown = {k: v for k, v in curves.items() if k.startswith("test")} or curves  # the test side, if split
             ax.set_title(title + ("\n" if title else "") + ", ".join(
-                f"{k} {float(v[i]):.3f}" for k, v in curves.items() if k.startswith("test")) + f" at ε = {grid[i]:.3f}",
-                fontsize=9)
+                f"{k} {float(v[i]):.3f}" for k, v in shown.items()) + f" at ε = {grid[i]:.3f}", fontsize=9)
             ax.legend(fontsize=7, loc="upper right")
             box.figure = fig
             plt.show()

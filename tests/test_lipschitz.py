@@ -171,3 +171,22 @@ def test_each_bad_argument_is_named(kwargs, message):
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     with pytest.raises(ValueError, match=message):
         local_lipschitz(model, torch.rand(2, 1, 2, 2), **kwargs)
+
+
+@pytest.mark.parametrize("procedure, precision", [("ascent", "fp32"), ("ascent", "bf16"), ("reference", "fp32")])
+def test_the_input_returned_attains_the_reported_ratio(procedure, precision):
+    """return_inputs: per point an x' in the ball and [0, 1] whose ratio is the value reported, bit for bit
+    with the values of a call without it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 4))
+    x = torch.rand(9, 1, 4, 4) * 0.8 + 0.1
+    kw = dict(eps=0.1, restarts=2 if procedure == "ascent" else 1, procedure=procedure, precision=precision)
+    plain = local_lipschitz(net, x, generator=torch.Generator().manual_seed(3), **kw)
+    values, inputs = local_lipschitz(net, x, generator=torch.Generator().manual_seed(3), return_inputs=True, **kw)
+    assert torch.equal(values, plain) and inputs.shape == x.shape
+    if procedure == "ascent":
+        assert float((inputs - x).abs().amax()) <= 0.1 + 1e-6 and 0 <= float(inputs.min()) <= float(inputs.max()) <= 1
+        with torch.no_grad():
+            again = lipschitz_ratio(net, x, inputs)
+        assert torch.allclose(again, values, rtol=1e-5, atol=1e-6)
+        assert bool((values > 0).all())

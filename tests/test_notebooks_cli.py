@@ -36,7 +36,7 @@ def _texts(nb: dict) -> str:
 
 def test_every_notebook_is_a_jupytext_pair_in_sync():
     jupytext = pytest.importorskip("jupytext")
-    assert [p.stem for p in NOTEBOOKS] == ["01_separation", "02_theory", "03_methods", "04_dropout"]
+    assert [p.stem for p in NOTEBOOKS] == ["01_separation", "02_theory", "03_methods", "04_dropout", "05_your_model"]
     for py in NOTEBOOKS:
         src, ipynb = jupytext.read(py), jupytext.read(py.with_suffix(".ipynb"))
         cells = [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in src.cells]

@@ -35,9 +35,10 @@ SMALL = {
     "03_methods": dict(methods="natural,trades:beta6", n_train=200, n_test=100, n_eval=20, epochs=1,
                        autoattack_methods="trades:beta6", n_autoattack=4),
     "04_dropout": dict(methods="natural", n_train=200, n_test=100, n_eval=20, epochs=1),
+    "05_your_model": dict(dataset="mnist", n_eval=10, n_autoattack=0),
 }
 #: the slider each notebook's explorer offers, if any, and the notebook's explorer output
-SLIDERS = {"01_separation": "ε", "02_theory": "ε"}
+SLIDERS = {"01_separation": "ε", "02_theory": "ε", "05_your_model": "ε"}
 
 
 def _free_port() -> int:
@@ -51,7 +52,8 @@ def lab(tmp_path_factory):
     jupytext = pytest.importorskip("jupytext")
     root = tmp_path_factory.mktemp("lab")
     (root / "notebooks").mkdir()
-    folders = {"figures_dir": str(root / "figures"), "cache_dir": str(root / "cache"), "runs_dir": str(root / "runs")}
+    folders = {"figures_dir": str(root / "figures"), "cache_dir": str(root / "cache"), "runs_dir": str(root / "runs"),
+               "cards_dir": str(root / "cards")}
     for name, params in SMALL.items():
         nb = jupytext.read(ROOT / "notebooks" / f"{name}.py")
         declared = nb.cells[1].source

@@ -10,7 +10,16 @@
 colour and marker.
 """
 
-from ._base import FIGURE_FORMATS, METHOD_STYLES, check_formats, context_line, method_style, place_labels, save_figure
+from ._base import (
+    FIGURE_FORMATS,
+    METHOD_STYLES,
+    check_formats,
+    context_line,
+    method_style,
+    place_labels,
+    save_figure,
+    wrapped,
+)
 from .methods import (
     plot_accuracy_by_distance,
     plot_dropout_comparison,
@@ -36,4 +45,4 @@ __all__ = ["FIGURE_FORMATS", "METHOD_STYLES", "TABLE1_HEADERS", "check_formats",
            "histogram_edges", "method_style", "place_labels", "plot_accuracy_by_distance", "plot_astuteness_curves", "plot_class_matrix",
            "plot_decision_regions", "plot_dropout_comparison", "plot_gaps", "plot_lipschitz_vs_accuracy",
            "plot_pair_gallery", "plot_robustness_curves", "plot_separation_histograms", "plot_train_vs_test", "save_figure",
-           "separation_outputs", "separation_tag", "table1_display"]
+           "separation_outputs", "separation_tag", "table1_display", "wrapped"]

@@ -249,7 +249,8 @@ def _inset_axes(ax: Axes, box: tuple[float, float, float, float], rows: Sequence
 
 
 def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | None = None,
-                           eps_mark: float | None = None, ax: Axes | None = None, title: str = "") -> Figure:
+                           eps_mark: float | None = None, ax: Axes | None = None, title: str = "",
+                           eps_label: str = "training ε") -> Figure:
     """Robust test accuracy against the radius eps, one curve per model (``eps``, ``accuracy``, ``n``,
     ``method``, ``label``: :func:`rll_core.runs.robustness_curve` / ``theory_curve``) with 95 % Wilson
     bands, the data's r and the radius the models were trained at: where practice falls short of what
@@ -283,15 +284,17 @@ def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | No
                     fontsize=8, color="#0072B2")
     if eps_mark is not None:
         ax.axvline(eps_mark, color="#555555", linestyle=":", linewidth=1.0)
-        ax.annotate(f"training ε = {eps_mark:g}", (eps_mark, 1.0), xytext=(4, -2), textcoords="offset points",
-                    va="top", fontsize=8, color="#555555")
+        span = max(max(float(max(c["eps"])) for c in curves), r or 0.0) or 1.0
+        near_r = r is not None and abs(eps_mark - r) < 0.35 * span  # two labels at the top would collide: one lower
+        ax.annotate(f"{eps_label} = {eps_mark:g}", (eps_mark, 0.92 if near_r else 1.0), xytext=(4, -2),
+                    textcoords="offset points", va="top", fontsize=8, color="#555555")
     ax.set_xlabel(r"radius $\epsilon$ ($\ell_\infty$)")
     theory = any(c.get("method") == "theory" for c in curves)
     ax.set_ylabel("robust test accuracy\n(networks: PGD-10" + ("; Section 4: certified)" if theory else ")"))
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    what = ("bands" if bands else "bars at the training ε") + ": 95 % Wilson intervals"
+    what = ("bands" if bands else f"bars at the {eps_label}") + ": 95 % Wilson intervals"
     n = next((int(c["n"]) for c in models if c.get("n")), None)
     ax.set_title(wrapped(title, 80) + ("\n" if title else "") + what + (f" (n = {n} test points)" if n else ""),
                  fontsize=8)

@@ -1,0 +1,264 @@
+"""The robustness card: what the paper asks of its models, asked of yours, in one folder.
+
+For a trained classifier and a dataset: clean, PGD-10, multi-targeted and AutoAttack accuracy with n and 95 %
+Wilson intervals; the local Lipschitz constant (rll's ascent and the reference procedure) with standard errors,
+and per point the input that attains it; robust accuracy against eps beside the data's r and the Section 4
+classifier's certified curve; robust accuracy per bin of distance to the nearest other-class training point;
+the dataset's Table 1 row and its closest cross-class pairs.  Every stage is stored as it finishes in the
+card's ``card.json`` (with every setting and digest) and read back on the next call, so an interrupted card
+resumes; the folder is named by the model's digest and a digest of the settings, so no card replaces another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..audit import closest_pairs
+from ..checks import check_int, check_real, resolve_device
+from ..data import ImageDataset, load_train_test
+from ..evaluation import evaluate, paper_attack
+from ..lipschitz import local_lipschitz
+from ..paper import display_name, eps_for
+from ..precision import check_precision, precision_record, resolve_precision
+from ..runs import accuracy_by_distance, distance_bins
+from ..section4 import theory_curve
+from ..separation import measure_separation, nearest_other_class
+from ..storage import load_json, load_npz, project_dir, save_json, save_npz, user_path
+from ..tables import wilson_interval
+from .load import ModelLoadError, model_digest
+
+__all__ = ["CARD_ATTACKS", "card_folder", "check_fits", "default_model", "robustness_card"]
+
+#: the attacks a card can run on the test points (AutoAttack on the first ``n_autoattack`` of them)
+CARD_ATTACKS = ("pgd", "multitarget", "autoattack")
+
+
+def check_fits(model: nn.Module, data: ImageDataset) -> int:
+    """The model's class count, after one forward of two images of ``data``; a one-line refusal otherwise.
+
+    Raises:
+        ModelLoadError: the model does not take the data's input shape, or has fewer outputs than the data has
+            classes.
+    """
+    x = torch.from_numpy(data.subset(2, seed=None).float_images())
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as e:  # noqa: BLE001 - whatever the model raises, one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()
+        raise ModelLoadError(f"the model does not take {data.name}'s inputs of shape {tuple(x.shape[1:])}: {first}") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(x):
+        raise ModelLoadError(f"the model returns {getattr(out, 'shape', type(out).__name__)} for 2 images, "
+                             "not logits of shape (2, classes)")
+    k, need = int(out.shape[1]), int(data.labels.max()) + 1
+    if k < need:
+        raise ModelLoadError(f"the model has {k} outputs but {data.name} has labels up to {need - 1}")
+    return k
+
+
+def default_model(dataset: str, runs_dir: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None,
+                  device: str = "auto") -> Path:
+    """The run folder of the AT model of the ``quick`` preset on ``dataset`` (notebook 3's), trained if missing."""
+    from ..grids import parse_methods, run_grid
+
+    rows = run_grid(runs_dir, dataset=dataset, methods=parse_methods("at"), preset="quick", data_dir=data_dir,
+                    device=device, progress=False)
+    return user_path(runs_dir) / str(rows[0]["run"])
+
+
+def card_folder(out_dir: str | os.PathLike[str], dataset: str, model_id: str, settings: dict[str, Any]) -> Path:
+    """``<out_dir>/card-<dataset>-<model digest>-<settings digest>``: one folder per model and settings."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    return user_path(out_dir) / f"card-{dataset}-{model_id}-{digest}"
+
+
+def _interval(acc: float, n: int) -> list[float]:
+    return [float(v) for v in wilson_interval(acc, n)] if n else [math.nan, math.nan]
+
+
+def _stage(card: dict[str, Any], path: Path, name: str, work: Callable[[], dict[str, Any]], say: Callable[[str], None]
+           ) -> dict[str, Any]:
+    """Run one stage unless ``card.json`` holds it; store the card after it (an interrupted card resumes here)."""
+    if name in card["stages"]:
+        say(f"  {name}: read from {path.name}")
+        return dict(card["stages"][name])
+    say(f"  {name} ...")
+    card["stages"][name] = work()
+    save_json(path, card)
+    return dict(card["stages"][name])
+
+
+def _attacks(model: nn.Module, x: torch.Tensor, y: np.ndarray, eps: float, attacks: Sequence[str], n_aa: int,
+             seed: int, precision: str, folder: Path, progress: bool) -> dict[str, Any]:
+    ev = evaluate(model, x, y, eps=eps, attacks=[a for a in attacks if a != "autoattack"], seed=seed,
+                  progress=progress, precision=precision)
+    out: dict[str, Any] = {"n": ev.n, "clean": ev.clean_accuracy, "clean_ci": _interval(ev.clean_accuracy, ev.n)}
+    for name, acc in ev.adversarial_accuracy.items():
+        out[name], out[f"{name}_ci"] = acc, _interval(acc, ev.n)
+    verdicts = {k: np.asarray(v) for k, v in ev.correct.items()}
+    if "autoattack" in attacks and n_aa:
+        aa = evaluate(model, x[:n_aa], y[:n_aa], eps=eps, attacks=["autoattack"], seed=seed, progress=progress,
+                      precision=precision)
+        out |= {"autoattack": aa.adversarial_accuracy["autoattack"], "autoattack_n": aa.n,
+                "autoattack_ci": _interval(aa.adversarial_accuracy["autoattack"], aa.n)}
+        verdicts["autoattack"] = np.asarray(aa.correct["autoattack"])
+    out["attack_settings"] = {**ev.attacks}
+    save_npz(folder / "verdicts.npz", **verdicts)
+    return out
+
+
+def _lipschitz(model: nn.Module, x: torch.Tensor, eps: float, seed: int, precision: str, folder: Path,
+               progress: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for proc in ("ascent", "reference"):
+        values, inputs = local_lipschitz(model, x, eps=eps, procedure=proc, precision=precision, progress=progress,
+                                         generator=torch.Generator().manual_seed(seed), return_inputs=True)
+        v = values.numpy()
+        out[proc] = float(v.mean())
+        out[f"{proc}_se"] = float(v.std() / math.sqrt(len(v))) if len(v) > 1 else 0.0
+        arrays[proc] = v
+        if proc == "ascent":  # the inputs that attain rll's estimate, kept for a look at the least smooth points
+            arrays["ascent_inputs"] = inputs.numpy()
+    save_npz(folder / "lipschitz.npz", **arrays)
+    out["n"] = int(len(x))
+    return out
+
+
+def _curve(model: nn.Module, x: torch.Tensor, y: np.ndarray, grid: Sequence[float], seed: int,
+           precision: str, train: ImageDataset, test: ImageDataset, n_eval: int) -> dict[str, Any]:
+    acc = []
+    for e in grid:
+        r = evaluate(model, x, y, eps=e, attacks=[paper_attack("pgd", e)] if e > 0 else [], seed=seed,
+                     progress=False, precision=precision)
+        acc.append(float(r.correct["pgd" if e > 0 else "clean"].mean()))
+    theory = theory_curve(train, test, list(grid), n_eval=n_eval)
+    return {"eps": list(grid), "accuracy": acc, "n": int(len(x)), "certified": theory["accuracy"],
+            "certified_r": theory["r"]}
+
+
+def _separation(train: ImageDataset, test: ImageDataset, sub: ImageDataset, eps: float, cache_dir: Path | None,
+                device: str, robust: np.ndarray) -> dict[str, Any]:
+    res = measure_separation(train, test, eps, device=device, cache_dir=cache_dir)
+    row = res.report.table1_row()
+    nn_sub = nearest_other_class(sub.flat(), sub.labels, train.flat(), train.labels, device=device)
+    edges = distance_bins(nn_sub.dist, 4)
+    by = accuracy_by_distance(nn_sub.dist, robust, edges.tolist())
+    pairs = closest_pairs(res.train_train, train.labels, train.labels, k=8, self_search=True)
+    return {"table1": {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()},
+            "r": float(res.report.r_separation), "distance": [float(d) for d in nn_sub.dist],
+            "edges": [float(e) for e in edges],
+            "by_distance": {k: [int(a) if k == "n" else float(a) for a in v] for k, v in by.items()},
+            "pairs": [{k: (int(v) if k != "distance" else float(v)) for k, v in p.items()} for p in pairs]}
+
+
+def _settings(model_id: str, source: dict[str, Any], train: ImageDataset, sub: ImageDataset, eps: float,
+              n_eval: int, attacks: Sequence[str], n_aa: int, grid: Sequence[float] | None, seed: int,
+              precision: str) -> dict[str, Any]:
+    from ..storage import array_digest
+
+    return {"model": model_id, "source": source, "dataset": train.name, "n_train": len(train),
+            "train_digest": array_digest(train.images, train.labels), "eval_digest": array_digest(sub.images, sub.labels),
+            "eps": eps, "n_eval": n_eval, "attacks": list(attacks), "n_autoattack": n_aa,
+            "eps_grid": None if grid is None else [float(e) for e in grid], "seed": seed, **precision_record(precision)}
+
+
+def robustness_card(model: nn.Module, dataset: str, *, eps: float | None = None, n_eval: int = 500,
+                    attacks: Sequence[str] = CARD_ATTACKS, n_autoattack: int = 100,
+                    eps_grid: Sequence[float] | None = None, data_dir: str | os.PathLike[str] | None = None,
+                    n_train: int | None = None, out_dir: str | os.PathLike[str] | None = None,
+                    cache_dir: str | os.PathLike[str] | None = None, source: dict[str, Any] | None = None,
+                    device: str = "auto", precision: str = "auto", seed: int = 0,
+                    progress: bool = True) -> dict[str, Any]:
+    """Measure a classifier as the paper measures its models; every number stored with the settings behind it.
+
+    Args:
+        model: the classifier (logits ``(N, classes)`` for images in [0, 1]); :func:`load_model` reads files.
+        dataset: a registry name or an ``.npz`` of your own.
+        eps: the L-inf radius of the attacks and the Lipschitz ball (default: the paper's for the data's shape).
+        n_eval: the first ``n_eval`` test points are evaluated (default 500).
+        attacks: of :data:`CARD_ATTACKS` (default all three).
+        n_autoattack: AutoAttack on the first this many of them (default 100).
+        eps_grid: radii of the robustness curve (default 7 from 0 to 1.2 r, and ``eps``).
+        data_dir: where the dataset's files are (default the project's).
+        n_train: a seeded subset of the training split (default all of it).
+        out_dir: where the card's folder goes (default the project's ``results/cards``).
+        cache_dir: the separation search's cache (default the project's ``results/cache``, which notebook 01
+            fills).
+        source: where the model came from (what :func:`load_model` returns beside it), kept in the card.
+        device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (verdicts in fp32 always).
+        seed: the attacks' and the ascent's seed (default 0).
+        progress: say what each stage does, and the attacks' progress bars (default True).
+
+    Returns:
+        The card: ``settings``, ``folder``, and per stage (``attacks``, ``lipschitz``, ``curve``, ``separation``)
+        its numbers; the files (figures, tables, ``card.json``) are written by :func:`write_card`.
+
+    Raises:
+        ModelLoadError: the model does not fit the data (input shape, class count).
+        ValueError: a bad radius, size, attack or precision, before any work.
+
+    Example:
+        >>> card = robustness_card(net, "fashion_mnist", n_eval=200)  # doctest: +SKIP
+        >>> card["stages"]["attacks"]["pgd"], card["folder"]  # doctest: +SKIP
+    """
+    unknown = [a for a in attacks if a not in CARD_ATTACKS]
+    if unknown or not attacks:
+        raise ValueError(f"attacks must be some of {', '.join(CARD_ATTACKS)}, got {list(attacks)}")
+    check_int("n_eval", n_eval)
+    check_int("n_autoattack", n_autoattack, lo=0)
+    check_precision(precision)
+    train, test = load_train_test(dataset, data_dir, n_train, None)
+    eps = eps_for(train) if eps is None else check_real("eps", eps, lo=0, hi=1, lo_open=True)
+    grid = None if eps_grid is None else sorted({check_real("eps", e, lo=0, hi=1) for e in eps_grid})
+    if n_eval > len(test):
+        raise ValueError(f"n_eval {n_eval} is more than the {len(test)} test points of {test.name}")
+    model = model.eval()
+    check_fits(model, test)
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    sub = test.subset(n_eval, seed=None)
+    settings = _settings(model_digest(model), source or {}, train, sub, eps, n_eval, attacks,
+                         min(n_autoattack, n_eval) if "autoattack" in attacks else 0, grid, seed, prec)
+    folder = card_folder(project_dir() / "results" / "cards" if out_dir is None else out_dir, train.name,
+                         settings["model"], settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "card.json"
+    card = load_json(path) if path.exists() else {"settings": settings, "stages": {}}
+    if card.get("settings") != settings:  # a folder of the same digest holds the same settings, or was damaged
+        card = {"settings": settings, "stages": {}}
+    say = print if progress else (lambda _s: None)
+    say(f"robustness card of model {settings['model']} on {display_name(train.name)} (eps = {eps:g}, n = {n_eval}) "
+        f"in {folder}")
+    cache = project_dir() / "results" / "cache" if cache_dir is None else user_path(cache_dir)
+    return _measure_card(card, path, model.to(dev), train, test, sub, eps, grid, seed, prec, dev, cache, say, progress)
+
+
+def _measure_card(card: dict[str, Any], path: Path, model: nn.Module, train: ImageDataset, test: ImageDataset,
+                  sub: ImageDataset, eps: float, grid: Sequence[float] | None, seed: int, prec: str, dev: Any,
+                  cache_dir: Path | None, say: Callable[[str], None], progress: bool) -> dict[str, Any]:
+    st = card["settings"]
+    folder = path.parent
+    x, y = torch.from_numpy(sub.float_images()), sub.labels
+    _stage(card, path, "attacks", lambda: _attacks(model, x, y, eps, st["attacks"], st["n_autoattack"], seed, prec,
+                                                   folder, progress), say)
+    _stage(card, path, "lipschitz", lambda: _lipschitz(model, x, eps, seed, prec, folder, progress), say)
+    robust = np.asarray(load_npz(folder / "verdicts.npz")[st["attacks"][0] if st["attacks"][0] != "autoattack"
+                                                          else "clean"], bool)
+    sep = _stage(card, path, "separation", lambda: _separation(train, test, sub, eps, cache_dir, str(dev), robust), say)
+    r = sep["r"]
+    radii = grid if grid is not None else sorted({round(r * 1.2 * k / 6, 3) for k in range(7)} | {eps})
+    _stage(card, path, "curve", lambda: _curve(model, x, y, radii, seed, prec, train, test, len(sub)), say)
+    card["folder"] = str(folder)
+    return card

@@ -1,0 +1,124 @@
+"""A robustness card's files: its summary table (csv, md, booktabs), its figures and a one-page ``card.md``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data import ImageDataset
+from ..paper import display_name
+from ..plotting import plot_accuracy_by_distance, plot_pair_gallery, plot_robustness_curves, save_figure, wrapped
+from ..storage import load_npz, save_table
+
+__all__ = ["card_rows", "plot_least_smooth", "write_card"]
+
+_NAMES = {"clean": "clean accuracy", "pgd": "PGD-10 accuracy", "multitarget": "multi-targeted accuracy (9 x 20)",
+          "autoattack": "AutoAttack (standard) accuracy"}
+
+
+def card_rows(card: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The card's numbers as a table: quantity, value, 95 % interval (or ± s.e.), n."""
+    a, lip, sep = card["stages"]["attacks"], card["stages"]["lipschitz"], card["stages"]["separation"]
+    rows = []
+    for key, name in _NAMES.items():
+        if key in a:
+            lo, hi = a[f"{key}_ci"]
+            rows.append({"quantity": name, "value": f"{a[key]:.3f}", "95 % interval": f"[{lo:.3f}, {hi:.3f}]",
+                         "n": str(a.get(f"{key}_n", a["n"]))})
+    for proc, name in (("ascent", "local Lipschitz (rll's ascent)"), ("reference", "local Lipschitz (ref. proc.)")):
+        rows.append({"quantity": name, "value": f"{lip[proc]:.3g}", "95 % interval": f"± {lip[f'{proc}_se']:.2g} (s.e.)",
+                     "n": str(lip["n"])})
+    t1 = sep["table1"]
+    rows.append({"quantity": "data: r (half the train-train minimum)", "value": f"{sep['r']:.4f}",
+                 "95 % interval": "exact", "n": str(t1.get("n_train", ""))})
+    rows.append({"quantity": "data: test-train minimum distance", "value": f"{t1['test_train_min']:.4f}",
+                 "95 % interval": "exact", "n": str(t1.get("n_test", ""))})
+    return rows
+
+
+def plot_least_smooth(x: np.ndarray, x_adv: np.ndarray, values: np.ndarray, k: int = 6, title: str = "") -> Any:
+    """The ``k`` points with the largest local Lipschitz estimate: each image, the input in its ball that
+    attains the estimate, and their difference (grey: none; scaled to the ball's radius)."""
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(-values)[:k]
+    fig, axes = plt.subplots(3, len(order), figsize=(1.5 * len(order) + 0.6, 4.8), squeeze=False)
+    for j, i in enumerate(order):
+        diff = x_adv[i] - x[i]
+        radius = float(np.abs(diff).max()) or 1.0
+        gray = x[i].shape[0] == 1
+        shown = [x[i], x_adv[i], 0.5 + diff / (2 * radius)]  # the difference: grey 0.5 where none
+        for r, img in enumerate(shown):
+            ax = axes[r][j]
+            if gray:
+                ax.imshow(img[0], cmap="gray" if r < 2 else "coolwarm", vmin=0, vmax=1)
+            else:
+                ax.imshow(np.clip(img.transpose(1, 2, 0), 0, 1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0][j].set_title(f"test #{i}\nL = {values[i]:.3g}", fontsize=7)
+    for r, name in enumerate(("image x", "x' (attains L)", "x' - x, scaled")):
+        axes[r][0].set_ylabel(name, fontsize=7)
+    fig.suptitle(wrapped(title, 90), fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def write_card(card: Mapping[str, Any], train: ImageDataset, sub: ImageDataset,
+               formats: Iterable[str] = ("png", "pdf", "svg")) -> list[Path]:
+    """Write a card's files into its folder: ``card_summary.{csv,md,tex}``, the four figures, ``card.md``.
+
+    Args:
+        card: what :func:`rll_core.card.robustness_card` returns.
+        train: the training split it was measured against (for the closest pairs).
+        sub: the evaluated test points (for the least smooth ones).
+        formats: figure formats (default PNG, PDF and SVG).
+
+    Returns:
+        The paths written.
+
+    Raises:
+        KeyError: a card without its stages.
+
+    Example:
+        >>> write_card(card, train, test.subset(500, seed=None))  # doctest: +SKIP
+    """
+    folder = Path(card["folder"])
+    st, stages = card["settings"], card["stages"]
+    data = display_name(st["dataset"])
+    what = f"{data}, ε = {st['eps']:g}, model {st['model']}"
+    rows = card_rows(card)
+    aa = f" (AutoAttack on the first {st['n_autoattack']})" if st["n_autoattack"] else ""
+    cap = (f"Robustness card: {what}; the first {st['n_eval']} test points{aa}. Accuracies with 95 % Wilson intervals, local Lipschitz constants as mean ± "
+           "standard error; distances exact.")
+    files = [save_table(folder / "card_summary.csv", rows), save_table(folder / "card_summary.md", rows, caption=cap),
+             save_table(folder / "card_summary.tex", rows, caption=cap)]
+    curve, sep = stages["curve"], stages["separation"]
+    curves = [{"method": "model", "label": "your model (PGD-10)", "eps": curve["eps"], "accuracy": curve["accuracy"],
+               "n": curve["n"]},
+              {"method": "theory", "label": f"Section 4 classifier (r={curve['certified_r']:.3f}),\ncertified lower bound",
+               "eps": curve["eps"], "accuracy": curve["certified"], "n": curve["n"]}]
+    fig = plot_robustness_curves(curves, r=sep["r"], eps_mark=st["eps"], title=f"{what} · r of the training set",
+                                 eps_label="the card's ε")
+    files += save_figure(fig, folder / "fig_card_robustness_vs_eps", formats)
+    by = sep["by_distance"]
+    fig = plot_accuracy_by_distance([{"accuracy": by["accuracy"], "n": by["n"], "method": "model",
+                                      "label": f"your model ({st['attacks'][0]})"}], sep["edges"],
+                                    title=f"{what}: robust accuracy by distance to the other classes\n"
+                                          f"bars: 95 % Wilson intervals; n per bin under it")
+    files += save_figure(fig, folder / "fig_card_robustness_by_distance", formats)
+    lip = load_npz(folder / "lipschitz.npz")
+    fig = plot_least_smooth(sub.float_images(), lip["ascent_inputs"], lip["ascent"],
+                            title=f"{what}: the least smooth test points (rll's ascent)")
+    files += save_figure(fig, folder / "fig_card_least_smooth", formats)
+    fig = plot_pair_gallery(sep["pairs"], train, train, cols=4,
+                            title=f"{data}: the closest train-train pairs of different classes")
+    files += save_figure(fig, folder / "fig_card_closest_pairs", formats)
+    lines = [f"# Robustness card: {what}", "", cap, "", *Path(files[1]).read_text().splitlines()[2:], "",
+             *[f"![{p.stem}]({p.name})" for p in files if p.suffix == ".png"], ""]
+    (folder / "card.md").write_text("\n".join(lines))
+    return [*files, folder / "card.md"]
