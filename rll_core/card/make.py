@@ -162,12 +162,14 @@ def _separation(train: ImageDataset, test: ImageDataset, sub: ImageDataset, eps:
             "pairs": [{k: (int(v) if k != "distance" else float(v)) for k, v in p.items()} for p in pairs]}
 
 
-def _settings(model_id: str, source: dict[str, Any], train: ImageDataset, sub: ImageDataset, eps: float,
-              n_eval: int, attacks: Sequence[str], n_aa: int, grid: Sequence[float] | None, seed: int,
+def _settings(model_id: str, train: ImageDataset, sub: ImageDataset, eps: float, n_eval: int,
+              attacks: Sequence[str], n_aa: int, grid: Sequence[float] | None, seed: int,
               precision: str) -> dict[str, Any]:
+    """What a card's numbers depend on (its folder's digest): the model's weights, the data, every setting; not
+    where the model file lay (kept beside them as ``source``)."""
     from ..storage import array_digest
 
-    return {"model": model_id, "source": source, "dataset": train.name, "n_train": len(train),
+    return {"model": model_id, "dataset": train.name, "n_train": len(train),
             "train_digest": array_digest(train.images, train.labels), "eval_digest": array_digest(sub.images, sub.labels),
             "eps": eps, "n_eval": n_eval, "attacks": list(attacks), "n_autoattack": n_aa,
             "eps_grid": None if grid is None else [float(e) for e in grid], "seed": seed, **precision_record(precision)}
@@ -229,7 +231,7 @@ def robustness_card(model: nn.Module, dataset: str, *, eps: float | None = None,
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     sub = test.subset(n_eval, seed=None)
-    settings = _settings(model_digest(model), source or {}, train, sub, eps, n_eval, attacks,
+    settings = _settings(model_digest(model), train, sub, eps, n_eval, attacks,
                          min(n_autoattack, n_eval) if "autoattack" in attacks else 0, grid, seed, prec)
     folder = card_folder(project_dir() / "results" / "cards" if out_dir is None else out_dir, train.name,
                          settings["model"], settings)
@@ -238,6 +240,7 @@ def robustness_card(model: nn.Module, dataset: str, *, eps: float | None = None,
     card = load_json(path) if path.exists() else {"settings": settings, "stages": {}}
     if card.get("settings") != settings:  # a folder of the same digest holds the same settings, or was damaged
         card = {"settings": settings, "stages": {}}
+    card["source"] = dict(source or {})
     say = print if progress else (lambda _s: None)
     say(f"robustness card of model {settings['model']} on {display_name(train.name)} (eps = {eps:g}, n = {n_eval}) "
         f"in {folder}")
@@ -254,9 +257,10 @@ def _measure_card(card: dict[str, Any], path: Path, model: nn.Module, train: Ima
     _stage(card, path, "attacks", lambda: _attacks(model, x, y, eps, st["attacks"], st["n_autoattack"], seed, prec,
                                                    folder, progress), say)
     _stage(card, path, "lipschitz", lambda: _lipschitz(model, x, eps, seed, prec, folder, progress), say)
-    robust = np.asarray(load_npz(folder / "verdicts.npz")[st["attacks"][0] if st["attacks"][0] != "autoattack"
-                                                          else "clean"], bool)
-    sep = _stage(card, path, "separation", lambda: _separation(train, test, sub, eps, cache_dir, str(dev), robust), say)
+    binned = next((a for a in ("pgd", "multitarget") if a in st["attacks"]), "clean")  # run on every point
+    robust = np.asarray(load_npz(folder / "verdicts.npz")[binned], bool)
+    sep = _stage(card, path, "separation",
+                 lambda: {**_separation(train, test, sub, eps, cache_dir, str(dev), robust), "binned": binned}, say)
     r = sep["r"]
     radii = grid if grid is not None else sorted({round(r * 1.2 * k / 6, 3) for k in range(7)} | {eps})
     _stage(card, path, "curve", lambda: _curve(model, x, y, radii, seed, prec, train, test, len(sub)), say)

@@ -106,8 +106,9 @@ def write_card(card: Mapping[str, Any], train: ImageDataset, sub: ImageDataset,
                                  eps_label="the card's ε")
     files += save_figure(fig, folder / "fig_card_robustness_vs_eps", formats)
     by = sep["by_distance"]
+    attack = {"multitarget": "multi-targeted", "pgd": "PGD-10", "clean": "clean"}[sep.get("binned", "pgd")]
     fig = plot_accuracy_by_distance([{"accuracy": by["accuracy"], "n": by["n"], "method": "model",
-                                      "label": f"your model ({st['attacks'][0]})"}], sep["edges"],
+                                      "label": f"your model ({attack})"}], sep["edges"],
                                     title=f"{what}: robust accuracy by distance to the other classes\n"
                                           f"bars: 95 % Wilson intervals; n per bin under it")
     files += save_figure(fig, folder / "fig_card_robustness_by_distance", formats)
