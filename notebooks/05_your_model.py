@@ -83,7 +83,7 @@ if P.n_eval > len(test):
     raise ValueError(f"parameter n_eval: {P.n_eval} is more than the {len(test)} test points of {test.name}")
 spec = P.model if P.model is not None else default_model(P.dataset, P.runs_dir, data_dir=P.data_dir, device=P.device)
 net, source = load_model(spec, architecture=P.architecture, weights=P.weights, input_shape=train.shape,
-                         num_classes=len(set(train.labels.tolist())))
+                         num_classes=train.num_classes)
 print(f"model: {source}")
 
 # %% [markdown]

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import __version__
 from .checks import join_process_group, leave_process_group, resolve_device
 from .data import DataError, check_dataset, install_mnist, load_train_test
@@ -229,7 +227,7 @@ def _card(args: argparse.Namespace) -> int:
     if args.n_eval > len(test):
         raise ValueError(f"--n-eval {args.n_eval} is more than the {len(test)} test points of {test.name}")
     net, source = load_model(args.model, architecture=args.architecture, weights=args.weights,
-                             input_shape=train.shape, num_classes=len(np.unique(train.labels)))
+                             input_shape=train.shape, num_classes=train.num_classes)
     attacks = CARD_ATTACKS if args.n_autoattack else tuple(a for a in CARD_ATTACKS if a != "autoattack")
     card = robustness_card(net, args.dataset, eps=args.eps, n_eval=args.n_eval, attacks=attacks,
                            n_autoattack=args.n_autoattack, data_dir=args.data_dir, out_dir=args.out,

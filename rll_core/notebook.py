@@ -30,6 +30,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from .card.load import is_factory
 from .checks import resolve_device
 from .data import check_dataset
 from .grids import PRESETS, parse_methods
@@ -162,9 +163,9 @@ def _model_file(v: Any, p: Param) -> str:
     """A trained model: an existing file or run folder, or a ``package.module:factory`` name."""
     if not isinstance(v, str) or not v.strip():
         _fail("a model file, a run folder or package.module:factory", v)
-    path = Path(v).expanduser()
-    if ":" in v and not path.exists() and not v.startswith(("/", ".", "~")):
+    if is_factory(v):
         return v
+    path = Path(v).expanduser()
     if not path.exists():
         raise ValueError(f"no such model file or run folder {v!r}")
     return str(path)

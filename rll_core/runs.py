@@ -11,8 +11,6 @@ train and test, and the standard and adversarial generalization gaps, beside the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -31,7 +29,16 @@ from .methods import METHODS, make_method
 from .models import build_model, check_model
 from .precision import check_precision, precision_record, resolve_precision
 from .separation import nearest_other_class
-from .storage import array_digest, check_writable, load_json, load_npz, save_json, save_npz, user_path
+from .storage import (
+    array_digest,
+    check_writable,
+    load_json,
+    load_npz,
+    save_json,
+    save_npz,
+    settings_digest,
+    user_path,
+)
 from .training import RunMismatchError, TrainResult, load_checkpoint, train
 
 __all__ = ["TABLE_EVALUATION", "accuracy_by_distance", "distance_bins", "eval_specs", "evaluate_run", "load_run",
@@ -133,7 +140,7 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
     bs = batch_size if batch_size is not None else ref.batch_size
     n_epochs = epochs if epochs is not None else ref.epochs
     # the dataset's class count, not the subset's (a small subset can miss the last class)
-    k = max(len(train_set.classes) or int(train_set.labels.max()) + 1, 2)
+    k = train_set.num_classes
     settings = {"dataset": name, "reference_settings": key, "architecture": model or ref.model,
                 "dropout": dropout if dropout is not None else ref.dropout, "eps": run_eps,
                 "n_test": len(test_set), "input_shape": list(train_set.shape), "num_classes": k,
@@ -228,8 +235,7 @@ def eval_specs(eps: float, attacks: Sequence[str] | str, steps: int | None, rest
 
 def _settings_digest(settings: Mapping[str, Any], epoch: int) -> str:
     """Ten hex digits naming an evaluation's settings and the checkpoint's epoch (file names)."""
-    text = json.dumps({**settings, "epoch": epoch}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
+    return settings_digest({**settings, "epoch": epoch})
 
 
 def _eval_stem(eval_settings: Mapping[str, Any], epoch: int) -> str:

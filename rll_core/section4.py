@@ -8,8 +8,6 @@ stored like a run's evaluation: one JSON per setting and data, read back on the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -19,12 +17,17 @@ import torch
 from .checks import check_int, check_real, default_batch_size
 from .data import ImageDataset
 from .runs import TABLE_EVALUATION, eval_specs, measure_splits, split_specs
-from .storage import array_digest, load_json, save_json, user_path
+from .storage import array_digest, load_json, save_json, settings_digest, user_path
 from .theory import LipschitzClassifier, certified_radius
 
-__all__ = ["theory_curve", "theory_row"]
+__all__ = ["default_radii", "theory_curve", "theory_row"]
 
 _LIPSCHITZ_STEPS = 10
+
+
+def default_radii(r: float) -> list[float]:
+    """The radii of a robustness curve: 7 from 0 to 1.2 ``r`` (past the data's r), rounded to 3 decimals."""
+    return [round(r * 1.2 * k / 6, 3) for k in range(7)]
 
 
 def _row_settings(train_set: ImageDataset, test_set: ImageDataset, eps: float, n_eval: int, seed: int) -> dict[str, Any]:
@@ -64,7 +67,7 @@ def theory_row(train_set: ImageDataset, test_set: ImageDataset, eps: float, *, n
     check_real("eps", eps, lo=0, hi=1)
     check_int("n_eval", n_eval)
     settings = _row_settings(train_set, test_set, eps, n_eval, seed)
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    digest = settings_digest(settings)
     path = None if store is None else user_path(store) / f"theory-{train_set.name}-{digest}.json"
     if path is not None and path.exists():
         kept = load_json(path)
@@ -114,7 +117,7 @@ def theory_curve(train_set: ImageDataset, test_set: ImageDataset, eps_grid: Sequ
     sub = test_set.subset(check_int("n_eval", n_eval), seed=None)
     radius = certified_radius(clf, torch.from_numpy(sub.float_images()).double(), torch.from_numpy(sub.labels))
     if eps_grid is None:
-        eps_grid = [round(clf.r * 1.2 * k / 6, 3) for k in range(7)]
+        eps_grid = default_radii(clf.r)
     grid = sorted({check_real("eps", e, lo=0, hi=1) for e in [*eps_grid, *also]})
     return {"method": "theory", "label": f"Section 4 classifier (r={clf.r:.3f}),\ncertified lower bound", "r": clf.r,
             "eps": grid, "n": len(sub), "accuracy": [float((radius > e).mean()) for e in grid],

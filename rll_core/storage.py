@@ -22,7 +22,7 @@ from rll_core.latex import latex_table
 
 __all__ = ["CorruptFileError", "FolderBusyError", "OutputConflictError", "WriteError", "array_digest", "atomic_write_bytes",
            "check_outputs", "check_writable", "folder_lock", "load_json", "load_npz", "lock_file", "output_tag",
-           "project_dir", "record_outputs", "save_json", "save_npz", "save_table", "set_aside",
+           "project_dir", "record_outputs", "save_json", "save_npz", "save_table", "set_aside", "settings_digest",
            "user_path"]
 
 
@@ -246,6 +246,11 @@ def record_outputs(folder: str | os.PathLike[str], name: str, settings: Mapping[
     ``files`` (checked by :func:`check_outputs` before the next job writes there)."""
     names = sorted({Path(f).name for f in files})
     return save_json(_settings_path(folder, name), {"settings": _normal(settings), "files": names})
+
+
+def settings_digest(settings: Mapping[str, Any], length: int = 10) -> str:
+    """``length`` hex digits of the SHA-256 of ``settings`` as sorted-key JSON: a file or folder name per setting."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def array_digest(*arrays: np.ndarray, extra: str = "") -> str:

@@ -6,10 +6,10 @@
 * :mod:`rll_core.card.report` - its table, figures and ``card.md`` (:func:`write_card`).
 """
 
-from .load import ModelLoadError, Normalized, load_model, model_digest
+from .load import ModelLoadError, Normalized, is_factory, load_model, model_digest
 from .make import CARD_ATTACKS, card_folder, check_fits, default_model, robustness_card
 from .report import card_rows, plot_least_smooth, write_card
 
 __all__ = ["CARD_ATTACKS", "ModelLoadError", "Normalized", "card_folder", "card_rows", "check_fits", "default_model",
-           "load_model",
+           "is_factory", "load_model",
            "model_digest", "plot_least_smooth", "robustness_card", "write_card"]

@@ -16,6 +16,7 @@ Accepted (:func:`load_model`):
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from ..models import MODELS, build_model
 from ..runs import load_run
 from ..storage import user_path
 
-__all__ = ["ModelLoadError", "Normalized", "load_model", "model_digest"]
+__all__ = ["ModelLoadError", "Normalized", "is_factory", "load_model", "model_digest"]
 
 _STATE_KEYS = ("state_dict", "model_state_dict", "model", "net")
 _NORM_KEYS = (("mean", "std"), ("mu", "sigma"), ("normalize.mean", "normalize.std"))
@@ -55,10 +56,13 @@ class Normalized(nn.Module):
         return self.model((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
 
 
+def is_factory(spec: str) -> bool:
+    """Whether ``spec`` names a ``package.module:function`` rather than a file or folder."""
+    return ":" in spec and not Path(spec).expanduser().exists() and not spec.startswith(("/", ".", "~"))
+
+
 def model_digest(model: nn.Module) -> str:
     """Twelve hex digits naming a model's weights and buffers (and its class): a card's name."""
-    import hashlib
-
     h = hashlib.sha256(type(model).__name__.encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
@@ -140,7 +144,7 @@ def load_model(model: nn.Module | str | os.PathLike[str], *, architecture: str |
     if isinstance(model, nn.Module):
         return model.eval(), {"format": "module", "class": type(model).__name__}
     spec = str(model)
-    if ":" in spec and not Path(spec).exists() and not spec.startswith(("/", ".", "~")):
+    if is_factory(spec):
         net = _factory(spec)
         if weights is not None:
             w = user_path(weights)

@@ -11,8 +11,6 @@ resumes; the folder is named by the model's digest and a digest of the settings,
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -31,9 +29,9 @@ from ..lipschitz import local_lipschitz
 from ..paper import display_name, eps_for
 from ..precision import check_precision, precision_record, resolve_precision
 from ..runs import accuracy_by_distance, distance_bins
-from ..section4 import theory_curve
+from ..section4 import default_radii, theory_curve
 from ..separation import measure_separation, nearest_other_class
-from ..storage import load_json, load_npz, project_dir, save_json, save_npz, user_path
+from ..storage import array_digest, load_json, load_npz, project_dir, save_json, save_npz, settings_digest, user_path
 from ..tables import wilson_interval
 from .load import ModelLoadError, model_digest
 
@@ -78,7 +76,7 @@ def default_model(dataset: str, runs_dir: str | os.PathLike[str], *, data_dir: s
 
 def card_folder(out_dir: str | os.PathLike[str], dataset: str, model_id: str, settings: dict[str, Any]) -> Path:
     """``<out_dir>/card-<dataset>-<model digest>-<settings digest>``: one folder per model and settings."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    digest = settings_digest(settings, 8)
     return user_path(out_dir) / f"card-{dataset}-{model_id}-{digest}"
 
 
@@ -167,8 +165,6 @@ def _settings(model_id: str, train: ImageDataset, sub: ImageDataset, eps: float,
               precision: str) -> dict[str, Any]:
     """What a card's numbers depend on (its folder's digest): the model's weights, the data, every setting; not
     where the model file lay (kept beside them as ``source``)."""
-    from ..storage import array_digest
-
     return {"model": model_id, "dataset": train.name, "n_train": len(train),
             "train_digest": array_digest(train.images, train.labels), "eval_digest": array_digest(sub.images, sub.labels),
             "eps": eps, "n_eval": n_eval, "attacks": list(attacks), "n_autoattack": n_aa,
@@ -262,7 +258,7 @@ def _measure_card(card: dict[str, Any], path: Path, model: nn.Module, train: Ima
     sep = _stage(card, path, "separation",
                  lambda: {**_separation(train, test, sub, eps, cache_dir, str(dev), robust), "binned": binned}, say)
     r = sep["r"]
-    radii = grid if grid is not None else sorted({round(r * 1.2 * k / 6, 3) for k in range(7)} | {eps})
+    radii = grid if grid is not None else sorted({*default_radii(r), eps})
     _stage(card, path, "curve", lambda: _curve(model, x, y, radii, seed, prec, train, test, len(sub)), say)
     card["folder"] = str(folder)
     return card

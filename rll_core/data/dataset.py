@@ -62,6 +62,12 @@ class ImageDataset:
         return int(self.images.shape[0])
 
     @property
+    def num_classes(self) -> int:
+        """The dataset's class count: its class names, else the largest label + 1 (a small subset can miss the
+        last class, so not the labels present), at least 2."""
+        return max(len(self.classes) or int(self.labels.max()) + 1, 2)
+
+    @property
     def shape(self) -> tuple[int, int, int]:
         c, h, w = self.images.shape[1:]
         return int(c), int(h), int(w)
