@@ -16,15 +16,23 @@ from .paper import display_name
 from .plotting import histogram_edges, place_labels
 from .tables import COLUMNS
 
-__all__ = ["astuteness_explorer", "methods_explorer", "separation_explorer"]
+__all__ = ["DRAWN_PREFIX", "astuteness_explorer", "methods_explorer", "separation_explorer"]
 
 
 _STATIC_LINE = "Interactive explorer: run this cell in a live Jupyter kernel to use its controls."
 
 
+#: how the line under an explorer's plot begins that says, in text, what the last redraw showed
+DRAWN_PREFIX = "drawn: "
+
+
 def _box(children: Sequence[Any], controls: Mapping[str, Any]) -> Any:
     """The explorer's VBox.  Where no widget can be drawn (a notebook run headless by papermill or nbconvert,
-    then viewed as a file) it shows as the plot it last drew and one line, not as ``VBox(children=...``."""
+    then viewed as a file) it shows as the plot it last drew and one line, not as ``VBox(children=...``.
+
+    Under the plot, in the same output area, a line (:func:`_show`, kept as ``box.drawn``) says in text what
+    the last redraw showed; it is printed after the plot, so a reader (or a browser test) that sees it name the
+    control's value knows that the plot for that value is drawn."""
     import ipywidgets as W
 
     class Explorer(W.VBox):  # type: ignore[misc]
@@ -41,10 +49,21 @@ def _box(children: Sequence[Any], controls: Mapping[str, Any]) -> Any:
             return bundle
 
     box = Explorer(list(children))
+    box.drawn = ""
     box.controls = dict(controls)
     box.state = {}
     box.figure = None
     return box
+
+
+def _show(box: Any, fig: Any, line: str) -> None:
+    """Inside the explorer's output: the figure, then the line saying what it shows (see :func:`_box`)."""
+    import matplotlib.pyplot as plt
+
+    box.figure = fig
+    plt.show()
+    box.drawn = DRAWN_PREFIX + line
+    print(box.drawn)
 
 
 def separation_explorer(result: Any, *, load: Callable[[str], Any] | None = None,
@@ -94,13 +113,22 @@ def separation_explorer(result: Any, *, load: Callable[[str], Any] | None = None
             ax.set_ylabel("points")
             ax.set_title(f"{display_name(pick.value)} {split.value}: {frac:.2%} within 2ε", fontsize=10)
             ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
-            box.figure = fig
-            plt.show()
+            _show(box, fig, f"{display_name(pick.value)} {split.value}, ε = {e:.3f}: {frac:.2%} within 2ε")
 
     for w in (pick, eps_w, split):
         w.observe(redraw, "value")
     redraw()
     return box
+
+
+def _distinct_labels(grid: Sequence[float]) -> list[str]:
+    """The radii as the slider shows them: 3 decimals, more where two radii would read the same (r and
+    0.999 r)."""
+    for d in range(3, 10):
+        labels = [f"{e:.{d}f}" for e in grid]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [repr(e) for e in grid]
 
 
 def astuteness_explorer(grid: Sequence[float], curves: Mapping[str, Sequence[float]], *, r: float,
@@ -134,7 +162,8 @@ def astuteness_explorer(grid: Sequence[float], curves: Mapping[str, Sequence[flo
         raise ValueError(f"every curve needs one value per radius of the grid ({len(grid)} radii)")
     out = W.Output()
     start = min(range(len(grid)), key=lambda i: abs(grid[i] - r))
-    eps_w = W.SelectionSlider(options=[(f"{e:.3f}", i) for i, e in enumerate(grid)], value=start,
+    labels = _distinct_labels(grid)
+    eps_w = W.SelectionSlider(options=[(lab, i) for i, lab in enumerate(labels)], value=start,
                               description="ε", layout=W.Layout(width="420px"))
     box = _box([eps_w, out], {"eps": eps_w})
 
@@ -151,10 +180,9 @@ def astuteness_explorer(grid: Sequence[float], curves: Mapping[str, Sequence[flo
             ax.set(xlabel="ε (L∞)", ylabel=ylabel, ylim=(-0.02, 1.02))
             shown = {k: v for k, v in curves.items() if k.startswith("test")} or curves  # the test side, if split
             ax.set_title(title + ("\n" if title else "") + ", ".join(
-                f"{k} {float(v[i]):.3f}" for k, v in shown.items()) + f" at ε = {grid[i]:.3f}", fontsize=9)
+                f"{k} {float(v[i]):.3f}" for k, v in shown.items()) + f" at ε = {labels[i]}", fontsize=9)
             ax.legend(fontsize=7, loc="upper right")
-            box.figure = fig
-            plt.show()
+            _show(box, fig, f"ε = {labels[i]}: " + ", ".join(f"{k} {float(v[i]):.3f}" for k, v in curves.items()))
 
     eps_w.observe(redraw, "value")
     redraw()
@@ -190,8 +218,7 @@ def methods_explorer(rows: Sequence[Mapping[str, Any]]) -> Any:
             place_labels(ax, list(zip(xs.tolist(), ys.tolist(), strict=True)),
                          [str(r.get("label", r.get("method"))) for r in rows], fontsize=8)  # none on another
             ax.grid(alpha=0.3)
-            box.figure = fig
-            plt.show()
+            _show(box, fig, f"{yw.value} against {xw.value}, {len(rows)} points")
 
     xw.observe(redraw, "value")
     yw.observe(redraw, "value")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from rll_core.notebook import EXPLORER_NEEDS_CELLS
+from rll_core.widgets import DRAWN_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -148,44 +149,54 @@ def test_notebook_runs_in_jupyterlab(lab, browser, name):
         page.close()
 
 
+#: true once the explorer's output ends with the line that names the slider's current readout: the explorer
+#: prints it after the plot, in the same output area, so the plot for that value is on the page
+#: (and, where ``left`` is given, once the readout has left that value)
+_DRAWN_NOW = ("([prefix, left]) => { const o = document.querySelectorAll('.widget-output'); "
+              "const r = document.querySelectorAll('.widget-readout'); if (!o.length || !r.length) return false; "
+              "const value = r[r.length - 1].innerText.trim(); if (value === left) return false; "
+              "const text = o[o.length - 1].innerText; const at = text.lastIndexOf(prefix); "
+              "return at >= 0 && text.slice(at).includes('ε = ' + value + ':'); }")
+
+
 def _slide_and_check_redraw(page, label: str, stem: Path) -> None:
+    """Move the ε slider one key press at a time, then in a burst of 20, each time waiting for the redraw of the
+    value the slider shows (the explorer's "drawn:" line names it, after the plot): never a fixed delay."""
     slider = page.locator(".widget-slider", has=page.locator(f".widget-label:text-is('{label}')")).last
     slider.scroll_into_view_if_needed()
     img = page.locator(".widget-output img").last
     img.wait_for(timeout=30_000)
+    page.wait_for_function(_DRAWN_NOW, arg=[DRAWN_PREFIX, None], timeout=60_000)
     before = img.get_attribute("src")
-    readout_before = slider.locator(".widget-readout").inner_text()
+    readout = slider.locator(".widget-readout")
+    readout_before = readout.inner_text()
     slider.screenshot(path=str(stem.with_name(stem.name + "-before.png")))
-    handle = slider.locator(".noUi-handle")
-    handle.focus()
-    changed = ("([sel, old]) => { const i = document.querySelectorAll(sel); "
-               "return i.length && i[i.length - 1].getAttribute('src') !== old; }")
-    steps = []
+    slider.locator(".noUi-handle").focus()
+    steps, shown = [], {readout_before: before}
     for key in ("ArrowLeft", "ArrowRight") * 2 + ("ArrowLeft",):  # one press at a time, never past an end
-        old = img.get_attribute("src")
+        old = readout.inner_text()
         t0 = time.perf_counter()
         page.keyboard.press(key)
-        page.wait_for_function(changed, arg=[".widget-output img", old], timeout=60_000)
+        page.wait_for_function(_DRAWN_NOW, arg=[DRAWN_PREFIX, old.strip()], timeout=60_000)
         steps.append(time.perf_counter() - t0)
+        shown[readout.inner_text()] = img.get_attribute("src")
+    # the plot follows the value: back at a value seen before, the same picture; another value, another picture
+    assert shown[readout_before] == before and len(set(shown.values())) == len(shown), shown.keys()
+    old = readout.inner_text()
     t0 = time.perf_counter()
     for _ in range(20):  # then a burst, as a user holding the key
         page.keyboard.press("ArrowRight")
-    readout = slider.locator(".widget-readout")
-    page.wait_for_function("([sel, old]) => { const r = document.querySelectorAll(sel); "
-                           "return r.length && r[r.length - 1].innerText !== old; }",
-                           arg=[".widget-readout", readout_before], timeout=60_000)
-    page.wait_for_timeout(200)
-    last = img.get_attribute("src")
-    page.wait_for_function("([sel, old]) => { const i = document.querySelectorAll(sel); "
-                           "return i.length && i[i.length - 1].getAttribute('src') === old; }",
-                           arg=[".widget-output img", last], timeout=60_000)
+    page.wait_for_function(_DRAWN_NOW, arg=[DRAWN_PREFIX, old.strip()], timeout=60_000)
     burst = time.perf_counter() - t0
+    final = readout.inner_text()
+    # the value shown is still the one drawn: no redraw of the burst was pending behind it
+    page.wait_for_function(_DRAWN_NOW, arg=[DRAWN_PREFIX, None], timeout=60_000)
+    assert readout.inner_text() == final
     (stem.with_name(stem.name + "-times.txt")).write_text(
         "one key press to redrawn plot (s): " + ", ".join(f"{t:.2f}" for t in steps) + f"\n20 presses: {burst:.2f} s\n")
-    assert readout.inner_text() != readout_before and img.get_attribute("src") != before
-    # the plot keeps up: the explorer only redraws (before: 25 presses took 16.9 s to catch up in notebook 02);
-    # a generous bound, so that only recomputing on every step fails it
-    assert max(steps) < 5.0, steps
+    assert final not in shown and img.get_attribute("src") not in shown.values(), (final, list(shown))
+    # the times are written for a person, not asserted (a busy machine is slow, not wrong); that a slider step
+    # recomputes nothing is tested in test_widgets without a browser
     page.locator(".widget-output").last.screenshot(path=str(stem.with_name(stem.name + "-after.png")))
 
 

@@ -10,7 +10,7 @@ pytest.importorskip("ipywidgets")
 
 from rll_core.separation import measure_separation  # noqa: E402
 from rll_core.theory import LipschitzClassifier, astuteness  # noqa: E402
-from rll_core.widgets import astuteness_explorer, methods_explorer, separation_explorer  # noqa: E402
+from rll_core.widgets import DRAWN_PREFIX, astuteness_explorer, methods_explorer, separation_explorer  # noqa: E402
 
 
 def test_separation_explorer_redraws_for_eps_split_and_dataset(fmnist, mnist):
@@ -28,6 +28,7 @@ def test_separation_explorer_redraws_for_eps_split_and_dataset(fmnist, mnist):
     assert box.state["within_2eps"] == pytest.approx(float((res.train_train.dist < 0.2).mean()))
     c["eps"].value = 0.2
     assert box.state["within_2eps"] == pytest.approx(float((res.train_train.dist < 0.4).mean()))
+    assert box.drawn.startswith(f"{DRAWN_PREFIX}Fashion-MNIST train-train, ε = {c['eps'].value:.3f}:")
     c["split"].value = "test-train"
     assert box.state["n"] == 100
     assert box.state["within_2eps"] == pytest.approx(float((res.test_train.dist < 0.4).mean()))
@@ -59,7 +60,15 @@ def test_astuteness_explorer_reads_the_curve_and_computes_nothing(monkeypatch):
     for i, e in enumerate(grid):
         box.controls["eps"].value = i
         assert box.state == {"eps": e, "test certified": measured[i].certified, "test attacked": measured[i].attacked}
+        # the line printed after the plot names the slider's readout (what the browser test waits for)
+        label = dict((v, k) for k, v in box.controls["eps"].options)[i]
+        assert box.drawn.startswith(f"{DRAWN_PREFIX}ε = {label}:")
+        assert f"test certified {measured[i].certified:.3f}" in box.drawn
     assert curves["test certified"][1] == 1.0 and box.state["test certified"] < 1.0  # the curve moves
+    # radii that agree to 3 decimals (r and 0.999 r, as notebook 02's grid has them) read differently on the slider
+    near = astuteness_explorer([0.0, 0.4936, 0.494], {"test certified": [1.0, 1.0, 0.0]}, r=0.494)
+    labels = [lab for lab, _ in near.controls["eps"].options]
+    assert labels == ["0.0000", "0.4936", "0.4940"]
     with pytest.raises(ValueError, match="one value per radius"):
         astuteness_explorer(grid, {"test certified": [1.0]}, r=clf.r)
 
