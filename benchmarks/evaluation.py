@@ -56,7 +56,7 @@ from rll_core.lipschitz import local_lipschitz  # noqa: E402
 from rll_core.methods import AT, Natural  # noqa: E402
 from rll_core.models import MaxPool2x2, build_model  # noqa: E402
 from rll_core.precision import resolve_precision  # noqa: E402
-from rll_core.tables import wilson_interval  # noqa: E402
+from rll_core.stats import wilson_interval  # noqa: E402
 from rll_core.training import train  # noqa: E402
 
 EPS = 0.1

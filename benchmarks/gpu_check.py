@@ -10,7 +10,8 @@ Sections, each timed and each failing on its own (a broken section is reported, 
    ``--tiny``) on random CIFAR-shaped data, in fp32, ``precision="auto"`` (bf16 on sm_80+), fp32 channels_last
    and fp32 ``torch.compile``;
 5. attack and local-Lipschitz throughput (images/s), fp32 and ``precision="auto"``;
-6. end to end: ``rll train`` with the paper's settings for a few epochs of AT on MNIST, then ``rll evaluate``.
+6. end to end: ``rll train`` with the paper's settings for a few epochs of AT on MNIST, then ``rll evaluate``
+   and ``rll card`` on the device.
 
 No network.  On an H100/H200 it is sized to finish in about 8 minutes.  ``--tiny`` runs every section at toy
 sizes on the CPU (the test-suite does, so the script cannot rot between GPU sessions).
@@ -222,8 +223,13 @@ def end_to_end(dev: torch.device, tiny: bool) -> list[str]:
                      "1" if tiny else "3", "--device", str(dev), "--out", run, "--no-progress", *size]
         eval_cmd = [sys.executable, "-m", "rll_core.cli", "evaluate", run, "--n-eval", "8" if tiny else "1000",
                     "--device", str(dev), "--no-progress"]
+        # a robustness card on the device (its Lipschitz streams, attacks and curve on CUDA), then read back
+        card_cmd = [sys.executable, "-m", "rll_core.cli", "card", run, "--dataset", "mnist", "--device", str(dev),
+                    "--out", str(Path(d) / "cards"), "--cache-dir", str(Path(d) / "cache"), "--formats", "png",
+                    "--no-progress", *(["--n-eval", "8", "--n-autoattack", "0", "--n-train", "300"] if tiny else
+                                       ["--n-eval", "500", "--n-autoattack", "50"])]
         rows = []
-        for cmd in (train_cmd, eval_cmd):
+        for cmd in (train_cmd, eval_cmd, card_cmd):
             t = time.perf_counter()
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
             if proc.returncode != 0:

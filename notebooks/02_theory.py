@@ -74,6 +74,7 @@ from IPython.display import Markdown, display
 from rll_core.data import load_train_test
 from rll_core.paper import display_name, eps_for
 from rll_core.plotting import plot_astuteness_curves, plot_decision_regions, save_figure
+from rll_core.section4 import astuteness_radii, astuteness_sweep
 from rll_core.storage import array_digest, check_outputs, output_tag, record_outputs, save_table
 from rll_core.theory import LipschitzClassifier, astuteness, max_lipschitz_ratio
 
@@ -142,16 +143,8 @@ print(f"largest ||f(x) - f(x')||_inf / ||x - x'||_inf found: {ratio:.3f} <= 1/r 
 
 # %%
 # 9 radii from 0 to 2r, the paper's eps, and just below r (where the theorem's guarantee ends)
-grid = sorted(set(P.eps_grid or np.round(np.linspace(0, 2 * clf.r, 9), 4).tolist() + [eps_paper, 0.999 * clf.r]))
-rows, curves = [], {"train certified": [], "train attacked": [], "test certified": [], "test attacked": []}
-for e in grid:
-    a_tr, a_te = astuteness(clf, xtr, ytr, e), astuteness(clf, xte, yte, e)
-    rows.append({"eps": e, "train_accuracy": a_tr.accuracy, "train_certified": a_tr.certified,
-                 "train_attacked": a_tr.attacked, "test_accuracy": a_te.accuracy, "test_certified": a_te.certified,
-                 "test_attacked": a_te.attacked})
-    for k, a in (("train", a_tr), ("test", a_te)):
-        curves[f"{k} certified"].append(a.certified)
-        curves[f"{k} attacked"].append(a.attacked)
+grid = astuteness_radii(clf.r, eps_paper, P.eps_grid)
+rows, curves = astuteness_sweep(clf, {"train": (xtr, ytr), "test": (xte, yte)}, grid)
 stem = P.figures_dir / f"theory_astuteness_{train.name}{tag}"
 files += [save_table(stem.with_suffix(f".{ext}"), rows) for ext in ("csv", "md")]
 note = ""

@@ -199,8 +199,9 @@ display(fig_eps)
 # saved in each run folder (`points-*.npz`).
 
 # %%
+from rll_core.audit import point_robustness
 from rll_core.plotting import plot_accuracy_by_distance
-from rll_core.runs import accuracy_by_distance, distance_bins, point_robustness
+from rll_core.stats import accuracy_by_distance, distance_bins
 
 per_point = {r["run"]: point_robustness(P.runs_dir / r["run"], n_eval=n_curve, device=P.device,
                                       precision=P.precision, evaluation=preset_evaluation(P.preset))

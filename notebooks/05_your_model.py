@@ -72,31 +72,23 @@ from rll_core.notebook import notebook_setup
 
 P = notebook_setup("05_your_model", globals())  # every parameter checked here, before any work
 
-# %%
-from IPython.display import Image, Markdown, display
-
-from rll_core.card import CARD_ATTACKS, default_model, load_model, robustness_card, write_card
-from rll_core.data import load_train_test
-
-train, test = load_train_test(P.dataset, P.data_dir)
-if P.n_eval > len(test):
-    raise ValueError(f"parameter n_eval: {P.n_eval} is more than the {len(test)} test points of {test.name}")
-spec = P.model if P.model is not None else default_model(P.dataset, P.runs_dir, data_dir=P.data_dir, device=P.device)
-net, source = load_model(spec, architecture=P.architecture, weights=P.weights, input_shape=train.shape,
-                         num_classes=train.num_classes)
-print(f"model: {source}")
-
 # %% [markdown]
 # ## The card
 #
-# Each stage prints as it starts, or says it was read from the card's `card.json`.
+# `make_card` reads the data once, checks every setting, loads the model (or trains the default one), measures
+# and writes the card's files from that same data. Each stage prints as it starts, or says it was read from the
+# card's `card.json`.
 
 # %%
-attacks = CARD_ATTACKS if P.n_autoattack else tuple(a for a in CARD_ATTACKS if a != "autoattack")
-card = robustness_card(net, P.dataset, eps=P.eps, n_eval=P.n_eval, attacks=attacks, n_autoattack=P.n_autoattack,
-                       data_dir=P.data_dir, out_dir=P.cards_dir, cache_dir=P.cache_dir, source=source, device=P.device,
-                       precision=P.precision, seed=P.seed)
-files = write_card(card, train, test.subset(P.n_eval, seed=None), P.formats)
+from IPython.display import Image, Markdown, display
+
+from rll_core.card import make_card
+
+card, files = make_card(P.model, P.dataset, architecture=P.architecture, weights=P.weights, eps=P.eps,
+                        n_eval=P.n_eval, n_autoattack=P.n_autoattack, data_dir=P.data_dir, out_dir=P.cards_dir,
+                        cache_dir=P.cache_dir, runs_dir=P.runs_dir, formats=P.formats, device=P.device,
+                        precision=P.precision, seed=P.seed)
+print(f"model: {card['source']}")
 display(Markdown(next(f for f in files if f.name == "card_summary.md").read_text()))
 for f in files:
     if f.suffix == ".png":

@@ -26,7 +26,7 @@ from torch import nn
 
 from ._search import check_batch, eval_mode, margin, num_classes_of, sign_ascent, target_margin, uniform
 from .checks import check_eps, check_int
-from .precision import model_layout, resolve_precision
+from .precision import INHERIT, model_layout, resolve_precision
 
 __all__ = ["autoattack", "multi_targeted", "pgd"]
 
@@ -82,7 +82,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_
         return sign * F.cross_entropy(model(z), y, reduction="sum")
 
     # the weights' layout is the caller's where it inherits the precision (a training step)
-    with eval_mode(model), model_layout(model, "fp32" if precision == "inherit" else prec):
+    with eval_mode(model), model_layout(model, "fp32" if precision == INHERIT else prec):
         best = x.detach().clone()
         todo = torch.ones(len(x), dtype=torch.bool, device=x.device)
         for _ in range(restarts):
@@ -139,7 +139,7 @@ def multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     k = check_batch(model, x, y) if validate else num_classes_of(model, x)
     y = y.long()
     # the weights' layout is the caller's where it inherits the precision (a training step)
-    with eval_mode(model), model_layout(model, "fp32" if precision == "inherit" else prec):
+    with eval_mode(model), model_layout(model, "fp32" if precision == INHERIT else prec):
         best = x.detach().clone()
         with torch.no_grad():
             best_margin = margin(model(x), y)

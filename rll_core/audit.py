@@ -10,9 +10,10 @@
   search again, until the rest is separated at it (the paper removed duplicates from SVHN and Restricted
   ImageNet by hand); :func:`save_filtered` writes the kept set as an ``.npz`` a training run can use,
   with the dropped indices and the settings beside it.
+* :func:`point_robustness` - per evaluated test point of a trained run, its robust verdict beside its exact
+  distance to the other classes (binned by :func:`rll_core.stats.accuracy_by_distance`).
 
-Their pictures are :func:`rll_core.plotting.plot_pair_gallery` and :func:`rll_core.plotting.plot_class_matrix`;
-robustness per point against these distances is :func:`rll_core.runs.point_robustness`.
+Their pictures are :func:`rll_core.plotting.plot_pair_gallery` and :func:`rll_core.plotting.plot_class_matrix`.
 
 Everything is exact: the pairs and matrices come from the nearest-other-class search's own distances
 and indices (``rll_core.separation``), no approximation.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,22 @@ from typing import Any
 import numpy as np
 
 from .checks import check_int, check_real
-from .data import ImageDataset
+from .data import ImageDataset, load_train_test
+from .grids import TABLE_EVALUATION
+from .runs import evaluate_run, run_settings
 from .separation import NearestOther, nearest_other_class
-from .storage import OutputConflictError, array_digest, atomic_write_bytes, load_json, save_json, user_path
+from .storage import (
+    OutputConflictError,
+    array_digest,
+    atomic_write_bytes,
+    load_json,
+    load_npz,
+    save_json,
+    save_npz,
+    user_path,
+)
 
-__all__ = ["FilterResult", "class_matrix", "closest_pairs", "filter_close_pairs", "save_filtered"]
+__all__ = ["FilterResult", "class_matrix", "closest_pairs", "filter_close_pairs", "point_robustness", "save_filtered"]
 
 
 def closest_pairs(nearest: NearestOther, query_labels: np.ndarray, ref_labels: np.ndarray, k: int = 16, *,
@@ -161,3 +174,33 @@ def save_filtered(result: FilterResult, path: str | os.PathLike[str], test: Imag
     np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
     save_json(p.with_suffix(".json"), {**settings, "dropped": result.dropped.tolist()})
     return atomic_write_bytes(p, buf.getvalue())
+
+
+def point_robustness(run_dir: str | os.PathLike[str], *, n_eval: int = 100, attack: str = "pgd",
+                     device: str = "auto", precision: str = "auto",
+                     evaluation: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Per evaluated test point of a run: ``distance`` to the nearest other-class point of the run's own
+    training set, the ``robust`` verdict of ``attack`` at the run's eps, ``lipschitz`` (rll's estimate)
+    and ``correct`` (clean).  Reads (or makes) the run's table evaluation (``evaluation``: the attacks, default
+    :data:`rll_core.grids.TABLE_EVALUATION`, the one :func:`~rll_core.grids.run_grid` made for its preset); saves
+    ``points-<eval file>.npz`` in the run folder."""
+    out = user_path(run_dir)
+    row = evaluate_run(out, n_eval=n_eval, **(TABLE_EVALUATION if evaluation is None else evaluation), device=device,
+                       progress=False, precision=precision)
+    stem = Path(row["eval_file"]).stem
+    path = out / f"points-{stem}-{attack}.npz"
+    if path.exists():
+        return load_npz(path)
+    ev = load_npz(out / f"{stem}.npz")
+    if f"test_{attack}" not in ev:
+        raise ValueError(f"the evaluation {stem} has no {attack!r} verdicts (attacks: "
+                         f"{', '.join(k[5:] for k in ev if k.startswith('test_') and 'lipschitz' not in k)})")
+    settings = run_settings(out)
+    train, test = load_train_test(settings["dataset"], settings.get("data_dir"), settings["n_train"],
+                                  settings["n_test"], settings["seed"])
+    sub = test.subset(n_eval, seed=None)
+    nn = nearest_other_class(sub.flat(), sub.labels, train.flat(), train.labels, device=device)
+    arrays = {"distance": nn.dist, "robust": ev[f"test_{attack}"], "correct": ev["test_clean"],
+              "lipschitz": ev["test_lipschitz"], "labels": sub.labels}
+    save_npz(path, **arrays)
+    return arrays

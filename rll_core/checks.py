@@ -19,7 +19,8 @@ from torch import nn
 
 __all__ = ["DEFAULT_BATCH", "ArrayLike", "as_float_images", "as_model_dtype", "as_numpy", "check_compatible", "check_eps", "check_images",
            "check_int", "check_labels", "check_points", "check_real", "default_batch_size", "is_real",
-           "join_process_group", "leave_process_group", "model_device", "resolve_device", "rng_state", "set_rng_state"]
+           "join_process_group", "leave_process_group", "model_device", "resolve_device", "rng_state", "set_rng_state",
+           "within"]
 
 #: Points as numpy arrays or torch tensors.
 ArrayLike = np.ndarray | torch.Tensor
@@ -30,15 +31,21 @@ def is_real(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
+def within(v: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+           hi_open: bool = False, integral: bool = False) -> bool:
+    """Whether ``v`` is a finite real number (an integral one with ``integral``) inside the bounds, each end open or
+    closed: the one range rule of the library, the notebooks' parameters and the command line."""
+    if not is_real(v) or not math.isfinite(float(v)) or (integral and not float(v).is_integer()):
+        return False
+    x = float(v)
+    return ((lo is None or (x > lo if lo_open else x >= lo))
+            and (hi is None or (x < hi if hi_open else x <= hi)))
+
+
 def check_real(name: str, v: Any, *, lo: float | None = None, hi: float | None = None,
                lo_open: bool = False) -> float:
     """``v`` as a finite float within ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``); ValueError otherwise."""
-    ok = is_real(v) and math.isfinite(float(v))
-    if ok and lo is not None:
-        ok = float(v) > lo if lo_open else float(v) >= lo
-    if ok and hi is not None:
-        ok = float(v) <= hi
-    if not ok:
+    if not within(v, lo, hi, lo_open=lo_open):
         where = ""
         if lo is not None or hi is not None:
             left = "(" if lo_open else "["

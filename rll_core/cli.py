@@ -8,13 +8,14 @@ what is saved and how to resume (exit 130).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .checks import join_process_group, leave_process_group, resolve_device
+from .checks import join_process_group, leave_process_group, resolve_device, within
 from .data import DataError, check_dataset, install_mnist, load_train_test
 from .evaluation import ATTACKS
 from .methods import METHODS
@@ -37,56 +38,30 @@ your own (arrays images, labels, optional test_images, test_labels, class_names)
 """
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
-    return v
+def _ranged(bad: str, *, integral: bool = False, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False) -> Callable[[str], Any]:
+    """An argparse type: the text as an int or a finite float inside the bounds (:func:`rll_core.checks.within`,
+    the library's range rule), else ``bad`` and the value in one line."""
+    def parse(s: str) -> Any:
+        try:
+            v: float = int(s) if integral else float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{bad if integral else 'must be a number'}, got {s!r}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {s}")
+        if not within(v, lo, hi, lo_open=lo_open):
+            raise argparse.ArgumentTypeError(f"{bad}, got {s}")
+        return v
+    return parse
 
 
-def _number(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {s!r}") from None
-    if v != v or v in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {s}")
-    return v
-
-
-def _positive(s: str) -> float:
-    v = _number(s)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
-    return v
-
-
-def _nonnegative_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {s}")
-    return v
-
-
-def _eps(s: str) -> float:
-    v = _number(s)
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1] (images are on the [0, 1] scale), got {s}")
-    return v
-
-
-def _attack_eps(s: str) -> float:
-    v = _number(s)
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1] (a ball of radius 0 has no attack and no local "
-                                         f"Lipschitz constant), got {s}")
-    return v
+_number = _ranged("must be a number")
+_positive_int = _ranged("must be a positive integer", integral=True, lo=1)
+_nonnegative_int = _ranged("must be an integer >= 0", integral=True, lo=0)
+_positive = _ranged("must be > 0", lo=0, lo_open=True)
+_eps = _ranged("must be in [0, 1] (images are on the [0, 1] scale)", lo=0, hi=1)
+_attack_eps = _ranged("must be in (0, 1] (a ball of radius 0 has no attack and no local Lipschitz constant)",
+                      lo=0, hi=1, lo_open=True)
 
 
 def _dataset(s: str) -> str:
@@ -203,6 +178,8 @@ def _add_card(sub: Any) -> None:
     c.add_argument("--weights", default=None, help="a state-dict file for a factory (default: its own weights)")
     c.add_argument("--eps", type=_attack_eps, default=None, help="radius in (0, 1] (default: the paper's for the data)")
     c.add_argument("--n-eval", type=_positive_int, default=500, help="test points evaluated (default: 500)")
+    c.add_argument("--n-train", type=_positive_int, default=None,
+                   help="a seeded subset of the training split for the separation stages (default: all of it)")
     c.add_argument("--n-autoattack", type=_nonnegative_int, default=100,
                    help="AutoAttack on the first this many of them; 0 for none (default: 100)")
     c.add_argument("--out", default=None, help="where the card's folder goes (default: the project's results/cards)")
@@ -216,24 +193,13 @@ def _add_card(sub: Any) -> None:
 
 
 def _card(args: argparse.Namespace) -> int:
-    from .card import CARD_ATTACKS, load_model, robustness_card, write_card
+    from .card import make_card
 
-    formats = check_formats(args.formats)
-    resolve_device(args.device)
-    for folder, what in ((args.out, "output folder (--out)"), (args.cache_dir, "cache folder (--cache-dir)")):
-        if folder is not None:
-            check_writable(folder, what)
-    train, test = load_train_test(args.dataset, args.data_dir)
-    if args.n_eval > len(test):
-        raise ValueError(f"--n-eval {args.n_eval} is more than the {len(test)} test points of {test.name}")
-    net, source = load_model(args.model, architecture=args.architecture, weights=args.weights,
-                             input_shape=train.shape, num_classes=train.num_classes)
-    attacks = CARD_ATTACKS if args.n_autoattack else tuple(a for a in CARD_ATTACKS if a != "autoattack")
-    card = robustness_card(net, args.dataset, eps=args.eps, n_eval=args.n_eval, attacks=attacks,
-                           n_autoattack=args.n_autoattack, data_dir=args.data_dir, out_dir=args.out,
-                           cache_dir=args.cache_dir, source=source,
-                           device=args.device, precision=args.precision, seed=args.seed, progress=not args.no_progress)
-    files = write_card(card, train, test.subset(args.n_eval, seed=None), formats)
+    card, files = make_card(args.model, args.dataset, architecture=args.architecture, weights=args.weights,
+                            eps=args.eps, n_eval=args.n_eval, n_autoattack=args.n_autoattack, data_dir=args.data_dir,
+                            n_train=args.n_train,
+                            out_dir=args.out, cache_dir=args.cache_dir, formats=args.formats, device=args.device,
+                            precision=args.precision, seed=args.seed, progress=not args.no_progress)
     print(next(f for f in files if f.name == "card_summary.md").read_text(), end="")
     print(f"wrote {len(files)} files into {card['folder']}")
     return 0

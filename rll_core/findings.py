@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from .stats import Term, bootstrap_interval, difference_interval
 from .storage import load_npz, save_table, user_path
-from .tables import difference_interval
 
-__all__ = ["FINDINGS", "bootstrap_interval", "export_findings", "gap_findings", "verdict"]
+__all__ = ["FINDINGS", "export_findings", "gap_findings", "verdict"]
 
 #: Each claim's id and wording (``{m}``: the method's label).
 FINDINGS: dict[str, str] = {
@@ -45,53 +45,11 @@ FINDINGS: dict[str, str] = {
     "2e": "{m}: dropout lowers the test local Lipschitz constant",
 }
 
-#: A claim's quantity as a sum of ``coefficient * mean(array)`` terms: (coefficient, model, split, array).
-Term = tuple[float, str, str, str]
 
 
 def verdict(lo: float, hi: float) -> str:
     """``holds`` (the interval above 0), ``reversed`` (below 0) or ``not separated``."""
     return "holds" if lo > 0 else "reversed" if hi < 0 else "not separated"
-
-
-def bootstrap_interval(points: Mapping[str, Mapping[str, np.ndarray]], terms: Sequence[Term], *, n_boot: int = 4000,
-                       seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """The estimate and paired-bootstrap interval of ``sum(c * mean(points[model][f"{split}_{array}"]))``.
-
-    Args:
-        points: per model, the per-point arrays of its evaluation (``train_pgd``, ``test_lipschitz``, ...); the
-            arrays of one split hold the same points in the same order for every model.
-        terms: ``(coefficient, model, split, array)`` per term.
-        n_boot: resamples (default 4000).
-        seed: the resampling's seed (default 0).
-        level: the interval's coverage (default 0.95).
-
-    Returns:
-        ``(estimate, lo, hi)``.
-
-    Raises:
-        ValueError: no terms, or one split's arrays of different lengths.
-
-    Example:
-        >>> a = {"m": {"train_pgd": np.ones(50), "test_pgd": np.r_[np.ones(25), np.zeros(25)]}}
-        >>> est, lo, hi = bootstrap_interval(a, [(1, "m", "train", "pgd"), (-1, "m", "test", "pgd")])
-        >>> est, bool(0.3 < lo < 0.5 < hi < 0.7)
-        (0.5, True)
-    """
-    if not terms:
-        raise ValueError("a claim needs at least one term")
-    arrays = [(c, split, np.asarray(points[m][f"{split}_{a}"], dtype=float)) for c, m, split, a in terms]
-    sizes: dict[str, int] = {}
-    for _, split, arr in arrays:
-        if sizes.setdefault(split, len(arr)) != len(arr):
-            raise ValueError(f"the {split} arrays of a claim differ in length ({sizes[split]} and {len(arr)}): "
-                             "compare models evaluated on the same points")
-    rng = np.random.default_rng(seed)
-    idx = {split: rng.integers(0, n, (n_boot, n)) for split, n in sizes.items()}
-    est = float(sum(c * arr.mean() for c, _, arr in arrays))
-    boot = sum(c * arr[idx[split]].mean(axis=1) for c, split, arr in arrays)
-    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return est, float(lo), float(hi)
 
 
 def _points(runs_dir: Path, row: Mapping[str, Any]) -> dict[str, np.ndarray]:

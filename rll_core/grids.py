@@ -22,20 +22,25 @@ from .data import check_dataset, dataset_label, is_npz_path, reference_key
 from .methods import make_method
 from .precision import resolve_precision
 from .progress import progress_bar
-from .runs import TABLE_EVALUATION, evaluate_run, resolve_hyper, train_run
+from .runs import evaluate_run, resolve_hyper, train_run
+from .stats import wilson_interval
 from .storage import user_path
-from .tables import wilson_interval
 
-__all__ = ["PAPER_METHODS", "PRESETS", "grid_digest", "grid_settings", "method_label", "method_spec", "parse_methods",
+__all__ = ["PAPER_METHODS", "PRESETS", "TABLE_EVALUATION", "grid_digest", "grid_settings", "method_label", "method_spec", "parse_methods",
            "preset_evaluation", "run_grid", "run_name"]
 
+
+#: The evaluation behind every table (:func:`run_grid`) and the per-point figure
+#: (:func:`rll_core.audit.point_robustness`): PGD on both splits, the multi-targeted attack on the test points
+#: only (no table shows it on train).  One setting, so each run is evaluated once and read back after.
+TABLE_EVALUATION: dict[str, Any] = {"attacks": ("pgd", "multitarget"), "test_only": ("multitarget",)}
 
 #: ``quick``: the default job (a 2,000-image subset, 2 epochs, Adam, 100 evaluation points per split);
 #: ``long``: 10,000 images, 3 epochs, 500 points (intervals of about +/- 0.04); ``gaps``: the regime of the
 #: paper's Section 5 conclusions, models that fit their training set (GAPS_N_TRAIN seeded images, trained
 #: GAPS_EPOCHS epochs) evaluated with PGD on 500 of those and 500 test points; ``paper``: the reference
 #: settings of :mod:`rll_core.paper` on the full splits (a GPU job).  ``None`` keeps the reference's value;
-#: ``evaluation`` (where set) replaces :data:`~rll_core.runs.TABLE_EVALUATION`.
+#: ``evaluation`` (where set) replaces :data:`TABLE_EVALUATION`.
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(n_train=2000, n_test=500, epochs=2, optimizer="adam", lr=1e-3, n_eval=100, n_val=100),
     "long": dict(n_train=10000, n_test=1000, epochs=3, optimizer="adam", lr=1e-3, n_eval=500, n_val=200),
@@ -47,7 +52,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def preset_evaluation(preset: str) -> dict[str, Any]:
     """The attacks a preset's grid evaluates (``attacks``, ``test_only`` for :func:`~rll_core.runs.evaluate_run`):
-    :data:`~rll_core.runs.TABLE_EVALUATION` (PGD on both splits, the multi-targeted attack on test), or the
+    :data:`TABLE_EVALUATION` (PGD on both splits, the multi-targeted attack on test), or the
     preset's own (``gaps``: PGD on both splits only; its tables are about the gaps)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
@@ -100,7 +105,7 @@ def grid_settings(dataset: str, *, preset: str = "quick", eps: float | None = No
     >>> grid_settings("mnist")["eps"], grid_settings("mnist")["n_train"]
     (0.1, 2000)
 
-    Raises ValueError in one line for an unknown preset or dataset, or an eps outside [0, 1]."""
+    Raises ValueError in one line for an unknown preset or dataset, or an eps outside (0, 1]."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     p = PRESETS[preset]
@@ -110,7 +115,8 @@ def grid_settings(dataset: str, *, preset: str = "quick", eps: float | None = No
              (("n_train", n_train), ("n_test", n_test), ("n_eval", n_eval))}
     return {"dataset": dataset_label(dataset), "data": str(user_path(dataset).resolve()) if is_npz_path(dataset) else key,
             "reference": key, "preset": preset,
-            "eps": paper.eps_for(key) if eps is None else check_real("eps", eps, lo=0, hi=1),
+            # a grid's runs are evaluated at their eps: a ball of radius 0 has no attack (refused before any training)
+            "eps": paper.eps_for(key) if eps is None else check_real("eps", eps, lo=0, hi=1, lo_open=True),
             "model": model or paper.SETTINGS[key].model,
             "epochs": check_int("epochs", epochs) if epochs is not None else p["epochs"], **sizes,
             "n_val": p["n_val"], "optimizer": p["optimizer"], "lr": p["lr"], "seed": check_int("seed", seed, lo=0)}
@@ -122,7 +128,7 @@ def grid_digest(methods: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 
-def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequence[tuple[str, Mapping[str, Any]]],
+def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: str | Sequence[tuple[str, Mapping[str, Any]]],
              preset: str = "quick", eps: float | None = None, model: str | None = None,
              dropout: float | None = None, augment: str | None = None, epochs: int | None = None,
              n_train: int | None = None, n_test: int | None = None, n_eval: int | None = None, seed: int = 0,
@@ -138,9 +144,10 @@ def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequenc
     Args:
         out_root: the folder of the run folders.
         dataset: a registry name or an ``.npz`` of your own.
-        methods: ``(name, hyper)`` pairs, e.g. :data:`PAPER_METHODS` or ``parse_methods("natural,trades:beta6")``.
+        methods: ``(name, hyper)`` pairs, e.g. :data:`PAPER_METHODS`, or a spec :func:`parse_methods` reads
+            (``"natural,trades:beta6"``); a method's own ``eps`` is refused (one eps per grid: ``eps=``).
         preset: ``"quick"``, ``"long"`` or ``"paper"`` (default ``"quick"``).
-        eps: the radius in [0, 1] (default the paper's).
+        eps: the radius in (0, 1] (default the paper's).
         model: the architecture (default the paper's).
         dropout: a rate in [0, 1), or None for the architecture's own.
         augment: ``"crop-flip"``, ``"crop8"`` or None.
@@ -156,11 +163,12 @@ def run_grid(out_root: str | os.PathLike[str], *, dataset: str, methods: Sequenc
         One row per method (see :func:`rll_core.runs.evaluate_run`) with ``label``, ``key`` and ``grid``.
 
     Raises:
-        ValueError: an unknown preset, dataset or method, a bad hyperparameter, before any training.
+        ValueError: an unknown preset, dataset or method, a bad hyperparameter or eps, before any training.
 
     Example:
         >>> rows = run_grid("results/runs", dataset="mnist", methods=parse_methods("natural,at"))  # doctest: +SKIP
     """
+    methods = parse_methods(methods)
     g = grid_settings(dataset, preset=preset, eps=eps, model=model, epochs=epochs, n_train=n_train, n_test=n_test,
                       n_eval=n_eval, seed=seed)
     for name, hyper in methods:  # check every method before any training
@@ -196,9 +204,17 @@ def _run_summary(row: Mapping[str, Any], seconds: float) -> str:
 
 def parse_methods(spec: str | Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
     """``"paper"`` (:data:`PAPER_METHODS`) or ``"natural,at,trades:beta6,rst:lam0.5,llr:lam4;mu3"`` ->
-    ``(name, hyper)`` pairs (no ``=`` or quotes, so the spec survives papermill's parameter parsing)."""
+    ``(name, hyper)`` pairs (no ``=`` or quotes, so the spec survives papermill's parameter parsing).
+
+    A method's own eps (``at:eps0.2``) is refused in one line: every run of a grid trains and is evaluated at the
+    grid's eps, which names its folders, keys and labels (a second eps is a second grid)."""
     if not isinstance(spec, str):
-        return [(n, dict(h)) for n, h in spec]
+        pairs = []
+        for pair in spec:
+            if isinstance(pair, str) or not isinstance(pair, Sequence) or len(pair) != 2:
+                raise ValueError(f"methods must be a spec like 'natural,at' or (name, hyper) pairs, got {pair!r}")
+            pairs.append((str(pair[0]), dict(pair[1])))
+        return [_no_own_eps(n, h, repr((n, h))) for n, h in pairs]
     if spec.strip() == "paper":
         return [(n, dict(h)) for n, h in PAPER_METHODS]
     out = []
@@ -210,7 +226,14 @@ def parse_methods(spec: str | Sequence[tuple[str, Mapping[str, Any]]]) -> list[t
             if m is None:
                 raise ValueError(f"bad method spec {item!r}: write name:keyVALUE[;keyVALUE], e.g. trades:beta6")
             hyper[m.group(1)] = float(m.group(2))
-        out.append((name.strip().lower(), hyper))
+        out.append(_no_own_eps(name.strip().lower(), hyper, repr(item)))
     if not out:
         raise ValueError("no methods given")
     return out
+
+
+def _no_own_eps(name: str, hyper: dict[str, Any], shown: str) -> tuple[str, dict[str, Any]]:
+    if "eps" in hyper:
+        raise ValueError(f"method {shown} sets its own eps {hyper['eps']:g}: a grid has one eps "
+                         "(run_grid eps=, the notebooks' eps parameter); run another grid for another eps")
+    return name, hyper

@@ -36,7 +36,7 @@ from ._search import eval_mode, sign_ascent
 from .attacks import pgd
 from .checks import check_eps, check_int, check_real, rng_state, set_rng_state
 from .paper import step_size as paper_step_size
-from .precision import resolve_precision
+from .precision import INHERIT, resolve_precision
 
 __all__ = ["AT", "AUGMENTATIONS", "GR", "LLR", "METHODS", "Method", "Natural", "RST", "TRADES", "augment_batch",
            "ce_input_grad", "make_method", "replay_draws"]
@@ -199,7 +199,7 @@ class LLR(Method):
             start = x + (2 * torch.rand_like(x) - 1) * self.eps
             step = self.step_size if self.step_size is not None else self.eps / 2
             z = sign_ascent(nonlinearity, x, start, self.eps, step, self.steps,
-                            precision=resolve_precision("inherit", x.device))
+                            precision=resolve_precision(INHERIT, x.device))
         return (z - x).detach()
 
     def terms(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -233,7 +233,7 @@ class AT(Method):
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return pgd(_unwrap(model), x, y, eps=self.eps, steps=self.steps,
-                   step_size=_steps_default(self.eps, self.step_size, self.steps), precision="inherit")
+                   step_size=_steps_default(self.eps, self.step_size, self.steps), precision=INHERIT)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(self.adversarial(model, x, y)), y)
@@ -265,7 +265,7 @@ class TRADES(Method):
 
             x_adv = sign_ascent(kl, x, x + 0.001 * torch.randn_like(x), self.eps,
                                 _steps_default(self.eps, self.step_size, self.steps), self.steps, project_start=False,
-                                precision=resolve_precision("inherit", x.device))
+                                precision=resolve_precision(INHERIT, x.device))
         robust = F.kl_div(F.log_softmax(model(x_adv), 1), F.softmax(logits, 1), reduction="batchmean")
         return F.cross_entropy(logits, y) + self.beta * robust
 

@@ -21,7 +21,6 @@ exist by then.
 from __future__ import annotations
 
 import difflib
-import math
 import numbers
 import os
 from collections.abc import Callable, Mapping
@@ -31,7 +30,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .card.load import is_factory
-from .checks import resolve_device
+from .checks import resolve_device, within
 from .data import check_dataset
 from .grids import PRESETS, parse_methods
 from .methods import make_method
@@ -77,13 +76,7 @@ def _number(v: Any, p: Param, integral: bool) -> float | int:
         except ValueError:
             pass
     what = "an integer" if integral else "a number"
-    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
-    ok = ok and (not integral or float(v).is_integer())
-    if ok and p.lo is not None:
-        ok = float(v) > p.lo if p.lo_open else float(v) >= p.lo
-    if ok and p.hi is not None:
-        ok = float(v) < p.hi if p.hi_open else float(v) <= p.hi
-    if not ok:
+    if not within(v, p.lo, p.hi, lo_open=p.lo_open, hi_open=p.hi_open, integral=integral):
         bounds = []
         if p.lo is not None:
             bounds.append(f"{'>' if p.lo_open else '>='} {p.lo:g}")

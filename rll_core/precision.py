@@ -27,12 +27,15 @@ import torch
 
 from .checks import resolve_device
 
-__all__ = ["PRECISIONS", "autocast", "check_precision", "cpu_description", "cpu_native_bf16", "layout_for",
+__all__ = ["INHERIT", "PRECISIONS", "autocast", "check_precision", "cpu_description", "cpu_native_bf16", "layout_for",
            "model_layout", "precision_note", "precision_record", "resolve_precision"]
 
-#: The precision settings: ``auto`` (from the hardware), ``fp32``, ``bf16``, and ``inherit`` (bf16 where the
-#: caller's code already runs under bf16 autocast: the training methods' inner searches follow the training step).
-PRECISIONS = ("auto", "fp32", "bf16", "inherit")
+#: The precision settings a user passes: ``auto`` (from the hardware), ``fp32``, ``bf16``.
+PRECISIONS = ("auto", "fp32", "bf16")
+
+#: The package's own fourth value, never a user's: bf16 where the caller's code already runs under bf16 autocast
+#: (the training methods' inner searches follow the training step they run in).
+INHERIT = "_inherit"
 
 
 def _cpu_flags() -> set[str]:
@@ -71,8 +74,9 @@ def cpu_description() -> str:
 
 
 def check_precision(precision: str) -> str:
-    """``precision`` if it is one of :data:`PRECISIONS`, else ValueError in one line."""
-    if precision not in PRECISIONS:
+    """``precision`` if it is one of :data:`PRECISIONS` (or the package's own :data:`INHERIT`), else ValueError in
+    one line naming the three."""
+    if precision not in PRECISIONS and precision != INHERIT:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return precision
 
@@ -82,7 +86,7 @@ def resolve_precision(precision: str, device: torch.device | str, dtype: torch.d
     of capability >= 8.0) and the work is in float32, else ``"fp32"``; ``"fp32"`` and ``"bf16"`` are kept as asked.
 
     Args:
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"inherit"`` (what the surrounding autocast does).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` (or :data:`INHERIT`: what the surrounding autocast does).
         device: where the work runs (``"auto"``: as :func:`~rll_core.checks.resolve_device` picks).
         dtype: the work's floating dtype (float64 work, such as the Section 4 classifier's, stays as it is).
 
@@ -96,10 +100,10 @@ def resolve_precision(precision: str, device: torch.device | str, dtype: torch.d
         >>> resolve_precision("fp32", "cpu")
         'fp32'
     """
-    if check_precision(precision) not in ("auto", "inherit"):
+    if check_precision(precision) not in ("auto", INHERIT):
         return precision
     dev = resolve_device(device) if str(device) == "auto" else torch.device(device)
-    if precision == "inherit":
+    if precision == INHERIT:
         return "bf16" if torch.is_autocast_enabled(dev.type) and torch.get_autocast_dtype(dev.type) == torch.bfloat16 \
             else "fp32"
     if dtype != torch.float32:

@@ -17,23 +17,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import paper
-from .checks import check_eps, check_int, check_real, default_batch_size, model_device, resolve_device
+from .checks import check_eps, check_int, check_real, default_batch_size, resolve_device
 from .data import ImageDataset, check_dataset, is_npz_path, load_train_test
-from .evaluation import ATTACKS, AttackSpec, evaluate, paper_attack
-from .lipschitz import REFERENCE_STEP_SIZE, local_lipschitz
+from .evaluation import ATTACKS, AttackSpec, paper_attack
+from .lipschitz import REFERENCE_STEP_SIZE
+from .measure import measure_splits, sweep_radii
 from .methods import METHODS, make_method
 from .models import build_model, check_model
 from .precision import check_precision, precision_record, resolve_precision
-from .separation import nearest_other_class
 from .storage import (
     array_digest,
     check_writable,
     load_json,
-    load_npz,
     save_json,
     save_npz,
     settings_digest,
@@ -41,8 +39,8 @@ from .storage import (
 )
 from .training import RunMismatchError, TrainResult, load_checkpoint, train
 
-__all__ = ["TABLE_EVALUATION", "accuracy_by_distance", "distance_bins", "eval_specs", "evaluate_run", "load_run",
-           "measure_splits", "point_robustness", "resolve_hyper", "robustness_curve", "split_specs", "train_run"]
+__all__ = ["eval_specs", "evaluate_run", "load_run", "resolve_hyper", "robustness_curve", "run_settings", "split_specs",
+           "train_run"]
 
 
 def resolve_hyper(dataset: str, method: str, hyper: Mapping[str, Any] | None, eps: float | None) -> dict[str, Any]:
@@ -164,8 +162,10 @@ def _check_splits(train_set: ImageDataset, test_set: ImageDataset) -> None:
                          f"{'x'.join(map(str, train_set.shape))}: both splits need one image shape")
 
 
-def _run_settings(out: Path, checkpoint: str) -> dict[str, Any]:
-    """A run folder's ``settings.json``, refused in one line when it cannot be evaluated here."""
+def run_settings(out_dir: str | os.PathLike[str], checkpoint: str = "last") -> dict[str, Any]:
+    """A run folder's ``settings.json`` (no model is built), refused in one line when the run cannot be evaluated
+    here: no finished ``checkpoint``, or settings without a dataset and architecture."""
+    out = user_path(out_dir)
     if not (out / "settings.json").exists() or not (out / f"{checkpoint}.pt").exists():
         raise RunMismatchError(f"{out} holds no finished run (settings.json and {checkpoint}.pt); train it first")
     settings = load_json(out / "settings.json")
@@ -212,7 +212,7 @@ def load_run(out_dir: str | os.PathLike[str], checkpoint: str = "last",
     out = user_path(out_dir)
     if checkpoint not in ("last", "best"):
         raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
-    settings = _run_settings(out, checkpoint)
+    settings = run_settings(out, checkpoint)
     ck = load_checkpoint(out / f"{checkpoint}.pt")
     model = _load_weights(_build(settings, settings["seed"]), ck, out / f"{checkpoint}.pt", settings)
     history = load_checkpoint(out / "last.pt")["history"] if (out / "last.pt").exists() else []
@@ -297,7 +297,7 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
     if not splits or not set(splits) <= {"train", "test"} or len(set(splits)) != len(splits):
         raise ValueError(f"splits must be 'train' and/or 'test' (each once), got {splits}")
     dev = resolve_device(device)
-    settings = _run_settings(out, checkpoint)
+    settings = run_settings(out, checkpoint)
     run_eps = settings.get("eps", settings.get("val_eps"))
     if eps is None and run_eps is None:
         raise ValueError(f"{out} records no eps (settings.json has neither eps nor val_eps): pass eps=")
@@ -409,7 +409,7 @@ def robustness_curve(out_dir: str | os.PathLike[str], eps_grid: Sequence[float],
         raise ValueError("eps_grid is empty")
     check_int("n_eval", n_eval)
     dev = resolve_device(device)
-    settings = _run_settings(out, checkpoint)
+    settings = run_settings(out, checkpoint)
     ev: dict[str, Any] = {"checkpoint": checkpoint, "n_eval": n_eval, "eps_grid": grid, "split": "test",
           "attack": {"name": "pgd", "steps": ATTACKS["pgd"], "step_size": "2 eps / steps"},
           "batch_size": default_batch_size(dev)}
@@ -422,121 +422,12 @@ def robustness_curve(out_dir: str | os.PathLike[str], eps_grid: Sequence[float],
         return load_json(path)
     _, test_set, net = _restore(out, settings, checkpoint, ck, data_dir, dev)
     sub = test_set.subset(n_eval, seed=None)
-    x = torch.from_numpy(sub.float_images())
-    verdicts = {}
-    for k, e in enumerate(grid):
-        r = evaluate(net, x, sub.labels, eps=e, attacks=[paper_attack("pgd", e)] if e > 0 else [],
-                     seed=settings["seed"], batch_size=ev["batch_size"], progress=False, precision=prec)
-        verdicts[f"eps{k}"] = r.correct["pgd" if e > 0 else "clean"]
+    swept = sweep_radii(net, torch.from_numpy(sub.float_images()), sub.labels, grid, seed=settings["seed"],
+                        batch_size=ev["batch_size"], precision=prec)
+    verdicts = {f"eps{k}": v for k, v in enumerate(swept)}
     result = {"run": out.name, "method": settings.get("method"), "eps": grid, "n": len(sub),
               "accuracy": [float(v.mean()) for v in verdicts.values()], "epoch": ck["epoch"], "evaluation": ev,
               "settings": settings}
     save_npz(path.with_suffix(".npz"), **verdicts)
     save_json(path, result)
     return result
-
-
-def measure_splits(row: dict[str, Any], net: torch.nn.Module, splits: Mapping[str, ImageDataset],
-             specs: Mapping[str, Sequence[AttackSpec]], ev: Mapping[str, Any], seed: int, progress: bool,
-             dtype: torch.dtype = torch.float32, reference: bool = True) -> dict[str, Any]:
-    """Fill ``row`` with accuracies, Lipschitz means and gaps; return the per-example arrays.  ``specs``: the
-    attacks of each split.  ``reference``: also the paper's Lipschitz procedure (its start leaves [0, 1],
-    which only a network accepts)."""
-    dev = model_device(net)
-    arrays: dict[str, Any] = {}
-    row["attack_settings"] = {}
-    for split, ds in splits.items():
-        sub = ds.subset(ev["n_eval"], seed=None)
-        x = torch.from_numpy(sub.float_images()).to(dtype)
-        prec = ev.get("precision", "fp32")
-        r = evaluate(net, x, sub.labels, eps=ev["eps"], attacks=specs[split], seed=seed, progress=progress,
-                     batch_size=ev["batch_size"], precision=prec)
-        row[f"{split}_n"] = r.n
-        row[f"{split}_accuracy"] = r.clean_accuracy
-        for name, verdict in r.correct.items():
-            arrays[f"{split}_{name}"] = verdict
-            if name != "clean":
-                row[f"{split}_{name}_accuracy"] = float(verdict.mean())
-        for proc, suffix in (("ascent", ""), ("reference", "_reference"))[:2 if reference else 1]:
-            lip = local_lipschitz(net, x, eps=ev["eps"], steps=ev["lipschitz_steps"], procedure=proc,
-                                  batch_size=ev["batch_size"], precision=prec,
-                                  generator=torch.Generator(device=dev).manual_seed(seed), progress=progress)
-            arrays[f"{split}_lipschitz{suffix}"] = lip.numpy()
-            row[f"{split}_lipschitz{suffix}"] = float(lip.mean())
-            row[f"{split}_lipschitz{suffix}_se"] = float(lip.std() / max(len(lip), 1) ** 0.5) if len(lip) > 1 else 0.0
-        row["attack_settings"].update(r.attacks)
-    if set(splits) != {"train", "test"}:
-        return arrays
-    row["gap_standard"] = row["train_accuracy"] - row["test_accuracy"]
-    if specs["train"]:  # the first attack run on both splits (PGD in every table)
-        first = specs["train"][0].name
-        row["gap_adversarial"] = row[f"train_{first}_accuracy"] - row[f"test_{first}_accuracy"]
-    return arrays
-
-
-#: The evaluation behind every table (:func:`run_grid`) and the per-point figure
-#: (:func:`point_robustness`): PGD on both splits, the multi-targeted attack on the test points
-#: only (no table shows it on train).  One setting, so each run is evaluated once and read back after.
-TABLE_EVALUATION: dict[str, Any] = {"attacks": ("pgd", "multitarget"), "test_only": ("multitarget",)}
-
-
-# ----------------------------------------------------------------------------------------------
-# robustness per point against the data's separation
-
-
-def point_robustness(run_dir: str | os.PathLike[str], *, n_eval: int = 100, attack: str = "pgd",
-                     device: str = "auto", precision: str = "auto",
-                     evaluation: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """Per evaluated test point of a run: ``distance`` to the nearest other-class point of the run's own
-    training set, the ``robust`` verdict of ``attack`` at the run's eps, ``lipschitz`` (rll's estimate)
-    and ``correct`` (clean).  Reads (or makes) the run's table evaluation (``evaluation``: the attacks, default
-    :data:`TABLE_EVALUATION`, the one :func:`~rll_core.grids.run_grid` made for its preset); saves
-    ``points-<eval file>.npz`` in the run folder."""
-    out = user_path(run_dir)
-    row = evaluate_run(out, n_eval=n_eval, **(TABLE_EVALUATION if evaluation is None else evaluation), device=device,
-                       progress=False, precision=precision)
-    stem = Path(row["eval_file"]).stem
-    path = out / f"points-{stem}-{attack}.npz"
-    if path.exists():
-        return load_npz(path)
-    ev = load_npz(out / f"{stem}.npz")
-    if f"test_{attack}" not in ev:
-        raise ValueError(f"the evaluation {stem} has no {attack!r} verdicts (attacks: "
-                         f"{', '.join(k[5:] for k in ev if k.startswith('test_') and 'lipschitz' not in k)})")
-    _, settings, _ = load_run(out, device="cpu")
-    train, test = load_train_test(settings["dataset"], settings.get("data_dir"), settings["n_train"],
-                                  settings["n_test"], settings["seed"])
-    sub = test.subset(n_eval, seed=None)
-    nn = nearest_other_class(sub.flat(), sub.labels, train.flat(), train.labels, device=device)
-    arrays = {"distance": nn.dist, "robust": ev[f"test_{attack}"], "correct": ev["test_clean"],
-              "lipschitz": ev["test_lipschitz"], "labels": sub.labels}
-    save_npz(path, **arrays)
-    return arrays
-
-
-def distance_bins(distance: np.ndarray, bins: int = 4) -> np.ndarray:
-    """Edges of up to ``bins`` bins holding equal numbers of points (quantiles; fewer bins where distances
-    tie, as uint8 data's do), widened by half a grey level when every distance is the same."""
-    d = np.asarray(distance, float)
-    if d.size == 0:
-        raise ValueError("no distances to bin")
-    edges = np.unique(np.quantile(d, np.linspace(0, 1, check_int("bins", bins) + 1)))
-    return edges if len(edges) >= 2 else np.array([edges[0] - 0.5 / 255, edges[0] + 0.5 / 255])
-
-
-def accuracy_by_distance(distance: np.ndarray, robust: np.ndarray, edges: Sequence[float]) -> dict[str, np.ndarray]:
-    """Robust accuracy of the points in each distance bin ``[edges[i], edges[i+1])`` (the last bin closed):
-    ``accuracy`` (NaN for an empty bin), ``n`` per bin, the bin ``centre``."""
-    e = np.asarray(edges, dtype=float)
-    if e.ndim != 1 or len(e) < 2 or not np.all(np.diff(e) > 0):
-        raise ValueError("edges must be at least two increasing numbers")
-    d, ok = np.asarray(distance, float), np.asarray(robust, bool)
-    if d.shape != ok.shape:
-        raise ValueError(f"distance {d.shape} and robust {ok.shape} differ in shape")
-    b = np.clip(np.searchsorted(e, d, side="right") - 1, 0, len(e) - 2)
-    inside = (d >= e[0]) & (d <= e[-1])
-    n = np.bincount(b[inside], minlength=len(e) - 1)
-    hits = np.bincount(b[inside], weights=ok[inside].astype(float), minlength=len(e) - 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc = np.where(n > 0, hits / np.maximum(n, 1), np.nan)
-    return {"accuracy": acc, "n": n, "centre": (e[:-1] + e[1:]) / 2}

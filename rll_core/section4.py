@@ -1,7 +1,7 @@
 """Section 4's classifier measured as Section 5 measures a network: its table row and its certified curve.
 
 The 1/r-Lipschitz nearest-class classifier (:class:`rll_core.theory.LipschitzClassifier`) is evaluated with the
-tables' own attacks and Lipschitz estimate (:data:`rll_core.runs.TABLE_EVALUATION`, in float64), so its row sits
+tables' own attacks and Lipschitz estimate (:data:`rll_core.grids.TABLE_EVALUATION`, in float64), so its row sits
 beside the trained networks'.  The row takes minutes on a CPU (exact searches inside every attack step), so it is
 stored like a run's evaluation: one JSON per setting and data, read back on the next call.
 """
@@ -9,18 +9,21 @@ stored like a run's evaluation: one JSON per setting and data, read back on the 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from .checks import check_int, check_real, default_batch_size
 from .data import ImageDataset
-from .runs import TABLE_EVALUATION, eval_specs, measure_splits, split_specs
+from .grids import TABLE_EVALUATION
+from .measure import measure_splits
+from .runs import eval_specs, split_specs
 from .storage import array_digest, load_json, save_json, settings_digest, user_path
-from .theory import LipschitzClassifier, certified_radius
+from .theory import LipschitzClassifier, astuteness, certified_radius
 
-__all__ = ["default_radii", "theory_curve", "theory_row"]
+__all__ = ["astuteness_radii", "astuteness_sweep", "default_radii", "theory_curve", "theory_row"]
 
 _LIPSCHITZ_STEPS = 10
 
@@ -28,6 +31,50 @@ _LIPSCHITZ_STEPS = 10
 def default_radii(r: float) -> list[float]:
     """The radii of a robustness curve: 7 from 0 to 1.2 ``r`` (past the data's r), rounded to 3 decimals."""
     return [round(r * 1.2 * k / 6, 3) for k in range(7)]
+
+
+def astuteness_radii(r: float, paper_eps: float, eps_grid: Sequence[float] | None = None) -> list[float]:
+    """The radii of notebook 02's astuteness curves: ``eps_grid`` if given, else 9 from 0 to 2 ``r`` (rounded to
+    4 decimals), the paper's eps and 0.999 ``r`` (just below r, where the theorem's guarantee ends); sorted, once
+    each.
+
+    Example:
+        >>> astuteness_radii(0.25, 0.1)
+        [0.0, 0.0625, 0.1, 0.125, 0.1875, 0.24975, 0.25, 0.3125, 0.375, 0.4375, 0.5]
+    """
+    if eps_grid:
+        return sorted({check_real("eps", e, lo=0, hi=1) for e in eps_grid})
+    return sorted({*np.round(np.linspace(0, 2 * r, 9), 4).tolist(), float(paper_eps), 0.999 * r})
+
+
+def astuteness_sweep(classifier: LipschitzClassifier, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+                     radii: Sequence[float]) -> tuple[list[dict[str, float]], dict[str, list[float]]]:
+    """Certified (lower bound) and attacked (upper bound) astuteness of the Section 4 classifier at every radius,
+    on each split's points (:func:`rll_core.theory.astuteness`): notebook 02's curves.
+
+    Args:
+        classifier: a :class:`~rll_core.theory.LipschitzClassifier`.
+        splits: ``{"train": (x, y), "test": (x, y)}`` (any names, in the order the rows should show them).
+        radii: the L-inf radii, in [0, 1].
+
+    Returns:
+        ``(rows, curves)``: one row per radius (``eps``, ``<split>_accuracy``, ``<split>_certified``,
+        ``<split>_attacked``), and per ``"<split> certified"`` / ``"<split> attacked"`` the values over the radii.
+
+    Example:
+        >>> rows, curves = astuteness_sweep(clf, {"test": (x, y)}, [0.0, 0.1])  # doctest: +SKIP
+    """
+    rows: list[dict[str, float]] = []
+    curves: dict[str, list[float]] = {f"{k} {what}": [] for k in splits for what in ("certified", "attacked")}
+    for e in radii:
+        row = {"eps": float(e)}
+        for k, (x, y) in splits.items():
+            a = astuteness(classifier, x, y, e)
+            row |= {f"{k}_accuracy": a.accuracy, f"{k}_certified": a.certified, f"{k}_attacked": a.attacked}
+            curves[f"{k} certified"].append(a.certified)
+            curves[f"{k} attacked"].append(a.attacked)
+        rows.append(row)
+    return rows, curves
 
 
 def _row_settings(train_set: ImageDataset, test_set: ImageDataset, eps: float, n_eval: int, seed: int) -> dict[str, Any]:
@@ -86,7 +133,7 @@ def theory_row(train_set: ImageDataset, test_set: ImageDataset, eps: float, *, n
     specs = split_specs(eval_specs(eps, TABLE_EVALUATION["attacks"], None, 1), ("train", "test"),
                         TABLE_EVALUATION["test_only"])
     measure_splits(row, clf, {"train": train_set, "test": test_set}, specs, ev, seed, progress, dtype=torch.float64,
-                   reference=False)
+                   lipschitz=("ascent",))
     if path is not None:
         save_json(path, {"settings": settings, "row": row})
     return row

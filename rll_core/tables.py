@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from . import paper
-from .checks import check_int, check_real
 from .precision import precision_note
+from .stats import difference_interval, wilson_interval
 from .storage import save_table, user_path
 
-__all__ = ["COLUMNS", "GAPS", "caption", "difference_interval", "display_rows", "export_table", "gap_interval",
-           "n_fitted", "number_rows", "wilson_errors", "wilson_interval"]
+__all__ = ["COLUMNS", "GAPS", "caption", "display_rows", "export_table", "gap_interval", "n_fitted", "number_rows"]
 
 #: (row key, header, kind): ``acc`` accuracies (with a Wilson interval from the split's n), ``lip`` mean
 #: Lipschitz constants (with the standard error), ``gap`` train minus test accuracy (with Newcombe's interval).  A column shows only
@@ -39,55 +38,6 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("gap_standard", "std. gap", "gap"),
     ("gap_adversarial", "adv. gap", "gap"),
 )
-
-_Z95 = 1.959963984540054  # the 97.5 % quantile of the standard normal
-
-
-def wilson_interval(accuracy: float, n: int, z: float = _Z95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``accuracy`` measured on ``n`` points (Wilson 1927).
-
-    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or 1; it always holds ``accuracy``.
-
-    Args:
-        accuracy: the measured proportion, in [0, 1].
-        n: the number of points, >= 1.
-        z: the normal quantile (default 1.96: 95 %).
-
-    Returns:
-        ``(low, high)``, both in [0, 1].
-
-    Raises:
-        ValueError: an accuracy outside [0, 1] or ``n < 1``.
-
-    Example:
-        >>> [round(v, 3) for v in wilson_interval(0.9, 100)]
-        [0.826, 0.945]
-    """
-    p = check_real("accuracy", accuracy, lo=0, hi=1)
-    n = check_int("n", n)
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    # the interval holds p exactly (rounding must not put p = 0 outside it, by 1e-17)
-    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
-
-
-def wilson_errors(accuracy: float, n: int | None) -> tuple[float, float]:
-    """How far the 95 % Wilson interval reaches below and above ``accuracy`` (error-bar lengths);
-    (0, 0) without an n."""
-    if not n:
-        return 0.0, 0.0
-    lo, hi = wilson_interval(accuracy, int(n))
-    return accuracy - lo, hi - accuracy
-
-
-def difference_interval(p1: float, n1: int, p2: float, n2: int, z: float = _Z95) -> tuple[float, float]:
-    """Newcombe's hybrid score interval (1998, method 10) for ``p1 - p2`` of two independent proportions,
-    from their Wilson intervals: the interval of a generalization gap (train and test are separate samples)."""
-    l1, u1 = wilson_interval(p1, n1, z)
-    l2, u2 = wilson_interval(p2, n2, z)
-    d = p1 - p2
-    return d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
-
 
 #: The gaps: (train accuracy key, test accuracy key).
 GAPS = {"gap_standard": ("train_accuracy", "test_accuracy"),

@@ -342,7 +342,7 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
           seed: int = 0, out_dir: str | os.PathLike[str] | None = None,
           val_data: ImageDataset | tuple[Any, Any] | None = None, n_val: int = 500, val_eps: float | None = None,
           extra_data: ImageDataset | tuple[Any, Any] | None = None, device: str | torch.device | None = "auto",
-          amp: bool = False, channels_last: bool | None = None, compile_model: bool = False, precision: str = "auto",
+          channels_last: bool | None = None, compile_model: bool = False, precision: str = "auto",
           meta: Mapping[str, Any] | None = None, progress: bool = True) -> TrainResult:
     """Train ``model`` in place with ``method`` for ``epochs`` epochs, resuming from ``out_dir``.
 
@@ -375,7 +375,6 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
 
         out_dir: the run folder (locked while training), or None for no files.
         device: ``"auto"``, a device, or None (where the model is).
-        amp: force bf16 autocast (default False; the same as ``precision="bf16"``).
         channels_last: NHWC memory format (default None: under bf16 yes, else no).
         compile_model: ``torch.compile`` (recorded in the settings; default False).
         meta: extra settings stored with the run.
@@ -405,7 +404,7 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
         eps = _validation_eps(method, val_eps, val_data is not None and n_val > 0)
         (x, y), val, extra = _inputs(train_data, val_data, extra_data)
         dev = ddp_device or (resolve_device(device) if device is not None else model_device(model))
-        prec = "bf16" if amp else resolve_precision(precision, dev, _float_dtype(model))
+        prec = resolve_precision(precision, dev, _float_dtype(model))
         channels_last = prec == "bf16" if channels_last is None else channels_last
         settings = _settings_record(
             method, model, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,

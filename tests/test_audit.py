@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from rll_core.audit import class_matrix, closest_pairs, filter_close_pairs, save_filtered
+from rll_core.audit import class_matrix, closest_pairs, filter_close_pairs, point_robustness, save_filtered
 from rll_core.data import ImageDataset, load_npz_dataset
 from rll_core.plotting import plot_accuracy_by_distance, plot_class_matrix, plot_pair_gallery
-from rll_core.runs import accuracy_by_distance, distance_bins, point_robustness
 from rll_core.separation import nearest_other_class
+from rll_core.stats import accuracy_by_distance, distance_bins
 
 
 def _toy(n=160, seed=0, levels=6):
@@ -108,7 +108,8 @@ def test_accuracy_by_distance_bins_like_a_loop():
 
 def test_point_robustness_joins_the_evaluation_and_the_exact_distances(tmp_path, mnist):
     from rll_core.data import load_train_test
-    from rll_core.runs import TABLE_EVALUATION, evaluate_run, train_run
+    from rll_core.grids import TABLE_EVALUATION
+    from rll_core.runs import evaluate_run, train_run
     from rll_core.storage import load_npz
 
     run = tmp_path / "run"

@@ -13,8 +13,17 @@ import pytest
 import torch
 from torch import nn
 
-import rll_core.card.make as make
-from rll_core.card import ModelLoadError, Normalized, check_fits, load_model, model_digest, robustness_card, write_card
+import rll_core.measure as measure
+from rll_core.card import (
+    ModelLoadError,
+    Normalized,
+    check_fits,
+    load_model,
+    make_card,
+    model_digest,
+    robustness_card,
+    write_card,
+)
 from rll_core.data import load_train_test
 from rll_core.evaluation import evaluate
 from rll_core.lipschitz import local_lipschitz
@@ -121,6 +130,8 @@ def test_a_card_equals_evaluate_and_local_lipschitz_called_directly(tmp_path, mo
     for proc in ("ascent", "reference"):
         v = local_lipschitz(net, x, eps=0.1, procedure=proc, precision="fp32", generator=torch.Generator().manual_seed(0))
         assert lip[proc] == pytest.approx(float(v.mean()), rel=1e-6)
+        # the standard error of the mean, written out: sample standard deviation (n - 1) over sqrt(n)
+        assert lip[f"{proc}_se"] == pytest.approx(float(np.std(v.numpy(), ddof=1)) / np.sqrt(8), rel=1e-6)
     assert card["settings"]["eps"] == 0.1 and card["settings"]["n_train"] == 300  # MNIST's paper eps
     assert card["stages"]["separation"]["table1"]["n_train"] == 300
     folder = Path(card["folder"])
@@ -137,8 +148,8 @@ def test_a_card_equals_evaluate_and_local_lipschitz_called_directly(tmp_path, mo
     def no_work(*args, **kwargs):
         raise AssertionError("measured again")
 
-    monkeypatch.setattr(make, "evaluate", no_work)
-    monkeypatch.setattr(make, "local_lipschitz", no_work)
+    monkeypatch.setattr(measure, "evaluate", no_work)  # the one room that attacks and estimates
+    monkeypatch.setattr(measure, "local_lipschitz", no_work)
     again = robustness_card(net, "mnist", **kw)  # read back, stage by stage
     assert again["stages"] == stored["stages"] and again["folder"] == card["folder"]
     with pytest.raises(AssertionError, match="measured again"):  # another eps: another card, not this one
@@ -146,6 +157,51 @@ def test_a_card_equals_evaluate_and_local_lipschitz_called_directly(tmp_path, mo
     assert len(list((tmp_path / "cards").iterdir())) == 2
     with pytest.raises(ValueError, match="attacks must be some of"):
         robustness_card(net, "mnist", **{**kw, "attacks": ("fgsm",)})
+    # the card's files come from the data it was measured on: the whole split (not its 300-image subset) or other
+    # test points are refused before anything is written
+    whole, _ = load_train_test("mnist")
+    for wrong_train, wrong_sub in ((whole, sub), (train, test.subset(8, seed=3))):
+        with pytest.raises(ValueError, match="is not the .* this card was measured on") as e:
+            write_card(card, wrong_train, wrong_sub, ("png",))
+        assert "\n" not in str(e.value)
+
+
+def test_make_card_checks_everything_before_any_work(tmp_path, monkeypatch):
+    """The one pipeline of `rll card` and notebook 05: more points than the test split is refused before a default
+    model is trained; unreadable weight files in one line; a factory beside the user found without PYTHONPATH."""
+    import rll_core.card.pipeline as pipeline
+
+    def no_training(*a, **k):
+        raise AssertionError("a default model was trained")
+
+    monkeypatch.setattr(pipeline, "default_model", no_training)
+    kw = dict(out_dir=tmp_path / "cards", cache_dir=tmp_path / "cache", progress=False, formats="png")
+    with pytest.raises(ValueError, match="n_eval 20000 is more than the 10000 test points of mnist"):
+        make_card(None, "mnist", n_eval=20000, **kw)
+    for bad, message in ((dict(n_autoattack=-1), "n_autoattack must be an integer >= 0"),
+                         (dict(eps=0.0), r"eps must be a finite number in \(0, 1\]"),
+                         (dict(formats="png,gif"), "gif"), (dict(precision="fp16"), "precision")):
+        with pytest.raises(ValueError, match=message):
+            make_card(None, "mnist", **{**kw, **bad})
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "cut.pt").write_bytes((lambda b: b[: len(b) // 2])(_saved(tmp_path)))
+    (tmp_path / "text.pt").write_text("weights")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "besideme.py").write_text("from torch import nn\n"
+                                          "def make():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n")
+    for weights, message in (("empty.pt", "the file is empty"), ("cut.pt", "or truncated"), ("text.pt", "or truncated")):
+        for spec, extra in (("besideme:make", {"weights": tmp_path / weights}),
+                            (tmp_path / weights, {"architecture": "cnn001"})):
+            with pytest.raises(ModelLoadError) as e:
+                make_card(spec, "mnist", n_eval=4, **extra, **kw)
+            assert message in str(e.value) and "\n" not in str(e.value), (spec, weights, str(e.value))
+    net, source = load_model("besideme:make")  # the current folder, as `python -c` sees it; sys.path left as found
+    assert source["factory"] == "besideme:make" and str(tmp_path) not in sys.path
+
+
+def _saved(tmp_path: Path) -> bytes:
+    torch.save(_cnn().state_dict(), tmp_path / "whole.pt")
+    return (tmp_path / "whole.pt").read_bytes()
 
 
 def test_rll_card_on_an_npz_of_your_own_with_a_torchscript_model(own_npz, tmp_path):

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from rll_core.findings import FINDINGS, bootstrap_interval, export_findings, gap_findings, verdict
+from rll_core.findings import FINDINGS, export_findings, gap_findings, verdict
+from rll_core.stats import bootstrap_interval, difference_interval
 from rll_core.storage import save_npz
-from rll_core.tables import difference_interval
 
 
 def test_verdicts():
@@ -56,6 +56,27 @@ def test_pairing_resamples_the_same_points_for_every_model():
                            [(1, "a", "test", "pgd"), (1, "b", "test", "pgd")])
     with pytest.raises(ValueError, match="at least one term"):
         bootstrap_interval(pts, [])
+
+
+def test_a_claim_over_both_splits_resamples_each_split_alone_over_its_own_range():
+    """A finding-1b quantity (adversarial minus standard gap) on 300 train and 200 test points: the interval is the
+    quantiles over resamples that draw train indices from [0, 300) and test indices from [0, 200), independently
+    (train first, as the claim names them), each used by every term of its split; written out by brute force."""
+    rng = np.random.default_rng(3)
+    pts = {"m": {"train_pgd": rng.random(300) < 0.9, "train_clean": rng.random(300) < 0.99,
+                 "test_pgd": rng.random(200) < 0.5, "test_clean": rng.random(200) < 0.9}}
+    terms = [(1.0, "m", "train", "pgd"), (-1.0, "m", "test", "pgd"), (-1.0, "m", "train", "clean"),
+             (1.0, "m", "test", "clean")]
+    est, lo, hi = bootstrap_interval(pts, terms, n_boot=500, seed=11)
+    a = {k: v.astype(float) for k, v in pts["m"].items()}
+    draw = np.random.default_rng(11)
+    tr, te = draw.integers(0, 300, (500, 300)), draw.integers(0, 200, (500, 200))
+    stat = a["train_pgd"][tr].mean(1) - a["test_pgd"][te].mean(1) - a["train_clean"][tr].mean(1) + a["test_clean"][te].mean(1)
+    assert est == pytest.approx(a["train_pgd"].mean() - a["test_pgd"].mean() - a["train_clean"].mean()
+                                + a["test_clean"].mean())
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(stat, [0.025, 0.975])), abs=1e-12)
+    assert bootstrap_interval(pts, terms, n_boot=500, seed=11, level=0.5)[1:] == pytest.approx(
+        tuple(np.quantile(stat, [0.25, 0.75])), abs=1e-12)
 
 
 def _grid(tmp_path, names, fits, drop=None):

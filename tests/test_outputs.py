@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rll_core.cli import main
-from rll_core.data.formats import PROJECT_DATA_DIR
+from rll_core.data import PROJECT_DATA_DIR
 from rll_core.storage import (
     OutputConflictError,
     WriteError,

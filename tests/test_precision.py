@@ -17,7 +17,7 @@ from rll_core.grids import run_name
 from rll_core.lipschitz import local_lipschitz
 from rll_core.methods import AT, TRADES, Natural
 from rll_core.models import MaxPool2x2, build_model
-from rll_core.precision import check_precision, layout_for, model_layout, resolve_precision
+from rll_core.precision import INHERIT, check_precision, layout_for, model_layout, resolve_precision
 from rll_core.training import train
 
 from .helpers import batch, tiny
@@ -34,18 +34,20 @@ def test_auto_follows_the_hardware_and_the_dtype(monkeypatch):
     for cc, want in (((8, 0), "bf16"), ((9, 0), "bf16"), ((7, 5), "fp32")):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, cc=cc: cc)
         assert resolve_precision("auto", "cuda") == want, cc
-    with pytest.raises(ValueError, match=r"^precision must be one of auto, fp32, bf16, inherit, got 'fp16'$"):
+    with pytest.raises(ValueError, match=r"^precision must be one of auto, fp32, bf16, got 'fp16'$"):
         check_precision("fp16")
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("bfloat16", "cpu")
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, got 'inherit'"):
+        check_precision("inherit")  # the package's own inherit value is not a user's setting
 
 
 def test_inherit_follows_the_surrounding_autocast():
-    assert resolve_precision("inherit", "cpu") == "fp32"
+    assert resolve_precision(INHERIT, "cpu") == "fp32"
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert resolve_precision("inherit", "cpu") == "bf16"
+        assert resolve_precision(INHERIT, "cpu") == "bf16"
     with torch.autocast("cpu", dtype=torch.float16):
-        assert resolve_precision("inherit", "cpu") == "fp32"
+        assert resolve_precision(INHERIT, "cpu") == "fp32"
 
 
 @pytest.mark.native_bf16

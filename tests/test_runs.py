@@ -45,6 +45,30 @@ def test_a_grid_runs_on_an_npz_of_your_own(tmp_path, own_npz):
     assert rows[0]["dataset"] == str(own_npz.resolve()) and rows[0]["test_n"] == 8
 
 
+def test_a_grid_refuses_bad_arguments_before_the_first_run_trains(tmp_path, monkeypatch):
+    """eps 0 (only evaluation used to refuse it, after a whole run trained), a method's own eps (it trained at its
+    eps under the grid's folder name, key and label); a spec string is read as parse_methods reads it."""
+    import rll_core.grids as grids
+
+    trained = []
+    monkeypatch.setattr(grids, "train_run", lambda out, **kw: trained.append(kw) or (_ for _ in ()).throw(
+        RuntimeError("stop after the checks")))
+    kw = dict(dataset="mnist", epochs=1, n_eval=4, device="cpu", progress=False)
+    for bad, message in (({"eps": 0}, r"eps must be a finite number in \(0, 1\], got 0"),
+                         ({"eps": 1.5}, r"eps must be a finite number in \(0, 1\]"),
+                         ({"methods": "natural,at:eps0.2"}, "method 'at:eps0.2' sets its own eps 0.2: a grid has one eps"),
+                         ({"methods": [("at", {"eps": 0.2})]}, "sets its own eps 0.2"),
+                         ({"methods": ["natural"]}, "methods must be a spec like 'natural,at' or \\(name, hyper\\) pairs"),
+                         ({"methods": "natural,fgsm"}, "unknown method 'fgsm'")):
+        with pytest.raises(ValueError, match=message) as e:
+            grids.run_grid(tmp_path / "runs", **{"methods": "natural", **kw, **bad})
+        assert "\n" not in str(e.value)
+    assert trained == [] and not (tmp_path / "runs").exists()
+    with pytest.raises(RuntimeError, match="stop after the checks"):  # a spec string reaches the first run
+        grids.run_grid(tmp_path / "runs", methods="natural,trades:beta6", **kw)
+    assert [t["method"] for t in trained] == ["natural"] and trained[0]["eps"] == 0.1
+
+
 def _cli_train(out, *extra):
     return main(["train", "--dataset", "mnist", "--method", "llr", "--epochs", "1", "--n-train", "96", "--n-test",
                  "32", "--batch-size", "32", "--out", str(out), "--no-progress", "--device", "cpu", *extra])
@@ -158,6 +182,30 @@ def test_robustness_curve_agrees_with_the_evaluation_at_its_radii(tmp_path, mnis
         robustness_curve(run, [0.1, 2.0], n_eval=24)
     with pytest.raises(ValueError, match="empty"):
         robustness_curve(run, [], n_eval=24)
+
+
+def test_notebook_02s_sweep_is_astuteness_at_each_of_its_radii(mnist):
+    from rll_core.section4 import astuteness_radii, astuteness_sweep
+    from rll_core.theory import LipschitzClassifier, astuteness
+
+    tr, te = mnist[0].subset(200, seed=0), mnist[1].subset(12, seed=0)
+    clf = LipschitzClassifier(tr.images, tr.labels)
+    grid = astuteness_radii(clf.r, 0.1)
+    # 9 radii from 0 to 2r, the paper's eps, 0.999 r (where the guarantee ends): 11, sorted, 2r the largest
+    assert len(grid) == 11 and grid == sorted(grid) and grid[-1] == round(2 * clf.r, 4) and 0.999 * clf.r in grid
+    assert astuteness_radii(clf.r, 0.1, [0.2, 0.0, 0.2]) == [0.0, 0.2]
+    split = {"train": (torch.from_numpy(tr.subset(12, seed=1).float_images()).double(),
+                       torch.from_numpy(tr.subset(12, seed=1).labels)),
+             "test": (torch.from_numpy(te.float_images()).double(), torch.from_numpy(te.labels))}
+    rows, curves = astuteness_sweep(clf, split, grid[::5])
+    assert list(curves) == ["train certified", "train attacked", "test certified", "test attacked"]
+    for i, e in enumerate(grid[::5]):
+        for k, (x, y) in split.items():
+            a = astuteness(clf, x, y, e)
+            assert rows[i][f"{k}_certified"] == a.certified == curves[f"{k} certified"][i]
+            assert rows[i][f"{k}_attacked"] == a.attacked == curves[f"{k} attacked"][i]
+            assert rows[i][f"{k}_accuracy"] == a.accuracy and rows[i]["eps"] == e
+    assert curves["train certified"][0] == 1.0  # below r the theorem holds on the training points
 
 
 def test_the_section4_row_is_stored_and_read_back_not_recomputed(mnist, tmp_path, monkeypatch, capsys):

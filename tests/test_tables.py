@@ -13,15 +13,8 @@ import pytest
 from scipy.stats import binomtest
 
 from rll_core.latex import tex_layout
-from rll_core.tables import (
-    caption,
-    difference_interval,
-    display_rows,
-    export_table,
-    gap_interval,
-    number_rows,
-    wilson_interval,
-)
+from rll_core.stats import difference_interval, wilson_interval
+from rll_core.tables import caption, display_rows, export_table, gap_interval, number_rows
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (10, 10), (33, 100), (73, 100), (999, 1000)])

@@ -9,15 +9,8 @@ import torch
 from rll_core.attacks import pgd
 from rll_core.evaluation import evaluate
 from rll_core.lipschitz import local_lipschitz
-from rll_core.theory import (
-    LipschitzClassifier,
-    astuteness,
-    certified_radius,
-    lipschitz_ratio_inf,
-    max_lipschitz_ratio,
-    nearest_two_classes,
-    per_class_nearest,
-)
+from rll_core.separation import nearest_two_classes, per_class_nearest
+from rll_core.theory import LipschitzClassifier, astuteness, certified_radius, lipschitz_ratio_inf, max_lipschitz_ratio
 
 
 def brute_per_class(q, r, ry):

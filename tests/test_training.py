@@ -167,8 +167,8 @@ def test_channels_last_gives_the_same_weights_and_bf16_stays_close():
     kw = dict(epochs=1, batch_size=16, optimizer="adam", lr=1e-2, progress=False, device="cpu")
     train(plain, (x, y), Natural(), **kw)
     train(nhwc, (x, y), Natural(), channels_last=True, **kw)
-    r = train(bf16, (x, y), Natural(), amp=True, **kw)
-    assert r.settings["amp"] is True
+    r = train(bf16, (x, y), Natural(), precision="bf16", **kw)
+    assert r.settings["amp"] is True and r.settings["precision"] == "bf16"  # the record's keys as before
     for (k, a), b, c in zip(plain.state_dict().items(), nhwc.state_dict().values(), bf16.state_dict().values(),
                             strict=True):
         assert torch.allclose(a, b, atol=1e-5), k

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,33 @@ def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _read_torch_file(path: Path) -> Any:
+    """What ``torch.save`` wrote into ``path`` (tensors only), or one line saying what the file is not: empty,
+    truncated, not written by torch."""
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path}: the file is empty")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same one-line answer
+        raise ModelLoadError(f"{path}: neither TorchScript nor a torch.save file, or truncated "
+                             f"({type(e).__name__})") from None
+
+
 def _factory(spec: str) -> nn.Module:
+    """The network a ``package.module:function`` returns; the current folder is importable, as it is for
+    ``python -c`` (a factory beside the user is found without ``PYTHONPATH=.``)."""
     mod_name, _, fn = spec.partition(":")
+    here = os.getcwd()
+    added = "" not in sys.path and here not in sys.path
+    if added:  # for this import only (the user's sys.path is left as found)
+        sys.path.append(here)
     try:
         made = getattr(importlib.import_module(mod_name), fn)()
     except (ImportError, AttributeError) as e:
         raise ModelLoadError(f"factory {spec!r} cannot be imported: {e}") from None
+    finally:
+        if added:
+            sys.path.remove(here)
     if not isinstance(made, nn.Module):
         raise ModelLoadError(f"factory {spec!r} returned a {type(made).__name__}, not an nn.Module")
     return made
@@ -150,7 +172,7 @@ def load_model(model: nn.Module | str | os.PathLike[str], *, architecture: str |
             w = user_path(weights)
             if not w.is_file():
                 raise ModelLoadError(f"weights file {w} not found")
-            net = _fill(net, _state_dict(torch.load(w, map_location="cpu", weights_only=True), w), spec)
+            net = _fill(net, _state_dict(_read_torch_file(w), w), spec)
         return net.eval(), {"format": "factory", "factory": spec, "weights": None if weights is None else str(weights)}
     path = user_path(spec)
     if path.is_dir():
@@ -163,13 +185,9 @@ def load_model(model: nn.Module | str | os.PathLike[str], *, architecture: str |
     try:
         net = torch.jit.load(str(path), map_location="cpu")
         return net.eval(), {"format": "torchscript", "path": str(path)}
-    except (RuntimeError, ValueError):
+    except Exception:  # noqa: BLE001, S110 - not TorchScript: read as a torch.save file below
         pass
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same one-line answer
-        raise ModelLoadError(f"{path}: neither TorchScript nor a torch.save file ({type(e).__name__})") from None
-    tensors = _state_dict(obj, path)
+    tensors = _state_dict(_read_torch_file(path), path)
     if architecture is None:
         raise ModelLoadError(f"{path}: a state dict ({len(tensors)} tensors) needs an architecture "
                              f"(one of {', '.join(MODELS)}) or a factory 'package.module:function'")

@@ -11,7 +11,6 @@ resumes; the folder is named by the model's digest and a digest of the settings,
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,21 +23,23 @@ from torch import nn
 from ..audit import closest_pairs
 from ..checks import check_int, check_real, resolve_device
 from ..data import ImageDataset, load_train_test
-from ..evaluation import evaluate, paper_attack
-from ..lipschitz import local_lipschitz
+from ..measure import measure_points, sweep_radii
 from ..paper import display_name, eps_for
 from ..precision import check_precision, precision_record, resolve_precision
-from ..runs import accuracy_by_distance, distance_bins
 from ..section4 import default_radii, theory_curve
 from ..separation import measure_separation, nearest_other_class
+from ..stats import accuracy_by_distance, distance_bins
 from ..storage import array_digest, load_json, load_npz, project_dir, save_json, save_npz, settings_digest, user_path
-from ..tables import wilson_interval
 from .load import ModelLoadError, model_digest
 
-__all__ = ["CARD_ATTACKS", "card_folder", "check_fits", "default_model", "robustness_card"]
+__all__ = ["CARD_ATTACKS", "LIPSCHITZ_PROCEDURES", "card_folder", "card_on", "check_fits", "check_n_eval", "check_request",
+           "default_model", "robustness_card"]
 
 #: the attacks a card can run on the test points (AutoAttack on the first ``n_autoattack`` of them)
 CARD_ATTACKS = ("pgd", "multitarget", "autoattack")
+#: the card's two local Lipschitz numbers: rll's ascent (the one to quote: a ratio attained in the ball, the
+#: largest the ascent finds) and the paper's published procedure (to relate to its tables only)
+LIPSCHITZ_PROCEDURES = ("ascent", "reference")
 
 
 def check_fits(model: nn.Module, data: ImageDataset) -> int:
@@ -80,10 +81,6 @@ def card_folder(out_dir: str | os.PathLike[str], dataset: str, model_id: str, se
     return user_path(out_dir) / f"card-{dataset}-{model_id}-{digest}"
 
 
-def _interval(acc: float, n: int) -> list[float]:
-    return [float(v) for v in wilson_interval(acc, n)] if n else [math.nan, math.nan]
-
-
 def _stage(card: dict[str, Any], path: Path, name: str, work: Callable[[], dict[str, Any]], say: Callable[[str], None]
            ) -> dict[str, Any]:
     """Run one stage unless ``card.json`` holds it; store the card after it (an interrupted card resumes here)."""
@@ -98,51 +95,41 @@ def _stage(card: dict[str, Any], path: Path, name: str, work: Callable[[], dict[
 
 def _attacks(model: nn.Module, x: torch.Tensor, y: np.ndarray, eps: float, attacks: Sequence[str], n_aa: int,
              seed: int, precision: str, folder: Path, progress: bool) -> dict[str, Any]:
-    ev = evaluate(model, x, y, eps=eps, attacks=[a for a in attacks if a != "autoattack"], seed=seed,
-                  progress=progress, precision=precision)
-    out: dict[str, Any] = {"n": ev.n, "clean": ev.clean_accuracy, "clean_ci": _interval(ev.clean_accuracy, ev.n)}
-    for name, acc in ev.adversarial_accuracy.items():
-        out[name], out[f"{name}_ci"] = acc, _interval(acc, ev.n)
-    verdicts = {k: np.asarray(v) for k, v in ev.correct.items()}
+    m = measure_points(model, x, y, eps=eps, attacks=[a for a in attacks if a != "autoattack"], seed=seed,
+                       progress=progress, precision=precision)
+    out: dict[str, Any] = {"n": m.n, "clean": m.accuracy(), "clean_ci": m.interval()}
+    for name in m.attacks:
+        out[name], out[f"{name}_ci"] = m.accuracy(name), m.interval(name)
+    verdicts = dict(m.verdicts)
     if "autoattack" in attacks and n_aa:
-        aa = evaluate(model, x[:n_aa], y[:n_aa], eps=eps, attacks=["autoattack"], seed=seed, progress=progress,
-                      precision=precision)
-        out |= {"autoattack": aa.adversarial_accuracy["autoattack"], "autoattack_n": aa.n,
-                "autoattack_ci": _interval(aa.adversarial_accuracy["autoattack"], aa.n)}
-        verdicts["autoattack"] = np.asarray(aa.correct["autoattack"])
-    out["attack_settings"] = {**ev.attacks}
+        aa = measure_points(model, x[:n_aa], y[:n_aa], eps=eps, attacks=["autoattack"], seed=seed, progress=progress,
+                            precision=precision)
+        out |= {"autoattack": aa.accuracy("autoattack"), "autoattack_n": aa.n, "autoattack_ci": aa.interval("autoattack")}
+        verdicts["autoattack"] = aa.verdicts["autoattack"]
+    out["attack_settings"] = dict(m.attacks)
     save_npz(folder / "verdicts.npz", **verdicts)
     return out
 
 
-def _lipschitz(model: nn.Module, x: torch.Tensor, eps: float, seed: int, precision: str, folder: Path,
-               progress: bool) -> dict[str, Any]:
+def _lipschitz(model: nn.Module, x: torch.Tensor, y: np.ndarray, eps: float, seed: int, precision: str,
+               folder: Path, progress: bool) -> dict[str, Any]:
+    m = measure_points(model, x, y, eps=eps, lipschitz=LIPSCHITZ_PROCEDURES, seed=seed, precision=precision,
+                       progress=progress, return_inputs=True)
     out: dict[str, Any] = {}
-    arrays: dict[str, np.ndarray] = {}
-    for proc in ("ascent", "reference"):
-        values, inputs = local_lipschitz(model, x, eps=eps, procedure=proc, precision=precision, progress=progress,
-                                         generator=torch.Generator().manual_seed(seed), return_inputs=True)
-        v = values.numpy()
-        out[proc] = float(v.mean())
-        out[f"{proc}_se"] = float(v.std() / math.sqrt(len(v))) if len(v) > 1 else 0.0
-        arrays[proc] = v
-        if proc == "ascent":  # the inputs that attain rll's estimate, kept for a look at the least smooth points
-            arrays["ascent_inputs"] = inputs.numpy()
-    save_npz(folder / "lipschitz.npz", **arrays)
-    out["n"] = int(len(x))
+    for proc in LIPSCHITZ_PROCEDURES:
+        out[proc], out[f"{proc}_se"] = m.lipschitz_mean(proc), m.lipschitz_se(proc)
+    # the inputs that attain rll's estimate, kept for a look at the least smooth points
+    save_npz(folder / "lipschitz.npz", **m.lipschitz, ascent_inputs=m.inputs)
+    out["n"] = m.n
     return out
 
 
 def _curve(model: nn.Module, x: torch.Tensor, y: np.ndarray, grid: Sequence[float], seed: int,
            precision: str, train: ImageDataset, test: ImageDataset, n_eval: int) -> dict[str, Any]:
-    acc = []
-    for e in grid:
-        r = evaluate(model, x, y, eps=e, attacks=[paper_attack("pgd", e)] if e > 0 else [], seed=seed,
-                     progress=False, precision=precision)
-        acc.append(float(r.correct["pgd" if e > 0 else "clean"].mean()))
+    swept = sweep_radii(model, x, y, grid, seed=seed, precision=precision)
     theory = theory_curve(train, test, list(grid), n_eval=n_eval)
-    return {"eps": list(grid), "accuracy": acc, "n": int(len(x)), "certified": theory["accuracy"],
-            "certified_r": theory["r"]}
+    return {"eps": list(grid), "accuracy": [float(v.mean()) for v in swept], "n": int(len(x)),
+            "certified": theory["accuracy"], "certified_r": theory["r"]}
 
 
 def _separation(train: ImageDataset, test: ImageDataset, sub: ImageDataset, eps: float, cache_dir: Path | None,
@@ -169,6 +156,26 @@ def _settings(model_id: str, train: ImageDataset, sub: ImageDataset, eps: float,
             "train_digest": array_digest(train.images, train.labels), "eval_digest": array_digest(sub.images, sub.labels),
             "eps": eps, "n_eval": n_eval, "attacks": list(attacks), "n_autoattack": n_aa,
             "eps_grid": None if grid is None else [float(e) for e in grid], "seed": seed, **precision_record(precision)}
+
+
+def check_request(attacks: Sequence[str], n_eval: int, n_autoattack: int, precision: str, eps: float | None,
+                  eps_grid: Sequence[float] | None) -> tuple[float | None, list[float] | None]:
+    """A card's settings checked before any data is read: ``(eps, sorted radii)`` (None where defaulted)."""
+    unknown = [a for a in attacks if a not in CARD_ATTACKS]
+    if unknown or not attacks:
+        raise ValueError(f"attacks must be some of {', '.join(CARD_ATTACKS)}, got {list(attacks)}")
+    check_int("n_eval", n_eval)
+    check_int("n_autoattack", n_autoattack, lo=0)
+    check_precision(precision)
+    eps = None if eps is None else check_real("eps", eps, lo=0, hi=1, lo_open=True)
+    grid = None if eps_grid is None else sorted({check_real("eps", e, lo=0, hi=1) for e in eps_grid})
+    return eps, grid
+
+
+def check_n_eval(n_eval: int, test: ImageDataset) -> None:
+    """Refuse more evaluated points than the test split holds (before a model is trained or loaded)."""
+    if n_eval > len(test):
+        raise ValueError(f"n_eval {n_eval} is more than the {len(test)} test points of {test.name}")
 
 
 def robustness_card(model: nn.Module, dataset: str, *, eps: float | None = None, n_eval: int = 500,
@@ -211,24 +218,27 @@ def robustness_card(model: nn.Module, dataset: str, *, eps: float | None = None,
         >>> card = robustness_card(net, "fashion_mnist", n_eval=200)  # doctest: +SKIP
         >>> card["stages"]["attacks"]["pgd"], card["folder"]  # doctest: +SKIP
     """
-    unknown = [a for a in attacks if a not in CARD_ATTACKS]
-    if unknown or not attacks:
-        raise ValueError(f"attacks must be some of {', '.join(CARD_ATTACKS)}, got {list(attacks)}")
-    check_int("n_eval", n_eval)
-    check_int("n_autoattack", n_autoattack, lo=0)
-    check_precision(precision)
+    eps, grid = check_request(attacks, n_eval, n_autoattack, precision, eps, eps_grid)
     train, test = load_train_test(dataset, data_dir, n_train, None)
-    eps = eps_for(train) if eps is None else check_real("eps", eps, lo=0, hi=1, lo_open=True)
-    grid = None if eps_grid is None else sorted({check_real("eps", e, lo=0, hi=1) for e in eps_grid})
-    if n_eval > len(test):
-        raise ValueError(f"n_eval {n_eval} is more than the {len(test)} test points of {test.name}")
+    return card_on(model, train, test, eps=eps, n_eval=n_eval, attacks=attacks, n_autoattack=n_autoattack,
+                   eps_grid=grid, out_dir=out_dir, cache_dir=cache_dir, source=source, device=device,
+                   precision=precision, seed=seed, progress=progress)
+
+
+def card_on(model: nn.Module, train: ImageDataset, test: ImageDataset, *, eps: float | None, n_eval: int,
+            attacks: Sequence[str], n_autoattack: int, eps_grid: Sequence[float] | None,
+            out_dir: str | os.PathLike[str] | None, cache_dir: str | os.PathLike[str] | None,
+            source: dict[str, Any] | None, device: str, precision: str, seed: int, progress: bool) -> dict[str, Any]:
+    """:func:`robustness_card` on data already loaded and settings already checked (:func:`check_request`)."""
+    eps = eps_for(train) if eps is None else eps
+    check_n_eval(n_eval, test)
     model = model.eval()
     check_fits(model, test)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     sub = test.subset(n_eval, seed=None)
     settings = _settings(model_digest(model), train, sub, eps, n_eval, attacks,
-                         min(n_autoattack, n_eval) if "autoattack" in attacks else 0, grid, seed, prec)
+                         min(n_autoattack, n_eval) if "autoattack" in attacks else 0, eps_grid, seed, prec)
     folder = card_folder(project_dir() / "results" / "cards" if out_dir is None else out_dir, train.name,
                          settings["model"], settings)
     folder.mkdir(parents=True, exist_ok=True)
@@ -241,7 +251,8 @@ def robustness_card(model: nn.Module, dataset: str, *, eps: float | None = None,
     say(f"robustness card of model {settings['model']} on {display_name(train.name)} (eps = {eps:g}, n = {n_eval}) "
         f"in {folder}")
     cache = project_dir() / "results" / "cache" if cache_dir is None else user_path(cache_dir)
-    return _measure_card(card, path, model.to(dev), train, test, sub, eps, grid, seed, prec, dev, cache, say, progress)
+    return _measure_card(card, path, model.to(dev), train, test, sub, eps, eps_grid, seed, prec, dev, cache, say,
+                         progress)
 
 
 def _measure_card(card: dict[str, Any], path: Path, model: nn.Module, train: ImageDataset, test: ImageDataset,
@@ -252,7 +263,7 @@ def _measure_card(card: dict[str, Any], path: Path, model: nn.Module, train: Ima
     x, y = torch.from_numpy(sub.float_images()), sub.labels
     _stage(card, path, "attacks", lambda: _attacks(model, x, y, eps, st["attacks"], st["n_autoattack"], seed, prec,
                                                    folder, progress), say)
-    _stage(card, path, "lipschitz", lambda: _lipschitz(model, x, eps, seed, prec, folder, progress), say)
+    _stage(card, path, "lipschitz", lambda: _lipschitz(model, x, y, eps, seed, prec, folder, progress), say)
     binned = next((a for a in ("pgd", "multitarget") if a in st["attacks"]), "clean")  # run on every point
     robust = np.asarray(load_npz(folder / "verdicts.npz")[binned], bool)
     sep = _stage(card, path, "separation",

@@ -11,7 +11,7 @@ import numpy as np
 from ..data import ImageDataset
 from ..paper import display_name
 from ..plotting import plot_accuracy_by_distance, plot_pair_gallery, plot_robustness_curves, save_figure, wrapped
-from ..storage import load_npz, save_table
+from ..storage import array_digest, load_npz, save_table
 
 __all__ = ["card_rows", "plot_least_smooth", "write_card"]
 
@@ -82,13 +82,19 @@ def write_card(card: Mapping[str, Any], train: ImageDataset, sub: ImageDataset,
         The paths written.
 
     Raises:
-        KeyError: a card without its stages.
+        KeyError: a card without its stages; ValueError: ``train`` or ``sub`` is not the data the card was measured
+            on (its stored digests), before anything is written.
 
     Example:
         >>> write_card(card, train, test.subset(500, seed=None))  # doctest: +SKIP
     """
-    folder = Path(card["folder"])
     st, stages = card["settings"], card["stages"]
+    for given, key, what in ((train, "train_digest", f"training split (n_train {st['n_train']})"),
+                             (sub, "eval_digest", f"first {st['n_eval']} test points")):
+        if array_digest(given.images, given.labels) != st[key]:
+            raise ValueError(f"the {given.name} data given ({len(given)} images) is not the {what} this card was "
+                             "measured on: pass the same split and subset (make_card does)")
+    folder = Path(card["folder"])
     data = display_name(st["dataset"])
     what = f"{data}, ε = {st['eps']:g}, model {st['model']}"
     rows = card_rows(card)

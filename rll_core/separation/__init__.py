@@ -14,8 +14,12 @@ Memory: the kernels hold the references once plus O(query_chunk) state; the numb
 nothing per pair, the torch kernel a tile bounded by ``tile_bytes``.  Results can be cached on disk
 (``cache_dir``): a finished run is reloaded instantly and an interrupted one resumes from its last
 finished query chunk.
+
+Per class (:mod:`rll_core.separation.classes`): the distance to the nearest point of every class, and the
+nearest two classes, with the same kernels (the Section 4 classifier's search).
 """
 
+from .classes import PerClassNearest, Top2, nearest_two_classes, per_class_nearest
 from .report import (
     DistanceSummary,
     SeparationReport,
@@ -30,11 +34,15 @@ __all__ = [
     "Backend",
     "DistanceSummary",
     "NearestOther",
+    "PerClassNearest",
     "ScaledDistances",
     "SeparationReport",
     "SeparationResult",
+    "Top2",
     "measure_separation",
     "nearest_other_class",
+    "nearest_two_classes",
+    "per_class_nearest",
     "separation_settings",
     "summarize",
 ]
