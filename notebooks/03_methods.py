@@ -75,6 +75,7 @@ include_theory = True     # add the Section 4 classifier as a row
 autoattack_methods = "at"  # AutoAttack for these rows, e.g. natural,at,trades:beta6 ("" for none): costly on a CPU
 n_autoattack = 25         # ... on the first n_autoattack test points (about 3 s per robust point here)
 device = "auto"
+workers = None            # runs side by side, one torch thread each; None: one per core (one on a GPU)
 precision = "auto"        # auto: bf16 gradient steps where the CPU/GPU computes bf16 natively (verdicts fp32) | fp32 | bf16
 runs_dir = None           # None: the project's results/runs
 figures_dir = None        # None: the project's figures/
@@ -124,7 +125,7 @@ print(f"{G['dataset']}, eps {G['eps']:g}, preset {P.preset} ({G['n_train'] or 'a
 # %%
 rows = run_grid(P.runs_dir, dataset=P.dataset, methods=P.methods, preset=P.preset, eps=P.eps, model=P.model,
                 epochs=P.epochs, n_train=P.n_train, n_test=P.n_test, n_eval=P.n_eval, data_dir=P.data_dir,
-                device=P.device, precision=P.precision, progress=True)
+                device=P.device, precision=P.precision, progress=True, workers=P.workers)
 if P.include_theory:  # says whether it measures (minutes) or reads the stored row
     rows.append(theory_row(train, test, G["eps"], n_eval=G["n_eval"], store=P.runs_dir))
 print(f"{len(rows)} rows")

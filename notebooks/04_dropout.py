@@ -32,6 +32,12 @@
 # adversarial accuracy and local Lipschitzness (Table 4). This notebook trains the same methods without and with
 # dropout, shows them side by side, and decides each claim by an interval.
 #
+# **Seeds.** Every model is trained once per seed in `seeds` (a seed draws the training subset, the initial
+# weights, the epoch order, the dropout masks and the evaluated test points), and every claim is decided over
+# the seeds: the mean of the per-seed estimates with a t interval over them, which covers the seed and the
+# evaluated points together (one seed's interval covers the points only; docs/results.md says why and how
+# the sizes were chosen). The runs go side by side in `workers` processes of one torch thread each.
+#
 # **Which preset.** The gaps appear where models fit their training set, as the paper's do after 160 epochs on
 # the full splits. `quick` and `long` stop long before (a few epochs, train accuracy 0.9): their gaps are
 # inside the noise. `gaps` is the regime where they show on a CPU: a small seeded training subset trained for
@@ -61,6 +67,8 @@ epochs = None
 n_train = None
 n_test = None
 n_eval = None
+seeds = "0,1,2"           # training seeds: each its own training subset, initial weights, evaluated points
+workers = None            # runs side by side, one torch thread each; None: one per core (one on a GPU)
 device = "auto"
 precision = "auto"        # auto: bf16 gradient steps where the CPU/GPU computes bf16 natively (verdicts fp32) | fp32 | bf16
 runs_dir = None           # None: the project's results/runs
@@ -83,7 +91,7 @@ from rll_core.paper import table4
 from rll_core.plotting import context_line, plot_dropout_comparison, plot_train_vs_test, save_figure
 from rll_core.precision import precision_record, resolve_precision
 from rll_core.storage import array_digest, check_outputs, output_tag, record_outputs
-from rll_core.tables import export_table
+from rll_core.tables import export_table, pool_seeds
 
 G = grid_settings(P.dataset, preset=P.preset, eps=P.eps, model=P.model, epochs=P.epochs, n_train=P.n_train,
                   n_test=P.n_test, n_eval=P.n_eval)  # the eps, sizes and data every run of the grid gets
@@ -91,23 +99,28 @@ t4 = table4(G["reference"])  # the paper's Table 4 rate, and its augmentation on
 rate = P.dropout if P.dropout is not None else t4["dropout"]
 tag = output_tag(eps=P.eps, n=P.n_train, test=P.n_test, eval=P.n_eval, e=P.epochs, model=P.model, drop=P.dropout,
                  prec=None if P.precision == "auto" else P.precision,
+                 seeds=None if P.seeds == [0, 1, 2] else "-".join(map(str, P.seeds)),
                  m=None if grid_digest(P.methods) == grid_digest(parse_methods("natural,at,trades:beta6,rst:lam2"))
                  else grid_digest(P.methods))
 outputs = f"dropout_{G['dataset']}_{P.preset}{tag}"
 train, test = load_train_test(G["data"], P.data_dir, G["n_train"], G["n_test"], G["seed"])
-settings = {**G, "methods": [method_spec(m, h) for m, h in P.methods], "dropout": rate, "augment": t4["augment"],
+settings = {**G, "methods": [method_spec(m, h) for m, h in P.methods], "seeds": P.seeds, "dropout": rate,
+            "augment": t4["augment"],
             "data_digest": array_digest(train.images, train.labels, test.images, test.labels),
             **precision_record(resolve_precision(P.precision, P.device))}
 check_outputs(P.figures_dir, outputs, settings)
 common = dict(dataset=P.dataset, methods=P.methods, preset=P.preset, eps=P.eps, model=P.model, augment=t4["augment"],
-              epochs=P.epochs, n_train=P.n_train, n_test=P.n_test, n_eval=P.n_eval, data_dir=P.data_dir,
-              device=P.device, precision=P.precision, progress=True)
-print(f"{G['dataset']}, preset {P.preset}, methods {[m for m, _ in P.methods]}, dropout {rate} against none")
+              epochs=P.epochs, n_train=P.n_train, n_test=P.n_test, n_eval=P.n_eval, seeds=P.seeds, data_dir=P.data_dir,
+              device=P.device, precision=P.precision, progress=True, workers=P.workers)
+print(f"{G['dataset']}, preset {P.preset}, methods {[m for m, _ in P.methods]}, seeds {P.seeds}, dropout {rate} "
+      "against none")
 
 # %%
 without = run_grid(P.runs_dir, dropout=0.0, **common)
 with_dropout = run_grid(P.runs_dir, dropout=rate, **common)
-table = [{**r, "label": r["label"] + suffix} for pair in zip(without, with_dropout, strict=False)
+# one row per method: the mean over the seeds with its t interval, and every seed's own value for the figures
+pooled_without, pooled_with = pool_seeds(without), pool_seeds(with_dropout)
+table = [{**r, "label": r["label"] + suffix} for pair in zip(pooled_without, pooled_with, strict=False)
          for r, suffix in zip(pair, (" no dropout", " + dropout"), strict=False)]
 
 # %% [markdown]
@@ -121,15 +134,17 @@ display(Markdown(written[1].read_text()))
 print("saved:", ", ".join(str(p) for p in written))
 
 # %%
-fig = plot_dropout_comparison(without, with_dropout)
+fig = plot_dropout_comparison(pooled_without, pooled_with)
 written += save_figure(fig, P.figures_dir / f"fig_dropout_{G['dataset']}_{P.preset}{tag}", P.formats)
 display(fig)
 
 # %% [markdown]
 # ## The two findings, claim by claim
 #
-# Each claim is decided by its 95 % interval: Newcombe's for a single gap (as the tables), a paired bootstrap
-# over the evaluated points for a comparison of two gaps or two models (the same points, resampled together).
+# Each claim is decided by its 95 % interval. Per seed: Newcombe's for a single gap (as the tables), a paired
+# bootstrap over the evaluated points for a comparison of two gaps or two models (the same points, resampled
+# together). Over the seeds: the mean of the per-seed estimates with a t interval over them; the table also
+# gives each seed's estimate and how many seeds' own intervals hold.
 # *holds*: the interval lies above 0; *reversed*: below; *not separated*: it contains 0. In the figure the
 # diagonal is "no gap": a model's height above it is its adversarial gap, and the arrow goes from the model
 # without dropout to the one with it.
@@ -139,7 +154,7 @@ findings = gap_findings(without, P.runs_dir, with_dropout)
 written += export_findings(findings, P.figures_dir / f"findings_{G['dataset']}_{P.preset}{tag}",
                            caption=f"Section 5's findings ({P.preset} preset): {context_line(table)}")
 display(Markdown(written[-2].read_text()))
-fig_tt = plot_train_vs_test(without, with_dropout)
+fig_tt = plot_train_vs_test(pooled_without, pooled_with)
 written += save_figure(fig_tt, P.figures_dir / f"fig_train_vs_test_{G['dataset']}_{P.preset}{tag}", P.formats)
 record_outputs(P.figures_dir, outputs, settings, written)
 display(fig_tt)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .stats import Term, bootstrap_interval, difference_interval
+from .stats import Term, bootstrap_interval, difference_interval, seed_interval
 from .storage import load_npz, save_table, user_path
 
 __all__ = ["FINDINGS", "export_findings", "gap_findings", "verdict"]
@@ -89,31 +89,68 @@ def _claims(labels: Sequence[str], paired: bool) -> list[tuple[str, str, list[Te
 def gap_findings(without: Sequence[Mapping[str, Any]], runs_dir: str | os.PathLike[str],
                  with_dropout: Sequence[Mapping[str, Any]] | None = None, *, n_boot: int = 4000,
                  seed: int = 0) -> list[dict[str, Any]]:
-    """Each claim of the module's findings on a grid's rows, with its estimate, 95 % interval and verdict.
+    """Each claim of the module's findings on a grid's rows, with its estimate, 95 % interval and verdict, over
+    every training seed the rows hold.
+
+    Per seed, each claim is measured on that seed's models and evaluated points (Newcombe's interval for ``1a``,
+    a paired bootstrap for the others).  Over ``k >= 2`` seeds the estimate is the mean of the per-seed estimates
+    and its interval a t interval over them (:func:`rll_core.stats.seed_interval`), which covers the training
+    seed and the evaluated points together; one seed gives its own interval (the points only).
 
     Args:
-        without: rows of :func:`rll_core.grids.run_grid` (the methods without dropout; ``natural`` among them
-            for ``1c``), each with ``run``, ``eval_file`` and ``key``.
+        without: rows of :func:`rll_core.grids.run_grid` (the methods without dropout, at one or more seeds;
+            ``natural`` among them for ``1c``), each with ``run``, ``eval_file``, ``key`` and ``seed``.
         runs_dir: the grid's run folder (where each row's per-point arrays are).
-        with_dropout: the same methods with dropout, in the same order (Table 4), or None for finding 1 only.
-        n_boot: bootstrap resamples (default 4000).
+        with_dropout: the same methods and seeds with dropout, in the same order (Table 4), or None for
+            finding 1 only.
+        n_boot: bootstrap resamples per seed (default 4000).
         seed: the bootstrap's seed (default 0).
 
     Returns:
         One dict per claim: ``finding`` (id), ``method`` (key), ``claim`` (words), ``estimate``, ``lo``, ``hi``,
-        ``interval`` (``Newcombe`` or ``paired bootstrap (N resamples)``), ``verdict``, ``n_train`` and
-        ``n_test`` (the evaluated points).
+        ``interval`` (how), ``verdict``, ``seeds`` (how many), ``per_seed`` (each seed's estimate),
+        ``seeds_holding`` (how many seeds' own intervals lie above 0), ``n_train`` and ``n_test`` (the evaluated
+        points per seed).
 
     Raises:
-        ValueError: rows without PGD on both splits, or the two lists naming different methods.
+        ValueError: rows without PGD on both splits, the two lists naming different methods or seeds, a method
+            missing at some seed.
 
     Example:
         >>> findings = gap_findings(without, "results/runs", with_dropout)  # doctest: +SKIP
     """
-    root = user_path(runs_dir)
+    keys = [(str(r.get("key") or r.get("method")), int(r.get("seed", 0))) for r in without]
+    if with_dropout is not None and [(str(r.get("key") or r.get("method")), int(r.get("seed", 0)))
+                                     for r in with_dropout] != keys:
+        raise ValueError("the rows with and without dropout must name the same methods and seeds in the same order")
+    seeds = sorted({s for _, s in keys})
+    labels = list(dict.fromkeys(k for k, _ in keys))
+    missing = [(k, s) for k in labels for s in seeds if (k, s) not in keys]
+    if missing:
+        raise ValueError(f"{missing[0][0]} has no run at seed {missing[0][1]}: every method needs every seed")
+    per_seed = []
+    for s in seeds:
+        pick = [i for i, (_, rs) in enumerate(keys) if rs == s]
+        per_seed.append(_seed_findings([without[i] for i in pick], user_path(runs_dir),
+                                       None if with_dropout is None else [with_dropout[i] for i in pick], n_boot, seed))
+    if len(seeds) == 1:
+        return [{**f, "seeds": 1, "per_seed": [f["estimate"]], "seeds_holding": int(f["verdict"] == "holds")}
+                for f in per_seed[0]]
+    out = []
+    for claims in zip(*per_seed, strict=True):
+        est, lo, hi = seed_interval([c["estimate"] for c in claims])
+        first = claims[0]
+        out.append({**first, "estimate": est, "lo": lo, "hi": hi, "verdict": verdict(lo, hi),
+                    "interval": f"t over {len(seeds)} seeds (of per-seed {first['interval'].split(' (')[0]} estimates)",
+                    "seeds": len(seeds), "per_seed": [c["estimate"] for c in claims],
+                    "seeds_holding": sum(c["verdict"] == "holds" for c in claims)})
+    return out
+
+
+def _seed_findings(without: Sequence[Mapping[str, Any]], root: Path, with_dropout: Sequence[Mapping[str, Any]] | None,
+                   n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """Every claim on one seed's rows (one row per method), its interval from that seed's points."""
     labels = [str(r.get("key") or r.get("method")) for r in without]
-    if with_dropout is not None and [str(r.get("key") or r.get("method")) for r in with_dropout] != labels:
-        raise ValueError("the rows with and without dropout must name the same methods in the same order")
     points: dict[str, dict[str, np.ndarray]] = {}
     for suffix, rows in (("", without), ("+drop", with_dropout)):
         for label, r in zip(labels, rows or [], strict=rows is not None):
@@ -131,6 +168,11 @@ def gap_findings(without: Sequence[Mapping[str, Any]], runs_dir: str | os.PathLi
         out.append(_finding(fid, label, est, lo, hi, f"paired bootstrap ({n_boot} resamples)",
                             without[labels.index(label)]))
     return sorted(out, key=lambda f: (f["finding"], labels.index(f["method"])))
+
+
+def _csv_row(f: Mapping[str, Any]) -> dict[str, Any]:
+    """A finding as one csv row: the per-seed estimates joined by spaces."""
+    return {k: (" ".join(f"{e:.6g}" for e in v) if k == "per_seed" else v) for k, v in f.items()}
 
 
 def _finding(fid: str, label: str, est: float, lo: float, hi: float, how: str, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -162,12 +204,20 @@ def export_findings(findings: Sequence[Mapping[str, Any]], stem: str | os.PathLi
     stem = user_path(stem)
     ns = sorted({(int(f["n_train"]), int(f["n_test"])) for f in findings})
     n = "; ".join(f"{a} train and {b} test points" for a, b in ns)
+    k = max(int(f.get("seeds", 1)) for f in findings)
+    how = ("Each claim's 95 % interval: Newcombe's for a single gap, a paired bootstrap over the evaluated points "
+           "for a comparison (the csv names each)") if k == 1 else (
+        f"Over {k} training seeds (each its own training subset, initial weights and evaluated points): the mean of "
+        f"the per-seed estimates with a t interval over them (t({k - 1})), which covers the seed and the points "
+        "together; 'seeds' counts the seeds whose own interval (Newcombe's or a paired bootstrap over their "
+        "points) lies above 0")
     text = (caption.rstrip(".") + ". " if caption else "") + (
-        f"Evaluated on {n}. Each claim's 95 % interval: Newcombe's for a single gap, a paired bootstrap over the "
-        "evaluated points for a comparison (the csv names each); a claim holds when its interval lies above 0.")
+        f"Evaluated on {n}{' per seed' if k > 1 else ''}. {how}; a claim holds when its interval lies above 0.")
     shown = [{"id": f["finding"], "claim": f["claim"],
               "estimate [95 % interval]": f"{f['estimate']:+.3f} [{f['lo']:+.3f}, {f['hi']:+.3f}]",
+              **({"per seed": " ".join(f"{e:+.3f}" for e in f["per_seed"]),
+                  "seeds": f"{f['seeds_holding']}/{f['seeds']} hold"} if k > 1 else {}),
               "verdict": f["verdict"]} for f in findings]
-    return [save_table(stem.with_suffix(".csv"), [dict(f) for f in findings]),
+    return [save_table(stem.with_suffix(".csv"), [_csv_row(f) for f in findings]),
             save_table(stem.with_suffix(".md"), shown, caption=text),
             save_table(stem.with_suffix(".tex"), shown, caption=text)]

@@ -32,7 +32,7 @@ from typing import Any
 from .card.load import is_factory
 from .checks import resolve_device, within
 from .data import check_dataset
-from .grids import PRESETS, parse_methods
+from .grids import PRESETS, check_seeds, parse_methods
 from .methods import make_method
 from .models import check_model
 from .plotting import check_formats
@@ -151,6 +151,17 @@ def _eps_list(v: Any, p: Param) -> list[float]:
     return [float(e) for e in out]
 
 
+def _seeds(v: Any, p: Param) -> list[int]:
+    """One seed or several: ``0``, ``[0, 1, 2]`` or ``"0,1,2"`` (papermill passes strings)."""
+    items = v.split(",") if isinstance(v, str) else v if isinstance(v, (list, tuple)) else [v]
+    try:
+        return check_seeds([int(_number(e.strip() if isinstance(e, str) else e, Param("int", lo=0), True))
+                            for e in items])
+    except ValueError:
+        _fail("a seed or a list of distinct seeds >= 0, such as 0,1,2", v)
+    raise AssertionError  # unreachable: _fail raises
+
+
 #: How each kind of parameter is checked and normalised.
 def _model_file(v: Any, p: Param) -> str:
     """A trained model: an existing file or run folder, or a ``package.module:factory`` name."""
@@ -174,7 +185,7 @@ _KINDS: dict[str, Callable[[Any, Param], Any]] = {
     "int": lambda v, p: _number(v, p, True), "float": lambda v, p: _number(v, p, False), "bool": _bool,
     "choice": _choice, "dataset": _dataset, "data_dir": _data_dir, "out_dir": _out_dir, "device": _device,
     "formats": _formats, "methods": _methods, "model": _model, "eps_list": _eps_list, "model_file": _model_file,
-    "weights": _weights,
+    "weights": _weights, "seeds": _seeds,
 }
 
 
@@ -184,7 +195,7 @@ def check_parameter(name: str, value: Any, param: Param) -> Any:
     Kinds: ``int``, ``float`` (bounds ``lo`` / ``hi``), ``bool``, ``choice``, ``dataset`` (a registry name or an
     existing ``.npz``), ``data_dir`` (an existing folder), ``out_dir`` (a writable folder; ``None``: the
     project's ``folder``), ``device``, ``formats``, ``methods`` (a method list), ``model`` (an architecture),
-    ``model_file`` (a model file, run folder or factory), ``weights`` (a state-dict file), ``eps_list``.
+    ``model_file`` (a model file, run folder or factory), ``weights`` (a state-dict file), ``eps_list``, ``seeds`` (one seed or a list).
 
     >>> check_parameter("n_eval", "200", Param("int", lo=1))
     200
@@ -225,10 +236,11 @@ PARAMETERS: dict[str, dict[str, Param]] = {
         "subset_seed": Param("int", lo=0),
     },
     "03_methods": {
-        **_SECTION5, "include_theory": Param("bool"), "autoattack_methods": Param("methods", none=True),
+        **_SECTION5, "include_theory": Param("bool"), "workers": Param("int", none=True, lo=1), "autoattack_methods": Param("methods", none=True),
         "n_autoattack": Param("int", lo=1),
     },
-    "04_dropout": {**_SECTION5, "dropout": Param("float", none=True, lo=0, hi=1, hi_open=True)},
+    "04_dropout": {**_SECTION5, "dropout": Param("float", none=True, lo=0, hi=1, hi_open=True),
+                   "seeds": Param("seeds"), "workers": Param("int", none=True, lo=1)},
     "05_your_model": {
         **{k: v for k, v in _COMMON.items() if k != "figures_dir"}, "model": Param("model_file", none=True), "architecture": Param("model", none=True),
         "weights": Param("weights", none=True), "eps": Param("float", none=True, lo=0, hi=1, lo_open=True),

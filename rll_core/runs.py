@@ -323,8 +323,10 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
     data = {"train": train_set, "test": test_set}
     arrays = measure_splits(row, net, {k: data[k] for k in splits}, split_specs(specs, splits, test_only), eval_settings,
                       settings["seed"], progress)
-    # wall time (outside the settings, so it names no file): the budget of a preset (benchmarks/budget.py)
-    result = {**row, "evaluation": eval_settings, "settings": settings, "seconds": time.perf_counter() - t0}
+    # wall time and torch's thread count (outside the settings, so they name no file): the budget of a preset
+    # (benchmarks/budget.py), and what "same seed, same bits" depends on besides the machine and build
+    result = {**row, "evaluation": eval_settings, "settings": settings, "seconds": time.perf_counter() - t0,
+              "threads": torch.get_num_threads()}
     save_npz(npz_path, **arrays)
     save_json(json_path, result)
     return result

@@ -17,10 +17,11 @@ from typing import Any
 
 from . import paper
 from .precision import precision_note
-from .stats import difference_interval, wilson_interval
+from .stats import difference_interval, seed_interval, standard_error, wilson_interval
 from .storage import save_table, user_path
 
-__all__ = ["COLUMNS", "GAPS", "caption", "display_rows", "export_table", "gap_interval", "n_fitted", "number_rows"]
+__all__ = ["COLUMNS", "GAPS", "caption", "display_rows", "export_table", "gap_interval", "n_fitted", "number_rows",
+           "pool_seeds", "pooled_interval"]
 
 #: (row key, header, kind): ``acc`` accuracies (with a Wilson interval from the split's n), ``lip`` mean
 #: Lipschitz constants (with the standard error), ``gap`` train minus test accuracy (with Newcombe's interval).  A column shows only
@@ -51,6 +52,50 @@ def gap_interval(r: Mapping[str, Any], key: str) -> tuple[float, float] | None:
     if p1 is None or p2 is None or not n1 or not n2:
         return None
     return difference_interval(p1, n1, p2, n2)
+
+
+def pool_seeds(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method (``key``) from a grid's rows at several training seeds: each column the mean over the
+    seeds, with a 95 % t interval over them (``<col>_lo``, ``<col>_hi``; :func:`rll_core.stats.seed_interval`:
+    it covers the seed and the evaluated points together) for accuracies and gaps, the standard error over the
+    seeds (``<col>_se``) for Lipschitz means (intervals clipped to [0, 1] for accuracies, [-1, 1] for gaps), ``seeds`` (how many) and ``per_seed`` (each seed's value per
+    column, for the figures).  Methods at one seed are passed through as they are.
+
+    Example:
+        >>> pool_seeds([{"key": "at", "seed": s, "test_accuracy": a} for s, a in ((0, 0.8), (1, 0.9))])[0]["test_accuracy"]
+        0.85
+    """
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(str(r.get("key") or r.get("label") or r.get("method")), []).append(r)
+    out = []
+    for members in groups.values():
+        if len(members) == 1:
+            out.append(dict(members[0]))
+            continue
+        d: dict[str, Any] = {**members[0], "seeds": len(members), "seed": [r.get("seed") for r in members],
+                             "per_seed": {}}
+        for key, _, kind in COLUMNS:
+            vals = [_number(r.get(key)) for r in members]
+            if any(v is None for v in vals):
+                d.pop(key, None)
+                continue
+            mean, lo, hi = seed_interval([float(v) for v in vals])  # type: ignore[arg-type]
+            d[key], d["per_seed"][key] = mean, vals
+            if kind == "lip":
+                d[f"{key}_se"] = standard_error([float(v) for v in vals])  # type: ignore[arg-type]
+            else:  # an accuracy lies in [0, 1], a gap in [-1, 1]: the interval kept inside (coverage unchanged)
+                bound = 0.0 if kind == "acc" else -1.0
+                d[f"{key}_lo"], d[f"{key}_hi"] = max(lo, bound), min(hi, 1.0)
+        out.append(d)
+    return out
+
+
+def pooled_interval(r: Mapping[str, Any], key: str) -> tuple[float, float] | None:
+    """A pooled row's interval over its seeds (:func:`pool_seeds`), None for a row of one seed."""
+    if int(r.get("seeds", 1) or 1) < 2 or _number(r.get(f"{key}_lo")) is None:
+        return None
+    return float(r[f"{key}_lo"]), float(r[f"{key}_hi"])
 
 
 def _present(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
@@ -98,7 +143,8 @@ def number_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             d[key] = math.nan if v is None else v
             if kind == "acc":
                 n = _n(r, key)
-                lo, hi = wilson_interval(v, n) if v is not None and n else (math.nan, math.nan)
+                lo, hi = pooled_interval(r, key) or (
+                    wilson_interval(v, n) if v is not None and n else (math.nan, math.nan))
                 d |= {f"{key}_lo": lo, f"{key}_hi": hi}
                 own = f"{key.removesuffix('_accuracy')}_n"
                 if own not in ("train_n", "test_n") and any(x.get(own) for x in rows):  # an attack on fewer points
@@ -107,7 +153,9 @@ def number_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 se = _number(r.get(f"{key}_se"))
                 d[f"{key}_se"] = math.nan if se is None else se
             else:
-                d[f"{key}_lo"], d[f"{key}_hi"] = gap_interval(r, key) or (math.nan, math.nan)
+                d[f"{key}_lo"], d[f"{key}_hi"] = pooled_interval(r, key) or gap_interval(r, key) or (math.nan, math.nan)
+        if int(r.get("seeds", 1) or 1) > 1:
+            d["seeds"] = int(r["seeds"])
         out.append(d)
     return out
 
@@ -118,12 +166,13 @@ def _cell(r: Mapping[str, Any], key: str, kind: str) -> str:
         return "-"
     if kind == "acc":
         n = _n(r, key)
-        return f"{v:.2f}" if not n else "{:.2f} [{:.2f}, {:.2f}]".format(v, *wilson_interval(v, n))
+        ci = pooled_interval(r, key) or (wilson_interval(v, n) if n else None)
+        return f"{v:.2f}" if ci is None else "{:.2f} [{:.2f}, {:.2f}]".format(v, *ci)
     if kind == "lip":
         se = _number(r.get(f"{key}_se"))
         digits = 1 if v >= 10 else 2
         return f"{v:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
-    ci = gap_interval(r, key)
+    ci = pooled_interval(r, key) or gap_interval(r, key)
     return f"{v:+.2f}" + ("" if ci is None else " [{:+.2f}, {:+.2f}]".format(*ci))
 
 
@@ -159,10 +208,16 @@ def caption(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
     fitted = sorted({k for r in rows if (k := n_fitted(r))})
     if fitted:
         what += ("; " if what else "") + f"models fitted on {'/'.join(f'{k:,}' for k in fitted)} training images"
-    text = (f"{what}; " if what else "") + (
-        f"{_evaluated(rows)}. Accuracies with 95 % Wilson intervals; local Lipschitz "
+    k = max(int(r.get("seeds", 1) or 1) for r in rows)
+    intervals = (f"Each number is the mean over {k} training seeds (each its own training subset, initial weights "
+                 f"and evaluated points), with a 95 % t interval over the seeds (t({k - 1}); it covers the seed and "
+                 "the points together); local Lipschitz constants (ℓ∞ → ℓ1) as mean ± standard error over the seeds "
+                 "(rll's ascent; ref. proc.: the reference code's procedure). Gaps: train minus test accuracy."
+                 ) if k > 1 else (
+        "Accuracies with 95 % Wilson intervals; local Lipschitz "
         "constants (ℓ∞ → ℓ1) as mean ± standard error (rll's ascent; ref. proc.: the reference code's "
-        "procedure). Gaps: train minus test accuracy, with Newcombe's 95 % interval of a difference.") + (
+        "procedure). Gaps: train minus test accuracy, with Newcombe's 95 % interval of a difference.")
+    text = (f"{what}; " if what else "") + (f"{_evaluated(rows)}{' per seed' if k > 1 else ''}. {intervals}") + (
         f" AutoAttack (standard, Croce & Hein 2020) on the first {'/'.join(map(str, aa))} test points; '-': "
         "not run." if aa else "") + (f" {note}" if (note := precision_note(rows)) else "")
     return f"{title.rstrip('.')}. {text}" if title else text

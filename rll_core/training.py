@@ -276,7 +276,8 @@ def _run_epoch(loop: _Loop, x: torch.Tensor, y: torch.Tensor, extra: tuple[torch
         losses.append(loss.detach())
     loop.sched.step()
     return {"epoch": epoch, "loss": float(torch.stack(losses).mean()) if losses else math.nan,
-            "lr": loop.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+            "lr": loop.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
+            "threads": torch.get_num_threads()}  # the same seed gives the same bits at one thread count
 
 
 def _validate_and_save(loop: _Loop, row: dict[str, Any], val: tuple[torch.Tensor, torch.Tensor] | None,

@@ -117,3 +117,13 @@ def test_papermill_stops_at_the_setup_cell_with_one_line_before_any_work(tmp_pat
               if o.get("output_type") == "error"]
     assert [o["traceback"] for o in errors] == [["rll: error: parameter dropout: must be a number >= 0 and < 1 or "
                                                  "None, got 'abc'"]]
+
+
+def test_the_seeds_parameter():
+    from rll_core.notebook import Param, ParameterError, check_parameter
+
+    assert check_parameter("seeds", "0,1,2", Param("seeds")) == [0, 1, 2]
+    assert check_parameter("seeds", 3, Param("seeds")) == [3] and check_parameter("seeds", [4, 5], Param("seeds")) == [4, 5]
+    for bad in ("0,0", "a,1", -1, "", 1.5):
+        with pytest.raises(ParameterError, match="parameter seeds: must be a seed or a list of distinct seeds >= 0"):
+            check_parameter("seeds", bad, Param("seeds"))

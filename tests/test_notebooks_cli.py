@@ -126,10 +126,10 @@ def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
     assert cells["| GR"] == "-" and cells["| natural"] != "-" and cells["| TRADES (β=6)"] != "-"
     shared = tmp_path / "runs" / f"mnist-cnn001-natural-eps0.1-n200-e1-s0-quick{bf16}" / "last.pt"
     before = shared.stat().st_mtime_ns
-    _run("04_dropout", tmp_path, methods="natural", preset="quick", **common)
+    _run("04_dropout", tmp_path, methods="natural", preset="quick", seeds="0", **common)
     assert shared.stat().st_mtime_ns == before  # the run with dropout came from notebook 3's folder
     assert list((tmp_path / "runs" / f"mnist-cnn001-natural-drop0-eps0.1-n200-e1-s0-quick{bf16}").glob("eval-*.npz"))
-    (csv,) = (tmp_path / "figures").glob("table_dropout_mnist_quick_n200-test100-eval20-e1-m*.csv")
+    (csv,) = (tmp_path / "figures").glob("table_dropout_mnist_quick_n200-test100-eval20-e1-seeds0-m*.csv")
     rows = csv.read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["natural no dropout", "natural + dropout"]
 
@@ -138,19 +138,20 @@ def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
 def test_the_gaps_notebook_decides_each_claim(tmp_path, mnist):
     """Notebook 04 at its default preset (gaps), shrunk: Table 4, the claims with their intervals, the train
     against test figure."""
-    _run("04_dropout", tmp_path, methods="natural,at", n_train=100, n_test=100, n_eval=40, epochs=2,
+    _run("04_dropout", tmp_path, methods="natural,at", n_train=100, n_test=100, n_eval=40, epochs=2, seeds="0,1",
          runs_dir=str(tmp_path / "runs"), formats="png,pdf")
-    (md,) = (tmp_path / "figures").glob("findings_mnist_gaps_n100-test100-eval40-e2-m*.md")
+    (md,) = (tmp_path / "figures").glob("findings_mnist_gaps_n100-test100-eval40-e2-seeds0-1-m*.md")
     text = md.read_text()
     assert text.startswith("Section 5's findings (gaps preset): MNIST, ε = 0.1 · trained on 100 images, 2 epochs")
-    assert "Evaluated on 40 train and 40 test points." in text
+    assert "Evaluated on 40 train and 40 test points per seed. Over 2 training seeds" in text
+    assert len(list((tmp_path / "runs").glob("*-s1-gaps*"))) == 4  # every model at the second seed too
     ids = [line.split(" | ")[0] for line in text.splitlines()[4:]]
     assert ids == ["| 1a", "| 1b", "| 1c"] + [f"| 2{k}" for k in "abcde" for _ in range(2)]
     assert all(line.rstrip(" |").endswith(("holds", "reversed", "not separated")) for line in text.splitlines()[4:])
     assert len(list((tmp_path / "figures").glob("fig_train_vs_test_mnist_gaps_*.p*"))) == 2
     (table,) = (tmp_path / "figures").glob("table_dropout_mnist_gaps_*.md")
     assert "test MT acc" not in table.read_text()  # the gaps preset evaluates PGD on both splits only
-    assert "models fitted on 100 training images; n = 40 evaluation points per split" in table.read_text()
+    assert "models fitted on 100 training images; n = 40 evaluation points per split per seed" in table.read_text()
 
 
 def test_cli_separation(tmp_path, capsys):
@@ -187,5 +188,5 @@ def test_an_npz_of_your_own_runs_through_every_notebook(tmp_path, own_npz):
     _run("03_methods", tmp_path, autoattack_methods="", **common)
     (md,) = (tmp_path / "figures").glob("table_methods_own_quick_e1-m*.md")
     assert "ε = 0.1" in md.read_text()
-    _run("04_dropout", tmp_path, preset="quick", **common)
-    assert len(list((tmp_path / "figures").glob("table_dropout_own_quick_e1-m*.csv"))) == 1
+    _run("04_dropout", tmp_path, preset="quick", seeds="0", **common)
+    assert len(list((tmp_path / "figures").glob("table_dropout_own_quick_e1-seeds0-m*.csv"))) == 1

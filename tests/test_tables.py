@@ -206,3 +206,48 @@ def test_newcombes_worked_example_and_the_refusals():
                         "gap_standard") is None
     assert gap_interval({"train_accuracy": 0.9, "test_accuracy": 0.8, "train_n": 10, "test_n": 20}, "gap_standard") == \
         difference_interval(0.9, 10, 0.8, 20)
+
+
+def test_rows_at_several_seeds_pool_into_one_row_per_method_with_a_t_interval(tmp_path):
+    from rll_core.stats import seed_interval
+    from rll_core.tables import pool_seeds
+
+    def row(key, seed, acc, pgd, lip):
+        return {"key": key, "label": key.upper(), "method": key, "seed": seed, "dataset": "mnist", "eps": 0.1,
+                "train_n": 500, "test_n": 500, "train_accuracy": 1.0, "test_accuracy": acc, "train_pgd_accuracy": 0.9,
+                "test_pgd_accuracy": pgd, "test_lipschitz": lip, "test_lipschitz_se": 0.5,
+                "gap_standard": 1.0 - acc, "gap_adversarial": 0.9 - pgd}
+
+    rows = [row("at", s, a, p, lip) for s, a, p, lip in ((0, 0.90, 0.60, 30.0), (1, 0.92, 0.66, 34.0), (2, 0.88, 0.63, 29.0))]
+    rows.append(row("natural", 0, 0.97, 0.20, 90.0))
+    pooled = pool_seeds(rows)
+    assert [r["key"] for r in pooled] == ["at", "natural"] and pooled[1] == rows[3]  # one seed: as it was
+    at = pooled[0]
+    mean, lo, hi = seed_interval([0.60, 0.66, 0.63])
+    assert at["seeds"] == 3 and at["test_pgd_accuracy"] == pytest.approx(mean) and at["per_seed"]["test_pgd_accuracy"] == [0.60, 0.66, 0.63]
+    assert (at["test_pgd_accuracy_lo"], at["test_pgd_accuracy_hi"]) == pytest.approx((lo, hi))
+    assert at["test_lipschitz_se"] == pytest.approx(np.std([30.0, 34.0, 29.0], ddof=1) / np.sqrt(3))
+    shown = display_rows(pooled)
+    assert shown[0]["test PGD acc"] == f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"  # not a Wilson interval of n = 500
+    assert shown[1]["test PGD acc"] == "0.20 [{:.2f}, {:.2f}]".format(*wilson_interval(0.20, 500))
+    assert "mean over 3 training seeds" in caption(pooled) and "t(2)" in caption(pooled)
+    nums = number_rows(pooled)
+    assert nums[0]["seeds"] == 3 and (nums[0]["gap_adversarial_lo"], nums[0]["gap_adversarial_hi"]) == pytest.approx(
+        seed_interval([0.30, 0.24, 0.27])[1:])
+    from rll_core.plotting import plot_dropout_comparison, plot_train_vs_test
+
+    for fig in (plot_dropout_comparison(pooled[:1], pooled[:1]), plot_train_vs_test(pooled[:1], pooled[:1])):
+        texts = " ".join(t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text")))
+        assert "mean over 3 seeds (dots: each seed)" in texts
+        dots = [c for ax in fig.axes for c in ax.collections if len(c.get_offsets()) == 3]
+        assert dots  # every seed's own point is drawn
+
+
+def test_a_pooled_accuracy_interval_stays_inside_zero_and_one():
+    from rll_core.tables import pool_seeds
+
+    rows = [{"key": "at", "seed": s, "train_n": 50, "test_n": 50, "train_accuracy": a, "test_accuracy": 0.5,
+             "gap_standard": a - 0.5} for s, a in ((0, 1.0), (1, 0.9), (2, 1.0))]
+    (r,) = pool_seeds(rows)
+    assert r["train_accuracy_hi"] == 1.0 and 0.0 <= r["train_accuracy_lo"] < r["train_accuracy"]
+    assert r["gap_standard_hi"] <= 1.0

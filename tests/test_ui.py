@@ -35,7 +35,7 @@ SMALL = {
     "02_theory": dict(n_train=300, n_test=100, n_eval=30),
     "03_methods": dict(methods="natural,trades:beta6", n_train=200, n_test=100, n_eval=20, epochs=1,
                        autoattack_methods="trades:beta6", n_autoattack=4),
-    "04_dropout": dict(methods="natural", n_train=200, n_test=100, n_eval=20, epochs=1),
+    "04_dropout": dict(methods="natural", n_train=200, n_test=100, n_eval=20, epochs=1, seeds="0"),
     "05_your_model": dict(dataset="mnist", n_eval=10, n_autoattack=0),
 }
 #: the slider each notebook's explorer offers, if any, and the notebook's explorer output

@@ -14,7 +14,7 @@ from ..paper import display_name
 from ..precision import precision_note
 from ..stats import wilson_errors
 from ..storage import atomic_write_bytes, user_path
-from ..tables import GAPS, gap_interval
+from ..tables import GAPS, gap_interval, pooled_interval
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -115,7 +115,11 @@ _BARS = {"acc": "accuracies: 95 % Wilson intervals", "gap": "gaps: Newcombe's 95
 
 def bars_note(rows: Sequence[Mapping[str, Any]], kinds: Sequence[str]) -> str:
     """``bars: accuracies: 95 % Wilson intervals; ... (n = 500 train and 500 test points)``: every figure says
-    what its bars are and on how many points."""
+    what its bars are and on how many points (rows pooled over seeds: a t interval over the seeds)."""
+    k = max((int(r.get("seeds", 1) or 1) for r in rows), default=1)
+    if k > 1:
+        return (f"mean over {k} seeds (dots: each seed); bars: 95 % t interval over the seeds for accuracies and "
+                "gaps, ± 1 standard error over the seeds for Lipschitz constants")
     tr = sorted({int(r["train_n"]) for r in rows if r.get("train_n")})
     te = sorted({int(r.get("test_n") or r.get("n") or 0) for r in rows if r.get("test_n") or r.get("n")})
     ns = "/".join(map(str, te))
@@ -203,6 +207,9 @@ def wilson_bars(acc: float, n: int | None) -> list[float]:
 def error_bars(r: Mapping[str, Any], metric: str) -> list[float]:
     """Error bar half-lengths of a table cell: Wilson 95 % for accuracies, Newcombe's for gaps, ± s.e. for
     Lipschitz constants."""
+    pooled = pooled_interval(r, metric)  # a row pooled over seeds: its t interval over them
+    if pooled is not None:
+        return [r[metric] - pooled[0], pooled[1] - r[metric]]
     if metric.endswith("_accuracy"):
         return wilson_bars(r[metric], r.get(f"{metric.split('_', 1)[0]}_n"))
     if metric in GAPS:

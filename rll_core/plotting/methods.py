@@ -124,6 +124,11 @@ def plot_dropout_comparison(without: Sequence[Mapping[str, Any]], with_dropout: 
             err = np.array([error_bars(r, m) for r in rows]).T
             ax.bar(pos + off, [r[m] for r in rows], 0.4, yerr=err if err.any() else None, capsize=2, label=name,
                    color=face, edgecolor="#0072B2", linewidth=1.0, error_kw={"elinewidth": 0.8})
+            for i, r in enumerate(rows):  # every seed's own value over its mean's bar
+                seeds = (r.get("per_seed") or {}).get(m)
+                if seeds:
+                    ax.scatter(np.full(len(seeds), pos[i] + off), seeds, s=9, color="#333333", zorder=4,
+                               linewidths=0)
         ax.set_xticks(pos, [row_label(r) for r in without], rotation=35, ha="right", fontsize=8)
         ax.set_title(heads.get(m, m.replace("_", " ")), fontsize=9)
         ax.set_ylabel(units.get(kinds.get(m, ""), m.replace("_", " ")), fontsize=8)
@@ -195,6 +200,10 @@ def _train_test_pair(ax: Axes, a: Mapping[str, Any], b: Mapping[str, Any] | None
     """One method's point without dropout (open), with dropout (filled) and the arrow between them."""
     st = method_style(a.get("method", ""))
     for r, filled in ((a, False), (b, True)):
+        seeds = (r or {}).get("per_seed") or {}
+        if tr in seeds and te in seeds:  # every seed's own model, small, behind the mean
+            ax.scatter(seeds[te], seeds[tr], s=10 if small else 12, color=color, alpha=0.55, zorder=2, linewidths=0,
+                       marker=st["marker"])
         if r is not None:
             ax.errorbar(r[te], r[tr], xerr=np.array([error_bars(r, te)]).T, yerr=np.array([error_bars(r, tr)]).T,
                         marker=st["marker"], markersize=6 if small else 7, color=color, capsize=1.5 if small else 2,
