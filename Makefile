@@ -68,12 +68,20 @@ run: setup
 
 # A robustness card (notebook 05) for MODEL on DATASET (default: the quick AT model on Fashion-MNIST, trained
 # first if missing), e.g. `make card MODEL=my_net.pt CARD_DATASET=mine.npz`; the card goes to results/cards/.
+# The card's options: WEIGHTS (a state dict for a factory), ARCHITECTURE (a registry architecture for a state
+# dict), EPS, N_EVAL, N_AUTOATTACK, e.g. `make card MODEL=sd.pt ARCHITECTURE=cnn001 CARD_DATASET=mnist N_EVAL=200`.
 MODEL ?= None
 CARD_DATASET ?= fashion_mnist
+WEIGHTS ?= None
+ARCHITECTURE ?= None
+EPS ?= None
+N_EVAL ?= 500
+N_AUTOATTACK ?= 100
 card: setup
 	mkdir -p results/notebooks
 	$(BIN)/papermill --log-output --no-progress-bar -p interactive False -p dataset $(CARD_DATASET) -p model $(MODEL) \
-		-p device $(DEVICE) notebooks/05_your_model.ipynb results/notebooks/05_your_model.ipynb
+		-p weights $(WEIGHTS) -p architecture $(ARCHITECTURE) -p eps $(EPS) -p n_eval $(N_EVAL) \
+		-p n_autoattack $(N_AUTOATTACK) -p device $(DEVICE) notebooks/05_your_model.ipynb results/notebooks/05_your_model.ipynb
 
 test: setup ui-deps tex-deps lint typecheck
 	$(BIN)/python -m pytest -q
@@ -91,11 +99,11 @@ lint: setup
 
 # Debian's pdflatex and booktabs, so the tests compile every LaTeX table (tests/test_latex.py skips without them).
 tex-deps:
-	@if command -v pdflatex >/dev/null && kpsewhich booktabs.sty >/dev/null 2>&1; then :; \
+	@if command -v pdflatex >/dev/null && kpsewhich booktabs.sty >/dev/null 2>&1 && command -v pdftotext >/dev/null; then :; \
 	elif command -v apt-get >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		echo "installing Debian's texlive-latex-base and -recommended for the LaTeX table test"; \
-		($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq texlive-latex-base texlive-latex-recommended >/dev/null) \
+		echo "installing Debian's texlive-latex-base and -recommended (and poppler-utils' pdftotext) for the LaTeX table test"; \
+		($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq texlive-latex-base texlive-latex-recommended poppler-utils >/dev/null) \
 		|| echo "pdflatex not installed: tests/test_latex.py will skip its compile checks"; \
 	else echo "no apt-get: tests/test_latex.py will skip its compile checks"; fi
 

@@ -64,14 +64,14 @@ filter_distance = None      # None: no filter; a number: drop the pairs closer t
 interactive = True          # the explorer at the end (False skips it)
 
 # %%
-from rll_core.notebook import notebook_setup
+from rll_core.notebook import notebook_setup, show_markdown
 
 P = notebook_setup("01_separation", globals())  # every parameter checked here, before any work
 
 # %%
 import time
 
-from IPython.display import Markdown, display
+from IPython.display import display
 
 from rll_core.data import DATASETS, dataset_available, load_train_test
 from rll_core.paper import display_name, eps_for
@@ -114,14 +114,14 @@ rep = result.report
 # %%
 fig = plot_separation_histograms(result, title=f"{display_name(train.name)}: nearest other-class distance")
 written = export_separation(result, P.figures_dir, P.formats, fig=fig, tag=tag, settings=settings)
-display(Markdown(written["tables"][1].read_text()))
+show_markdown(written["tables"][1].read_text())
 verdict = "is" if rep.r_separation >= rep.eps else "is NOT"
 print(f"r = {rep.r_separation:.4f}: the {train.name} training set {verdict} r-separated at eps = {rep.eps}")
 pct = [rep.train_train] + ([rep.test_train] if rep.test_train is not None else [])
-display(Markdown("| percentile | " + " | ".join(f"{p:g}" for p in rep.train_train.percentiles) + " |\n|---|"
-                 + "---|" * len(rep.train_train.percentiles) + "\n" + "\n".join(
-                     f"| {name} | " + " | ".join(f"{v:.3f}" for v in s.percentiles.values()) + " |"
-                     for name, s in zip(("train-train", "test-train"), pct, strict=False))))
+show_markdown("| percentile | " + " | ".join(f"{p:g}" for p in rep.train_train.percentiles) + " |\n|---|"
+              + "---|" * len(rep.train_train.percentiles) + "\n" + "\n".join(
+                  f"| {name} | " + " | ".join(f"{v:.3f}" for v in s.percentiles.values()) + " |"
+                  for name, s in zip(("train-train", "test-train"), pct, strict=False)))
 
 # %% [markdown]
 # ## Figure 2

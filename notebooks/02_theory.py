@@ -62,14 +62,14 @@ formats = "png,pdf"
 interactive = True
 
 # %%
-from rll_core.notebook import notebook_setup
+from rll_core.notebook import notebook_setup, show_markdown
 
 P = notebook_setup("02_theory", globals())  # every parameter checked here, before any work
 
 # %%
 import numpy as np
 import torch
-from IPython.display import Markdown, display
+from IPython.display import display
 
 from rll_core.data import load_train_test
 from rll_core.paper import display_name, eps_for
@@ -160,7 +160,7 @@ fig_curve.axes[0].set_title(f"{display_name(train.name)}: the 1/r-Lipschitz clas
                             f"images, n = {P.n_eval} evaluation points per split", fontsize=9)
 files += save_figure(fig_curve, P.figures_dir / f"fig_theory_astuteness_{train.name}{tag}", P.formats)
 record_outputs(P.figures_dir, outputs, settings, files)
-display(Markdown(stem.with_suffix(".md").read_text()))
+show_markdown(stem.with_suffix(".md").read_text())
 display(fig_curve)
 
 # %% [markdown]

@@ -83,12 +83,12 @@ formats = "png,pdf"
 interactive = True
 
 # %%
-from rll_core.notebook import notebook_setup
+from rll_core.notebook import notebook_setup, show_markdown
 
 P = notebook_setup("03_methods", globals())  # every parameter checked here, before any work
 
 # %%
-from IPython.display import Markdown, display
+from IPython.display import display
 
 from rll_core.data import load_train_test
 from rll_core.grids import PAPER_METHODS, grid_digest, grid_settings, method_spec, preset_evaluation, run_grid
@@ -159,7 +159,7 @@ for r in [r for r in rows if r.get("key") in aa_keys]:
 # %%
 stem = P.figures_dir / f"table_methods_{G['dataset']}_{P.preset}{tag}"
 written = export_table(rows, stem, title=f"Tables 2/3 ({P.preset} preset)")
-display(Markdown(written[1].read_text()))
+show_markdown(written[1].read_text())
 print("saved:", ", ".join(str(p) for p in written))
 
 # %% [markdown]

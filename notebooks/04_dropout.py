@@ -77,12 +77,12 @@ formats = "png,pdf"
 interactive = True
 
 # %%
-from rll_core.notebook import notebook_setup
+from rll_core.notebook import notebook_setup, show_markdown
 
 P = notebook_setup("04_dropout", globals())  # every parameter checked here, before any work
 
 # %%
-from IPython.display import Markdown, display
+from IPython.display import display
 
 from rll_core.data import load_train_test
 from rll_core.findings import export_findings, gap_findings
@@ -130,7 +130,7 @@ table = [{**r, "label": r["label"] + suffix} for pair in zip(pooled_without, poo
 stem = P.figures_dir / f"table_dropout_{G['dataset']}_{P.preset}{tag}"
 what = f"dropout rate {rate:g}" if rate is not None else f"{G['model']}'s own dropout"
 written = export_table(table, stem, title=f"Table 4 ({P.preset} preset): {what} against none")
-display(Markdown(written[1].read_text()))
+show_markdown(written[1].read_text())
 print("saved:", ", ".join(str(p) for p in written))
 
 # %%
@@ -153,7 +153,7 @@ display(fig)
 findings = gap_findings(without, P.runs_dir, with_dropout)
 written += export_findings(findings, P.figures_dir / f"findings_{G['dataset']}_{P.preset}{tag}",
                            caption=f"Section 5's findings ({P.preset} preset): {context_line(table)}")
-display(Markdown(written[-2].read_text()))
+show_markdown(written[-2].read_text())
 fig_tt = plot_train_vs_test(pooled_without, pooled_with)
 written += save_figure(fig_tt, P.figures_dir / f"fig_train_vs_test_{G['dataset']}_{P.preset}{tag}", P.formats)
 record_outputs(P.figures_dir, outputs, settings, written)

@@ -68,7 +68,7 @@ formats = "png,pdf"
 interactive = True
 
 # %%
-from rll_core.notebook import notebook_setup
+from rll_core.notebook import notebook_setup, show_markdown
 
 P = notebook_setup("05_your_model", globals())  # every parameter checked here, before any work
 
@@ -80,7 +80,7 @@ P = notebook_setup("05_your_model", globals())  # every parameter checked here, 
 # card's `card.json`.
 
 # %%
-from IPython.display import Image, Markdown, display
+from IPython.display import Image, display
 
 from rll_core.card import make_card
 
@@ -89,7 +89,7 @@ card, files = make_card(P.model, P.dataset, architecture=P.architecture, weights
                         cache_dir=P.cache_dir, runs_dir=P.runs_dir, formats=P.formats, device=P.device,
                         precision=P.precision, seed=P.seed)
 print(f"model: {card['source']}")
-display(Markdown(next(f for f in files if f.name == "card_summary.md").read_text()))
+show_markdown(next(f for f in files if f.name == "card_summary.md").read_text())
 for f in files:
     if f.suffix == ".png":
         display(Image(filename=str(f)))

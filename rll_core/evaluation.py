@@ -35,6 +35,7 @@ from .checks import (
 from .paper import step_size as paper_step_size
 from .precision import model_layout, resolve_precision
 from .progress import progress_bar
+from .stats import wilson_interval
 
 __all__ = ["ATTACKS", "AttackSpec", "EvalResult", "attack_generator", "evaluate", "paper_attack", "predict"]
 
@@ -139,6 +140,23 @@ class EvalResult:
         d = asdict(self)
         d.pop("correct")
         return d
+
+    def interval(self, name: str = "clean") -> tuple[float, float]:
+        """The 95 % Wilson interval of the clean accuracy or of attack ``name``'s accuracy on the ``n`` points."""
+        acc = self.clean_accuracy if name == "clean" else self.adversarial_accuracy[name]
+        return wilson_interval(acc, self.n)
+
+    def summary(self) -> str:
+        """One line a reader takes as it is: ``n = 500: clean 0.912 [0.884, 0.934], pgd 0.730 [0.690, 0.767]``
+        (95 % Wilson intervals), and the bf16 note where the attacks' steps were bf16."""
+        parts = [f"{k} {a:.3f} [{lo:.3f}, {hi:.3f}]" for k, a in (("clean", self.clean_accuracy),
+                                                                  *self.adversarial_accuracy.items())
+                 for lo, hi in [self.interval(k)]]
+        note = " (attack steps in bf16, verdicts in fp32)" if self.precision == "bf16" else ""
+        return f"n = {self.n}: " + ", ".join(parts) + note
+
+    def __str__(self) -> str:
+        return self.summary()
 
 
 def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *, eps: float,

@@ -30,17 +30,24 @@ _BLOCK_PT = 20.0  # rules and the gap between blocks
 _FLOAT_PT = 495.0  # what one float may hold: 0.9 \textheight (about 550 pt)
 
 #: Characters of the display tables and their LaTeX (math where it is math).
-_TEX = {"\\": "\\textbackslash{}", "_": "\\_", "&": "\\&", "%": "\\%", "#": "\\#", "β": "$\\beta$",
+_TEX = {"\\": "\\textbackslash{}", "_": "\\_", "&": "\\&", "%": "\\%", "#": "\\#", "$": "\\$", "{": "\\{",
+        "}": "\\}", ">": "\\textgreater{}", "<": "\\textless{}", "~": "\\textasciitilde{}",
+        "^": "\\textasciicircum{}", "β": "$\\beta$",
         "λ": "$\\lambda$", "μ": "$\\mu$", "ε": "$\\varepsilon$", "±": "$\\pm$", "−": "$-$", "ℓ∞": "$\\ell_\\infty$",
         "ℓ1": "$\\ell_1$", "→": "$\\to$"}
 _INTERVAL = re.compile(r"^(\S+)\s+(\[[^\]]+\])$")
+#: every key of _TEX, the longest first, replaced in one pass (a replacement is never escaped again)
+_TEX_KEYS = re.compile("|".join(re.escape(k) for k in sorted(_TEX, key=len, reverse=True)))
 
 
 def tex_escape(text: str) -> str:
-    """Plain text (with β, λ, μ, ε, ±, ℓ∞ ...) as LaTeX source."""
-    for a, b in _TEX.items():
-        text = text.replace(a, b)
-    return text
+    """Plain text (with β, λ, μ, ε, ±, ℓ∞ ..., and LaTeX's special characters ``\\ _ & % # $ { } > < ~ ^``) as
+    LaTeX source that prints it as written.
+
+    >>> print(tex_escape("gap > 0 & 5 %"))
+    gap \\textgreater{} 0 \\& 5 \\%
+    """
+    return _TEX_KEYS.sub(lambda m: _TEX[m.group()], text)
 
 
 def _wrap(text: str, width: int, max_lines: int = 3) -> list[str]:

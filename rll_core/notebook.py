@@ -40,7 +40,7 @@ from .progress import set_progress
 from .storage import check_writable, project_dir, user_path
 
 __all__ = ["EXPLORER_NEEDS_CELLS", "PARAMETERS", "Param", "ParameterError", "check_parameter", "explorer_ready",
-           "notebook_setup"]
+           "notebook_setup", "show_markdown"]
 
 
 class ParameterError(ValueError):
@@ -329,3 +329,16 @@ def explorer_ready(namespace: Mapping[str, Any], *names: str) -> bool:
         print(EXPLORER_NEEDS_CELLS)
         return False
     return True
+
+
+def show_markdown(text: str) -> None:
+    """Show a markdown table (or any markdown) in a notebook: rendered by JupyterLab, and as the same text in a
+    headless run's log (papermill ``--log-output`` prints an output's plain text, which for IPython's
+    ``Markdown`` object is ``<IPython.core.display.Markdown object>``).
+
+    Example:
+        >>> show_markdown("| a |\\n|---|\\n| 1 |")  # doctest: +SKIP
+    """
+    from IPython.display import display
+
+    display({"text/markdown": text, "text/plain": text}, raw=True)

@@ -231,3 +231,7 @@ def test_the_card_notebook_on_an_npz_of_your_own(own_npz, tmp_path):
                                cwd=str(ROOT / "notebooks"), progress_bar=False)
     text = json.dumps(json.loads(out.read_text()))
     assert "AutoAttack (standard) accuracy" in text and "wrote 8 files" in text  # 3 tables, 4 figures, card.md
+    # headless, the table is text too (papermill --log-output prints an output's plain text)
+    plain = [o["data"]["text/plain"] for c in json.loads(out.read_text())["cells"] for o in c.get("outputs", [])
+             if "text/markdown" in o.get("data", {})]
+    assert plain and all("".join(p).startswith("Robustness card") and "| PGD-10 accuracy |" in "".join(p) for p in plain)

@@ -171,3 +171,16 @@ def test_float64_images_are_evaluated_as_the_model_computes(fmnist_small_model):
     with pytest.raises(ValueError, match=r"^x is torch.float64 but the model computes in torch.float32: pass "
                                          r"x.to\(torch.float32\) \(evaluate and local_lipschitz convert by themselves\)$"):
         pgd(model, x.double(), y, eps=0.1, step_size=0.02, steps=2)
+
+
+def test_an_evaluation_prints_its_n_and_intervals():
+    from rll_core.evaluation import EvalResult
+    from rll_core.stats import wilson_interval
+
+    r = EvalResult(n=200, clean_accuracy=0.9, adversarial_accuracy={"pgd": 0.55}, attacks={}, seed=0, seconds=1.0,
+                   precision="bf16")
+    assert r.interval("pgd") == wilson_interval(0.55, 200) and r.interval() == wilson_interval(0.9, 200)
+    lo, hi = wilson_interval(0.55, 200)
+    assert str(r) == r.summary() == (f"n = 200: clean 0.900 [{wilson_interval(0.9, 200)[0]:.3f}, "
+                                      f"{wilson_interval(0.9, 200)[1]:.3f}], pgd 0.550 [{lo:.3f}, {hi:.3f}] "
+                                      "(attack steps in bf16, verdicts in fp32)")

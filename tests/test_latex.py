@@ -97,3 +97,22 @@ def test_the_overfull_check_bites_on_one_wide_block(tmp_path):
     body = latex_table(list(shown[0]), shown, textwidth_pt=1e9)
     assert body.count("\\begin{tabular}{l") == 1
     assert "Overfull \\hbox" in _compile(tmp_path, body, "wide")
+
+
+@needs_pdflatex
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext (poppler-utils) not installed")
+def test_the_rendered_text_reads_as_written(tmp_path):
+    """Not only the boxes: the compiled PDF says "adversarial gap > 0" (a bare > in text mode prints ¿), and every
+    special character of a caption comes out as itself."""
+    from rll_core.findings import export_findings
+
+    findings = [{"finding": "1a", "method": "at", "claim": FINDINGS["1a"].format(m="AT"), "estimate": 0.2, "lo": 0.1,
+                 "hi": 0.3, "interval": "Newcombe", "verdict": "holds", "n_train": 500, "n_test": 500}]
+    (tex,) = [p for p in export_findings(findings, tmp_path / "f", caption="50 % of {a} & b_c < d ~ e^f $5 #1")
+              if p.suffix == ".tex"]
+    _compile(tmp_path, tex.read_text(), "f")
+    text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "doc_f.pdf"), "-"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "AT: adversarial gap > 0" in text and "¿" not in text and "¡" not in text
+    # (OT1's underscore, tilde and circumflex are glyphs pdftotext reads as a space, ˜ and ˆ: present, not lost)
+    assert "50 % of {a} & b c < d ˜ eˆf $5 #1" in " ".join(text.split())
