@@ -235,3 +235,37 @@ def test_the_card_notebook_on_an_npz_of_your_own(own_npz, tmp_path):
     plain = [o["data"]["text/plain"] for c in json.loads(out.read_text())["cells"] for o in c.get("outputs", [])
              if "text/markdown" in o.get("data", {})]
     assert plain and all("".join(p).startswith("Robustness card") and "| PGD-10 accuracy |" in "".join(p) for p in plain)
+
+
+def test_an_interrupted_card_keeps_every_finished_attack(tmp_path, monkeypatch):
+    """Ctrl-C during the multi-targeted attack: PGD's verdicts are kept in card.json and verdicts-pgd.npz, and the
+    rerun attacks with the multi-targeted attack only; the card equals one made in one go."""
+    import rll_core.card.make as make
+
+    net = _plain()
+    kw = dict(n_eval=6, n_train=300, attacks=("pgd", "multitarget"), cache_dir=tmp_path / "cache", progress=False,
+              precision="fp32")
+    whole = robustness_card(net, "mnist", out_dir=tmp_path / "a", **kw)
+    real, asked = make.measure_points, []
+
+    def interrupted(model, x, y, **k):
+        asked.append(tuple(k["attacks"]))
+        if k["attacks"] == ["multitarget"]:
+            raise KeyboardInterrupt
+        return real(model, x, y, **k)
+
+    monkeypatch.setattr(make, "measure_points", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        robustness_card(net, "mnist", out_dir=tmp_path / "b", **kw)
+    (folder,) = (tmp_path / "b").iterdir()
+    kept = json.loads((folder / "card.json").read_text())
+    assert set(kept["parts"]) == {"clean", "pgd"} and "attacks" not in kept["stages"]
+    assert (folder / "verdicts-pgd.npz").exists()
+    asked.clear()
+    monkeypatch.setattr(make, "measure_points", lambda model, x, y, **k: asked.append(tuple(k.get("attacks", ()))) or
+                        real(model, x, y, **k))
+    again = robustness_card(net, "mnist", out_dir=tmp_path / "b", **kw)
+    assert asked[0] == ("multitarget",)  # the rerun starts at the attack that did not finish
+    assert again["stages"]["attacks"] == whole["stages"]["attacks"]
+    assert {k: v.tolist() for k, v in np.load(folder / "verdicts.npz").items()} == {
+        k: v.tolist() for k, v in np.load(Path(whole["folder"]) / "verdicts.npz").items()}

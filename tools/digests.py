@@ -49,7 +49,8 @@ def _weights(model: torch.nn.Module) -> str:
     return _digest(*[v.detach().cpu().numpy() for v in model.state_dict().values()])
 
 
-def _numbers(obj: object, drop: tuple[str, ...] = ("seconds", "source", "data_dir", "dataset", "out_dir")) -> str:
+def _numbers(obj: object,
+             drop: tuple[str, ...] = ("seconds", "threads", "source", "data_dir", "dataset", "out_dir")) -> str:
     """A stored result's numbers and settings (JSON), less what names the machine's folders or times."""
     def clean(o: object) -> object:
         if isinstance(o, dict):

@@ -93,21 +93,41 @@ def _stage(card: dict[str, Any], path: Path, name: str, work: Callable[[], dict[
     return dict(card["stages"][name])
 
 
-def _attacks(model: nn.Module, x: torch.Tensor, y: np.ndarray, eps: float, attacks: Sequence[str], n_aa: int,
-             seed: int, precision: str, folder: Path, progress: bool) -> dict[str, Any]:
-    m = measure_points(model, x, y, eps=eps, attacks=[a for a in attacks if a != "autoattack"], seed=seed,
-                       progress=progress, precision=precision)
-    out: dict[str, Any] = {"n": m.n, "clean": m.accuracy(), "clean_ci": m.interval()}
-    for name in m.attacks:
-        out[name], out[f"{name}_ci"] = m.accuracy(name), m.interval(name)
-    verdicts = dict(m.verdicts)
-    if "autoattack" in attacks and n_aa:
-        aa = measure_points(model, x[:n_aa], y[:n_aa], eps=eps, attacks=["autoattack"], seed=seed, progress=progress,
-                            precision=precision)
-        out |= {"autoattack": aa.accuracy("autoattack"), "autoattack_n": aa.n, "autoattack_ci": aa.interval("autoattack")}
-        verdicts["autoattack"] = aa.verdicts["autoattack"]
-    out["attack_settings"] = dict(m.attacks)
-    save_npz(folder / "verdicts.npz", **verdicts)
+#: AutoAttack's batch on a card: small, so its progress bar moves (and estimates the time left) every few points
+AUTOATTACK_BATCH = 16
+
+
+def _attacks(card: dict[str, Any], path: Path, model: nn.Module, x: torch.Tensor, y: np.ndarray, eps: float,
+             attacks: Sequence[str], n_aa: int, seed: int, precision: str, say: Callable[[str], None],
+             progress: bool) -> dict[str, Any]:
+    """The clean verdicts, then each attack as a part of its own, stored in ``card.json`` (and its verdicts in
+    ``verdicts-<name>.npz``) as it finishes: Ctrl-C keeps every finished attack, a rerun starts at the next.  Each
+    attack draws from its own random stream, so its verdicts are those of the attacks run together."""
+    folder = path.parent
+    parts = card.setdefault("parts", {})
+    for name in ("clean", *attacks):
+        n = n_aa if name == "autoattack" else len(x)
+        if name in parts or n == 0:
+            if name in parts:
+                say(f"    {name}: read from {path.name}")
+            continue
+        say(f"    {name} on {n} points" + (f" (batches of {AUTOATTACK_BATCH})" if name == "autoattack" else ""))
+        m = measure_points(model, x[:n], y[:n], eps=eps, attacks=[] if name == "clean" else [name], seed=seed,
+                           progress=progress, precision=precision,
+                           batch_size=AUTOATTACK_BATCH if name == "autoattack" else None)
+        save_npz(folder / f"verdicts-{name}.npz", verdicts=m.verdicts[name])
+        parts[name] = {"n": m.n, "accuracy": m.accuracy(name), "ci": m.interval(name),
+                       **({"settings": m.attacks[name]} if name != "clean" else {})}
+        save_json(path, card)
+    out: dict[str, Any] = {"n": parts["clean"]["n"], "clean": parts["clean"]["accuracy"], "clean_ci": parts["clean"]["ci"]}
+    for name in attacks:
+        if name in parts:
+            out[name], out[f"{name}_ci"] = parts[name]["accuracy"], parts[name]["ci"]
+    if "autoattack" in parts:
+        out["autoattack_n"] = parts["autoattack"]["n"]
+    out["attack_settings"] = {a: parts[a]["settings"] for a in attacks if a in parts and a != "autoattack"}
+    save_npz(folder / "verdicts.npz", **{a: load_npz(folder / f"verdicts-{a}.npz")["verdicts"]
+                                         for a in ("clean", *attacks) if a in parts})
     return out
 
 
@@ -261,8 +281,8 @@ def _measure_card(card: dict[str, Any], path: Path, model: nn.Module, train: Ima
     st = card["settings"]
     folder = path.parent
     x, y = torch.from_numpy(sub.float_images()), sub.labels
-    _stage(card, path, "attacks", lambda: _attacks(model, x, y, eps, st["attacks"], st["n_autoattack"], seed, prec,
-                                                   folder, progress), say)
+    _stage(card, path, "attacks", lambda: _attacks(card, path, model, x, y, eps, st["attacks"], st["n_autoattack"],
+                                                   seed, prec, say, progress), say)
     _stage(card, path, "lipschitz", lambda: _lipschitz(model, x, y, eps, seed, prec, folder, progress), say)
     binned = next((a for a in ("pgd", "multitarget") if a in st["attacks"]), "clean")  # run on every point
     robust = np.asarray(load_npz(folder / "verdicts.npz")[binned], bool)
