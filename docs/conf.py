@@ -22,8 +22,11 @@ import rll_core  # noqa: E402
 
 project = "rll"
 author = "the rll authors"
+copyright = "2026, the rll authors"  # noqa: A001 - Sphinx's name; the footer read "©. |" without it
 release = rll_core.__version__
-extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon"]
+# math rendered offline: MathJax from the sphinx-mathjax-offline package, copied into _static (no CDN)
+extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax", "sphinx-mathjax-offline"]
+myst_enable_extensions = ["dollarmath", "amsmath"]  # $...$ and $$...$$ in the pages and the notebooks' markdown
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 html_theme = "alabaster"
 html_static_path: list[str] = []

@@ -52,6 +52,22 @@ def test_every_page_and_notebook_is_built(site):
         assert (site / "notebooks" / f"{nb.stem}.html").exists(), nb.name
 
 
+def test_the_site_renders_math_offline_and_opens_on_the_readme(site):
+    """No raw $...$ left in any page (MathJax typesets \\( \\) from its own copy in _static, no CDN); the front
+    page is the README with its links and pictures rewritten for the site; the footer names its authors."""
+    raw = re.compile(r"\$[^$\s][^$]*\\[a-zA-Z]+[^$]*\$")  # a $...$ span holding a LaTeX command
+    for page in site.rglob("*.html"):
+        text = re.sub(r"<(script|pre|code)\b.*?</\1>", "", page.read_text(), flags=re.S)
+        assert not raw.search(text), (page.name, raw.search(text).group()[:80])
+        if "mathjax" in page.read_text().lower():
+            assert "cdn" not in " ".join(re.findall(r'src="([^"]*mathjax[^"]*)"', page.read_text())), page.name
+    assert (site / "_static" / "mathjax" / "tex-chtml.js").exists()
+    assert "\\(\\ell_\\infty\\)" in (site / "notebooks" / "02_theory.html").read_text()
+    front = (site / "index.html").read_text()
+    assert "Your own data and model" in front and 'href="results.html"' in front and "_images/fig_train_vs_test" in front
+    assert "2026, the rll authors" in front and "&#169;. |" not in front
+
+
 def test_no_link_of_the_readme_or_the_pages_is_broken():
     """Sphinx checks links between pages (-W); this checks the README and the images the pages show."""
     broken = []
