@@ -29,8 +29,8 @@ from .runs import evaluate_run, resolve_hyper, train_run
 from .stats import wilson_interval
 from .storage import user_path
 
-__all__ = ["PAPER_METHODS", "PRESETS", "TABLE_EVALUATION", "check_seeds", "grid_digest", "grid_settings", "method_label", "method_spec", "parse_methods",
-           "preset_evaluation", "run_grid", "run_name"]
+__all__ = ["PAPER_METHODS", "PRESETS", "TABLE_EVALUATION", "check_seeds", "grid_digest", "grid_settings", "method_label",
+           "method_spec", "parse_methods", "preset_evaluation", "run_grid", "run_name"]
 
 
 #: The evaluation behind every table (:func:`run_grid`) and the per-point figure

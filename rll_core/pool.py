@@ -40,7 +40,7 @@ def available_cores() -> int:
 
 def default_workers(jobs: int, device: str | torch.device = "cpu") -> int:
     """One worker per core, no more than there are jobs; one on a GPU (the runs share the device)."""
-    if torch.device(device).type == "cuda" or str(device).startswith("cuda"):
+    if torch.device(device).type == "cuda":
         return 1
     return max(1, min(jobs, available_cores()))
 
