@@ -107,10 +107,11 @@ print(f"wrote {len(files)} files into {card['folder']}")
 from rll_core.notebook import explorer_ready
 
 if explorer_ready(globals(), "card"):
+    from rll_core.card import model_name
     from rll_core.widgets import astuteness_explorer
 
     curve = card["stages"]["curve"]
     display(astuteness_explorer(curve["eps"], {"your model, PGD-10": curve["accuracy"],
                                                "Section 4, certified": curve["certified"]},
-                                r=card["stages"]["separation"]["r"], title=f"model {card['settings']['model']}",
+                                r=card["stages"]["separation"]["r"], title=f"model {model_name(card)}",
                                 ylabel="robust test accuracy"))

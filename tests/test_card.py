@@ -213,6 +213,10 @@ def test_rll_card_on_an_npz_of_your_own_with_a_torchscript_model(own_npz, tmp_pa
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| PGD-10 accuracy |" in done.stdout and "wrote" in done.stdout
+    (md,) = (tmp_path / "cards").glob("card-*/card.md")  # named by its file; eps against r; which Lipschitz to quote
+    head = md.read_text().splitlines()[0]
+    assert head.startswith("# Robustness card: ") and "model net.pt (" in head
+    assert " r of the training data (r = " in md.read_text() and "quote rll's ascent" in md.read_text()
     bad = subprocess.run([*cmd[:4], str(tmp_path / "missing.pt"), *cmd[5:]], capture_output=True, text=True,
                          cwd=ROOT, timeout=600)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "not found" in bad.stderr

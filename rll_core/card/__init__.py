@@ -11,8 +11,8 @@
 from .load import ModelLoadError, Normalized, is_factory, load_model, model_digest
 from .make import CARD_ATTACKS, card_folder, check_fits, default_model, robustness_card
 from .pipeline import make_card
-from .report import card_rows, plot_least_smooth, write_card
+from .report import card_rows, model_name, plot_least_smooth, write_card
 
 __all__ = ["CARD_ATTACKS", "ModelLoadError", "Normalized", "card_folder", "card_rows", "check_fits", "default_model",
            "is_factory", "load_model",
-           "make_card", "model_digest", "plot_least_smooth", "robustness_card", "write_card"]
+           "make_card", "model_digest", "model_name", "plot_least_smooth", "robustness_card", "write_card"]

@@ -13,7 +13,7 @@ from ..paper import display_name
 from ..plotting import plot_accuracy_by_distance, plot_pair_gallery, plot_robustness_curves, save_figure, wrapped
 from ..storage import array_digest, load_npz, save_table
 
-__all__ = ["card_rows", "plot_least_smooth", "write_card"]
+__all__ = ["card_rows", "model_name", "plot_least_smooth", "write_card"]
 
 _NAMES = {"clean": "clean accuracy", "pgd": "PGD-10 accuracy", "multitarget": "multi-targeted accuracy (9 x 20)",
           "autoattack": "AutoAttack (standard) accuracy"}
@@ -28,7 +28,8 @@ def card_rows(card: Mapping[str, Any]) -> list[dict[str, str]]:
             lo, hi = a[f"{key}_ci"]
             rows.append({"quantity": name, "value": f"{a[key]:.3f}", "95 % interval": f"[{lo:.3f}, {hi:.3f}]",
                          "n": str(a.get(f"{key}_n", a["n"]))})
-    for proc, name in (("ascent", "local Lipschitz (rll's ascent)"), ("reference", "local Lipschitz (ref. proc.)")):
+    for proc, name in (("ascent", "local Lipschitz (rll's ascent: quote this)"),
+                       ("reference", "local Lipschitz (ref. proc.: only beside the paper's tables)")):
         rows.append({"quantity": name, "value": f"{lip[proc]:.3g}", "95 % interval": f"± {lip[f'{proc}_se']:.2g} (s.e.)",
                      "n": str(lip["n"])})
     t1 = sep["table1"]
@@ -37,6 +38,13 @@ def card_rows(card: Mapping[str, Any]) -> list[dict[str, str]]:
     rows.append({"quantity": "data: test-train minimum distance", "value": f"{t1['test_train_min']:.4f}",
                  "95 % interval": "exact", "n": str(t1.get("n_test", ""))})
     return rows
+
+
+def model_name(card: Mapping[str, Any]) -> str:
+    """The model as its user knows it: its file, run folder or factory (and the weights' digest), else the digest."""
+    src = card.get("source") or {}
+    named = src.get("path") or src.get("factory") or src.get("class")
+    return f"{Path(str(named)).name} ({card['settings']['model']})" if named else str(card["settings"]["model"])
 
 
 def plot_least_smooth(x: np.ndarray, x_adv: np.ndarray, values: np.ndarray, k: int = 6, title: str = "") -> Any:
@@ -96,11 +104,17 @@ def write_card(card: Mapping[str, Any], train: ImageDataset, sub: ImageDataset,
                              "measured on: pass the same split and subset (make_card does)")
     folder = Path(card["folder"])
     data = display_name(st["dataset"])
-    what = f"{data}, ε = {st['eps']:g}, model {st['model']}"
+    what = f"{data}, ε = {st['eps']:g}, model {model_name(card)}"
     rows = card_rows(card)
     aa = f" (AutoAttack on the first {st['n_autoattack']})" if st["n_autoattack"] else ""
-    cap = (f"Robustness card: {what}; the first {st['n_eval']} test points{aa}. Accuracies with 95 % Wilson intervals, local Lipschitz constants as mean ± "
-           "standard error; distances exact.")
+    r = stages["separation"]["r"]
+    cap = (f"Robustness card: {what}; the first {st['n_eval']} test points{aa}. ε = {st['eps']:g} is "
+           f"{st['eps'] / r:.2f} r of the training data (r = {r:.3f}: below r, separation allows robust accuracy 1 "
+           "on the training points). Accuracies with 95 % Wilson intervals (PGD, multi-targeted and AutoAttack "
+           "accuracies are upper bounds of the true robust accuracy); local Lipschitz constants as mean ± standard "
+           "error: quote rll's ascent (the largest ratio it attains in the ε-ball, a lower bound of the true local "
+           "constant), the reference procedure's only beside the paper's tables (it reports a last iterate, "
+           "typically 15-25 times smaller); distances exact.")
     files = [save_table(folder / "card_summary.csv", rows), save_table(folder / "card_summary.md", rows, caption=cap),
              save_table(folder / "card_summary.tex", rows, caption=cap)]
     curve, sep = stages["curve"], stages["separation"]
