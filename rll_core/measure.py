@@ -28,7 +28,7 @@ from .evaluation import AttackSpec, evaluate, paper_attack
 from .lipschitz import local_lipschitz
 from .stats import standard_error, wilson_interval
 
-__all__ = ["Measurement", "measure_points", "measure_splits", "sweep_radii"]
+__all__ = ["Measurement", "add_worst_case", "measure_points", "measure_splits", "sweep_radii", "worst_case"]
 
 
 @dataclass
@@ -116,6 +116,31 @@ def measure_points(model: nn.Module, x: torch.Tensor, y: np.ndarray | torch.Tens
     return m
 
 
+def worst_case(verdicts: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """Per point, robust under every attack of ``verdicts`` (``clean`` aside): a point is robust only if no attack
+    broke it.  None with fewer than two attacks (the one attack's verdicts are the worst case then).
+
+    Example:
+        >>> worst_case({"clean": np.array([1, 1, 0], bool), "pgd": np.array([1, 0, 0], bool),
+        ...             "multitarget": np.array([0, 0, 0], bool)}).tolist()
+        [False, False, False]
+    """
+    attacks = [np.asarray(v, bool) for k, v in verdicts.items() if k != "clean"]
+    return np.logical_and.reduce(attacks) if len(attacks) >= 2 else None
+
+
+def add_worst_case(row: dict[str, Any], arrays: Mapping[str, np.ndarray], splits: Sequence[str]) -> dict[str, Any]:
+    """``row`` with ``<split>_worst_accuracy`` for every split evaluated with two or more attacks (from the
+    per-point ``<split>_<attack>`` arrays), as measured or as read back from an older evaluation file."""
+    for split in splits:
+        per = {k[len(split) + 1:]: v for k, v in arrays.items()
+               if k.startswith(f"{split}_") and "lipschitz" not in k and not k.endswith("_worst")}
+        w = worst_case(per)
+        if w is not None:
+            row[f"{split}_worst_accuracy"] = float(w.mean())
+    return row
+
+
 def measure_splits(row: dict[str, Any], net: nn.Module, splits: Mapping[str, ImageDataset],
                    specs: Mapping[str, Sequence[AttackSpec]], ev: Mapping[str, Any], seed: int, progress: bool,
                    dtype: torch.dtype = torch.float32, lipschitz: Sequence[str] = ("ascent", "reference")
@@ -146,6 +171,7 @@ def measure_splits(row: dict[str, Any], net: nn.Module, splits: Mapping[str, Ima
             row[f"{split}_lipschitz{suffix}"] = m.lipschitz_mean(proc)
             row[f"{split}_lipschitz{suffix}_se"] = m.lipschitz_se(proc)
         row["attack_settings"].update(m.attacks)
+    add_worst_case(row, arrays, list(splits))
     if set(splits) != {"train", "test"}:
         return arrays
     row["gap_standard"] = row["train_accuracy"] - row["test_accuracy"]

@@ -24,7 +24,7 @@ from .checks import check_eps, check_int, check_real, default_batch_size, resolv
 from .data import ImageDataset, check_dataset, is_npz_path, load_train_test
 from .evaluation import ATTACKS, AttackSpec, paper_attack
 from .lipschitz import REFERENCE_STEP_SIZE
-from .measure import measure_splits, sweep_radii
+from .measure import add_worst_case, measure_splits, sweep_radii
 from .methods import METHODS, make_method
 from .models import build_model, check_model
 from .precision import check_precision, precision_record, resolve_precision
@@ -32,6 +32,7 @@ from .storage import (
     array_digest,
     check_writable,
     load_json,
+    load_npz,
     save_json,
     save_npz,
     settings_digest,
@@ -312,8 +313,8 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
     ck = load_checkpoint(out / f"{checkpoint}.pt")
     stem = _eval_stem(eval_settings, int(ck["epoch"]))
     json_path, npz_path = out / f"{stem}.json", out / f"{stem}.npz"
-    if json_path.exists() and npz_path.exists():
-        return load_json(json_path)
+    if json_path.exists() and npz_path.exists():  # read back (the worst case derived where an older file lacks it)
+        return add_worst_case(load_json(json_path), load_npz(npz_path), splits)
     t0 = time.perf_counter()
     train_set, test_set, net = _restore(out, settings, checkpoint, ck, data_dir, dev)
     row: dict[str, Any] = {"run": out.name, **{k: settings.get(k) for k in ("dataset", "architecture", "dropout",

@@ -33,6 +33,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("test_pgd_accuracy", "test PGD acc", "acc"),
     ("test_multitarget_accuracy", "test MT acc", "acc"),
     ("test_autoattack_accuracy", "test AutoAttack acc", "acc"),
+    ("test_worst_accuracy", "test worst-case acc", "acc"),
     ("train_lipschitz", "train Lipschitz", "lip"),
     ("test_lipschitz", "test Lipschitz", "lip"),
     ("test_lipschitz_reference", "test Lipschitz (ref. proc.)", "lip"),
@@ -219,7 +220,11 @@ def caption(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
         "procedure). Gaps: train minus test accuracy, with Newcombe's 95 % interval of a difference.")
     text = (f"{what}; " if what else "") + (f"{_evaluated(rows)}{' per seed' if k > 1 else ''}. {intervals}") + (
         f" AutoAttack (standard, Croce & Hein 2020) on the first {'/'.join(map(str, aa))} test points; '-': "
-        "not run." if aa else "") + (f" {note}" if (note := precision_note(rows)) else "")
+        "not run." if aa else "") + (
+        " Worst case: a test point counts as robust only if no attack of the evaluation (PGD and the "
+        "multi-targeted attack, on every point) broke it; every attacked accuracy is an upper bound of the true "
+        "robust accuracy." if any(_number(r.get("test_worst_accuracy")) is not None for r in rows) else "") + (
+        f" {note}" if (note := precision_note(rows)) else "")
     return f"{title.rstrip('.')}. {text}" if title else text
 
 

@@ -127,6 +127,7 @@ def test_a_card_equals_evaluate_and_local_lipschitz_called_directly(tmp_path, mo
     assert (a["n"], a["clean"], a["pgd"], a["multitarget"]) == (8, direct.clean_accuracy,
                                                                  direct.adversarial_accuracy["pgd"],
                                                                  direct.adversarial_accuracy["multitarget"])
+    assert a["worst"] == float((direct.correct["pgd"] & direct.correct["multitarget"]).mean())  # per-point minimum
     for proc in ("ascent", "reference"):
         v = local_lipschitz(net, x, eps=0.1, procedure=proc, precision="fp32", generator=torch.Generator().manual_seed(0))
         assert lip[proc] == pytest.approx(float(v.mean()), rel=1e-6)

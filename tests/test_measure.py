@@ -114,3 +114,31 @@ def test_the_floors_attack_and_estimate_only_through_the_room():
             callers[str(path.relative_to(root))] = sorted(used)
     # the room, and training's validation pass (PGD accuracy on held-out points after each epoch, inside training)
     assert callers == {"measure.py": ["evaluate", "local_lipschitz"], "training.py": ["evaluate"]}, callers
+
+
+def test_the_worst_case_over_attacks_is_the_per_point_minimum(points, tmp_path):
+    """A point is robust only if no attack broke it: the worst-case accuracy never exceeds any attack's and
+    equals the mean of the per-point AND; stored rows get it, and rows read back from an older file too."""
+    from rll_core.data import ImageDataset
+    from rll_core.measure import add_worst_case, measure_splits, worst_case
+
+    v = {"clean": np.array([1, 1, 1, 1, 0], bool), "pgd": np.array([1, 1, 0, 0, 0], bool),
+         "multitarget": np.array([1, 0, 1, 0, 0], bool)}
+    assert worst_case(v).tolist() == [True, False, False, False, False]  # not broken by either attack: point 0 only
+    x, y = points
+    net = _net(2)
+    m = measure_points(net, x, y, eps=0.2, attacks=["pgd", "multitarget"], seed=1, precision="fp32")
+    w = worst_case(m.verdicts)
+    assert np.array_equal(w, m.verdicts["pgd"] & m.verdicts["multitarget"])
+    assert w.mean() <= min(m.accuracy("pgd"), m.accuracy("multitarget"))
+    assert worst_case({"clean": m.verdicts["clean"], "pgd": m.verdicts["pgd"]}) is None
+    ds = ImageDataset("t", "test", (x.numpy() * 255).round().astype(np.uint8), np.asarray(y))
+    row: dict = {}
+    specs = {"train": [paper_attack("pgd", 0.2)], "test": [paper_attack("pgd", 0.2), paper_attack("multitarget", 0.2)]}
+    arrays = measure_splits(row, net, {"train": ds, "test": ds}, specs,
+                            {"n_eval": 24, "eps": 0.2, "lipschitz_steps": 2, "batch_size": 16, "precision": "fp32"},
+                            seed=1, progress=False, lipschitz=())
+    assert row["test_worst_accuracy"] == float((arrays["test_pgd"] & arrays["test_multitarget"]).mean())
+    assert "train_worst_accuracy" not in row  # one attack on train: its own verdicts are the worst case
+    older = {k: v for k, v in row.items() if not k.endswith("_worst_accuracy")}
+    assert add_worst_case(older, arrays, ["train", "test"])["test_worst_accuracy"] == row["test_worst_accuracy"]

@@ -23,12 +23,12 @@ from torch import nn
 from ..audit import closest_pairs
 from ..checks import check_int, check_real, resolve_device
 from ..data import ImageDataset, load_train_test
-from ..measure import measure_points, sweep_radii
+from ..measure import measure_points, sweep_radii, worst_case
 from ..paper import display_name, eps_for
 from ..precision import check_precision, precision_record, resolve_precision
 from ..section4 import default_radii, theory_curve
 from ..separation import measure_separation, nearest_other_class
-from ..stats import accuracy_by_distance, distance_bins
+from ..stats import accuracy_by_distance, distance_bins, wilson_interval
 from ..storage import array_digest, load_json, load_npz, project_dir, save_json, save_npz, settings_digest, user_path
 from .load import ModelLoadError, model_digest
 
@@ -126,8 +126,12 @@ def _attacks(card: dict[str, Any], path: Path, model: nn.Module, x: torch.Tensor
     if "autoattack" in parts:
         out["autoattack_n"] = parts["autoattack"]["n"]
     out["attack_settings"] = {a: parts[a]["settings"] for a in attacks if a in parts and a != "autoattack"}
-    save_npz(folder / "verdicts.npz", **{a: load_npz(folder / f"verdicts-{a}.npz")["verdicts"]
-                                         for a in ("clean", *attacks) if a in parts})
+    verdicts = {a: load_npz(folder / f"verdicts-{a}.npz")["verdicts"] for a in ("clean", *attacks) if a in parts}
+    worst = worst_case({a: v for a, v in verdicts.items() if a != "autoattack"})  # the attacks on every point
+    if worst is not None:
+        out["worst"] = float(worst.mean())
+        out["worst_ci"] = [float(v) for v in wilson_interval(out["worst"], len(worst))]
+    save_npz(folder / "verdicts.npz", **verdicts)
     return out
 
 

@@ -16,7 +16,7 @@ from ..storage import array_digest, load_npz, save_table
 __all__ = ["card_rows", "model_name", "plot_least_smooth", "write_card"]
 
 _NAMES = {"clean": "clean accuracy", "pgd": "PGD-10 accuracy", "multitarget": "multi-targeted accuracy (9 x 20)",
-          "autoattack": "AutoAttack (standard) accuracy"}
+          "worst": "worst case of PGD and multi-targeted", "autoattack": "AutoAttack (standard) accuracy"}
 
 
 def card_rows(card: Mapping[str, Any]) -> list[dict[str, str]]:
