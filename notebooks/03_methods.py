@@ -74,6 +74,7 @@ n_eval = None
 include_theory = True     # add the Section 4 classifier as a row
 autoattack_methods = "at"  # AutoAttack for these rows, e.g. natural,at,trades:beta6 ("" for none): costly on a CPU
 n_autoattack = 25         # ... on the first n_autoattack test points (about 3 s per robust point here)
+n_checks = 50             # the attack-failure indicators on the first n_checks test points of every row (0: none)
 device = "auto"
 workers = None            # runs side by side, one torch thread each; None: one per core (one on a GPU)
 precision = "auto"        # auto: bf16 gradient steps where the CPU/GPU computes bf16 natively (verdicts fp32) | fp32 | bf16
@@ -110,7 +111,7 @@ tag = output_tag(eps=P.eps, n=P.n_train, test=P.n_test, eval=P.n_eval, e=P.epoch
 outputs = f"methods_{G['dataset']}_{P.preset}{tag}"
 aa_keys = [method_spec(m, h) for m, h in P.autoattack_methods]
 settings = {**G, "methods": [method_spec(m, h) for m, h in P.methods], "include_theory": P.include_theory,
-            "autoattack_methods": aa_keys, "n_autoattack": P.n_autoattack,
+            "autoattack_methods": aa_keys, "n_autoattack": P.n_autoattack, "n_checks": P.n_checks,
             "data_digest": array_digest(train.images, train.labels, test.images, test.labels),
             **precision_record(resolve_precision(P.precision, P.device))}
 check_outputs(P.figures_dir, outputs, settings)
@@ -148,6 +149,36 @@ for r in [r for r in rows if r.get("key") in aa_keys]:
           f"(PGD on all {r['test_n']}: {r['test_pgd_accuracy']:.2f})")
 
 # %% [markdown]
+# ## Did any attack fail?
+#
+# Gradient regularization and LLR smooth the loss around the training points, which can hide adversarial
+# examples from a gradient attack instead of removing them. On the first `n_checks` test points of every row,
+# `rll_core.indicators` checks the evaluation itself (Carlini et al. 2019; Pintor et al. 2022): PGD at
+# $\epsilon$ = 0.5 must leave (almost) no point robust; a PGD with 10 times the steps and restarts, and Square,
+# a gradient-free attack, must not break more points than PGD-10's interval; few points may have an input gradient of exactly 0; and
+# accuracy must not rise with $\epsilon$ along the robustness curve below. The table's `attack checks` column
+# says `ok` or names the checks that warn; the figure shows every value.
+
+# %%
+from rll_core.indicators import indicator_summary, run_indicators
+from rll_core.plotting import plot_indicators
+
+n_curve = G["n_eval"]
+theory = theory_curve(train, test, n_eval=n_curve, also=[G["eps"]])  # radii from 0 to 1.2 r, r of this training set
+curves = {r["run"]: dict(robustness_curve(P.runs_dir / r["run"], theory["eps"], n_eval=n_curve, data_dir=P.data_dir,
+                                          device=P.device, precision=P.precision), label=r["label"])
+          for r in rows if r.get("method") != "theory"}
+if P.n_checks:
+    for r in [r for r in rows if r.get("method") != "theory"]:
+        r["indicators"] = run_indicators(P.runs_dir / r["run"], n=P.n_checks, curve=curves[r["run"]],
+                                         data_dir=P.data_dir, device=P.device, precision=P.precision)
+        print(f"{r['label']}: {indicator_summary(r['indicators'])}")
+    fig_checks = plot_indicators(rows)
+    written_checks = save_figure(fig_checks, P.figures_dir / f"fig_attack_checks_{G['dataset']}_{P.preset}{tag}",
+                                 P.formats)
+    display(fig_checks)
+
+# %% [markdown]
 # ## Tables 2 / 3
 #
 # Accuracies in [0, 1]; Lipschitz constants in logit units per unit of $\ell_\infty$ input change.
@@ -159,6 +190,8 @@ for r in [r for r in rows if r.get("key") in aa_keys]:
 # %%
 stem = P.figures_dir / f"table_methods_{G['dataset']}_{P.preset}{tag}"
 written = export_table(rows, stem, title=f"Tables 2/3 ({P.preset} preset)")
+if P.n_checks:
+    written += written_checks
 show_markdown(written[1].read_text())
 print("saved:", ", ".join(str(p) for p in written))
 
@@ -181,12 +214,7 @@ display(fig_lip, fig_gap)
 # training reaches, already at the training radius, is the paper's point.
 
 # %%
-n_curve = G["n_eval"]
-theory = theory_curve(train, test, n_eval=n_curve, also=[G["eps"]])  # radii from 0 to 1.2 r, r of this training set
-curves = [dict(robustness_curve(P.runs_dir / r["run"], theory["eps"], n_eval=n_curve, data_dir=P.data_dir,
-                                device=P.device, precision=P.precision), label=r["label"])
-          for r in rows if r.get("method") != "theory"]
-fig_eps = plot_robustness_curves([*curves, theory], r=theory["r"], eps_mark=G["eps"],
+fig_eps = plot_robustness_curves([*curves.values(), theory], r=theory["r"], eps_mark=G["eps"],
                                  title=context_line(rows) + f" · r of the {len(train):,} training images")
 written += save_figure(fig_eps, P.figures_dir / f"fig_robustness_vs_eps_{G['dataset']}_{P.preset}{tag}", P.formats)
 display(fig_eps)

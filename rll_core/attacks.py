@@ -6,6 +6,7 @@
   ``z_target - z_label`` (Gowal et al. 2019); per example the strongest target is kept.
 * :func:`autoattack` - AutoAttack's standard version (Croce & Hein 2020) at the reference's settings, from
   torchattacks' four attacks (optional dependency).
+* :func:`square` - its gradient-free part alone, Square (Andriushchenko et al. 2020), at the same settings.
 
 The pieces every inner search is built from (eval mode, the eps-box, sign ascent) live in the package's
 private ``_search`` module, shared with the training methods and the Lipschitz estimate.
@@ -20,6 +21,8 @@ parameters' ``.grad``; bad arguments raise ``ValueError`` before any work.  Give
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,7 +31,7 @@ from ._search import check_batch, eval_mode, margin, num_classes_of, sign_ascent
 from .checks import check_eps, check_int
 from .precision import INHERIT, model_layout, resolve_precision
 
-__all__ = ["autoattack", "multi_targeted", "pgd"]
+__all__ = ["autoattack", "multi_targeted", "pgd", "square"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,6 +165,20 @@ def multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     return best
 
 
+def _torchattacks(what: str) -> Any:
+    try:
+        import torchattacks
+    except ImportError:
+        raise ImportError(f"{what} needs torchattacks: pip install --no-deps torchattacks==3.5.1 "
+                          "(make setup installs it)") from None
+    return torchattacks
+
+
+def _square(torchattacks: Any, model: nn.Module, n_queries: int, common: dict[str, Any]) -> Any:
+    """torchattacks' Square at AutoAttack's standard settings (p_init 0.8, no rescaled schedule, one restart)."""
+    return torchattacks.Square(model, n_queries=n_queries, n_restarts=1, p_init=0.8, resc_schedule=False, **common)
+
+
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 100,
                n_queries: int = 5000, seed: int = 0, validate: bool = True) -> torch.Tensor:
     """AutoAttack, standard version (Croce & Hein 2020), L-inf: APGD-CE, APGD-T and FAB-T (every other class
@@ -174,11 +191,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     ``resc_schedule=True`` (the square shrinks about twice as fast) where the standard version sets False.  ``seed`` seeds the four
     attacks; the global random state is left as it was.
     """
-    try:
-        import torchattacks
-    except ImportError:
-        raise ImportError("AutoAttack needs torchattacks: pip install --no-deps torchattacks==3.5.1 "
-                          "(make setup installs it)") from None
+    torchattacks = _torchattacks("AutoAttack")
     check_eps(eps, None, steps)
     check_int("n_queries", n_queries)
     k = check_batch(model, x, y) if validate else num_classes_of(model, x)
@@ -191,6 +204,44 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
         parts = [torchattacks.APGD(model, steps=steps, n_restarts=1, loss="ce", eot_iter=1, rho=0.75, **common),
                  torchattacks.APGDT(model, steps=steps, n_restarts=1, n_classes=k, eot_iter=1, rho=0.75, **common),
                  torchattacks.FAB(model, steps=steps, n_restarts=1, multi_targeted=True, n_classes=k, **common),
-                 torchattacks.Square(model, n_queries=n_queries, n_restarts=1, p_init=0.8, resc_schedule=False,
-                                     **common)]
+                 _square(torchattacks, model, n_queries, common)]
         return torchattacks.MultiAttack(parts)(x, y.long()).detach()
+
+
+def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_queries: int = 1000, seed: int = 0,
+           validate: bool = True) -> torch.Tensor:
+    """Square (Andriushchenko et al. 2020), L-inf: a random search on the margin that reads the model's outputs
+    only, never its gradients, at AutoAttack's standard settings (torchattacks' attack, an optional dependency).
+
+    A gradient-free attack is the check on a gradient attack: where the model hides its gradients (a
+    non-differentiable input transform, saturated logits), PGD stalls and Square does not.
+
+    Args:
+        model: any classifier returning logits ``(N, classes)``.
+        x: images in [0, 1], ``(N, C, H, W)``, on the model's device.
+        y: integer labels ``(N,)``.
+        eps: the L-inf radius, in [0, 1].
+        n_queries: model queries per point, >= 1 (default 1000; AutoAttack's standard version: 5000).
+        seed: the search's seed (default 0); the global random state is left as it was.
+        validate: check the inputs first (default True).
+
+    Returns:
+        ``x_adv``, detached, the shape of ``x``.
+
+    Raises:
+        ValueError: a bad radius, count, image range or label; ImportError: no torchattacks.
+
+    Example:
+        >>> x_adv = square(model, x, y, eps=0.1, n_queries=1000)  # doctest: +SKIP
+    """
+    torchattacks = _torchattacks("Square")
+    check_eps(eps)
+    check_int("n_queries", n_queries)
+    if validate:
+        check_batch(model, x, y)
+    if eps == 0:
+        return x.detach().clone()
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    with eval_mode(model), torch.random.fork_rng(devices=devices):
+        return _square(torchattacks, model, n_queries, {"norm": "Linf", "eps": float(eps), "seed": int(seed)}
+                       )(x, y.long()).detach()

@@ -158,6 +158,9 @@ def _add_evaluate(sub: Any) -> None:
                    help="steps of every attack, each of 2 eps / steps (default: PGD 10, multi-targeted 20)")
     e.add_argument("--restarts", type=_positive_int, default=1, help="PGD random restarts (default: 1)")
     e.add_argument("--n-eval", type=_positive_int, default=1000, help="points of train and of test (default: 1000)")
+    e.add_argument("--checks", type=_nonnegative_int, default=0, metavar="N",
+                   help="then the attack-failure indicators (did an attack fail?) on the first N test points, "
+                   "stored beside the evaluation (default: 0, none; 50 as in make run)")
     e.add_argument("--data-dir", default=None, help="where the run's data is (default: where it was trained from)")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
@@ -229,6 +232,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     keys = [k for k in row if k.endswith(("accuracy", "lipschitz", "lipschitz_reference")) or k.startswith("gap_")]
     print(f"eps {row['eps']:g} | " + " | ".join(f"{k} {row[k]:.4f}" for k in keys))
     print(f"wrote {Path(args.run_dir).expanduser() / row['eval_file']}")
+    if args.checks:
+        from .indicators import indicator_summary, run_indicators
+
+        found = run_indicators(args.run_dir, n=args.checks, checkpoint=args.checkpoint, eps=args.eps,
+                               data_dir=args.data_dir, device=args.device, precision=args.precision)
+        for i in found:
+            print(f"{i['indicator']}: {i['verdict']} ({i['text']})")
+        print(f"attack checks on {args.checks} test points: {indicator_summary(found)}")
     return 0
 
 

@@ -40,8 +40,8 @@ from .storage import (
 )
 from .training import RunMismatchError, TrainResult, load_checkpoint, train
 
-__all__ = ["eval_specs", "evaluate_run", "load_run", "resolve_hyper", "robustness_curve", "run_settings", "split_specs",
-           "train_run"]
+__all__ = ["eval_specs", "eval_stem", "evaluate_run", "load_run", "resolve_hyper", "restore_run", "robustness_curve",
+           "run_settings", "split_specs", "train_run"]
 
 
 def resolve_hyper(dataset: str, method: str, hyper: Mapping[str, Any] | None, eps: float | None) -> dict[str, Any]:
@@ -239,11 +239,12 @@ def _settings_digest(settings: Mapping[str, Any], epoch: int) -> str:
     return settings_digest({**settings, "epoch": epoch})
 
 
-def _eval_stem(eval_settings: Mapping[str, Any], epoch: int) -> str:
-    """``eval-<checkpoint>-e<epoch>-eps<eps>-n<n>-<digest>``: one file name per evaluation setting."""
+def eval_stem(eval_settings: Mapping[str, Any], epoch: int, kind: str = "eval") -> str:
+    """``<kind>-<checkpoint>-e<epoch>-eps<eps>-n<n>-<digest>``: one file name per setting of a measurement on a run
+    (``eval``: :func:`evaluate_run`; ``checks``: :func:`rll_core.indicators.run_indicators`)."""
     digest = _settings_digest(eval_settings, epoch)
     eps = f"{eval_settings['eps']:g}".replace(".", "p")  # no dot: the name has no suffix of its own
-    return f"eval-{eval_settings['checkpoint']}-e{epoch}-eps{eps}-n{eval_settings['n_eval']}-{digest}"
+    return f"{kind}-{eval_settings['checkpoint']}-e{epoch}-eps{eps}-n{eval_settings['n_eval']}-{digest}"
 
 
 def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", eps: float | None = None,
@@ -311,7 +312,7 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
     eval_settings = _evaluation_record(checkpoint, n_eval, ev_eps, default_batch_size(dev), specs, lipschitz_steps,
                                        splits, test_only, resolve_precision(precision, dev))
     ck = load_checkpoint(out / f"{checkpoint}.pt")
-    stem = _eval_stem(eval_settings, int(ck["epoch"]))
+    stem = eval_stem(eval_settings, int(ck["epoch"]))
     json_path, npz_path = out / f"{stem}.json", out / f"{stem}.npz"
     if json_path.exists() and npz_path.exists():  # read back (the worst case derived where an older file lacks it)
         return add_worst_case(load_json(json_path), load_npz(npz_path), splits)
@@ -360,6 +361,28 @@ def _evaluation_record(checkpoint: str, n_eval: int, eps: float, batch_size: int
     if test_only:
         ev["test_only"] = list(test_only)
     return ev | precision_record(precision)  # in the file's name too
+
+
+def restore_run(out_dir: str | os.PathLike[str], checkpoint: str = "last",
+                data_dir: str | os.PathLike[str] | None = None, device: str = "auto"
+                ) -> tuple[ImageDataset, ImageDataset, torch.nn.Module, dict[str, Any], int]:
+    """A run's training and test data (checked against the digest it was trained on), its model with the
+    checkpoint's weights on ``device``, its settings and the checkpoint's epoch: what a measurement on a run starts
+    from.
+
+    Raises:
+        ValueError: an unknown checkpoint; RunMismatchError: no finished run, other data, weights that do not fit.
+
+    Example:
+        >>> train_set, test_set, net, settings, epoch = restore_run("runs/at")  # doctest: +SKIP
+    """
+    out = user_path(out_dir)
+    if checkpoint not in ("last", "best"):
+        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    settings = run_settings(out, checkpoint)
+    ck = load_checkpoint(out / f"{checkpoint}.pt")
+    train_set, test_set, net = _restore(out, settings, checkpoint, ck, data_dir, resolve_device(device))
+    return train_set, test_set, net, settings, int(ck["epoch"])
 
 
 def _restore(out: Path, settings: Mapping[str, Any], checkpoint: str, ck: Mapping[str, Any],

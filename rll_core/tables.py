@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from . import paper
+from .indicators import checks_description, indicator_summary
 from .precision import precision_note
 from .stats import difference_interval, seed_interval, standard_error, wilson_interval
 from .storage import save_table, user_path
 
-__all__ = ["COLUMNS", "GAPS", "caption", "display_rows", "export_table", "gap_interval", "n_fitted", "number_rows",
+__all__ = ["COLUMNS", "GAPS", "attack_checks", "caption", "display_rows", "export_table", "gap_interval", "n_fitted", "number_rows",
            "pool_seeds", "pooled_interval"]
 
 #: (row key, header, kind): ``acc`` accuracies (with a Wilson interval from the split's n), ``lip`` mean
@@ -82,12 +83,15 @@ def pool_seeds(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 d.pop(key, None)
                 continue
             mean, lo, hi = seed_interval([float(v) for v in vals])  # type: ignore[arg-type]
+            # (the attack checks of every seed are kept below: a warning at any seed is the row's)
             d[key], d["per_seed"][key] = mean, vals
             if kind == "lip":
                 d[f"{key}_se"] = standard_error([float(v) for v in vals])  # type: ignore[arg-type]
             else:  # an accuracy lies in [0, 1], a gap in [-1, 1]: the interval kept inside (coverage unchanged)
                 bound = 0.0 if kind == "acc" else -1.0
                 d[f"{key}_lo"], d[f"{key}_hi"] = max(lo, bound), min(hi, 1.0)
+        if any("indicators" in r for r in members):
+            d["indicators"] = [i for r in members for i in r.get("indicators", [])]
         out.append(d)
     return out
 
@@ -97,6 +101,16 @@ def pooled_interval(r: Mapping[str, Any], key: str) -> tuple[float, float] | Non
     if int(r.get("seeds", 1) or 1) < 2 or _number(r.get(f"{key}_lo")) is None:
         return None
     return float(r[f"{key}_lo"]), float(r[f"{key}_hi"])
+
+
+def attack_checks(r: Mapping[str, Any]) -> str:
+    """A row's attack-failure indicators in one cell (:func:`rll_core.indicators.indicator_summary`), ``-``
+    where none were run."""
+    return indicator_summary(r["indicators"]) if r.get("indicators") else "-"
+
+
+def _checked(rows: Sequence[Mapping[str, Any]]) -> bool:
+    return any(r.get("indicators") for r in rows)
 
 
 def _present(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
@@ -157,6 +171,8 @@ def number_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 d[f"{key}_lo"], d[f"{key}_hi"] = pooled_interval(r, key) or gap_interval(r, key) or (math.nan, math.nan)
         if int(r.get("seeds", 1) or 1) > 1:
             d["seeds"] = int(r["seeds"])
+        if _checked(rows):
+            d["attack_checks"] = attack_checks(r)
         out.append(d)
     return out
 
@@ -181,7 +197,9 @@ def display_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """The rows as people read them: headers in words, ``0.73 [0.64, 0.81]`` (95 % Wilson), ``46.9 ± 2.1``
     (mean ± standard error), ``-`` where a row has no value."""
     cols = _present(rows)
-    return [{"method": _label(r), **{head: _cell(r, key, kind) for key, head, kind in cols}} for r in rows]
+    checks = _checked(rows)
+    return [{"method": _label(r), **{head: _cell(r, key, kind) for key, head, kind in cols},
+             **({"attack checks": attack_checks(r)} if checks else {})} for r in rows]
 
 
 def _evaluated(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -193,6 +211,13 @@ def _evaluated(rows: Sequence[Mapping[str, Any]]) -> str:
     if not ns["train_n"]:
         return f"n = {ns['test_n']} test evaluation points"
     return f"n = {ns['train_n']} train and {ns['test_n'] or '?'} test evaluation points"
+
+
+def _checks_note(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What the attack-checks column means, with the points it ran on."""
+    ns = sorted({int(i["n"]) for r in rows for i in r.get("indicators") or [] if i["indicator"] == "unbounded"})
+    return (f"Attack checks (rll_core.indicators, on the first {'/'.join(map(str, ns))} test points): "
+            f"{checks_description()}.")
 
 
 def caption(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
@@ -224,6 +249,7 @@ def caption(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
         " Worst case: a test point counts as robust only if no attack of the evaluation (PGD and the "
         "multi-targeted attack, on every point) broke it; every attacked accuracy is an upper bound of the true "
         "robust accuracy." if any(_number(r.get("test_worst_accuracy")) is not None for r in rows) else "") + (
+        f" {_checks_note(rows)}" if _checked(rows) else "") + (
         f" {note}" if (note := precision_note(rows)) else "")
     return f"{title.rstrip('.')}. {text}" if title else text
 
@@ -255,7 +281,8 @@ def export_table(rows: Sequence[Mapping[str, Any]], stem: str | os.PathLike[str]
     cap = caption(rows, title)
     shown = display_rows(rows)
     kinds = [(head, kind) for _, head, kind in _present(rows)]
-    groups = [[h for h, k in kinds if k == "acc"], [h for h, k in kinds if k != "acc"]]  # accuracies; the rest
+    groups = [[h for h, k in kinds if k == "acc"], [h for h, k in kinds if k != "acc"]  # accuracies; the rest
+              + (["attack checks"] if _checked(rows) else [])]
     return [save_table(stem.with_name(f"{stem.name}.csv"), number_rows(rows)),
             save_table(stem.with_name(f"{stem.name}.md"), shown, caption=cap),
             save_table(stem.with_name(f"{stem.name}.tex"), shown, caption=cap, groups=groups)]

@@ -17,6 +17,7 @@ import rll_core.measure as measure
 from rll_core.card import (
     ModelLoadError,
     Normalized,
+    card_rows,
     check_fits,
     load_model,
     make_card,
@@ -142,7 +143,16 @@ def test_a_card_equals_evaluate_and_local_lipschitz_called_directly(tmp_path, mo
     assert {"card.json", "card_summary.md", "card_summary.tex", "fig_card_robustness_vs_eps.pdf",
             "fig_card_least_smooth.png", "card.md"} - names == {"card.json"} and (folder / "card.json").exists()
     stored = json.loads((folder / "card.json").read_text())
-    assert set(stored["stages"]) == {"attacks", "lipschitz", "separation", "curve"}
+    assert set(stored["stages"]) == {"attacks", "lipschitz", "separation", "curve", "checks"}
+    # the attack checks ran on the card's points with its seed and precision, and say so in its summary
+    from rll_core.indicators import attack_indicators, indicator_summary
+
+    checks = stored["stages"]["checks"]["indicators"]
+    assert checks == json.loads(json.dumps(attack_indicators(net, x, sub.labels, eps=0.1, n=8, seed=0, precision="fp32",
+                                                             curve=stored["stages"]["curve"])))
+    assert {"attack checks (did an attack fail?)": indicator_summary(checks)}.items() <= {
+        r["quantity"]: r["value"] for r in card_rows(stored)}.items()
+    assert "fig_card_attack_checks.png" in names
     inputs = np.load(folder / "lipschitz.npz")["ascent_inputs"]
     assert inputs.shape == x.shape and float(np.abs(inputs - x.numpy()).max()) <= 0.1 + 1e-6
 
@@ -235,7 +245,7 @@ def test_the_card_notebook_on_an_npz_of_your_own(own_npz, tmp_path):
                                            "formats": "png"},
                                cwd=str(ROOT / "notebooks"), progress_bar=False)
     text = json.dumps(json.loads(out.read_text()))
-    assert "AutoAttack (standard) accuracy" in text and "wrote 8 files" in text  # 3 tables, 4 figures, card.md
+    assert "AutoAttack (standard) accuracy" in text and "wrote 9 files" in text  # 3 tables, 5 figures, card.md
     # headless, the table is text too (papermill --log-output prints an output's plain text)
     plain = [o["data"]["text/plain"] for c in json.loads(out.read_text())["cells"] for o in c.get("outputs", [])
              if "text/markdown" in o.get("data", {})]

@@ -109,16 +109,20 @@ def test_one_eps_per_run_and_evaluations_never_overwrite(tmp_path, mnist, capsys
     first = (run / row["eval_file"]).read_bytes()
     assert evaluate_run(run, n_eval=16, device="cpu", progress=False) == row  # read back, not recomputed
     assert (run / row["eval_file"]).read_bytes() == first
+    capsys.readouterr()
     assert main(["evaluate", str(run), "--checkpoint", "best", "--n-eval", "8", "--eps", "0.05", "--no-progress",
-                 "--device", "cpu", "--attacks", "pgd"]) == 0
+                 "--device", "cpu", "--attacks", "pgd", "--checks", "8"]) == 0
     assert len(list(run.glob("eval-*.json"))) == 3
+    said = capsys.readouterr().out.splitlines()
+    assert said[-1].startswith("attack checks on 8 test points: ") and any(ln.startswith("unbounded: ") for ln in said)
+    assert len(list(run.glob("checks-best-*-eps0p05-n8-*.json"))) == 1  # stored beside the evaluation
     assert main(["evaluate", str(run), "--attacks", "fgsm"]) == 2
     assert "unknown attack 'fgsm'" in capsys.readouterr().err
 
 
 def test_cli_refuses_bad_numbers_before_work(tmp_path, capsys):
     for argv in (["train", "--lr", "0", "--out", str(tmp_path / "x")], ["train", "--eps", "25", "--out", "x"],
-                 ["separation", "--eps", "1e9"], ["evaluate", "x", "--eps", "-0.1"],
+                 ["separation", "--eps", "1e9"], ["evaluate", "x", "--eps", "-0.1"], ["evaluate", "x", "--checks", "-1"],
                  ["train", "--lr", "nan", "--out", "x"]):
         with pytest.raises(SystemExit) as e:
             main(argv)

@@ -251,3 +251,25 @@ def test_a_pooled_accuracy_interval_stays_inside_zero_and_one():
     (r,) = pool_seeds(rows)
     assert r["train_accuracy_hi"] == 1.0 and 0.0 <= r["train_accuracy_lo"] < r["train_accuracy"]
     assert r["gap_standard_hi"] <= 1.0
+
+
+def test_the_attack_checks_column_says_ok_or_names_each_warning_once(tmp_path):
+    from rll_core.tables import pool_seeds
+
+    def ind(name, verdict):
+        return {"indicator": name, "verdict": verdict, "n": 50, "value": 0.0, "limit": 0.1, "evidence": {}, "text": ""}
+
+    sound = [ind("unbounded", "ok"), ind("masked gradients", "ok")]
+    rows = [_row("natural", "natural", indicators=sound),
+            _row("GR", "gr", key="gr", seed=0, indicators=[ind("unbounded", "ok"), ind("masked gradients", "warning")]),
+            _row("GR", "gr", key="gr", seed=1, indicators=[ind("unbounded", "warning"), ind("masked gradients", "warning")]),
+            _row("AT", "at")]
+    pooled = pool_seeds(rows)
+    shown = display_rows(pooled)
+    assert [r["attack checks"] for r in shown] == ["ok", "warning: masked gradients, unbounded", "-"]
+    assert [r["attack_checks"] for r in number_rows(pooled)] == ["ok", "warning: masked gradients, unbounded", "-"]
+    assert "on the first 50 test points" in caption(pooled) and "Square" in caption(pooled)
+    assert "attack checks" not in display_rows([_row("AT", "at")])[0]  # no row checked: no column
+    _, md, tex = export_table(pooled, tmp_path / "t")
+    assert "| attack checks |" in md.read_text()
+    assert "warning: masked gradients,\\\\unbounded" in tex.read_text()  # a long cell wraps inside its block

@@ -4,7 +4,8 @@ For a trained classifier and a dataset: clean, PGD-10, multi-targeted and AutoAt
 Wilson intervals; the local Lipschitz constant (rll's ascent and the reference procedure) with standard errors,
 and per point the input that attains it; robust accuracy against eps beside the data's r and the Section 4
 classifier's certified curve; robust accuracy per bin of distance to the nearest other-class training point;
-the dataset's Table 1 row and its closest cross-class pairs.  Every stage is stored as it finishes in the
+the dataset's Table 1 row and its closest cross-class pairs; whether any attack failed (the attack-failure
+indicators of :mod:`rll_core.indicators` on the first :data:`CARD_CHECKS` points).  Every stage is stored as it finishes in the
 card's ``card.json`` (with every setting and digest) and read back on the next call, so an interrupted card
 resumes; the folder is named by the model's digest and a digest of the settings, so no card replaces another.
 """
@@ -23,6 +24,7 @@ from torch import nn
 from ..audit import closest_pairs
 from ..checks import check_int, check_real, resolve_device
 from ..data import ImageDataset, load_train_test
+from ..indicators import attack_indicators
 from ..measure import measure_points, sweep_radii, worst_case
 from ..paper import display_name, eps_for
 from ..precision import check_precision, precision_record, resolve_precision
@@ -32,7 +34,7 @@ from ..stats import accuracy_by_distance, distance_bins, wilson_interval
 from ..storage import array_digest, load_json, load_npz, project_dir, save_json, save_npz, settings_digest, user_path
 from .load import ModelLoadError, model_digest
 
-__all__ = ["CARD_ATTACKS", "LIPSCHITZ_PROCEDURES", "card_folder", "card_on", "check_fits", "check_n_eval", "check_request",
+__all__ = ["CARD_ATTACKS", "CARD_CHECKS", "LIPSCHITZ_PROCEDURES", "card_folder", "card_on", "check_fits", "check_n_eval", "check_request",
            "default_model", "robustness_card"]
 
 #: the attacks a card can run on the test points (AutoAttack on the first ``n_autoattack`` of them)
@@ -40,6 +42,8 @@ CARD_ATTACKS = ("pgd", "multitarget", "autoattack")
 #: the card's two local Lipschitz numbers: rll's ascent (the one to quote: a ratio attained in the ball, the
 #: largest the ascent finds) and the paper's published procedure (to relate to its tables only)
 LIPSCHITZ_PROCEDURES = ("ascent", "reference")
+#: the attack-failure indicators run on the first this many evaluated points (fewer when the card has fewer)
+CARD_CHECKS = 50
 
 
 def check_fits(model: nn.Module, data: ImageDataset) -> int:
@@ -179,7 +183,8 @@ def _settings(model_id: str, train: ImageDataset, sub: ImageDataset, eps: float,
     return {"model": model_id, "dataset": train.name, "n_train": len(train),
             "train_digest": array_digest(train.images, train.labels), "eval_digest": array_digest(sub.images, sub.labels),
             "eps": eps, "n_eval": n_eval, "attacks": list(attacks), "n_autoattack": n_aa,
-            "eps_grid": None if grid is None else [float(e) for e in grid], "seed": seed, **precision_record(precision)}
+            "eps_grid": None if grid is None else [float(e) for e in grid], "seed": seed,
+            "n_checks": min(CARD_CHECKS, n_eval), **precision_record(precision)}
 
 
 def check_request(attacks: Sequence[str], n_eval: int, n_autoattack: int, precision: str, eps: float | None,
@@ -231,8 +236,8 @@ def robustness_card(model: nn.Module, dataset: str, *, eps: float | None = None,
         progress: say what each stage does, and the attacks' progress bars (default True).
 
     Returns:
-        The card: ``settings``, ``folder``, and per stage (``attacks``, ``lipschitz``, ``curve``, ``separation``)
-        its numbers; the files (figures, tables, ``card.json``) are written by :func:`write_card`.
+        The card: ``settings``, ``folder``, and per stage (``attacks``, ``lipschitz``, ``curve``, ``separation``,
+        ``checks``) its numbers; the files (figures, tables, ``card.json``) are written by :func:`write_card`.
 
     Raises:
         ModelLoadError: the model does not fit the data (input shape, class count).
@@ -294,6 +299,8 @@ def _measure_card(card: dict[str, Any], path: Path, model: nn.Module, train: Ima
                  lambda: {**_separation(train, test, sub, eps, cache_dir, str(dev), robust), "binned": binned}, say)
     r = sep["r"]
     radii = grid if grid is not None else sorted({*default_radii(r), eps})
-    _stage(card, path, "curve", lambda: _curve(model, x, y, radii, seed, prec, train, test, len(sub)), say)
+    curve = _stage(card, path, "curve", lambda: _curve(model, x, y, radii, seed, prec, train, test, len(sub)), say)
+    _stage(card, path, "checks", lambda: {"indicators": attack_indicators(
+        model, x, y, eps=eps, n=st["n_checks"], seed=seed, precision=prec, curve=curve)}, say)
     card["folder"] = str(folder)
     return card

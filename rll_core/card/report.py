@@ -9,8 +9,16 @@ from typing import Any
 import numpy as np
 
 from ..data import ImageDataset
+from ..indicators import checks_description, indicator_summary
 from ..paper import display_name
-from ..plotting import plot_accuracy_by_distance, plot_pair_gallery, plot_robustness_curves, save_figure, wrapped
+from ..plotting import (
+    plot_accuracy_by_distance,
+    plot_indicators,
+    plot_pair_gallery,
+    plot_robustness_curves,
+    save_figure,
+    wrapped,
+)
 from ..storage import array_digest, load_npz, save_table
 
 __all__ = ["card_rows", "model_name", "plot_least_smooth", "write_card"]
@@ -32,6 +40,11 @@ def card_rows(card: Mapping[str, Any]) -> list[dict[str, str]]:
                        ("reference", "local Lipschitz (ref. proc.: only beside the paper's tables)")):
         rows.append({"quantity": name, "value": f"{lip[proc]:.3g}", "95 % interval": f"± {lip[f'{proc}_se']:.2g} (s.e.)",
                      "n": str(lip["n"])})
+    checks = card["stages"].get("checks")
+    if checks:  # a card made before the indicators has none
+        found = checks["indicators"]
+        rows.append({"quantity": "attack checks (did an attack fail?)", "value": indicator_summary(found),
+                     "95 % interval": "-", "n": str(found[0]["n"])})
     t1 = sep["table1"]
     rows.append({"quantity": "data: r (half the train-train minimum)", "value": f"{sep['r']:.4f}",
                  "95 % interval": "exact", "n": str(t1.get("n_train", ""))})
@@ -78,7 +91,7 @@ def plot_least_smooth(x: np.ndarray, x_adv: np.ndarray, values: np.ndarray, k: i
 
 def write_card(card: Mapping[str, Any], train: ImageDataset, sub: ImageDataset,
                formats: Iterable[str] = ("png", "pdf", "svg")) -> list[Path]:
-    """Write a card's files into its folder: ``card_summary.{csv,md,tex}``, the four figures, ``card.md``.
+    """Write a card's files into its folder: ``card_summary.{csv,md,tex}``, the five figures, ``card.md``.
 
     Args:
         card: what :func:`rll_core.card.robustness_card` returns.
@@ -114,7 +127,9 @@ def write_card(card: Mapping[str, Any], train: ImageDataset, sub: ImageDataset,
            "accuracies are upper bounds of the true robust accuracy); local Lipschitz constants as mean ± standard "
            "error: quote rll's ascent (the largest ratio it attains in the ε-ball, a lower bound of the true local "
            "constant), the reference procedure's only beside the paper's tables (it reports a last iterate, "
-           "typically 15-25 times smaller); distances exact.")
+           "typically 15-25 times smaller); distances exact." + (
+               f" Attack checks on the first {st['n_checks']} points: {checks_description()} (card.json: every "
+               "value)." if "checks" in stages else ""))
     files = [save_table(folder / "card_summary.csv", rows), save_table(folder / "card_summary.md", rows, caption=cap),
              save_table(folder / "card_summary.tex", rows, caption=cap)]
     curve, sep = stages["curve"], stages["separation"]
@@ -139,6 +154,10 @@ def write_card(card: Mapping[str, Any], train: ImageDataset, sub: ImageDataset,
     fig = plot_pair_gallery(sep["pairs"], train, train, cols=4,
                             title=f"{data}: the closest train-train pairs of different classes")
     files += save_figure(fig, folder / "fig_card_closest_pairs", formats)
+    if "checks" in stages:
+        fig = plot_indicators([{"label": "your model", "indicators": stages["checks"]["indicators"]}],
+                              title=f"Did an attack fail? {what}")
+        files += save_figure(fig, folder / "fig_card_attack_checks", formats)
     lines = [f"# Robustness card: {what}", "", cap, "", *Path(files[1]).read_text().splitlines()[2:], "",
              *[f"![{p.stem}]({p.name})" for p in files if p.suffix == ".png"], ""]
     (folder / "card.md").write_text("\n".join(lines))

@@ -5,6 +5,7 @@
 * :mod:`rll_core.plotting.theory` - Section 4: the toy's decision regions, astuteness against the radius.
 * :mod:`rll_core.plotting.methods` - Section 5: Lipschitz against robustness, gaps, Table 4, robustness curves and
   robustness by distance.
+* :mod:`rll_core.plotting.checks` - the attack-failure indicators of a table's rows.
 
 :func:`save_figure` and :func:`check_formats` serve them all; :func:`method_style` gives each method family one
 colour and marker.
@@ -20,6 +21,7 @@ from ._base import (
     save_figure,
     wrapped,
 )
+from .checks import plot_indicators
 from .methods import (
     plot_accuracy_by_distance,
     plot_dropout_comparison,
@@ -43,6 +45,6 @@ from .theory import plot_astuteness_curves, plot_decision_regions
 
 __all__ = ["FIGURE_FORMATS", "METHOD_STYLES", "TABLE1_HEADERS", "check_formats", "context_line", "export_separation",
            "histogram_edges", "method_style", "place_labels", "plot_accuracy_by_distance", "plot_astuteness_curves", "plot_class_matrix",
-           "plot_decision_regions", "plot_dropout_comparison", "plot_gaps", "plot_lipschitz_vs_accuracy",
+           "plot_decision_regions", "plot_dropout_comparison", "plot_gaps", "plot_indicators", "plot_lipschitz_vs_accuracy",
            "plot_pair_gallery", "plot_robustness_curves", "plot_separation_histograms", "plot_train_vs_test", "save_figure",
            "separation_outputs", "separation_tag", "table1_display", "wrapped"]
