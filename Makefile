@@ -6,7 +6,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 # extra papermill parameters for the separation notebook, e.g. `make run RUN_ARGS="-p n_train 10000"`
 RUN_ARGS ?=
 
-.PHONY: setup data run test test-ui ui-deps tex-deps lint typecheck bench bench-eval bench-train bench-threads gpu-check lab notebooks clean mutation docs card
+.PHONY: setup data run test test-ui ui-deps tex-deps lint typecheck bench bench-eval bench-train bench-certify bench-threads gpu-check lab notebooks clean mutation docs card
 
 setup: $(VENV)/.installed data
 
@@ -132,6 +132,10 @@ bench-eval: setup
 
 bench-train: setup
 	$(BIN)/python benchmarks/training.py
+
+# the Lipschitz bracket on random MLPs against auto_LiRPA's numbers from issue #40
+bench-certify: setup
+	$(BIN)/python benchmarks/certify.py
 
 # thread policies (torch's two threads, OMP_WAIT_POLICY, one thread, two runs side by side) on a quiet and a busy machine
 bench-threads: setup

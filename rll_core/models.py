@@ -116,6 +116,10 @@ class CNN001(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
+    def bound_layers(self) -> list[nn.Module]:
+        """The layers whose composition :meth:`forward` is (for :mod:`rll_core.certify`)."""
+        return [*self.features, *self.classifier]
+
 
 class CNN002(nn.Module):
     """TRADES' small CNN: conv 32, conv 32, pool, conv 64, conv 64, pool, fc 200, dropout, fc 200, fc."""
@@ -137,6 +141,10 @@ class CNN002(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+    def bound_layers(self) -> list[nn.Module]:
+        """The layers whose composition :meth:`forward` is (for :mod:`rll_core.certify`)."""
+        return [*self.features, *self.classifier]
 
 
 class _WideBlock(nn.Module):

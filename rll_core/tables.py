@@ -35,9 +35,11 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("test_multitarget_accuracy", "test MT acc", "acc"),
     ("test_autoattack_accuracy", "test AutoAttack acc", "acc"),
     ("test_worst_accuracy", "test worst-case acc", "acc"),
+    ("test_certified_accuracy", "test certified acc", "acc"),
     ("train_lipschitz", "train Lipschitz", "lip"),
     ("test_lipschitz", "test Lipschitz", "lip"),
     ("test_lipschitz_reference", "test Lipschitz (ref. proc.)", "lip"),
+    ("test_lipschitz_bound", "test Lipschitz bound", "lip"),
     ("gap_standard", "std. gap", "gap"),
     ("gap_adversarial", "adv. gap", "gap"),
 )
@@ -220,6 +222,14 @@ def _checks_note(rows: Sequence[Mapping[str, Any]]) -> str:
             f"{checks_description()}.")
 
 
+def _certified_note(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What the certified columns mean, with their n."""
+    ns = "/".join(map(str, sorted({int(r["test_certified_n"]) for r in rows if r.get("test_certified_n")})))
+    return (f"Certified (rll_core.certify, bound propagation on the first {ns} test points): certified accuracy is a "
+            "lower bound of robust accuracy (certified <= true <= attacked), the Lipschitz bound an upper bound of "
+            "the local constant (ascent <= true <= bound).")
+
+
 def caption(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
     """What produced the numbers: dataset, eps, the training images the models were fitted on, the points
     evaluated per split, what the brackets and ± mean, AutoAttack's n and any bf16 passes."""
@@ -250,6 +260,7 @@ def caption(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
         "multi-targeted attack, on every point) broke it; every attacked accuracy is an upper bound of the true "
         "robust accuracy." if any(_number(r.get("test_worst_accuracy")) is not None for r in rows) else "") + (
         f" {_checks_note(rows)}" if _checked(rows) else "") + (
+        f" {_certified_note(rows)}" if any(r.get("test_certified_n") for r in rows) else "") + (
         f" {note}" if (note := precision_note(rows)) else "")
     return f"{title.rstrip('.')}. {text}" if title else text
 

@@ -104,7 +104,7 @@ def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
     bf16 = "-bf16" if resolve_precision("auto", "cpu") == "bf16" else ""  # the runs' precision: their names say it
     common = dict(n_train=200, n_test=100, n_eval=20, epochs=1, runs_dir=str(tmp_path / "runs"), formats="png")
     _run("03_methods", tmp_path, methods="natural,gr,trades:beta6", autoattack_methods="natural,trades:beta6",
-         n_autoattack=6, n_checks=10, **common)
+         n_autoattack=6, n_checks=10, n_certify=8, **common)
     # the outputs are named by what sets them apart from the preset's default job (sizes, epochs, method set)
     (md_path,) = (tmp_path / "figures").glob("table_methods_mnist_quick_n200-test100-eval20-e1-m*.md")
     md = md_path.read_text().splitlines()
@@ -129,6 +129,10 @@ def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
     assert all(checks[k].startswith(("ok", "warning: ")) for k in ("| natural", "| GR", "| TRADES (β=6)"))
     assert checks[labels[3]] == "-" and "on the first 10 test points" in md[0]
     assert len(list((tmp_path / "runs").glob("*/checks-last-e1-eps0p1-n10-*.json"))) == 3
+    # certified accuracy and the Lipschitz bound beside the attacked and ascended numbers, on 8 points
+    assert "| test certified acc |" in md[2] and "| test Lipschitz bound |" in md[2]
+    assert "bound propagation on the first 8 test points" in md[0]
+    assert len(list((tmp_path / "runs").glob("*/bracket-last-e1-eps0p1-n8-*.npz"))) == 3
     assert len(list((tmp_path / "figures").glob("fig_attack_checks_mnist_quick_n200-test100-eval20-e1-m*.png"))) == 1
     shared = tmp_path / "runs" / f"mnist-cnn001-natural-eps0.1-n200-e1-s0-quick{bf16}" / "last.pt"
     before = shared.stat().st_mtime_ns

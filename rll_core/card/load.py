@@ -56,6 +56,12 @@ class Normalized(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
 
+    def bound_layers(self) -> list[nn.Module]:
+        """The normalisation as a per-channel affine layer, then the network (for :mod:`rll_core.certify`)."""
+        from ..certify import ChannelAffine
+
+        return [ChannelAffine(1 / self.std.flatten(), -self.mean.flatten() / self.std.flatten()), self.model]
+
 
 def is_factory(spec: str) -> bool:
     """Whether ``spec`` names a ``package.module:function`` rather than a file or folder."""
