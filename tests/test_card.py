@@ -143,7 +143,10 @@ def test_a_card_equals_evaluate_and_local_lipschitz_called_directly(tmp_path, mo
     assert {"card.json", "card_summary.md", "card_summary.tex", "fig_card_robustness_vs_eps.pdf",
             "fig_card_least_smooth.png", "card.md"} - names == {"card.json"} and (folder / "card.json").exists()
     stored = json.loads((folder / "card.json").read_text())
-    assert set(stored["stages"]) == {"attacks", "lipschitz", "separation", "curve", "checks"}
+    assert set(stored["stages"]) == {"attacks", "lipschitz", "separation", "curve", "checks", "certified"}
+    cert = stored["stages"]["certified"]  # the certificates of the checks' points: certified <= PGD, bound >= ascent
+    assert cert["n"] == 8 and cert["certified"] <= a["pgd"] and cert["lipschitz_bound"] >= cert["attained"]
+    assert cert["curve"][0] == a["clean"] and cert["curve"] == sorted(cert["curve"], reverse=True)
     # the attack checks ran on the card's points with its seed and precision, and say so in its summary
     from rll_core.indicators import attack_indicators, indicator_summary
 

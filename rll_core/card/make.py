@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..audit import closest_pairs
+from ..certify import UnsupportedLayerError, certify
 from ..checks import check_int, check_real, resolve_device
 from ..data import ImageDataset, load_train_test
 from ..indicators import attack_indicators
@@ -30,7 +31,7 @@ from ..paper import display_name, eps_for
 from ..precision import check_precision, precision_record, resolve_precision
 from ..section4 import default_radii, theory_curve
 from ..separation import measure_separation, nearest_other_class
-from ..stats import accuracy_by_distance, distance_bins, wilson_interval
+from ..stats import accuracy_by_distance, distance_bins, standard_error, wilson_interval
 from ..storage import array_digest, load_json, load_npz, project_dir, save_json, save_npz, settings_digest, user_path
 from .load import ModelLoadError, model_digest
 
@@ -158,6 +159,26 @@ def _curve(model: nn.Module, x: torch.Tensor, y: np.ndarray, grid: Sequence[floa
     theory = theory_curve(train, test, list(grid), n_eval=n_eval)
     return {"eps": list(grid), "accuracy": [float(v.mean()) for v in swept], "n": int(len(x)),
             "certified": theory["accuracy"], "certified_r": theory["r"]}
+
+
+def _certified(model: nn.Module, x: torch.Tensor, y: np.ndarray, eps: float, radii: Sequence[float], n: int,
+               folder: Path) -> dict[str, Any]:
+    """Certificates on the first ``n`` points (:mod:`rll_core.certify`): certified accuracy at ``eps`` and at every
+    radius of the curve, the Lipschitz bound beside the ascent's values there; a model with a layer the bounds
+    cannot go through gets the refusal, not a failed card."""
+    try:
+        at = certify(model, x[:n], y[:n], eps=eps)
+        curve = [float(certify(model, x[:n], y[:n], eps=e)["certified"].mean()) for e in radii]  # eps 0: clean
+    except UnsupportedLayerError as e:
+        return {"error": str(e)}
+    bound = at["lipschitz_bound"].numpy()
+    found = load_npz(folder / "lipschitz.npz")["ascent"][:n]
+    return {"n": int(len(bound)), "certified": float(at["certified"].mean()),
+            "certified_ci": [float(v) for v in wilson_interval(float(at["certified"].mean()), len(bound))],
+            "lipschitz_bound": float(np.mean(bound, dtype=np.float64)), "lipschitz_bound_se": standard_error(bound),
+            "attained": float(np.mean(found, dtype=np.float64)),
+            "ratio": float(np.median(bound / np.maximum(found, 1e-12))),
+            "curve": curve}
 
 
 def _separation(train: ImageDataset, test: ImageDataset, sub: ImageDataset, eps: float, cache_dir: Path | None,
@@ -302,5 +323,6 @@ def _measure_card(card: dict[str, Any], path: Path, model: nn.Module, train: Ima
     curve = _stage(card, path, "curve", lambda: _curve(model, x, y, radii, seed, prec, train, test, len(sub)), say)
     _stage(card, path, "checks", lambda: {"indicators": attack_indicators(
         model, x, y, eps=eps, n=st["n_checks"], seed=seed, precision=prec, curve=curve)}, say)
+    _stage(card, path, "certified", lambda: _certified(model, x, y, eps, curve["eps"], st["n_checks"], folder), say)
     card["folder"] = str(folder)
     return card

@@ -40,6 +40,14 @@ def card_rows(card: Mapping[str, Any]) -> list[dict[str, str]]:
                        ("reference", "local Lipschitz (ref. proc.: only beside the paper's tables)")):
         rows.append({"quantity": name, "value": f"{lip[proc]:.3g}", "95 % interval": f"± {lip[f'{proc}_se']:.2g} (s.e.)",
                      "n": str(lip["n"])})
+    cert = card["stages"].get("certified")
+    if cert and "error" not in cert:  # bound propagation (rll_core.certify) on the checks' points
+        lo, hi = cert["certified_ci"]
+        rows.append({"quantity": "certified accuracy (a lower bound of robust accuracy)", "value": f"{cert['certified']:.3f}",
+                     "95 % interval": f"[{lo:.3f}, {hi:.3f}]", "n": str(cert["n"])})
+        rows.append({"quantity": "local Lipschitz upper bound (certified; ascent <= true <= bound)",
+                     "value": f"{cert['lipschitz_bound']:.4g}", "95 % interval": f"± {cert['lipschitz_bound_se']:.2g} (s.e.)",
+                     "n": str(cert["n"])})
     checks = card["stages"].get("checks")
     if checks:  # a card made before the indicators has none
         found = checks["indicators"]
@@ -89,6 +97,25 @@ def plot_least_smooth(x: np.ndarray, x_adv: np.ndarray, values: np.ndarray, k: i
     return fig
 
 
+def _caption(card: Mapping[str, Any], what: str) -> str:
+    """The card's caption: the points, eps against the data's r, what each number bounds, the checks' rules."""
+    st, stages = card["settings"], card["stages"]
+    aa = f" (AutoAttack on the first {st['n_autoattack']})" if st["n_autoattack"] else ""
+    r = stages["separation"]["r"]
+    return (f"Robustness card: {what}; the first {st['n_eval']} test points{aa}. ε = {st['eps']:g} is "
+            f"{st['eps'] / r:.2f} r of the training data (r = {r:.3f}: below r, separation allows robust accuracy 1 "
+            "on the training points). Accuracies with 95 % Wilson intervals (PGD, multi-targeted and AutoAttack "
+            "accuracies are upper bounds of the true robust accuracy); local Lipschitz constants as mean ± standard "
+            "error: quote rll's ascent (the largest ratio it attains in the ε-ball, a lower bound of the true local "
+            "constant), the reference procedure's only beside the paper's tables (it reports a last iterate, "
+            "typically 15-25 times smaller); distances exact." + (
+                f" Certified (rll_core.certify, bound propagation on the first {stages['certified']['n']} points): "
+                "certified accuracy is a lower bound of robust accuracy, the Lipschitz bound an upper bound of the "
+                "local constant." if "n" in stages.get("certified", {}) else "") + (
+                f" Attack checks on the first {st['n_checks']} points: {checks_description()} (card.json: every "
+                "value)." if "checks" in stages else ""))
+
+
 def write_card(card: Mapping[str, Any], train: ImageDataset, sub: ImageDataset,
                formats: Iterable[str] = ("png", "pdf", "svg")) -> list[Path]:
     """Write a card's files into its folder: ``card_summary.{csv,md,tex}``, the five figures, ``card.md``.
@@ -119,17 +146,7 @@ def write_card(card: Mapping[str, Any], train: ImageDataset, sub: ImageDataset,
     data = display_name(st["dataset"])
     what = f"{data}, ε = {st['eps']:g}, model {model_name(card)}"
     rows = card_rows(card)
-    aa = f" (AutoAttack on the first {st['n_autoattack']})" if st["n_autoattack"] else ""
-    r = stages["separation"]["r"]
-    cap = (f"Robustness card: {what}; the first {st['n_eval']} test points{aa}. ε = {st['eps']:g} is "
-           f"{st['eps'] / r:.2f} r of the training data (r = {r:.3f}: below r, separation allows robust accuracy 1 "
-           "on the training points). Accuracies with 95 % Wilson intervals (PGD, multi-targeted and AutoAttack "
-           "accuracies are upper bounds of the true robust accuracy); local Lipschitz constants as mean ± standard "
-           "error: quote rll's ascent (the largest ratio it attains in the ε-ball, a lower bound of the true local "
-           "constant), the reference procedure's only beside the paper's tables (it reports a last iterate, "
-           "typically 15-25 times smaller); distances exact." + (
-               f" Attack checks on the first {st['n_checks']} points: {checks_description()} (card.json: every "
-               "value)." if "checks" in stages else ""))
+    cap = _caption(card, what)
     files = [save_table(folder / "card_summary.csv", rows), save_table(folder / "card_summary.md", rows, caption=cap),
              save_table(folder / "card_summary.tex", rows, caption=cap)]
     curve, sep = stages["curve"], stages["separation"]
@@ -137,6 +154,10 @@ def write_card(card: Mapping[str, Any], train: ImageDataset, sub: ImageDataset,
                "n": curve["n"]},
               {"method": "theory", "label": f"Section 4 classifier (r={curve['certified_r']:.3f}),\ncertified lower bound",
                "eps": curve["eps"], "accuracy": curve["certified"], "n": curve["n"]}]
+    cert = stages.get("certified") or {}
+    if "curve" in cert:
+        curves.insert(1, {"method": "model_certified", "certified": True, "label": "your model, certified\n(lower bound)",
+                          "eps": curve["eps"], "accuracy": cert["curve"], "n": cert["n"]})
     fig = plot_robustness_curves(curves, r=sep["r"], eps_mark=st["eps"], title=f"{what} · r of the training set",
                                  eps_label="the card's ε")
     files += save_figure(fig, folder / "fig_card_robustness_vs_eps", formats)

@@ -79,10 +79,12 @@ def save_figure(fig: Figure, stem: str | os.PathLike[str], formats: Iterable[str
 
 
 #: One colour and marker per method family (the swept members of a family share both; the legend names
-#: them).  ``theory``: Section 4's classifier.
+#: them).  ``theory``: Section 4's classifier; ``model``: the user's model on a robustness card.
 METHOD_STYLES: dict[str, tuple[str, str]] = {
     "natural": ("#000000", "o"), "gr": ("#E69F00", "s"), "llr": ("#56B4E9", "D"), "at": ("#D55E00", "^"),
     "trades": ("#009E73", "v"), "rst": ("#CC79A7", "P"), "theory": ("#0072B2", "*"),
+    # the card's: the user's model, attacked and certified
+    "model": ("#D55E00", "o"), "model_certified": ("#D55E00", "X"),
 }
 
 

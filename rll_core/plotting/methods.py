@@ -269,17 +269,19 @@ def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | No
 
     owned = ax is None
     fig, ax = fig_ax(ax, (8.6, 4.6))
-    models = [c for c in curves if c.get("method") != "theory"]
+    models = [c for c in curves if c.get("method") != "theory" and not c.get("certified")]
     bands = len(models) <= 4  # more bands than that blur into one haze: bars at the training eps instead
     for k, (c, color) in enumerate(zip(curves, family_shades(curves), strict=True)):
         st = method_style(c.get("method", ""))
         eps, acc = np.asarray(c["eps"]), np.asarray(c["accuracy"])
         err = np.array([wilson_bars(a, c.get("n")) for a in acc])
         theory = c.get("method") == "theory"
+        bound = theory or bool(c.get("certified"))  # a certified curve: a lower bound, drawn dashed
+        mine = c.get("method") == "model" and not bound  # the card's model: the figure is about it
         ax.plot(eps, acc, label=row_label(c), color=color,
-                marker=st["marker"], markersize=5, linewidth=2.2 if theory else 1.2,
-                linestyle="--" if theory else "-")
-        if theory:
+                marker=st["marker"], markersize=5, linewidth=2.6 if mine else 1.6 if bound else 1.2,
+                linestyle="--" if bound else "-", zorder=3 if mine else 2)
+        if bound:
             continue
         if bands:
             ax.fill_between(eps, acc - err[:, 0], acc + err[:, 1], color=color, alpha=0.12, linewidth=0)
@@ -300,7 +302,10 @@ def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | No
                     textcoords="offset points", va="top", fontsize=8, color="#555555")
     ax.set_xlabel(r"radius $\epsilon$ ($\ell_\infty$)")
     theory = any(c.get("method") == "theory" for c in curves)
-    ax.set_ylabel("robust test accuracy\n(networks: PGD-10" + ("; Section 4: certified)" if theory else ")"))
+    if any(c.get("certified") for c in curves):
+        ax.set_ylabel("robust test accuracy\n(solid: PGD-10, an upper bound;\ndashed: certified, a lower bound)")
+    else:
+        ax.set_ylabel("robust test accuracy\n(networks: PGD-10" + ("; Section 4: certified)" if theory else ")"))
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
