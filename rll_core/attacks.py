@@ -29,7 +29,7 @@ from torch import nn
 
 from ._search import check_batch, eval_mode, margin, num_classes_of, sign_ascent, target_margin, uniform
 from .checks import check_eps, check_int
-from .precision import INHERIT, model_layout, resolve_precision
+from .precision import INHERIT, autocast, layout_for, model_layout, resolve_precision
 
 __all__ = ["autoattack", "multi_targeted", "pgd", "square"]
 
@@ -209,7 +209,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
 
 
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_queries: int = 1000, seed: int = 0,
-           validate: bool = True) -> torch.Tensor:
+           validate: bool = True, precision: str = "fp32") -> torch.Tensor:
     """Square (Andriushchenko et al. 2020), L-inf: a random search on the margin that reads the model's outputs
     only, never its gradients, at AutoAttack's standard settings (torchattacks' attack, an optional dependency).
 
@@ -224,6 +224,8 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_
         n_queries: model queries per point, >= 1 (default 1000; AutoAttack's standard version: 5000).
         seed: the search's seed (default 0); the global random state is left as it was.
         validate: check the inputs first (default True).
+        precision: ``"fp32"`` (default), ``"auto"`` or ``"bf16"``: the queries' forwards (the search; judge the
+            point it returns with an fp32 forward, as :mod:`rll_core.indicators` does).
 
     Returns:
         ``x_adv``, detached, the shape of ``x``.
@@ -237,11 +239,26 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_
     torchattacks = _torchattacks("Square")
     check_eps(eps)
     check_int("n_queries", n_queries)
+    prec = resolve_precision(precision, x.device, x.dtype)
     if validate:
         check_batch(model, x, y)
     if eps == 0:
         return x.detach().clone()
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
-    with eval_mode(model), torch.random.fork_rng(devices=devices):
-        return _square(torchattacks, model, n_queries, {"norm": "Linf", "eps": float(eps), "seed": int(seed)}
-                       )(x, y.long()).detach()
+    with eval_mode(model), model_layout(model, prec), torch.random.fork_rng(devices=devices):
+        out = _square(torchattacks, _FloatLogits(model, prec), n_queries,
+                      {"norm": "Linf", "eps": float(eps), "seed": int(seed)})(layout_for(x, prec), y.long()).detach()
+    return out.contiguous() if x.is_contiguous() else out
+
+
+class _FloatLogits(nn.Module):
+    """``model``'s forward under ``precision``'s autocast, its logits returned in fp32 (a search that keeps its own
+    bookkeeping in fp32, as Square does, sees no bf16 tensor)."""
+
+    def __init__(self, model: nn.Module, precision: str) -> None:
+        super().__init__()
+        self.model, self.precision = model, precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.precision, x.device):
+            return self.model(x).float()

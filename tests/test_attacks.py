@@ -475,3 +475,19 @@ def test_a_model_that_returns_no_logits_is_named():
         with pytest.raises(ValueError, match=rf"^the model must return logits of shape \(N, classes >= 2\), got "
                                              rf"{re.escape(shape)}$"):
             pgd(net, x, y, eps=0.1, step_size=0.02, steps=1)
+
+
+def test_square_stays_in_the_ball_and_leaves_the_global_stream_alone(fmnist_small_model):
+    pytest.importorskip("torchattacks")
+    from rll_core.attacks import square
+
+    model, x, y = fmnist_small_model
+    xs, ys = x[:12], y[:12].long()
+    state = torch.random.get_rng_state()
+    for precision in ("fp32", "bf16"):
+        out = square(model, xs, ys, eps=0.1, n_queries=20, precision=precision)
+        assert out.dtype == xs.dtype and out.shape == xs.shape
+        assert float((out - xs).abs().max()) <= 0.1 + 1e-6 and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(square(model, xs, ys, eps=0.1, n_queries=20, seed=3),
+                       square(model, xs, ys, eps=0.1, n_queries=20, seed=3))  # seeded: the same points
