@@ -20,8 +20,9 @@ Implementations:
   at the standard version's settings, in its ``MultiAttack``); ART's ``ProjectedGradientDescentPyTorch``.
 
 Timing: ``benchmarks/_timing.py`` (interleaved rounds; CPU seconds and wall time; paired median ratios).  The
-ratios are per CPU second against the minimal loop and torchattacks on the stock model in fp32 (what one
-would run without rll).  Then the agreement of fp32 and bf16 on two trained models (natural, AT) at
+ratios are per CPU second against the minimal loop and torchattacks on the stock model *at the row's own
+precision* (in bf16 the baselines run inside ``torch.autocast``: rll is "ahead" only where that ratio says so),
+and against the fp32 minimal loop (what one would run without rll).  Then the agreement of fp32 and bf16 on two trained models (natural, AT) at
 ``--n-agree`` test points: PGD-10 and multi-targeted accuracy with 95 % Wilson intervals, mean local
 Lipschitz with its standard error, and how many points' verdicts differ.
 
@@ -156,6 +157,18 @@ def batched(fn: Callable[[torch.Tensor, torch.Tensor], object], x: torch.Tensor,
 Key = tuple[str, str, str, str]  # task, implementation, model, precision
 
 
+def in_precision(fn: Callable[[torch.Tensor, torch.Tensor], object],
+                 precision: str) -> Callable[[torch.Tensor, torch.Tensor], object]:
+    """``fn`` as a user runs it at ``precision``: as it is in fp32, inside ``torch.autocast(bfloat16)`` in bf16."""
+    if precision == "fp32":
+        return fn
+
+    def wrapped(a: torch.Tensor, b: torch.Tensor) -> object:
+        with torch.autocast(a.device.type, dtype=torch.bfloat16):
+            return fn(a, b)
+    return wrapped
+
+
 def cases(model: nn.Module, stock: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, auto: str,
           n_aa: int) -> dict[Key, Callable[[], None]]:
     """(task, implementation, model, precision) -> a call over the images in batches of ``batch``."""
@@ -170,18 +183,23 @@ def cases(model: nn.Module, stock: nn.Module, x: torch.Tensor, y: torch.Tensor, 
             model, x, eps=EPS, steps=10, batch_size=batch, precision=p)
     out[("PGD-10", "rll", "stock", "fp32")] = batched(lambda a, b: pgd(
         stock, a, b, eps=EPS, step_size=STEP10, steps=10, validate=False, precision="fp32"), x, y, batch)
-    out[("PGD-10", "minimal", "stock", "fp32")] = batched(lambda a, b: minimal_pgd(stock, a, b, EPS, STEP10, 10),
-                                                          x, y, batch)
-    out[("multi-targeted 9x20", "minimal", "stock", "fp32")] = batched(
-        lambda a, b: minimal_multitarget(stock, a, b, EPS, STEP20, 20, 10), x, y, batch)
-    out[("Lipschitz 10 steps", "minimal", "stock", "fp32")] = batched(
-        lambda a, b: minimal_lipschitz(stock, a, EPS, STEP10, 10), x, y, batch)
+    # the baselines at every precision rll runs at: fp32, and bf16 inside the user's own torch.autocast (what a
+    # peer gets from one line of its user's code), so every ratio below compares equal precisions
+    for prec in dict.fromkeys(("fp32", auto)):
+        out[("PGD-10", "minimal", "stock", prec)] = batched(in_precision(
+            lambda a, b: minimal_pgd(stock, a, b, EPS, STEP10, 10), prec), x, y, batch)
+        out[("multi-targeted 9x20", "minimal", "stock", prec)] = batched(in_precision(
+            lambda a, b: minimal_multitarget(stock, a, b, EPS, STEP20, 20, 10), prec), x, y, batch)
+        out[("Lipschitz 10 steps", "minimal", "stock", prec)] = batched(in_precision(
+            lambda a, b: minimal_lipschitz(stock, a, EPS, STEP10, 10), prec), x, y, batch)
     with contextlib.suppress(ImportError):
         import torchattacks
 
         for name, m in (("stock", stock), ("rll", model)):
             ta = torchattacks.PGD(m, eps=EPS, alpha=STEP10, steps=10, random_start=True)
-            out[("PGD-10", "torchattacks", name, "fp32")] = batched(lambda a, b, ta=ta: ta(a, b), x, y, batch)
+            for prec in dict.fromkeys(("fp32", auto)):
+                out[("PGD-10", "torchattacks", name, prec)] = batched(in_precision(
+                    lambda a, b, ta=ta: ta(a, b), prec), x, y, batch)
         if n_aa:
             xa, ya = x[:n_aa], y[:n_aa]
             # torchattacks' code in fp32 whatever the precision (its own verdicts decide which points go on)
@@ -268,18 +286,20 @@ def main() -> None:
 
 
 def report(times: dict[Hashable, object], n: int, n_aa: int) -> None:
-    print("\n| task | implementation | model | precision | img / CPU-s | img / wall-s | vs minimal (stock, fp32) "
-          "| vs torchattacks (stock, fp32) |")
-    print("|---|---|---|---|---|---|---|---|")
+    """Every row with its ratios to the minimal loop and to torchattacks at the row's own precision (a bf16 row
+    against the peer inside torch.autocast), and to the fp32 minimal loop (what one runs without rll)."""
+    print("\n| task | implementation | model | precision | img / CPU-s | img / wall-s | vs minimal, same precision "
+          "| vs torchattacks, same precision | vs minimal fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for key, t in times.items():
         task, impl, mod, prec = key  # type: ignore[misc]
         k = n_aa if task.startswith("AutoAttack") else n
         ratios = []
-        for base in ("minimal", "torchattacks"):
-            b = (task, base, "stock", "fp32")
+        for b in ((task, "minimal", "stock", prec), (task, "torchattacks", "stock", prec),
+                  (task, "minimal", "stock", "fp32")):
             ratios.append(f"{paired_ratio(times, b, key):.2f}" if b in times else "-")  # type: ignore[arg-type]
         print(f"| {task} | {impl} | {mod} | {prec} | {k / t.median('cpu'):.1f} | {k / t.median('wall'):.1f} | "  # type: ignore[attr-defined]
-              f"{ratios[0]} | {ratios[1]} |", flush=True)
+              f"{' | '.join(ratios)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Every case trains a copy of the same seeded cnn001 on the same ``--n`` Fashion-M
 (random images if the data is missing), batch by batch in one fixed order, SGD with momentum.  Timing:
 ``benchmarks/_timing.py`` (a warm-up, then interleaved rounds; CPU seconds and wall time; paired median
 ratios).  The ratios are per CPU second against the minimal loop and torchattacks on the stock-layer model
-(``evaluation.stock_layers``: ``nn.MaxPool2d``) in fp32, what one would run without rll (> 1: rll is faster).
+(``evaluation.stock_layers``: ``nn.MaxPool2d``) at the row's own precision (bf16 baselines: the same loop inside
+``torch.autocast``), and against the fp32 minimal loop, what one would run without rll (> 1: rll is faster).
 
 * ``minimal``: the least a training step can do in PyTorch: slices of a float tensor (no DataLoader),
   the inner PGD / TRADES search in eval mode with gradients with respect to the input only, in place
@@ -97,12 +98,15 @@ def torchattacks_losses() -> dict[str, Step]:
             "rst": lambda m, x, y: F.cross_entropy(m(x), y) + F.cross_entropy(m(adv(m, x, y)), y)}
 
 
-def minimal_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Step, batch: int) -> None:
-    """One epoch of SGD over ``x`` in order, batch slices of a float tensor."""
+def minimal_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Step, batch: int,
+                  precision: str = "fp32") -> None:
+    """One epoch of SGD over ``x`` in order, batch slices of a float tensor; in bf16 each step's forward and
+    backward inside the user's own ``torch.autocast`` (the usual mixed-precision loop)."""
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
     model.train()
     for s in range(0, len(x), batch):
-        loss = loss_fn(model, x[s:s + batch], y[s:s + batch])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = loss_fn(model, x[s:s + batch], y[s:s + batch])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -136,8 +140,9 @@ def cases(start: nn.Module, x8: torch.Tensor, y: torch.Tensor, methods: list[str
                 precision=prec, progress=False)
         for impl, losses in impls.items():
             if name in losses:
-                out[(name, impl, "stock", "fp32")] = lambda fn=losses[name]: minimal_epoch(
-                    copy.deepcopy(stock), xf, y, fn, batch)
+                for prec in dict.fromkeys(("fp32", auto)):  # the baselines at rll's precisions: equal ones compared
+                    out[(name, impl, "stock", prec)] = lambda fn=losses[name], prec=prec: minimal_epoch(
+                        copy.deepcopy(stock), xf, y, fn, batch, prec)
     return out
 
 
@@ -164,17 +169,16 @@ def main() -> None:
     print(f"precision='auto' resolves to {auto} here; cnn001 on {args.n} {src} training images, batch {args.batch}, "
           f"eps {EPS}, SGD; median of {args.rounds} interleaved rounds after a warm-up", flush=True)
     times = interleaved(cases(start, x8, y, methods, args.batch, auto), args.rounds)
-    print("\n| method | implementation | model | precision | img / CPU-s | img / wall-s | vs minimal (stock, fp32) "
-          "| vs torchattacks (stock, fp32) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| method | implementation | model | precision | img / CPU-s | img / wall-s | vs minimal, same precision "
+          "| vs torchattacks, same precision | vs minimal fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for key, t in times.items():
         m, impl, mod, prec = key  # type: ignore[misc]
         ratios = []
-        for base in ("minimal", "torchattacks"):
-            b = (m, base, "stock", "fp32")
+        for b in ((m, "minimal", "stock", prec), (m, "torchattacks", "stock", prec), (m, "minimal", "stock", "fp32")):
             ratios.append(f"{paired_ratio(times, b, key):.2f}" if b in times else "-")
         print(f"| {m} | {impl} | {mod} | {prec} | {args.n / t.median('cpu'):.0f} | {args.n / t.median('wall'):.0f} "
-              f"| {ratios[0]} | {ratios[1]} |", flush=True)
+              f"| {' | '.join(ratios)} |", flush=True)
 
 
 if __name__ == "__main__":

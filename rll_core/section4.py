@@ -28,9 +28,20 @@ __all__ = ["astuteness_radii", "astuteness_sweep", "default_radii", "theory_curv
 _LIPSCHITZ_STEPS = 10
 
 
-def default_radii(r: float) -> list[float]:
-    """The radii of a robustness curve: 7 from 0 to 1.2 ``r`` (past the data's r), rounded to 3 decimals."""
-    return [round(r * 1.2 * k / 6, 3) for k in range(7)]
+def default_radii(r: float, also: Sequence[float] = ()) -> list[float]:
+    """The radii of a robustness curve: 7 from 0 to 1.2 ``r`` (past the data's r), rounded to 3 decimals, and the
+    radii ``also`` (a training eps), each taking the place of a grid radius closer to it than a quarter step (so
+    no two points of a curve sit 0.002 apart).
+
+    Example:
+        >>> default_radii(0.492, also=[0.1])
+        [0.0, 0.1, 0.197, 0.295, 0.394, 0.492, 0.59]
+    """
+    step = r * 1.2 / 6
+    grid = [round(step * k, 3) for k in range(7)]
+    for e in also:
+        grid = [g for g in grid if abs(g - e) >= step / 4] + [float(e)]
+    return sorted(set(grid))
 
 
 def astuteness_radii(r: float, paper_eps: float, eps_grid: Sequence[float] | None = None) -> list[float]:
@@ -164,7 +175,7 @@ def theory_curve(train_set: ImageDataset, test_set: ImageDataset, eps_grid: Sequ
     sub = test_set.subset(check_int("n_eval", n_eval), seed=None)
     radius = certified_radius(clf, torch.from_numpy(sub.float_images()).double(), torch.from_numpy(sub.labels))
     if eps_grid is None:
-        eps_grid = default_radii(clf.r)
+        eps_grid = default_radii(clf.r, also)
     grid = sorted({check_real("eps", e, lo=0, hi=1) for e in [*eps_grid, *also]})
     return {"method": "theory", "label": f"Section 4 classifier (r={clf.r:.3f}),\ncertified lower bound", "r": clf.r,
             "eps": grid, "n": len(sub), "accuracy": [float((radius > e).mean()) for e in grid],

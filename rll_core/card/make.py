@@ -319,7 +319,7 @@ def _measure_card(card: dict[str, Any], path: Path, model: nn.Module, train: Ima
     sep = _stage(card, path, "separation",
                  lambda: {**_separation(train, test, sub, eps, cache_dir, str(dev), robust), "binned": binned}, say)
     r = sep["r"]
-    radii = grid if grid is not None else sorted({*default_radii(r), eps})
+    radii = grid if grid is not None else default_radii(r, [eps])
     curve = _stage(card, path, "curve", lambda: _curve(model, x, y, radii, seed, prec, train, test, len(sub)), say)
     _stage(card, path, "checks", lambda: {"indicators": attack_indicators(
         model, x, y, eps=eps, n=st["n_checks"], seed=seed, precision=prec, curve=curve)}, say)

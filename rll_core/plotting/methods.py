@@ -287,9 +287,9 @@ def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | No
             ax.fill_between(eps, acc - err[:, 0], acc + err[:, 1], color=color, alpha=0.12, linewidth=0)
         elif eps_mark is not None and np.isclose(eps, eps_mark).any():
             i = int(np.flatnonzero(np.isclose(eps, eps_mark))[0])
-            dx = (k - (len(models) - 1) / 2) * 0.004  # side by side, so the bars do not hide each other
-            ax.errorbar([eps[i] + dx], [acc[i]], yerr=err[i][:, None], color=color, capsize=1.5, elinewidth=0.8,
-                        linestyle="none")
+            dx = (k - (len(models) - 1) / 2) * 0.002  # side by side, so the bars do not hide each other; each
+            ax.errorbar([eps[i] + dx], [acc[i]], yerr=err[i][:, None], color=color, capsize=1.5,  # bar has its point
+                        elinewidth=0.8, linestyle="none", marker=st["marker"], markersize=3)
     if r is not None:
         ax.axvline(r, color="#0072B2", linestyle=":", linewidth=1.2)
         ax.annotate(f"r = {r:.3f}", (r, 1.0), xytext=(-4, -2), textcoords="offset points", ha="right", va="top",
