@@ -73,6 +73,8 @@ def test_papermill_reads_every_parameter_and_its_default(notebook):
     ("03_methods", "eps", 0, "parameter eps: must be a number > 0 and <= 1 or None, got 0"),
     ("03_methods", "autoattack_methods", "pgd", "parameter autoattack_methods: unknown method 'pgd'"),
     ("03_methods", "figures_dir", 3, "parameter figures_dir: must be a folder or None"),
+    ("03_methods", "n_checks", -1, "parameter n_checks: must be an integer >= 0, got -1"),
+    ("03_methods", "n_certify", "all", "parameter n_certify: must be an integer >= 0, got 'all'"),
 ])
 def test_a_bad_value_is_named_in_one_line(notebook, name, value, message):
     with pytest.raises(ParameterError) as e:
