@@ -48,6 +48,11 @@
 # evaluation's cost) is measured on the test points only, since no table shows it on train. Runs are
 # saved under `runs_dir`; a rerun reuses every finished run and evaluation.
 #
+# **Seeds.** `seeds` trains every method once per seed (its own training subset, initial weights and evaluated
+# points; one run folder each). With several, Tables 2/3 and the two summary figures give each method's mean over
+# the seeds with a t interval over them (it covers the seed and the points together); the figures of single
+# models (robustness curves, attack checks, robustness per point) show the first seed's models.
+#
 # **Precision.** `precision="auto"` takes the gradient passes (attack steps, the Lipschitz ascent's steps,
 # training steps) in bf16 where the CPU (AVX-512 BF16, AMX) or GPU (compute capability 8.0 and up) computes it
 # natively, fp32 elsewhere; every verdict (correct, robust) and every Lipschitz ratio reported is an fp32
@@ -76,6 +81,7 @@ autoattack_methods = "at"  # AutoAttack for these rows, e.g. natural,at,trades:b
 n_autoattack = 25         # ... on the first n_autoattack test points (about 3 s per robust point here)
 n_checks = 50             # the attack-failure indicators on the first n_checks test points of every row (0: none)
 n_certify = 50            # certified accuracy and the Lipschitz bound on the first n_certify test points (0: none)
+seeds = "0"               # training seeds, a run folder each; several: Tables 2/3 give the mean over the seeds (t interval)
 device = "auto"
 workers = None            # runs side by side, one torch thread each; None: one per core (one on a GPU)
 precision = "auto"        # auto: bf16 gradient steps where the CPU/GPU computes bf16 natively (verdicts fp32) | fp32 | bf16
@@ -99,23 +105,25 @@ from rll_core.precision import precision_record, resolve_precision
 from rll_core.runs import evaluate_run, robustness_curve
 from rll_core.section4 import theory_curve, theory_row
 from rll_core.storage import array_digest, check_outputs, output_tag, record_outputs
-from rll_core.tables import export_table
+from rll_core.tables import export_table, pool_seeds
 
 G = grid_settings(P.dataset, preset=P.preset, eps=P.eps, model=P.model, epochs=P.epochs, n_train=P.n_train,
-                  n_test=P.n_test, n_eval=P.n_eval)  # the eps, sizes and data every run of the grid gets
+                  n_test=P.n_test, n_eval=P.n_eval, seed=P.seeds[0])  # the eps, sizes and data every run gets
 train, test = load_train_test(G["data"], P.data_dir, G["n_train"], G["n_test"], G["seed"])
 # output names say what sets this job apart from the preset's default; a record beside them refuses to let
 # another setting's result replace them
 tag = output_tag(eps=P.eps, n=P.n_train, test=P.n_test, eval=P.n_eval, e=P.epochs, model=P.model,
                  prec=None if P.precision == "auto" else P.precision,
-                 m=grid_digest(P.methods) if grid_digest(P.methods) != grid_digest(PAPER_METHODS) else None)
+                 m=grid_digest(P.methods) if grid_digest(P.methods) != grid_digest(PAPER_METHODS) else None,
+                 seeds=None if P.seeds == [0] else "-".join(map(str, P.seeds)))
 outputs = f"methods_{G['dataset']}_{P.preset}{tag}"
 aa_keys = [method_spec(m, h) for m, h in P.autoattack_methods]
 settings = {**G, "methods": [method_spec(m, h) for m, h in P.methods], "include_theory": P.include_theory,
             "autoattack_methods": aa_keys, "n_autoattack": P.n_autoattack, "n_checks": P.n_checks,
             "n_certify": P.n_certify,
             "data_digest": array_digest(train.images, train.labels, test.images, test.labels),
-            **precision_record(resolve_precision(P.precision, P.device))}
+            **precision_record(resolve_precision(P.precision, P.device)),
+            **({} if P.seeds == [0] else {"seeds": P.seeds})}
 check_outputs(P.figures_dir, outputs, settings)
 print(f"{G['dataset']}, eps {G['eps']:g}, preset {P.preset} ({G['n_train'] or 'all'} training images, {G['epochs']} "
       f"epochs, n = {G['n_eval']}), {len(P.methods)} runs: {[m for m, _ in P.methods]}")
@@ -128,10 +136,12 @@ print(f"{G['dataset']}, eps {G['eps']:g}, preset {P.preset} ({G['n_train'] or 'a
 # %%
 rows = run_grid(P.runs_dir, dataset=P.dataset, methods=P.methods, preset=P.preset, eps=P.eps, model=P.model,
                 epochs=P.epochs, n_train=P.n_train, n_test=P.n_test, n_eval=P.n_eval, data_dir=P.data_dir,
-                device=P.device, precision=P.precision, progress=True, workers=P.workers)
+                device=P.device, precision=P.precision, progress=True, workers=P.workers, seeds=P.seeds)
 if P.include_theory:  # says whether it measures (minutes) or reads the stored row
     rows.append(theory_row(train, test, G["eps"], n_eval=G["n_eval"], store=P.runs_dir))
-print(f"{len(rows)} rows")
+# the figures of single models (curves, checks, per point) show the first seed's; the tables pool every seed
+first = [r for r in rows if r.get("method") == "theory" or r.get("seed") == P.seeds[0]]
+print(f"{len(rows)} rows ({len(P.seeds)} seed{'s' if len(P.seeds) > 1 else ''})")
 
 # %% [markdown]
 # ## AutoAttack
@@ -175,7 +185,7 @@ if P.n_checks:
         r["indicators"] = run_indicators(P.runs_dir / r["run"], n=P.n_checks, curve=curves[r["run"]],
                                          data_dir=P.data_dir, device=P.device, precision=P.precision)
         print(f"{r['label']}: {indicator_summary(r['indicators'])}")
-    fig_checks = plot_indicators(rows)
+    fig_checks = plot_indicators(first)
     written_checks = save_figure(fig_checks, P.figures_dir / f"fig_attack_checks_{G['dataset']}_{P.preset}{tag}",
                                  P.formats)
     display(fig_checks)
@@ -214,7 +224,8 @@ if P.n_certify:
 
 # %%
 stem = P.figures_dir / f"table_methods_{G['dataset']}_{P.preset}{tag}"
-written = export_table(rows, stem, title=f"Tables 2/3 ({P.preset} preset)")
+pooled = pool_seeds(rows)  # one row per method: the mean over the seeds, a t interval over them (one seed: as it is)
+written = export_table(pooled, stem, title=f"Tables 2/3 ({P.preset} preset)")
 if P.n_checks:
     written += written_checks
 show_markdown(written[1].read_text())
@@ -224,8 +235,8 @@ print("saved:", ", ".join(str(p) for p in written))
 # ## Smoothness against robustness, and the generalization gaps
 
 # %%
-fig_lip = plot_lipschitz_vs_accuracy(rows)
-fig_gap = plot_gaps(rows)
+fig_lip = plot_lipschitz_vs_accuracy(pooled)
+fig_gap = plot_gaps(pooled)
 written += save_figure(fig_lip, P.figures_dir / f"fig_lipschitz_vs_pgd_{G['dataset']}_{P.preset}{tag}", P.formats)
 written += save_figure(fig_gap, P.figures_dir / f"fig_gaps_{G['dataset']}_{P.preset}{tag}", P.formats)
 display(fig_lip, fig_gap)
@@ -239,8 +250,8 @@ display(fig_lip, fig_gap)
 # training reaches, already at the training radius, is the paper's point.
 
 # %%
-fig_eps = plot_robustness_curves([*curves.values(), theory], r=theory["r"], eps_mark=G["eps"],
-                                 title=context_line(rows) + f" · r of the {len(train):,} training images")
+fig_eps = plot_robustness_curves([curves[r["run"]] for r in first if r.get("run") in curves] + [theory], r=theory["r"],
+                                 eps_mark=G["eps"], title=context_line(first) + f" · r of the {len(train):,} training images")
 written += save_figure(fig_eps, P.figures_dir / f"fig_robustness_vs_eps_{G['dataset']}_{P.preset}{tag}", P.formats)
 display(fig_eps)
 
@@ -259,15 +270,15 @@ from rll_core.stats import accuracy_by_distance, distance_bins
 
 per_point = {r["run"]: point_robustness(P.runs_dir / r["run"], n_eval=n_curve, device=P.device,
                                       precision=P.precision, evaluation=preset_evaluation(P.preset))
-             for r in rows if r.get("method") != "theory"}
+             for r in first if r.get("method") != "theory"}
 dist_all = next(iter(per_point.values()))["distance"]
 edges = distance_bins(dist_all, 4)  # up to 4 bins with equal numbers of points
-show = [r for r in rows if r.get("key") in ("natural", "at", "trades:beta6", "rst:lam2")]
+show = [r for r in first if r.get("key") in ("natural", "at", "trades:beta6", "rst:lam2")]
 by_dist = [{**accuracy_by_distance(per_point[r["run"]]["distance"], per_point[r["run"]]["robust"], edges),
             "method": r["method"], "label": r["label"]} for r in show]
 by_dist.append({**accuracy_by_distance(dist_all, theory["radius"] > G["eps"], edges), "method": "theory",
                 "label": f"Section 4 classifier, certified at ε = {G['eps']:g}"})
-fig_pp = plot_accuracy_by_distance(by_dist, edges, title=context_line(rows) + f" · 2ε = {2 * G['eps']:g}")
+fig_pp = plot_accuracy_by_distance(by_dist, edges, title=context_line(first) + f" · 2ε = {2 * G['eps']:g}")
 written += save_figure(fig_pp, P.figures_dir / f"fig_robustness_by_distance_{G['dataset']}_{P.preset}{tag}", P.formats)
 record_outputs(P.figures_dir, outputs, settings, written)
 display(fig_pp)
@@ -282,7 +293,7 @@ display(fig_pp)
 # %%
 from rll_core.notebook import explorer_ready
 
-if explorer_ready(globals(), "rows"):
+if explorer_ready(globals(), "pooled"):
     from rll_core.widgets import methods_explorer
 
-    display(methods_explorer(rows))
+    display(methods_explorer(pooled))

@@ -238,7 +238,7 @@ PARAMETERS: dict[str, dict[str, Param]] = {
     "03_methods": {
         **_SECTION5, "include_theory": Param("bool"), "workers": Param("int", none=True, lo=1), "autoattack_methods": Param("methods", none=True),
         "n_autoattack": Param("int", lo=1), "n_checks": Param("int", lo=0),
-        "n_certify": Param("int", lo=0),
+        "n_certify": Param("int", lo=0), "seeds": Param("seeds"),
     },
     "04_dropout": {**_SECTION5, "dropout": Param("float", none=True, lo=0, hi=1, hi_open=True),
                    "seeds": Param("seeds"), "workers": Param("int", none=True, lo=1)},

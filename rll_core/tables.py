@@ -171,8 +171,8 @@ def number_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 d[f"{key}_se"] = math.nan if se is None else se
             else:
                 d[f"{key}_lo"], d[f"{key}_hi"] = pooled_interval(r, key) or gap_interval(r, key) or (math.nan, math.nan)
-        if int(r.get("seeds", 1) or 1) > 1:
-            d["seeds"] = int(r["seeds"])
+        if any(int(x.get("seeds", 1) or 1) > 1 for x in rows):  # every row has the column (CSV's one header)
+            d["seeds"] = int(r.get("seeds", 1) or 1)
         if _checked(rows):
             d["attack_checks"] = attack_checks(r)
         out.append(d)

@@ -98,6 +98,24 @@ def test_theory_notebook_runs_headless(tmp_path, mnist):
     assert "certified 1.000" in text
 
 
+def test_the_methods_notebook_pools_several_seeds(tmp_path, mnist):
+    """seeds="0,1": a run folder per seed, Tables 2/3 one row per method with the mean and a t interval over the
+    seeds, the attack checks of every seed; the outputs named by the seeds."""
+    _run("03_methods", tmp_path, methods="natural", n_train=200, n_test=100, n_eval=20, epochs=1, autoattack_methods="",
+         n_checks=8, n_certify=8, seeds="0,1", include_theory=False, runs_dir=str(tmp_path / "runs"), formats="png")
+    assert len(list((tmp_path / "runs").glob("mnist-cnn001-natural-eps0.1-n200-e1-s[01]-quick*"))) == 2
+    assert len(list((tmp_path / "runs").glob("*/checks-*.json"))) == 2
+    (md_path,) = (tmp_path / "figures").glob("table_methods_mnist_quick_*-seeds0-1.md")
+    md = md_path.read_text().splitlines()
+    assert "mean over 2 training seeds" in md[0] and "t(1)" in md[0]
+    assert [line.split(" | ")[0] for line in md[4:]] == ["| natural"]  # one row for the method
+    (csv_path,) = (tmp_path / "figures").glob("table_methods_mnist_quick_*-seeds0-1.csv")
+    import csv
+
+    (row,) = list(csv.DictReader(csv_path.open()))
+    assert row["seeds"] == "2" and row["attack_checks"].startswith(("ok", "warning: "))
+
+
 @pytest.mark.slow
 @pytest.mark.native_bf16  # the notebooks run in a kernel of their own, which sees this machine's CPU
 def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):

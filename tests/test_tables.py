@@ -273,3 +273,13 @@ def test_the_attack_checks_column_says_ok_or_names_each_warning_once(tmp_path):
     _, md, tex = export_table(pooled, tmp_path / "t")
     assert "| attack checks |" in md.read_text()
     assert "warning: masked gradients,\\\\unbounded" in tex.read_text()  # a long cell wraps inside its block
+
+
+def test_rows_pooled_over_seeds_beside_a_row_of_one_export_with_one_header(tmp_path):
+    from rll_core.tables import pool_seeds
+
+    rows = [_row("AT", "at", key="at", seed=s, test_pgd_accuracy=0.5 + 0.05 * s) for s in range(3)]
+    rows.append({"label": "Section 4 classifier", "method": "theory", "test_n": 100, "test_accuracy": 0.5})
+    csv_path, _, _ = export_table(pool_seeds(rows), tmp_path / "t")
+    back = list(csv.DictReader(csv_path.open()))
+    assert [r["seeds"] for r in back] == ["3", "1"]

@@ -101,7 +101,8 @@ def context_line(rows: Sequence[Mapping[str, Any]]) -> str:
     parts = [display_name(str(st.get("dataset", run.get("dataset", "")))) + (
         f", ε = {run['eps']:g}" if isinstance(run.get("eps"), (int, float)) else "")]
     if st.get("n_train"):
-        parts.append(f"trained on {int(st['n_train']):,} images, {st.get('epochs')} epochs")
+        e = st.get("epochs")
+        parts.append(f"trained on {int(st['n_train']):,} images, {e} epoch{'' if e == 1 else 's'}")
     n = next((r.get("test_n", r.get("n")) for r in rows if r.get("test_n", r.get("n"))), None)
     if n:
         parts.append(f"n = {int(n)} test points")
