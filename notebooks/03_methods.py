@@ -91,7 +91,7 @@ formats = "png,pdf"
 interactive = True
 
 # %%
-from rll_core.notebook import notebook_setup, show_markdown
+from rll_core.notebook import notebook_setup, show_figure, show_markdown
 
 P = notebook_setup("03_methods", globals())  # every parameter checked here, before any work
 
@@ -188,7 +188,7 @@ if P.n_checks:
     fig_checks = plot_indicators(first)
     written_checks = save_figure(fig_checks, P.figures_dir / f"fig_attack_checks_{G['dataset']}_{P.preset}{tag}",
                                  P.formats)
-    display(fig_checks)
+    show_figure(fig_checks)
 
 # %% [markdown]
 # ## Certified beside empirical
@@ -239,7 +239,7 @@ fig_lip = plot_lipschitz_vs_accuracy(pooled)
 fig_gap = plot_gaps(pooled)
 written += save_figure(fig_lip, P.figures_dir / f"fig_lipschitz_vs_pgd_{G['dataset']}_{P.preset}{tag}", P.formats)
 written += save_figure(fig_gap, P.figures_dir / f"fig_gaps_{G['dataset']}_{P.preset}{tag}", P.formats)
-display(fig_lip, fig_gap)
+show_figure(fig_lip, fig_gap)
 
 # %% [markdown]
 # ## Robust accuracy against the radius
@@ -251,9 +251,9 @@ display(fig_lip, fig_gap)
 
 # %%
 fig_eps = plot_robustness_curves([curves[r["run"]] for r in first if r.get("run") in curves] + [theory], r=theory["r"],
-                                 eps_mark=G["eps"], title=context_line(first) + f" · r of the {len(train):,} training images")
+                                 eps_mark=G["eps"], caption=context_line(first) + f"; r of the {len(train):,} training images")
 written += save_figure(fig_eps, P.figures_dir / f"fig_robustness_vs_eps_{G['dataset']}_{P.preset}{tag}", P.formats)
-display(fig_eps)
+show_figure(fig_eps)
 
 # %% [markdown]
 # ## Robustness per point against separation
@@ -278,10 +278,10 @@ by_dist = [{**accuracy_by_distance(per_point[r["run"]]["distance"], per_point[r[
             "method": r["method"], "label": r["label"]} for r in show]
 by_dist.append({**accuracy_by_distance(dist_all, theory["radius"] > G["eps"], edges), "method": "theory",
                 "label": f"Section 4 classifier, certified at ε = {G['eps']:g}"})
-fig_pp = plot_accuracy_by_distance(by_dist, edges, title=context_line(first) + f" · 2ε = {2 * G['eps']:g}")
+fig_pp = plot_accuracy_by_distance(by_dist, edges, caption=context_line(first) + f"; 2ε = {2 * G['eps']:g}")
 written += save_figure(fig_pp, P.figures_dir / f"fig_robustness_by_distance_{G['dataset']}_{P.preset}{tag}", P.formats)
 record_outputs(P.figures_dir, outputs, settings, written)
-display(fig_pp)
+show_figure(fig_pp)
 
 # %% [markdown]
 # ## Explore

@@ -77,7 +77,7 @@ formats = "png,pdf"
 interactive = True
 
 # %%
-from rll_core.notebook import notebook_setup, show_markdown
+from rll_core.notebook import notebook_setup, show_figure, show_markdown
 
 P = notebook_setup("04_dropout", globals())  # every parameter checked here, before any work
 
@@ -136,7 +136,7 @@ print("saved:", ", ".join(str(p) for p in written))
 # %%
 fig = plot_dropout_comparison(pooled_without, pooled_with)
 written += save_figure(fig, P.figures_dir / f"fig_dropout_{G['dataset']}_{P.preset}{tag}", P.formats)
-display(fig)
+show_figure(fig)
 
 # %% [markdown]
 # ## The two findings, claim by claim
@@ -157,7 +157,7 @@ show_markdown(written[-2].read_text())
 fig_tt = plot_train_vs_test(pooled_without, pooled_with)
 written += save_figure(fig_tt, P.figures_dir / f"fig_train_vs_test_{G['dataset']}_{P.preset}{tag}", P.formats)
 record_outputs(P.figures_dir, outputs, settings, written)
-display(fig_tt)
+show_figure(fig_tt)
 
 # %% [markdown]
 # ## Explore

@@ -40,7 +40,7 @@ from .progress import set_progress
 from .storage import check_writable, project_dir, user_path
 
 __all__ = ["EXPLORER_NEEDS_CELLS", "PARAMETERS", "Param", "ParameterError", "check_parameter", "explorer_ready",
-           "notebook_setup", "show_markdown"]
+           "notebook_setup", "show_figure", "show_markdown"]
 
 
 class ParameterError(ValueError):
@@ -302,6 +302,19 @@ def notebook_setup(notebook: str, namespace: dict[str, Any]) -> SimpleNamespace:
 #: what an explorer cell prints when the cells above it have not run in this kernel
 EXPLORER_NEEDS_CELLS = ("This explorer needs what the cells above compute, and this kernel has not run them (reopened "
                         "or restarted): choose Run > Run All Cells.")
+
+
+def show_figure(*figs: Any) -> None:
+    """Show each figure and, under it, its caption (:func:`rll_core.plotting.set_caption`: the settings, the n and
+    what the bars are), rendered in JupyterLab and as text in a headless log."""
+    from IPython.display import display
+
+    from .plotting import caption_of
+
+    for fig in figs:
+        display(fig)
+        if caption_of(fig):
+            show_markdown(f"*{caption_of(fig)}*")
 
 
 def explorer_ready(namespace: Mapping[str, Any], *names: str) -> bool:

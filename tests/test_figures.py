@@ -153,6 +153,6 @@ def test_no_figure_pdf_has_a_type3_font(figures, tmp_path):
     from rll_core.plotting import save_figure
 
     for name, fig in figures.items():
-        (pdf,) = save_figure(fig, tmp_path / name, "pdf")
+        pdf = save_figure(fig, tmp_path / name, "pdf")[0]  # (then its caption, where it has one)
         fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True, check=True).stdout
         assert "Type 3" not in fonts, (name, fonts)

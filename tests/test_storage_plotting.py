@@ -112,9 +112,13 @@ def test_section5_figures_name_every_method_and_state_their_context():
     # every legend entry is the method's marker alone (an errorbar's glyph would vary with its bars)
     marks = [(h.get_marker(), h.get_linestyle()) for h in ax.get_legend().legend_handles]
     assert marks == [(method_style(r["method"])["marker"], "None") for r in rows]
-    assert ax.get_title() == ("Fashion-MNIST, ε = 0.1 · trained on 2,000 images, 2 epochs · n = 100 test points\n"
-                              "bars: accuracies: 95 % Wilson intervals; Lipschitz constants: ± 1 standard error "
-                              "(n = 100 points per split)")
+    # a short title says what is shown; the settings, n and bars go in the caption written beside the figure
+    from rll_core.plotting import caption_of
+
+    assert ax.get_title() == "Local Lipschitz constant against robust accuracy"
+    assert caption_of(fig) == ("Fashion-MNIST, ε = 0.1 · trained on 2,000 images, 2 epochs · n = 100 test points. "
+                               "Bars: accuracies: 95 % Wilson intervals; Lipschitz constants: ± 1 standard error "
+                               "(n = 100 points per split).")
     # the swept members are named at their points, and no two labels overlap
     shown = [t for t in ax.texts if t.get_text()]
     assert sorted(t.get_text() for t in shown) == ["β=1", "β=6"]
@@ -123,21 +127,25 @@ def test_section5_figures_name_every_method_and_state_their_context():
     base = np.array(to_rgb(method_style("trades")["color"]))
     assert np.allclose(cols[2], base) and not np.allclose(cols[1], base)
     assert np.allclose(cols[3], to_rgb(method_style("at")["color"]))
-    gaps = plot_gaps(rows).axes[0]
-    assert len(gaps.containers) >= 2 and gaps.get_title().startswith("Fashion-MNIST")
-    assert "Newcombe's 95 %" in gaps.get_title() and "n = 100 points per split" in gaps.get_title()
+    gap_fig = plot_gaps(rows)
+    gaps = gap_fig.axes[0]
+    assert len(gaps.containers) >= 2 and gaps.get_title() == "Generalization gaps: train minus test accuracy"
+    assert caption_of(gap_fig).startswith("Fashion-MNIST") and "Newcombe's 95 %" in caption_of(gap_fig)
+    assert "n = 100 points per split" in caption_of(gap_fig)
     curves = [{"method": "at", "label": "AT", "eps": [0.0, 0.1, 0.2], "accuracy": [0.9, 0.6, 0.2], "n": 100},
               {"method": "theory", "label": "Section 4", "eps": [0.0, 0.1, 0.2], "accuracy": [0.5, 0.3, 0.1], "n": 100}]
-    ax = plot_robustness_curves(curves, r=0.15, eps_mark=0.1).axes[0]
+    fig_rc = plot_robustness_curves(curves, r=0.15, eps_mark=0.1)
+    ax = fig_rc.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["AT", "Section 4"]
     assert any(t.get_text() == "r = 0.150" for t in ax.texts)
-    assert "certified" in ax.get_ylabel() and "bands: 95 % Wilson" in ax.get_title()
+    assert "certified" in ax.get_ylabel() and "Bands: 95 % Wilson" in caption_of(fig_rc)
     assert all(line.get_drawstyle() == "default" for line in ax.lines)  # measured points joined, no steps
     many = [{**curves[0], "label": f"AT {k}"} for k in range(6)]
-    ax = plot_robustness_curves(many, eps_mark=0.1).axes[0]
+    fig_many = plot_robustness_curves(many, eps_mark=0.1)
+    ax = fig_many.axes[0]
     assert not ax.collections or all(type(c).__name__ != "FillBetweenPolyCollection" and
                                      type(c).__name__ != "PolyCollection" for c in ax.collections)
-    assert "bars at the training ε" in ax.get_title()
+    assert "Bars at the training ε" in caption_of(fig_many)
 
 
 def test_labels_placed_beside_crowded_points_do_not_overlap():

@@ -237,8 +237,9 @@ def test_rows_at_several_seeds_pool_into_one_row_per_method_with_a_t_interval(tm
     from rll_core.plotting import plot_dropout_comparison, plot_train_vs_test
 
     for fig in (plot_dropout_comparison(pooled[:1], pooled[:1]), plot_train_vs_test(pooled[:1], pooled[:1])):
-        texts = " ".join(t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text")))
-        assert "mean over 3 seeds (dots: each seed)" in texts
+        from rll_core.plotting import caption_of
+
+        assert "mean over 3 seeds (dots: each seed)" in caption_of(fig).lower()
         dots = [c for ax in fig.axes for c in ax.collections if len(c.get_offsets()) == 3]
         assert dots  # every seed's own point is drawn
 

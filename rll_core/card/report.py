@@ -116,6 +116,12 @@ def _caption(card: Mapping[str, Any], what: str) -> str:
                 "value)." if "checks" in stages else ""))
 
 
+def _caption_line(png: Path) -> str:
+    """The caption written beside a figure (``<stem>.caption.txt``), in italics, or nothing."""
+    cap = png.with_name(f"{png.stem}.caption.txt")
+    return f"*{cap.read_text().strip()}*" if cap.exists() else ""
+
+
 def write_card(card: Mapping[str, Any], train: ImageDataset, sub: ImageDataset,
                formats: Iterable[str] = ("png", "pdf", "svg")) -> list[Path]:
     """Write a card's files into its folder: ``card_summary.{csv,md,tex}``, the five figures, ``card.md``.
@@ -158,15 +164,14 @@ def write_card(card: Mapping[str, Any], train: ImageDataset, sub: ImageDataset,
     if "curve" in cert:
         curves.insert(1, {"method": "model_certified", "certified": True, "label": "your model, certified\n(lower bound)",
                           "eps": curve["eps"], "accuracy": cert["curve"], "n": cert["n"]})
-    fig = plot_robustness_curves(curves, r=sep["r"], eps_mark=st["eps"], title=f"{what} · r of the training set",
+    fig = plot_robustness_curves(curves, r=sep["r"], eps_mark=st["eps"], caption=f"{what}; r of the training set",
                                  eps_label="the card's ε")
     files += save_figure(fig, folder / "fig_card_robustness_vs_eps", formats)
     by = sep["by_distance"]
     attack = {"multitarget": "multi-targeted", "pgd": "PGD-10", "clean": "clean"}[sep.get("binned", "pgd")]
     fig = plot_accuracy_by_distance([{"accuracy": by["accuracy"], "n": by["n"], "method": "model",
                                       "label": f"your model ({attack})"}], sep["edges"],
-                                    title=f"{what}: robust accuracy by distance to the other classes\n"
-                                          f"bars: 95 % Wilson intervals; n per bin under it")
+                                    caption=what)
     files += save_figure(fig, folder / "fig_card_robustness_by_distance", formats)
     lip = load_npz(folder / "lipschitz.npz")
     fig = plot_least_smooth(sub.float_images(), lip["ascent_inputs"], lip["ascent"],
@@ -177,9 +182,9 @@ def write_card(card: Mapping[str, Any], train: ImageDataset, sub: ImageDataset,
     files += save_figure(fig, folder / "fig_card_closest_pairs", formats)
     if "checks" in stages:
         fig = plot_indicators([{"label": "your model", "indicators": stages["checks"]["indicators"]}],
-                              title=f"Did an attack fail? {what}")
+                              caption=what)
         files += save_figure(fig, folder / "fig_card_attack_checks", formats)
     lines = [f"# Robustness card: {what}", "", cap, "", *Path(files[1]).read_text().splitlines()[2:], "",
-             *[f"![{p.stem}]({p.name})" for p in files if p.suffix == ".png"], ""]
+             *[line for p in files if p.suffix == ".png" for line in (f"![{p.stem}]({p.name})", _caption_line(p), "")]]
     (folder / "card.md").write_text("\n".join(lines))
     return [*files, folder / "card.md"]

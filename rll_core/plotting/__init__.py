@@ -14,11 +14,13 @@ colour and marker.
 from ._base import (
     FIGURE_FORMATS,
     METHOD_STYLES,
+    caption_of,
     check_formats,
     context_line,
     method_style,
     place_labels,
     save_figure,
+    set_caption,
     wrapped,
 )
 from .checks import plot_indicators
@@ -43,8 +45,8 @@ from .separation import (
 )
 from .theory import plot_astuteness_curves, plot_decision_regions
 
-__all__ = ["FIGURE_FORMATS", "METHOD_STYLES", "TABLE1_HEADERS", "check_formats", "context_line", "export_separation",
+__all__ = ["FIGURE_FORMATS", "METHOD_STYLES", "TABLE1_HEADERS", "caption_of", "check_formats", "context_line", "export_separation",
            "histogram_edges", "method_style", "place_labels", "plot_accuracy_by_distance", "plot_astuteness_curves", "plot_class_matrix",
            "plot_decision_regions", "plot_dropout_comparison", "plot_gaps", "plot_indicators", "plot_lipschitz_vs_accuracy",
            "plot_pair_gallery", "plot_robustness_curves", "plot_separation_histograms", "plot_train_vs_test", "save_figure",
-           "separation_outputs", "separation_tag", "table1_display", "wrapped"]
+           "separation_outputs", "separation_tag", "set_caption", "table1_display", "wrapped"]

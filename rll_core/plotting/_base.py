@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["FIGURE_FORMATS", "METHOD_STYLES", "bars_note", "check_formats", "context_line", "error_bars", "family_shades",
-           "fig_ax", "method_style", "place_labels", "row_label", "save_figure", "wilson_bars", "wrapped"]
+__all__ = ["FIGURE_FORMATS", "METHOD_STYLES", "bars_note", "caption_of", "check_formats", "context_line", "error_bars",
+           "family_shades", "fig_ax", "method_style", "place_labels", "row_label", "save_figure", "set_caption",
+           "wilson_bars", "wrapped"]
 
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
@@ -40,6 +41,18 @@ def check_formats(formats: Iterable[str] | str) -> list[str]:
     return out
 
 
+def set_caption(fig: Figure, text: str) -> Figure:
+    """Attach ``text`` to ``fig`` as its caption: the settings, the n and what the bars are, which a figure's short
+    title leaves out (:func:`save_figure` writes it beside the figure; the notebooks show it under it)."""
+    fig.rll_caption = " ".join(text.split())  # type: ignore[attr-defined]
+    return fig
+
+
+def caption_of(fig: Figure) -> str:
+    """The caption :func:`set_caption` attached, or ``""``."""
+    return str(getattr(fig, "rll_caption", ""))
+
+
 def save_figure(fig: Figure, stem: str | os.PathLike[str], formats: Iterable[str] | str = ("png", "pdf"),
                 dpi: int = 200) -> list[Path]:
     """Save ``fig`` as ``<stem>.<fmt>`` for each format, ready for a paper or a blog.
@@ -47,7 +60,8 @@ def save_figure(fig: Figure, stem: str | os.PathLike[str], formats: Iterable[str
     PDFs embed their fonts as TrueType (``pdf.fonttype`` 42; matplotlib's default Type 3 fonts are flagged or
     refused by camera-ready checks), no file carries a time stamp (the same figure gives the same bytes, and an
     unchanged file is not rewritten), and each is written atomically (a reader sees the old file or the whole
-    new one).
+    new one).  A figure with a caption (:func:`set_caption`) gets ``<stem>.caption.txt`` beside it, the text to
+    paste under it.
 
     Args:
         fig: the matplotlib figure.
@@ -56,7 +70,7 @@ def save_figure(fig: Figure, stem: str | os.PathLike[str], formats: Iterable[str
         dpi: resolution of the PNG (default 200).
 
     Returns:
-        The paths written, in the order of ``formats``.
+        The paths written, in the order of ``formats`` (then the caption's).
 
     Raises:
         ValueError: an unknown format (before anything is written).
@@ -75,6 +89,8 @@ def save_figure(fig: Figure, stem: str | os.PathLike[str], formats: Iterable[str
         with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
             fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", metadata=meta)
         out.append(atomic_write_bytes(stem.with_name(f"{stem.name}.{fmt}"), buf.getvalue()))
+    if caption_of(fig):
+        out.append(atomic_write_bytes(stem.with_name(f"{stem.name}.caption.txt"), (caption_of(fig) + "\n").encode()))
     return out
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..indicators import INDICATORS, STRONG_RESTARTS, STRONG_STEPS, UNBOUNDED_EPS
-from ._base import context_line, row_label, wrapped
+from ._base import context_line, row_label, set_caption, wrapped
 
 __all__ = ["plot_indicators"]
 
@@ -23,7 +23,7 @@ _HEADS = {"unbounded": (f"PGD at\nε = {UNBOUNDED_EPS:g}", "{:.2f}"),
           "monotone in eps": ("rise\nwith ε", "{:+.2f}")}
 
 
-def plot_indicators(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
+def plot_indicators(rows: Sequence[Mapping[str, Any]], title: str | None = None, caption: str | None = None) -> Figure:
     """Every row's attack-failure indicators (its ``indicators``, :func:`rll_core.indicators.run_indicators`):
     per cell the measured value (accuracy left at ε = 0.5; the drop in accuracy that more effort and Square
     reach; the share of zero input gradients; the largest rise of accuracy with ε), green where the indicator
@@ -59,8 +59,9 @@ def plot_indicators(rows: Sequence[Mapping[str, Any]], title: str | None = None)
     for side in ax.spines.values():
         side.set_visible(False)
     n = sorted({int(i["n"]) for r in rows for i in r["indicators"] if i["indicator"] == "unbounded"})
-    head = title if title is not None else "Did an attack fail? " + context_line(rows)
-    ax.set_title(wrapped(head, 60), fontsize=8, pad=28)
+    ax.set_title(wrapped(title if title is not None else "Did an attack fail?", 60), fontsize=9, pad=28)
+    set_caption(fig, f"{caption if caption is not None else context_line(rows)}. Attack-failure indicators "
+                     "(rll_core.indicators) per model; each cell the measured value.")
     ax.set_xlabel(f"checks on the first {'/'.join(map(str, n))} test points · orange: warning, green: quiet",
                   fontsize=6.5)
     fig.tight_layout()

@@ -20,8 +20,8 @@ from ._base import (
     method_style,
     place_labels,
     row_label,
+    set_caption,
     wilson_bars,
-    wrapped,
 )
 
 if TYPE_CHECKING:
@@ -34,9 +34,11 @@ __all__ = ["plot_accuracy_by_distance", "plot_dropout_comparison", "plot_gaps", 
 
 
 def plot_lipschitz_vs_accuracy(rows: Sequence[Mapping[str, Any]], attack: str = "pgd",
-                               ax: Axes | None = None, title: str | None = None) -> Figure:
+                               ax: Axes | None = None, title: str | None = None, caption: str | None = None) -> Figure:
     """The paper's Section 5 correlation: test local Lipschitz constant (mean ± s.e., log scale) against
-    adversarial test accuracy (95 % Wilson interval), one point per method, named in the legend."""
+    adversarial test accuracy (95 % Wilson interval), one point per method, named in the legend.  ``title``: a
+    short one (default what is shown); ``caption``: the settings (default the rows'), with what the bars are
+    appended (:func:`~rll_core.plotting.set_caption`)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
@@ -60,8 +62,8 @@ def plot_lipschitz_vs_accuracy(rows: Sequence[Mapping[str, Any]], attack: str = 
     handles, labels = ax.get_legend_handles_labels()  # markers only: an errorbar's glyph varies with its bars
     ax.legend([h[0] if isinstance(h, tuple) else h for h in handles], labels, fontsize=8, loc="center left",
               bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.set_title(wrapped(title if title is not None else context_line(rows), 80) + "\n" +
-                 bars_note(rows, ("acc", "lip")), fontsize=8)
+    ax.set_title(title if title is not None else "Local Lipschitz constant against robust accuracy", fontsize=9)
+    set_caption(fig, f"{caption if caption is not None else context_line(rows)}. {_upper(bars_note(rows, ('acc', 'lip')))}.")
     fig.tight_layout()
     # members of a swept family named at their points, not only by their shade in the legend
     place_labels(ax, [(r["test_lipschitz"], r[f"test_{attack}_accuracy"]) for r in rows],
@@ -71,13 +73,19 @@ def plot_lipschitz_vs_accuracy(rows: Sequence[Mapping[str, Any]], attack: str = 
     return fig
 
 
+def _upper(text: str) -> str:
+    """``text`` with its first letter capitalised (a caption's sentence)."""
+    return text[:1].upper() + text[1:]
+
+
 def _short_label(r: Mapping[str, Any]) -> str:
     """``β=6`` of ``TRADES (β=6)``: the swept hyperparameter, or nothing."""
     label = row_label(r)
     return label[label.index("(") + 1:label.rindex(")")] if "(" in label and label.endswith(")") else ""
 
 
-def plot_gaps(rows: Sequence[Mapping[str, Any]], ax: Axes | None = None, title: str | None = None) -> Figure:
+def plot_gaps(rows: Sequence[Mapping[str, Any]], ax: Axes | None = None, title: str | None = None,
+              caption: str | None = None) -> Figure:
     """Standard and adversarial generalization gaps (train minus test accuracy) per method, with Newcombe's
     95 % intervals."""
     import matplotlib.pyplot as plt
@@ -94,8 +102,8 @@ def plot_gaps(rows: Sequence[Mapping[str, Any]], ax: Axes | None = None, title: 
     ax.set_ylabel("gap: train − test accuracy")
     ax.axhline(0, color="black", linewidth=0.6)
     ax.legend(fontsize=8)
-    ax.set_title(wrapped(title if title is not None else context_line(rows)) + "\n" + bars_note(rows, ("gap",)),
-                 fontsize=9)
+    ax.set_title(title if title is not None else "Generalization gaps: train minus test accuracy", fontsize=9)
+    set_caption(fig, f"{caption if caption is not None else context_line(rows)}. {_upper(bars_note(rows, ('gap',)))}.")
     fig.tight_layout()
     if owned:
         plt.close(fig)
@@ -139,8 +147,8 @@ def plot_dropout_comparison(without: Sequence[Mapping[str, Any]], with_dropout: 
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.89), ncol=2, fontsize=8, frameon=False)
     rows_all = [*without, *with_dropout]
     used = sorted({kinds.get(m, "lip") for m in metrics}, key=["acc", "gap", "lip"].index)
-    fig.suptitle((title if title is not None else context_line(rows_all)) + "\n" + bars_note(rows_all, used),
-                 fontsize=9, y=0.99)
+    fig.suptitle(title if title is not None else "With and without dropout", fontsize=9, y=0.99)
+    set_caption(fig, f"{context_line(rows_all)}. {_upper(bars_note(rows_all, used))}.")
     plt.close(fig)
     return fig
 
@@ -187,8 +195,8 @@ def plot_train_vs_test(without: Sequence[Mapping[str, Any]], with_dropout: Seque
     rows_all = [*without, *(with_dropout or [])]
     st: Mapping[str, Any] = next((r.get("settings", {}) for r in (with_dropout or []) if r.get("settings")), {})
     rate = f"; dropout: {dropout_label(str(st.get('architecture', '')), st.get('dropout'))}" if st else ""
-    ax.set_title(wrapped(title if title is not None else context_line(rows_all), 70) + "\n" +
-                 wrapped(bars_note(rows_all, ("acc",)) + rate, 70), fontsize=8)
+    ax.set_title(title if title is not None else f"Train against test {name} accuracy", fontsize=9)
+    set_caption(fig, f"{context_line(rows_all)}. {_upper(bars_note(rows_all, ('acc',)))}{rate}.")
     if owned:
         fig.tight_layout()
         plt.close(fig)
@@ -260,7 +268,7 @@ def _inset_axes(ax: Axes, box: tuple[float, float, float, float], rows: Sequence
 
 def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | None = None,
                            eps_mark: float | None = None, ax: Axes | None = None, title: str = "",
-                           eps_label: str = "training ε") -> Figure:
+                           eps_label: str = "training ε", caption: str = "") -> Figure:
     """Robust test accuracy against the radius eps, one curve per model (``eps``, ``accuracy``, ``n``,
     ``method``, ``label``: :func:`rll_core.runs.robustness_curve` / ``theory_curve``) with 95 % Wilson
     bands, the data's r and the radius the models were trained at: where practice falls short of what
@@ -311,8 +319,9 @@ def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | No
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     what = ("bands" if bands else f"bars at the {eps_label}") + ": 95 % Wilson intervals"
     n = next((int(c["n"]) for c in models if c.get("n")), None)
-    ax.set_title(wrapped(title, 80) + ("\n" if title else "") + what + (f" (n = {n} test points)" if n else ""),
-                 fontsize=8)
+    ax.set_title(title or "Robust accuracy against the radius ε", fontsize=9)
+    set_caption(fig, (f"{caption}. " if caption else "") + what[0].upper() + what[1:] +
+                (f" (n = {n} test points)." if n else "."))
     fig.tight_layout()
     if owned:
         plt.close(fig)
@@ -320,7 +329,7 @@ def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | No
 
 
 def plot_accuracy_by_distance(curves: Sequence[Mapping[str, Any]], edges: Sequence[float], *,
-                              title: str = "") -> Figure:
+                              title: str = "", caption: str = "") -> Figure:
     """Robust test accuracy per bin of the distance to the nearest other-class training point (one line
     per method: ``accuracy``, ``n``, ``method``, ``label``; bins from ``edges``), with 95 % Wilson bars:
     does a model fail where the data is least separated, or everywhere?  The bins are drawn side by side
@@ -348,7 +357,8 @@ def plot_accuracy_by_distance(curves: Sequence[Mapping[str, Any]], edges: Sequen
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title or "Robust accuracy by distance to the other classes", fontsize=9)
+    set_caption(fig, (f"{caption}. " if caption else "") + "Bars: 95 % Wilson intervals; n per bin under it.")
     fig.tight_layout()
     plt.close(fig)
     return fig
