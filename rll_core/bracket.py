@@ -16,12 +16,10 @@ import numpy as np
 import torch
 
 from .certify import certify
-from .checks import check_int, check_real, default_batch_size, model_device
 from .evaluation import paper_attack
 from .measure import measure_points
-from .precision import precision_record, resolve_precision
 from .stats import standard_error
-from .storage import load_json, save_json, save_npz, user_path
+from .storage import load_json, save_json, save_npz
 
 __all__ = ["run_bracket"]
 
@@ -54,29 +52,18 @@ def run_bracket(out_dir: str | os.PathLike[str], *, n: int = 100, checkpoint: st
     Example:
         >>> run_bracket("runs/at")["test_certified_accuracy"]  # doctest: +SKIP
     """
-    from .runs import eval_stem, restore_run, run_settings
+    from .runs import eval_stem, run_points
 
-    out = user_path(out_dir)
-    check_int("n", n)
-    settings = run_settings(out, checkpoint)
-    run_eps = settings.get("eps", settings.get("val_eps"))
-    if eps is None and run_eps is None:
-        raise ValueError(f"{out} records no eps (settings.json has neither eps nor val_eps): pass eps=")
-    ev_eps = check_real("eps", run_eps if eps is None else eps, lo=0, hi=1, lo_open=True)
-    _, test_set, net, settings, epoch = restore_run(out, checkpoint, data_dir, device)
-    dev = model_device(net)
-    prec = resolve_precision(precision, dev)
-    record = {"checkpoint": checkpoint, "n_eval": n, "eps": ev_eps, "seed": settings["seed"],
-              "batch_size": default_batch_size(dev), "certify": "intervals + relaxation (rll_core.certify)",
-              **precision_record(prec)}
-    path = out / f"{eval_stem(record, epoch, 'bracket')}.json"
+    rp = run_points(out_dir, n, checkpoint=checkpoint, eps=eps, data_dir=data_dir, device=device, precision=precision)
+    ev_eps, sub = rp.record["eps"], rp.points
+    record = {**rp.record, "certify": "intervals + relaxation (rll_core.certify)"}
+    path = rp.folder / f"{eval_stem(record, rp.epoch, 'bracket')}.json"
     if path.exists() and path.with_suffix(".npz").exists():
         return dict(load_json(path))
-    sub = test_set.subset(n, seed=None)
     x, y = torch.from_numpy(sub.float_images()), sub.labels
-    cert = certify(net, x, y, eps=ev_eps, batch_size=record["batch_size"])
-    m = measure_points(net, x, y, eps=ev_eps, attacks=[paper_attack("pgd", ev_eps)], lipschitz=["ascent"],
-                       seed=settings["seed"], batch_size=record["batch_size"], precision=prec)
+    cert = certify(rp.net, x, y, eps=ev_eps, batch_size=record["batch_size"])
+    m = measure_points(rp.net, x, y, eps=ev_eps, attacks=[paper_attack("pgd", ev_eps)], lipschitz=["ascent"],
+                       seed=rp.settings["seed"], batch_size=record["batch_size"], precision=rp.precision)
     bound, found = cert["lipschitz_bound"].numpy(), m.lipschitz["ascent"]
     wrong = int((cert["certified"] & ~m.verdicts["pgd"]).sum())
     row = {"test_certified_accuracy": float(cert["certified"].mean()), "test_certified_n": int(len(sub)),
@@ -86,5 +73,6 @@ def run_bracket(out_dir: str | os.PathLike[str], *, n: int = 100, checkpoint: st
            "bracket": record}
     save_npz(path.with_suffix(".npz"), lipschitz_bound=bound, lipschitz_attained=found,
              margin=cert["margin"].numpy(), certified=cert["certified"], pgd=m.verdicts["pgd"])
-    save_json(path, {"run": out.name, "method": settings.get("method"), "epoch": epoch, **row})
-    return {"run": out.name, "method": settings.get("method"), "epoch": epoch, **row}
+    head = {"run": rp.folder.name, "method": rp.settings.get("method"), "epoch": rp.epoch}
+    save_json(path, {**head, **row})
+    return {**head, **row}

@@ -45,9 +45,8 @@ from .attacks import square
 from .checks import as_float_images, as_model_dtype, check_int, default_batch_size, model_device
 from .evaluation import AttackSpec, paper_attack
 from .measure import measure_points
-from .precision import precision_record, resolve_precision
 from .stats import wilson_interval
-from .storage import load_json, save_json, user_path
+from .storage import load_json, save_json
 
 __all__ = ["GRADIENT_FREE_MAX", "INDICATORS", "MASKED_MAX", "SQUARE_QUERIES", "STRONG_RESTARTS", "STRONG_STEPS", "UNBOUNDED_EPS",
            "UNBOUNDED_MAX", "attack_indicators", "checks_description", "indicator_summary", "monotone_indicator", "run_indicators"]
@@ -258,31 +257,21 @@ def run_indicators(out_dir: str | os.PathLike[str], *, n: int = 50, checkpoint: 
         >>> indicator_summary(run_indicators("runs/gr"))  # doctest: +SKIP
         'ok'
     """
-    from .checks import check_real
-    from .runs import eval_stem, restore_run, run_settings
+    from .runs import eval_stem, run_points
 
-    out = user_path(out_dir)
-    check_int("n", n)
-    settings = run_settings(out, checkpoint)
-    run_eps = settings.get("eps", settings.get("val_eps"))
-    if eps is None and run_eps is None:
-        raise ValueError(f"{out} records no eps (settings.json has neither eps nor val_eps): pass eps=")
-    ev_eps = check_real("eps", run_eps if eps is None else eps, lo=0, hi=1, lo_open=True)
-    _, test_set, net, settings, epoch = restore_run(out, checkpoint, data_dir, device)
-    dev = model_device(net)
-    prec = resolve_precision(precision, dev)
-    record: dict[str, Any] = {"checkpoint": checkpoint, "n_eval": n, "eps": ev_eps, "seed": settings["seed"],
-                              "batch_size": default_batch_size(dev), "attack": asdict(paper_attack("pgd", ev_eps)),
-                              "unbounded": {"eps": UNBOUNDED_EPS, "max": UNBOUNDED_MAX, "steps": 10}, "strong": [STRONG_STEPS, STRONG_RESTARTS],
-                              "masked_max": MASKED_MAX, "square": {"queries": SQUARE_QUERIES, "max": GRADIENT_FREE_MAX, "search": "run precision"},
-                              **precision_record(prec)}
-    path = out / f"{eval_stem(record, epoch, 'checks')}.json"
+    rp = run_points(out_dir, n, checkpoint=checkpoint, eps=eps, data_dir=data_dir, device=device, precision=precision)
+    ev_eps = rp.record["eps"]
+    record: dict[str, Any] = {**rp.record, "attack": asdict(paper_attack("pgd", ev_eps)),
+                              "unbounded": {"eps": UNBOUNDED_EPS, "max": UNBOUNDED_MAX, "steps": 10},
+                              "strong": [STRONG_STEPS, STRONG_RESTARTS], "masked_max": MASKED_MAX,
+                              "square": {"queries": SQUARE_QUERIES, "max": GRADIENT_FREE_MAX, "search": "run precision"}}
+    path = rp.folder / f"{eval_stem(record, rp.epoch, 'checks')}.json"
     if path.exists():
         found = list(load_json(path)["indicators"])
     else:
-        sub = test_set.subset(n, seed=None)
-        found = attack_indicators(net, torch.from_numpy(sub.float_images()), sub.labels, eps=ev_eps, n=n,
-                                  seed=settings["seed"], batch_size=record["batch_size"], precision=prec)
-        save_json(path, {"run": out.name, "method": settings.get("method"), "epoch": epoch, "checks": record,
-                         "indicators": found})
+        sub = rp.points
+        found = attack_indicators(rp.net, torch.from_numpy(sub.float_images()), sub.labels, eps=ev_eps, n=n,
+                                  seed=rp.settings["seed"], batch_size=record["batch_size"], precision=rp.precision)
+        save_json(path, {"run": rp.folder.name, "method": rp.settings.get("method"), "epoch": rp.epoch,
+                         "checks": record, "indicators": found})
     return found + ([monotone_indicator(curve["eps"], curve["accuracy"], int(curve["n"]))] if curve else [])

@@ -40,8 +40,8 @@ from .storage import (
 )
 from .training import RunMismatchError, TrainResult, load_checkpoint, train
 
-__all__ = ["eval_specs", "eval_stem", "evaluate_run", "load_run", "resolve_hyper", "restore_run", "robustness_curve",
-           "run_settings", "split_specs", "train_run"]
+__all__ = ["RunPoints", "eval_specs", "eval_stem", "evaluate_run", "load_run", "measured_eps", "resolve_hyper",
+           "restore_run", "robustness_curve", "run_points", "run_settings", "split_specs", "train_run"]
 
 
 def resolve_hyper(dataset: str, method: str, hyper: Mapping[str, Any] | None, eps: float | None) -> dict[str, Any]:
@@ -178,6 +178,49 @@ def run_settings(out_dir: str | os.PathLike[str], checkpoint: str = "last") -> d
     return settings
 
 
+@dataclasses.dataclass
+class RunPoints:
+    """What a measurement on a run's first test points starts from (:func:`run_points`)."""
+
+    folder: Path
+    points: ImageDataset
+    net: torch.nn.Module
+    settings: dict[str, Any]
+    epoch: int
+    precision: str
+    record: dict[str, Any]  # checkpoint, n_eval, eps, seed, batch_size and precision: the start of its settings
+
+
+def run_points(out_dir: str | os.PathLike[str], n: int, *, checkpoint: str = "last", eps: float | None = None,
+               data_dir: str | os.PathLike[str] | None = None, device: str = "auto",
+               precision: str = "auto") -> RunPoints:
+    """A run's model and its first ``n`` test points at the run's eps (or ``eps``), with the settings every
+    measurement on them records (:func:`rll_core.indicators.run_indicators`, :func:`rll_core.bracket.run_bracket`).
+
+    Raises:
+        ValueError: a bad ``n``, eps or checkpoint; RunMismatchError: no finished run, or other data."""
+    check_int("n", n)
+    out = user_path(out_dir)
+    ev_eps = measured_eps(out, checkpoint, eps)
+    _, test_set, net, settings, epoch = restore_run(out, checkpoint, data_dir, device)
+    dev = next(net.parameters()).device
+    prec = resolve_precision(precision, dev)
+    record = {"checkpoint": checkpoint, "n_eval": n, "eps": ev_eps, "seed": settings["seed"],
+              "batch_size": default_batch_size(dev), **precision_record(prec)}
+    return RunPoints(out, test_set.subset(n, seed=None), net, settings, epoch, prec, record)
+
+
+def measured_eps(out_dir: str | os.PathLike[str], checkpoint: str, eps: float | None) -> float:
+    """The radius a measurement on a run uses: ``eps`` if given, else the run's own (its ``eps``, or its
+    ``val_eps``), checked to lie in (0, 1]; one line where the run records none and none is given."""
+    out = user_path(out_dir)
+    settings = run_settings(out, checkpoint)
+    run_eps = settings.get("eps", settings.get("val_eps"))
+    if eps is None and run_eps is None:
+        raise ValueError(f"{out} records no eps (settings.json has neither eps nor val_eps): pass eps=")
+    return check_real("eps", run_eps if eps is None else eps, lo=0, hi=1, lo_open=True)
+
+
 def _load_weights(model: torch.nn.Module, ck: Mapping[str, Any], path: Path,
                   settings: Mapping[str, Any]) -> torch.nn.Module:
     """``model`` with the checkpoint's weights, or one line saying that they do not fit its architecture."""
@@ -300,10 +343,7 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
         raise ValueError(f"splits must be 'train' and/or 'test' (each once), got {splits}")
     dev = resolve_device(device)
     settings = run_settings(out, checkpoint)
-    run_eps = settings.get("eps", settings.get("val_eps"))
-    if eps is None and run_eps is None:
-        raise ValueError(f"{out} records no eps (settings.json has neither eps nor val_eps): pass eps=")
-    ev_eps = check_real("eps", run_eps if eps is None else eps, lo=0, hi=1, lo_open=True)
+    ev_eps = measured_eps(out, checkpoint, eps)
     specs = eval_specs(ev_eps, attacks, steps, restarts)
     test_only = sorted(set(test_only))
     unknown = set(test_only) - {s.name for s in specs}
