@@ -189,8 +189,8 @@ def _cell(r: Mapping[str, Any], key: str, kind: str) -> str:
         return f"{v:.2f}" if ci is None else "{:.2f} [{:.2f}, {:.2f}]".format(v, *ci)
     if kind == "lip":
         se = _number(r.get(f"{key}_se"))
-        digits = 1 if v >= 10 else 2
-        return f"{v:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
+        digits = 0 if v >= 1000 else 1 if v >= 10 else 2  # a certified bound of 100,569, not 100569.4
+        return f"{v:,.{digits}f}" + ("" if se is None else f" ± {se:,.{digits}f}")
     ci = pooled_interval(r, key) or gap_interval(r, key)
     return f"{v:+.2f}" + ("" if ci is None else " [{:+.2f}, {:+.2f}]".format(*ci))
 

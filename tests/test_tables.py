@@ -284,3 +284,8 @@ def test_rows_pooled_over_seeds_beside_a_row_of_one_export_with_one_header(tmp_p
     csv_path, _, _ = export_table(pool_seeds(rows), tmp_path / "t")
     back = list(csv.DictReader(csv_path.open()))
     assert [r["seeds"] for r in back] == ["3", "1"]
+
+
+def test_large_lipschitz_values_read_as_whole_numbers_with_separators():
+    shown = display_rows([_row("AT", "at", test_lipschitz_bound=100569.44, test_lipschitz_bound_se=340.6)])[0]
+    assert shown["test Lipschitz bound"] == "100,569 ± 341" and shown["test Lipschitz"] == "12.5 ± 0.4"
