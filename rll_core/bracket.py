@@ -55,14 +55,15 @@ def run_bracket(out_dir: str | os.PathLike[str], *, n: int = 100, checkpoint: st
     from .runs import eval_stem, run_points
 
     rp = run_points(out_dir, n, checkpoint=checkpoint, eps=eps, data_dir=data_dir, device=device, precision=precision)
-    ev_eps, sub = rp.record["eps"], rp.points
+    ev_eps = rp.record["eps"]
     record = {**rp.record, "certify": "intervals + relaxation (rll_core.certify)"}
     path = rp.folder / f"{eval_stem(record, rp.epoch, 'bracket')}.json"
     if path.exists() and path.with_suffix(".npz").exists():
         return dict(load_json(path))
+    sub, net = rp.load()
     x, y = torch.from_numpy(sub.float_images()), sub.labels
-    cert = certify(rp.net, x, y, eps=ev_eps, batch_size=record["batch_size"])
-    m = measure_points(rp.net, x, y, eps=ev_eps, attacks=[paper_attack("pgd", ev_eps)], lipschitz=["ascent"],
+    cert = certify(net, x, y, eps=ev_eps, batch_size=record["batch_size"])
+    m = measure_points(net, x, y, eps=ev_eps, attacks=[paper_attack("pgd", ev_eps)], lipschitz=["ascent"],
                        seed=rp.settings["seed"], batch_size=record["batch_size"], precision=rp.precision)
     bound, found = cert["lipschitz_bound"].numpy(), m.lipschitz["ascent"]
     wrong = int((cert["certified"] & ~m.verdicts["pgd"]).sum())

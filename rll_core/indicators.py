@@ -43,7 +43,7 @@ from torch import nn
 from ._search import eval_mode, predict
 from .attacks import square
 from .checks import as_float_images, as_model_dtype, check_int, default_batch_size, model_device
-from .evaluation import AttackSpec, paper_attack
+from .evaluation import ATTACKS, AttackSpec, paper_attack
 from .measure import measure_points
 from .stats import wilson_interval
 from .storage import load_json, save_json
@@ -180,8 +180,8 @@ def attack_indicators(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndar
     acc = ub.accuracy("pgd")
     left = np.flatnonzero(ub.verdicts["pgd"]).tolist()
     out.append(_verdict("unbounded", acc > UNBOUNDED_MAX, acc, UNBOUNDED_MAX, m,
-                        {"eps": UNBOUNDED_EPS, "steps": 10, "robust_points": left},
-                        f"PGD-10 at eps {UNBOUNDED_EPS:g} leaves {acc:.3f} ({len(left)} of {m}) robust"))
+                        {"eps": UNBOUNDED_EPS, "steps": ATTACKS["pgd"], "robust_points": left},
+                        f"PGD-{ATTACKS['pgd']} at eps {UNBOUNDED_EPS:g} leaves {acc:.3f} ({len(left)} of {m}) robust"))
     # the stronger PGD attacks only the points the evaluation's left robust (it cannot lower accuracy elsewhere)
     kept = np.flatnonzero(base.verdicts["pgd"])
     both = base.verdicts["pgd"].copy()
@@ -208,7 +208,7 @@ def attack_indicators(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndar
 
 def checks_description() -> str:
     """What the indicators ask, in one sentence for a caption (from this module's constants)."""
-    return (f"PGD-10 at ε = {UNBOUNDED_EPS:g} must leave at most {UNBOUNDED_MAX:.0%} of the points robust; PGD-{STRONG_STEPS} "
+    return (f"PGD-{ATTACKS['pgd']} at ε = {UNBOUNDED_EPS:g} must leave at most {UNBOUNDED_MAX:.0%} of the points robust; PGD-{STRONG_STEPS} "
             f"with {STRONG_RESTARTS} restarts must not break more points than the 95 % interval of PGD's accuracy, "
             f"Square ({SQUARE_QUERIES} queries, gradient-free) at most {GRADIENT_FREE_MAX:.0%} of them; at most {MASKED_MAX:.0%} of the points may have an "
             "input gradient of exactly 0; accuracy must not rise with ε; 'ok', or the checks that warn")
@@ -262,15 +262,15 @@ def run_indicators(out_dir: str | os.PathLike[str], *, n: int = 50, checkpoint: 
     rp = run_points(out_dir, n, checkpoint=checkpoint, eps=eps, data_dir=data_dir, device=device, precision=precision)
     ev_eps = rp.record["eps"]
     record: dict[str, Any] = {**rp.record, "attack": asdict(paper_attack("pgd", ev_eps)),
-                              "unbounded": {"eps": UNBOUNDED_EPS, "max": UNBOUNDED_MAX, "steps": 10},
+                              "unbounded": {"eps": UNBOUNDED_EPS, "max": UNBOUNDED_MAX, "steps": ATTACKS["pgd"]},
                               "strong": [STRONG_STEPS, STRONG_RESTARTS], "masked_max": MASKED_MAX,
                               "square": {"queries": SQUARE_QUERIES, "max": GRADIENT_FREE_MAX, "search": "run precision"}}
     path = rp.folder / f"{eval_stem(record, rp.epoch, 'checks')}.json"
     if path.exists():
         found = list(load_json(path)["indicators"])
     else:
-        sub = rp.points
-        found = attack_indicators(rp.net, torch.from_numpy(sub.float_images()), sub.labels, eps=ev_eps, n=n,
+        sub, net = rp.load()
+        found = attack_indicators(net, torch.from_numpy(sub.float_images()), sub.labels, eps=ev_eps, n=n,
                                   seed=rp.settings["seed"], batch_size=record["batch_size"], precision=rp.precision)
         save_json(path, {"run": rp.folder.name, "method": rp.settings.get("method"), "epoch": rp.epoch,
                          "checks": record, "indicators": found})

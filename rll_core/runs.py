@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,8 @@ from .storage import (
 )
 from .training import RunMismatchError, TrainResult, load_checkpoint, train
 
-__all__ = ["RunPoints", "eval_specs", "eval_stem", "evaluate_run", "load_run", "measured_eps", "resolve_hyper",
-           "restore_run", "robustness_curve", "run_points", "run_settings", "split_specs", "train_run"]
+__all__ = ["RunPoints", "eval_specs", "eval_stem", "evaluate_run", "load_run", "resolve_hyper", "robustness_curve",
+           "run_points", "run_settings", "split_specs", "train_run"]
 
 
 def resolve_hyper(dataset: str, method: str, hyper: Mapping[str, Any] | None, eps: float | None) -> dict[str, Any]:
@@ -180,41 +180,53 @@ def run_settings(out_dir: str | os.PathLike[str], checkpoint: str = "last") -> d
 
 @dataclasses.dataclass
 class RunPoints:
-    """What a measurement on a run's first test points starts from (:func:`run_points`)."""
+    """What a measurement on a run's first test points starts from (:func:`run_points`): the settings it records,
+    known without loading anything heavy, and :meth:`load` for the points and the model, called only when no stored
+    result answers."""
 
     folder: Path
-    points: ImageDataset
-    net: torch.nn.Module
     settings: dict[str, Any]
     epoch: int
     precision: str
     record: dict[str, Any]  # checkpoint, n_eval, eps, seed, batch_size and precision: the start of its settings
+    loader: Callable[[], tuple[ImageDataset, torch.nn.Module]] = dataclasses.field(repr=False)
+
+    def load(self) -> tuple[ImageDataset, torch.nn.Module]:
+        """The first ``n`` test points (checked against the run's data) and the model on the device."""
+        return self.loader()
 
 
 def run_points(out_dir: str | os.PathLike[str], n: int, *, checkpoint: str = "last", eps: float | None = None,
                data_dir: str | os.PathLike[str] | None = None, device: str = "auto",
                precision: str = "auto") -> RunPoints:
-    """A run's model and its first ``n`` test points at the run's eps (or ``eps``), with the settings every
-    measurement on them records (:func:`rll_core.indicators.run_indicators`, :func:`rll_core.bracket.run_bracket`).
+    """A run's first ``n`` test points at the run's eps (or ``eps``), with the settings every measurement on them
+    records (:func:`rll_core.indicators.run_indicators`, :func:`rll_core.bracket.run_bracket`); the data and the
+    model are read by :meth:`RunPoints.load`, as :func:`evaluate_run` reads them only when its file is missing.
 
     Raises:
-        ValueError: a bad ``n``, eps or checkpoint; RunMismatchError: no finished run, or other data."""
+        ValueError: a bad ``n``, eps or checkpoint; RunMismatchError: no finished run (other data: on load)."""
     check_int("n", n)
     out = user_path(out_dir)
-    ev_eps = measured_eps(out, checkpoint, eps)
-    _, test_set, net, settings, epoch = restore_run(out, checkpoint, data_dir, device)
-    dev = next(net.parameters()).device
+    if checkpoint not in ("last", "best"):
+        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    settings = run_settings(out, checkpoint)
+    ev_eps = _run_eps(out, settings, eps)
+    dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
+    ck = load_checkpoint(out / f"{checkpoint}.pt")
     record = {"checkpoint": checkpoint, "n_eval": n, "eps": ev_eps, "seed": settings["seed"],
               "batch_size": default_batch_size(dev), **precision_record(prec)}
-    return RunPoints(out, test_set.subset(n, seed=None), net, settings, epoch, prec, record)
+
+    def loader() -> tuple[ImageDataset, torch.nn.Module]:
+        _, test_set, net = _restore(out, settings, checkpoint, ck, data_dir, dev)
+        return test_set.subset(n, seed=None), net
+
+    return RunPoints(out, settings, int(ck["epoch"]), prec, record, loader)
 
 
-def measured_eps(out_dir: str | os.PathLike[str], checkpoint: str, eps: float | None) -> float:
+def _run_eps(out: Path, settings: Mapping[str, Any], eps: float | None) -> float:
     """The radius a measurement on a run uses: ``eps`` if given, else the run's own (its ``eps``, or its
     ``val_eps``), checked to lie in (0, 1]; one line where the run records none and none is given."""
-    out = user_path(out_dir)
-    settings = run_settings(out, checkpoint)
     run_eps = settings.get("eps", settings.get("val_eps"))
     if eps is None and run_eps is None:
         raise ValueError(f"{out} records no eps (settings.json has neither eps nor val_eps): pass eps=")
@@ -343,7 +355,7 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
         raise ValueError(f"splits must be 'train' and/or 'test' (each once), got {splits}")
     dev = resolve_device(device)
     settings = run_settings(out, checkpoint)
-    ev_eps = measured_eps(out, checkpoint, eps)
+    ev_eps = _run_eps(out, settings, eps)
     specs = eval_specs(ev_eps, attacks, steps, restarts)
     test_only = sorted(set(test_only))
     unknown = set(test_only) - {s.name for s in specs}
@@ -401,28 +413,6 @@ def _evaluation_record(checkpoint: str, n_eval: int, eps: float, batch_size: int
     if test_only:
         ev["test_only"] = list(test_only)
     return ev | precision_record(precision)  # in the file's name too
-
-
-def restore_run(out_dir: str | os.PathLike[str], checkpoint: str = "last",
-                data_dir: str | os.PathLike[str] | None = None, device: str = "auto"
-                ) -> tuple[ImageDataset, ImageDataset, torch.nn.Module, dict[str, Any], int]:
-    """A run's training and test data (checked against the digest it was trained on), its model with the
-    checkpoint's weights on ``device``, its settings and the checkpoint's epoch: what a measurement on a run starts
-    from.
-
-    Raises:
-        ValueError: an unknown checkpoint; RunMismatchError: no finished run, other data, weights that do not fit.
-
-    Example:
-        >>> train_set, test_set, net, settings, epoch = restore_run("runs/at")  # doctest: +SKIP
-    """
-    out = user_path(out_dir)
-    if checkpoint not in ("last", "best"):
-        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
-    settings = run_settings(out, checkpoint)
-    ck = load_checkpoint(out / f"{checkpoint}.pt")
-    train_set, test_set, net = _restore(out, settings, checkpoint, ck, data_dir, resolve_device(device))
-    return train_set, test_set, net, settings, int(ck["epoch"])
 
 
 def _restore(out: Path, settings: Mapping[str, Any], checkpoint: str, ck: Mapping[str, Any],

@@ -115,7 +115,14 @@ def test_a_run_folder_s_indicators_are_stored_and_read_back(tmp_path, mnist):
     stored = json.loads(files[0].read_text())
     assert stored["checks"]["n_eval"] == 16 and stored["indicators"] == got[:4]  # the curve's is not stored
     files[0].write_text(json.dumps({**stored, "indicators": [{**got[0], "verdict": "from the file"}]}))
-    assert run_indicators(run, n=16, device="cpu")[0]["verdict"] == "from the file"  # read back, not re-measured
+    import rll_core.runs
+
+    def no_load(*_a, **_k):
+        raise AssertionError("the model and data were loaded for a stored result")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rll_core.runs, "_restore", no_load)  # a stored result needs neither the data nor the model
+        assert run_indicators(run, n=16, device="cpu")[0]["verdict"] == "from the file"  # read back, not re-measured
     assert len(list(run.glob("checks-*.json"))) == 1
     run_indicators(run, n=8, device="cpu")
     assert len(list(run.glob("checks-*.json"))) == 2  # another n: a file of its own
