@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._search import eval_mode
-from .checks import as_float_images, check_eps, check_images, check_int, default_batch_size, model_device
+from ._search import eval_mode, num_classes_of
+from .checks import as_float_images, check_eps, check_images, check_int, check_labels, default_batch_size, model_device
 from .models import MaxPool2x2
 from .progress import progress_bar
 
@@ -380,13 +380,6 @@ def _box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     return (x - eps).clamp(min=0), (x + eps).clamp(max=1)
 
 
-def _prepare(model: nn.Module, x: np.ndarray | torch.Tensor, eps: float) -> tuple[list[nn.Module], torch.Tensor]:
-    check_eps(eps)
-    xt = as_float_images(x)
-    check_images(xt)
-    return layers_of(model), xt
-
-
 def lipschitz_bound(model: nn.Module, x: np.ndarray | torch.Tensor, *, eps: float,
                     batch_size: int | None = None) -> torch.Tensor:
     """A certified upper bound, per point, of the local Lipschitz constant in the paper's definition:
@@ -408,8 +401,7 @@ def lipschitz_bound(model: nn.Module, x: np.ndarray | torch.Tensor, *, eps: floa
     Example:
         >>> lipschitz_bound(model, x_test[:100], eps=0.1).mean()  # doctest: +SKIP
     """
-    layers, xt = _prepare(model, x, eps)
-    return certify(model, xt, None, eps=eps, batch_size=batch_size, _layers=layers)["lipschitz_bound"]
+    return certify(model, x, None, eps=eps, batch_size=batch_size)["lipschitz_bound"]
 
 
 def certified_margin(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *, eps: float,
@@ -421,16 +413,15 @@ def certified_margin(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarr
     Example:
         >>> (certified_margin(model, x, y, eps=0.1) > 0).float().mean()  # certified accuracy  # doctest: +SKIP
     """
-    layers, xt = _prepare(model, x, eps)
-    return certify(model, xt, y, eps=eps, batch_size=batch_size, _layers=layers)["margin"]
+    return certify(model, x, y, eps=eps, batch_size=batch_size)["margin"]
 
 
-def _margin(layers: Sequence[nn.Module], lo: torch.Tensor, hi: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``min_{j != y}`` of a lower bound of ``z_y - z_j`` over the box: the larger of the interval bound (the rows
+def _margin(traces: Sequence[_Trace], h: tuple[torch.Tensor, torch.Tensor], z: tuple[torch.Tensor, torch.Tensor],
+            box: tuple[torch.Tensor, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """``min_{j != y}`` of a lower bound of ``z_y - z_j`` over the box, from the forward pass's bounds (``h``: of the
+    last layer's input, ``z``: of the logits) and its traces: the larger of the interval bound (the rows
     ``W_y - W_j`` folded into the last Linear layer) and the linear relaxation's."""
-    h_lo, h_hi, traces = _interval_forward(layers, lo, hi, stop=len(layers) - 1)
-    last = layers[-1]
-    z_lo, z_hi, all_traces = _interval_forward(layers[-1:], h_lo, h_hi, relax=False)
+    (h_lo, h_hi), (z_lo, z_hi), last = h, z, traces[-1].layer
     low = z_lo.gather(1, y[:, None]) - z_hi
     if isinstance(last, nn.Linear):
         mid, rad = (h_lo + h_hi) / 2, (h_hi - h_lo) / 2
@@ -440,16 +431,14 @@ def _margin(layers: Sequence[nn.Module], lo: torch.Tensor, hi: torch.Tensor, y: 
         folded = folded - ROUNDING * ((w * mid[:, None, :]).abs().sum(-1) + (w.abs() * rad[:, None, :]).sum(-1))
         low = torch.maximum(low, folded)
     k = z_lo.shape[1]
-    rows = F.one_hot(y, k).to(lo.dtype)[:, None, :] - torch.eye(k, device=lo.device)[None]  # (N, K, K)
-    relaxed, _ = _relaxed_bounds([*traces, _Trace(last, tuple(h_lo.shape[1:]))], rows, (lo, hi), per_point=True,
-                                 upper=False)
+    rows = F.one_hot(y, k).to(z_lo.dtype)[:, None, :] - torch.eye(k, device=z_lo.device)[None]  # (N, K, K)
+    relaxed, _ = _relaxed_bounds(traces, rows, box, per_point=True, upper=False)
     low = torch.maximum(low, relaxed)
     return low.scatter(1, y[:, None], float("inf")).amin(1)
 
 
 def certify(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None, *, eps: float,
-            batch_size: int | None = None, progress: bool = False,
-            _layers: Sequence[nn.Module] | None = None) -> dict[str, Any]:
+            batch_size: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Certificates of ``model`` at radius ``eps`` on ``(x, y)``, batch by batch on the model's device.
 
     Args:
@@ -472,26 +461,32 @@ def certify(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torc
         >>> c = certify(model, x, y, eps=0.1)  # doctest: +SKIP
         >>> c["certified"].mean(), c["lipschitz_bound"].mean()  # doctest: +SKIP
     """
-    layers = list(_layers) if _layers is not None else _prepare(model, x, eps)[0]
+    layers = layers_of(model)
     check_eps(eps)
     xt = as_float_images(x)
     check_images(xt)
     dev = model_device(model)
     batch_size = default_batch_size(dev) if batch_size is None else check_int("batch_size", batch_size)
     yt = None if y is None else torch.as_tensor(np.asarray(y)).long()
+    if yt is not None and len(xt):
+        check_labels(yt, len(xt), num_classes_of(model, xt[:1].to(dev)))
     bounds, margins = [], []
     with torch.no_grad(), eval_mode(model):
         for s in progress_bar(range(0, len(xt), batch_size), desc="certify", disable=not progress, unit="batch"):
             xb = xt[s:s + batch_size].to(dev, torch.float32)
             lo, hi = _box(xb, eps)
-            z_lo, _, traces = _interval_forward(layers, lo, hi)
+            # one forward pass of bounds serves both certificates: to the last layer's input, then through it
+            h_lo, h_hi, traces = _interval_forward(layers, lo, hi, stop=len(layers) - 1)
+            z_lo, z_hi, last = _interval_forward(layers[-1:], h_lo, h_hi, relax=False)
+            traces += last
             flat_lo, flat_hi, flat_x = lo.flatten(1), hi.flatten(1), xb.flatten(1)
             edge = eps > 0  # a coordinate at a face of [0, 1] can only move inwards (at eps 0: the Jacobian's norm)
             bound = _norm_bound(traces, int(z_lo.shape[1]), len(xb), (flat_lo >= flat_x) & edge,
                                 (flat_hi <= flat_x) & edge)
             bounds.append((bound * (1 + ROUNDING)).cpu())
             if yt is not None:
-                margins.append(_margin(layers, lo, hi, yt[s:s + batch_size].to(dev)).cpu())
+                margins.append(_margin(traces, (h_lo, h_hi), (z_lo, z_hi), (lo, hi),
+                                       yt[s:s + batch_size].to(dev)).cpu())
     out: dict[str, Any] = {"lipschitz_bound": torch.cat(bounds) if bounds else torch.zeros(0), "eps": float(eps),
                            "n": len(xt)}
     if yt is not None:

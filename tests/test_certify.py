@@ -154,6 +154,8 @@ def test_an_unsupported_layer_is_refused_in_one_line_naming_it():
         layers_of(nn.Sequential(nn.MaxPool2d(3, 2)))
     with pytest.raises(ValueError, match="eps"):
         lipschitz_bound(_mlp(0), torch.rand(2, 2), eps=1.5)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):  # checked before any bound
+        certify(_mlp(0), torch.rand(2, 2), torch.tensor([0, 7]), eps=0.1)
     assert len(layers_of(build_model("cnn001", in_channels=1, num_classes=10, image_size=28))) == 8  # dropouts dropped
     assert np.isfinite(lipschitz_bound(build_model("cnn002", in_channels=1, num_classes=10, image_size=28),
                                        torch.rand(1, 1, 28, 28), eps=0.1).numpy()).all()
