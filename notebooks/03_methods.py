@@ -177,9 +177,10 @@ from rll_core.plotting import plot_indicators
 
 n_curve = G["n_eval"]
 theory = theory_curve(train, test, n_eval=n_curve, also=[G["eps"]])  # radii from 0 to 1.2 r, r of this training set
+# the curves of every run the checks read (monotone in eps), else of the first seed's, which the figure draws
 curves = {r["run"]: dict(robustness_curve(P.runs_dir / r["run"], theory["eps"], n_eval=n_curve, data_dir=P.data_dir,
                                           device=P.device, precision=P.precision), label=r["label"])
-          for r in rows if r.get("method") != "theory"}
+          for r in (rows if P.n_checks else first) if r.get("method") != "theory"}
 if P.n_checks:
     for r in [r for r in rows if r.get("method") != "theory"]:
         r["indicators"] = run_indicators(P.runs_dir / r["run"], n=P.n_checks, curve=curves[r["run"]],

@@ -85,14 +85,13 @@ def pool_seeds(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 d.pop(key, None)
                 continue
             mean, lo, hi = seed_interval([float(v) for v in vals])  # type: ignore[arg-type]
-            # (the attack checks of every seed are kept below: a warning at any seed is the row's)
             d[key], d["per_seed"][key] = mean, vals
             if kind == "lip":
                 d[f"{key}_se"] = standard_error([float(v) for v in vals])  # type: ignore[arg-type]
             else:  # an accuracy lies in [0, 1], a gap in [-1, 1]: the interval kept inside (coverage unchanged)
                 bound = 0.0 if kind == "acc" else -1.0
                 d[f"{key}_lo"], d[f"{key}_hi"] = max(lo, bound), min(hi, 1.0)
-        if any("indicators" in r for r in members):
+        if any("indicators" in r for r in members):  # every seed's checks: a warning at any seed is the row's
             d["indicators"] = [i for r in members for i in r.get("indicators", [])]
         out.append(d)
     return out
