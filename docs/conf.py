@@ -42,7 +42,7 @@ napoleon_numpy_docstring = False
 
 #: the modules with a reference page, in reading order
 MODULES = ["data", "separation", "theory", "models", "methods", "training", "attacks", "evaluation", "lipschitz",
-           "precision", "measure", "indicators", "certify", "bracket", "stats", "runs", "section4", "grids", "findings", "tables", "latex", "audit", "plotting", "widgets", "notebook",
+           "precision", "measure", "indicators", "certify", "bracket", "stats", "runs", "section4", "grids", "pool", "followup", "findings", "tables", "latex", "audit", "plotting", "widgets", "notebook",
            "card", "storage", "checks", "progress"]  # paper: a public name, its page is api/paper
 NOTEBOOKS = ["01_separation", "02_theory", "03_methods", "04_dropout", "05_your_model"]
 

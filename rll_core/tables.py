@@ -244,14 +244,16 @@ def caption(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
     if fitted:
         what += ("; " if what else "") + f"models fitted on {'/'.join(f'{k:,}' for k in fitted)} training images"
     k = max(int(r.get("seeds", 1) or 1) for r in rows)
+    which = "rll's ascent" + ("; ref. proc.: the reference code's procedure"
+                              if any(_number(r.get("test_lipschitz_reference")) is not None for r in rows) else "")
     intervals = (f"Each number is the mean over {k} training seeds (each its own training subset, initial weights "
                  f"and evaluated points), with a 95 % t interval over the seeds (t({k - 1}); it covers the seed and "
                  "the points together); local Lipschitz constants (ℓ∞ → ℓ1) as mean ± standard error over the seeds "
-                 "(rll's ascent; ref. proc.: the reference code's procedure). Gaps: train minus test accuracy."
+                 f"({which}). Gaps: train minus test accuracy."
                  ) if k > 1 else (
         "Accuracies with 95 % Wilson intervals; local Lipschitz "
-        "constants (ℓ∞ → ℓ1) as mean ± standard error (rll's ascent; ref. proc.: the reference code's "
-        "procedure). Gaps: train minus test accuracy, with Newcombe's 95 % interval of a difference.")
+        f"constants (ℓ∞ → ℓ1) as mean ± standard error ({which}). Gaps: train minus test accuracy, with Newcombe's "
+        "95 % interval of a difference.")
     text = (f"{what}; " if what else "") + (f"{_evaluated(rows)}{' per seed' if k > 1 else ''}. {intervals}") + (
         f" AutoAttack (standard, Croce & Hein 2020) on the first {'/'.join(map(str, aa))} test points; '-': "
         "not run." if aa else "") + (

@@ -342,7 +342,7 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
           augment: bool | str | None = None,
           seed: int = 0, out_dir: str | os.PathLike[str] | None = None,
           val_data: ImageDataset | tuple[Any, Any] | None = None, n_val: int = 500, val_eps: float | None = None,
-          extra_data: ImageDataset | tuple[Any, Any] | None = None, device: str | torch.device | None = "auto",
+          val_every: int = 1, extra_data: ImageDataset | tuple[Any, Any] | None = None, device: str | torch.device | None = "auto",
           channels_last: bool | None = None, compile_model: bool = False, precision: str = "auto",
           meta: Mapping[str, Any] | None = None, progress: bool = True) -> TrainResult:
     """Train ``model`` in place with ``method`` for ``epochs`` epochs, resuming from ``out_dir``.
@@ -372,6 +372,9 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
         val_data: validated after every epoch (clean and PGD accuracy at ``val_eps``), picks ``best.pt``.
         n_val: its first points used (default 500).
         val_eps: the validation radius (default the method's ``eps``; needed for a loss without one).
+        val_every: validate after every ``val_every``-th epoch and after the last (default 1: every epoch;
+            ``best.pt`` is picked among the validated epochs).  Validation draws from streams of its own, so the
+            weights do not depend on it; recorded with the run where it is not 1.
         extra_data: pseudo-labelled images added to every batch, as many as the batch (RST's).
 
         out_dir: the run folder (locked while training), or None for no files.
@@ -401,6 +404,7 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
     finished = False
     try:
         _check_settings(epochs, batch_size, lr, milestones, world)
+        check_int("val_every", val_every)
         aug = _augmentation(augment)
         eps = _validation_eps(method, val_eps, val_data is not None and n_val > 0)
         (x, y), val, extra = _inputs(train_data, val_data, extra_data)
@@ -413,6 +417,7 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
             augment=augment if isinstance(augment, str) else ("crop-flip" if augment else None), seed=seed,
             n_train=len(x), n_extra=len(extra[0]) if extra else 0, n_val=min(n_val, len(val[0])) if val else 0,
             val_eps=eps, amp=prec == "bf16", world_size=world, meta=meta,
+            **({"val_every": val_every} if val_every != 1 else {}),  # older runs keep their settings
             **({"compile_model": True} if compile_model else {}), **precision_record(prec))
         out = user_path(out_dir) if out_dir is not None else None
         with folder_lock(out) if out is not None and rank == 0 else contextlib.nullcontext(), \
@@ -423,7 +428,8 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
                 save_json(out / "settings.json", settings)
             for epoch in range(start, epochs + 1):
                 row = _run_epoch(loop, x, y, extra, epoch, epochs, batch_size, aug, prec == "bf16", channels_last, progress)
-                _validate_and_save(loop, row, val, n_val, eps)
+                checked = epoch == epochs or epoch % val_every == 0
+                _validate_and_save(loop, row, val if checked else None, n_val, eps)
                 _report(row, epochs, progress and rank == 0)
         finished = True
     finally:

@@ -129,3 +129,13 @@ def test_the_seeds_parameter():
     for bad in ("0,0", "a,1", -1, "", 1.5):
         with pytest.raises(ParameterError, match="parameter seeds: must be a seed or a list of distinct seeds >= 0"):
             check_parameter("seeds", bad, Param("seeds"))
+
+
+def test_the_gaps_notebook_decides_the_findings_over_the_package_s_seeds():
+    """Notebook 04's default seeds are rll_core.grids.FINDINGS_SEEDS (make run passes none unless SEEDS is set), so
+    its outputs carry no seeds tag at the default and a tag at any other list."""
+    from rll_core.grids import FINDINGS_SEEDS
+    from rll_core.notebook import Param, check_parameter
+
+    assert tuple(check_parameter("seeds", _namespace("04_dropout")["seeds"], Param("seeds"))) == FINDINGS_SEEDS
+    assert len(FINDINGS_SEEDS) >= 3

@@ -202,6 +202,30 @@ def test_cli_separation(tmp_path, capsys):
     assert not (tmp_path / "c2").exists()
 
 
+def test_cli_grid_decides_the_findings_over_seeds(tmp_path, capsys, mnist):
+    """rll grid: both Table 4 grids at two seeds in one pool, the pooled table and the findings printed and written,
+    each seed a run folder; a rerun reads every run back; bad seeds refused in one line before any work."""
+    args = ["grid", "--dataset", "mnist", "--methods", "natural,at", "--epochs", "1", "--n-train", "64", "--n-test",
+            "32", "--n-eval", "16", "--seeds", "0,1", "--findings", "--runs-dir", str(tmp_path / "runs"), "--out",
+            str(tmp_path / "o"), "--workers", "2", "--no-progress", "--device", "cpu", "--precision", "fp32"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "natural no dropout" in out and "AT + dropout" in out and "/2 hold" in out  # findings over the 2 seeds
+    assert len(list((tmp_path / "runs").iterdir())) == 8  # 2 methods x 2 seeds x with/without dropout
+    written = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert any(n.startswith("findings_dropout_mnist_quick_") and n.endswith(".tex") for n in written), written
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.pt")}
+    assert main(args) == 0  # resumed: nothing retrained
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.pt")} == stamps
+    capsys.readouterr()
+    for bad in ("0,0", "a", "-1"):
+        with pytest.raises(SystemExit):
+            main(["grid", "--seeds", bad, "--runs-dir", str(tmp_path / "r2")])
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1].startswith("rll grid: error: argument --seeds: must be distinct integers >= 0")
+    assert not (tmp_path / "r2").exists()
+
+
 @pytest.mark.slow
 def test_an_npz_of_your_own_runs_through_every_notebook(tmp_path, own_npz):
     """The paper's eps for its shape (MNIST's 0.1), its file stem in every output name."""

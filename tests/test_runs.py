@@ -35,6 +35,28 @@ def test_best_checkpoint_and_the_data_digest_refusal(tmp_path, own_npz):
         evaluate_run(tmp_path / "runs" / "natural", n_eval=4, attacks=("pgd",), device="cpu", progress=False)
 
 
+def test_an_evaluation_without_the_reference_procedure_is_a_file_of_its_own(tmp_path, own_npz):
+    """lipschitz=("ascent",) (the gaps preset's) or the reference procedure on test only (the tables'): the same
+    verdicts and values, no column for what was left out, another file; an unknown procedure is refused first."""
+    run = tmp_path / "runs" / "natural"
+    train_run(run, dataset=str(own_npz), epochs=1, batch_size=16, n_val=8, device="cpu", progress=False)
+    both = evaluate_run(run, n_eval=8, attacks=("pgd",), device="cpu", progress=False)
+    ascent = evaluate_run(run, n_eval=8, attacks=("pgd",), lipschitz=("ascent",), device="cpu", progress=False)
+    assert ascent["eval_file"] != both["eval_file"] and "test_lipschitz_reference" not in ascent
+    for k in ("test_pgd_accuracy", "train_pgd_accuracy", "test_lipschitz", "train_lipschitz"):
+        assert ascent[k] == both[k], k
+    assert ascent["evaluation"]["lipschitz"] == ["ascent"] and "lipschitz" not in both["evaluation"]
+    test_only = evaluate_run(run, n_eval=8, attacks=("pgd",), test_only=("reference",), device="cpu", progress=False)
+    assert "train_lipschitz_reference" not in test_only and test_only["eval_file"] != both["eval_file"]
+    assert test_only["test_lipschitz_reference"] == both["test_lipschitz_reference"]
+    files = sorted(run.glob("eval-*"))
+    with pytest.raises(ValueError, match="test_only names attacks or Lipschitz procedures that are not evaluated"):
+        evaluate_run(run, n_eval=4, attacks=("pgd",), lipschitz=("ascent",), test_only=("reference",), device="cpu")
+    with pytest.raises(ValueError, match="Lipschitz procedures must be distinct names of ascent, reference"):
+        evaluate_run(run, n_eval=4, lipschitz=("ascent", "steepest"), device="cpu", progress=False)
+    assert sorted(run.glob("eval-*")) == files
+
+
 def test_a_grid_runs_on_an_npz_of_your_own(tmp_path, own_npz):
     from rll_core.grids import run_grid
 

@@ -106,3 +106,21 @@ def test_a_grid_through_a_job_engine_in_its_local_mode_equals_the_sequential_gri
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "engine").rglob("*.pt")}
     assert _numbers(run_grid(tmp_path / "engine", seeds=(0, 1), **kw, executor=ex)) == _numbers(here)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "engine").rglob("*.pt")} == stamps  # resumed: nothing retrained
+
+
+def test_grids_in_one_pool_equal_each_grid_on_its_own(tmp_path):
+    """run_grids hands both dropout variants' runs to the same workers, the robust ones first: each grid's rows
+    come back in run_grid's order, equal to the grid run on its own (weights included)."""
+    from rll_core.grids import run_grids
+
+    kw = {**KW, "methods": "natural,at"}
+    with torch_threads(1):
+        alone = [run_grid(tmp_path / "alone", seeds=(0, 1), dropout=d, **kw) for d in (0.0, 0.25)]
+    together = run_grids(tmp_path / "together", [{"dropout": 0.0}, {"dropout": 0.25}], seeds=(0, 1), workers=2, **kw)
+    assert [[(r["key"], r["seed"], r["dropout"]) for r in g] for g in together] == \
+        [[(k, s, d) for k in ("natural", "at") for s in (0, 1)] for d in (0.0, 0.25)]
+    assert [_numbers(g) for g in together] == [_numbers(g) for g in alone]
+    for bad, message in (([], "at least one grid"), ([{"dropout": 0.0, "eps": 0.2}], "may set dropout, augment only")):
+        with pytest.raises(ValueError, match=message):
+            run_grids(tmp_path / "bad", bad, **kw)
+    assert not (tmp_path / "bad").exists()

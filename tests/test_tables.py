@@ -159,10 +159,12 @@ def test_the_caption_says_what_made_the_numbers():
     text = caption(_rows(), "Table 2.")
     assert text == ("Table 2. MNIST, ε = 0.1; models fitted on 2,000 training images; n = 100 train and 80 test "
                     "evaluation points. Accuracies with 95 % Wilson "
-                    "intervals; local Lipschitz constants (ℓ∞ → ℓ1) as mean ± standard error (rll's ascent; ref. "
-                    "proc.: the reference code's procedure). Gaps: train minus test accuracy, with Newcombe's 95 % "
-                    "interval of a difference. AutoAttack (standard, Croce & Hein 2020) on the first 25 test points; "
-                    "'-': not run.")
+                    "intervals; local Lipschitz constants (ℓ∞ → ℓ1) as mean ± standard error (rll's ascent). Gaps: "
+                    "train minus test accuracy, with Newcombe's 95 % interval of a difference. AutoAttack (standard, "
+                    "Croce & Hein 2020) on the first 25 test points; '-': not run.")
+    # the reference procedure is named only where a row has its column
+    with_ref = caption([{**_rows()[0], "test_lipschitz_reference": 1.5}, *_rows()[1:]], "Table 2.")
+    assert "(rll's ascent; ref. proc.: the reference code's procedure)" in with_ref
     plain = caption([{"label": "x", "dataset": "fashion_mnist"}])
     assert plain.startswith("Fashion-MNIST; n = ? evaluation points per split.") and "AutoAttack" not in plain
     assert plain.endswith("with Newcombe's 95 % interval of a difference.")  # nothing after it without AutoAttack

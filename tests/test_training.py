@@ -62,6 +62,22 @@ def test_resume_is_bit_identical_and_other_settings_are_refused(tmp_path, fmnist
         train(tiny(), tr, method, epochs=4, out_dir=tmp_path / "b", **kw)
 
 
+def test_validating_every_kth_epoch_leaves_the_weights_as_they_are(tmp_path, fmnist):
+    """Validation draws from streams of its own: a run validated after epochs 2 and 3 (val_every=2, and the last)
+    ends with the weights of the run validated after every epoch; best.pt is picked among the validated epochs."""
+    tr, te = _fmnist_subset(fmnist, 96, 64)
+    kw = dict(batch_size=32, optimizer="sgd", lr=0.05, seed=5, val_data=te, n_val=32, progress=False, epochs=3)
+    every, sparse = tiny(dropout=0.2, seed=2), tiny(dropout=0.2, seed=2)
+    r_every = train(every, tr, AT(eps=0.1, steps=2), out_dir=tmp_path / "every", **kw)
+    r_sparse = train(sparse, tr, AT(eps=0.1, steps=2), out_dir=tmp_path / "sparse", val_every=2, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(every.state_dict().values(), sparse.state_dict().values(), strict=True))
+    assert ["val_accuracy" in h for h in r_every.history] == [True, True, True]
+    assert ["val_accuracy" in h for h in r_sparse.history] == [False, True, True]
+    assert r_sparse.best_epoch in (2, 3) and r_sparse.settings["val_every"] == 2 and "val_every" not in r_every.settings
+    with pytest.raises(ValueError, match="val_every must be an integer >= 1"):
+        train(tiny(), tr, Natural(), val_every=0, **kw)
+
+
 def _umask() -> int:
     m = os.umask(0)
     os.umask(m)

@@ -196,7 +196,9 @@ def plot_train_vs_test(without: Sequence[Mapping[str, Any]], with_dropout: Seque
     st: Mapping[str, Any] = next((r.get("settings", {}) for r in (with_dropout or []) if r.get("settings")), {})
     rate = f"; dropout: {dropout_label(str(st.get('architecture', '')), st.get('dropout'))}" if st else ""
     ax.set_title(title if title is not None else f"Train against test {name} accuracy", fontsize=9)
-    set_caption(fig, f"{context_line(rows_all)}. {_upper(bars_note(rows_all, ('acc',)))}{rate}.")
+    arrows = (" Arrows: from each method without dropout to it with dropout; the diagonal: no gap."
+              if with_dropout else " The diagonal: no gap.")
+    set_caption(fig, f"{context_line(rows_all)}. {_upper(bars_note(rows_all, ('acc',)))}{rate}.{arrows}")
     if owned:
         fig.tight_layout()
         plt.close(fig)
