@@ -98,3 +98,32 @@ def test_the_readme_example_runs_as_written_on_an_npz_of_your_own(own_npz, capsy
     # readable as printed: n and 95 % intervals, the Lipschitz mean with its standard error (no tensor(...))
     assert re.fullmatch(r"n = 16: clean [01]\.\d{3} \[[01]\.\d{3}, [01]\.\d{3}\], pgd .*, multitarget .*", out[-2]), out[-2]
     assert re.fullmatch(r"local Lipschitz \d+\.\d ± \d+\.\d \(s\.e\., n = 16\)", out[-1]), out[-1]
+
+
+def test_docs_images_are_refreshed_from_one_run_with_their_captions(tmp_path):
+    """tools/docs_images.py: a picture takes its run's figure (same name, or the one tagged name), its caption
+    line the figure's caption file; --check changes nothing; a picture without one source is kept."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_images", ROOT / "tools" / "docs_images.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    img, run = tmp_path / "img", tmp_path / "figures"
+    img.mkdir()
+    run.mkdir()
+    (img / "fig_a.png").write_bytes(b"old a")
+    (img / "fig_b.png").write_bytes(b"old b")
+    (run / "fig_a_n150-e20.png").write_bytes(b"new a")
+    (run / "fig_a_n150-e20.caption.txt").write_text("MNIST · new settings.\n")
+    (run / "fig_b_x.png").write_bytes(b"one b")
+    (run / "fig_b_y.png").write_bytes(b"another b")  # two candidates: which is meant is unknown, so kept
+    page = tmp_path / "page.md"
+    page.write_text("text\n\n![a](img/fig_a.png)\n\n*MNIST · old settings.*\n\n![b](img/fig_b.png)\n\n*b's own.*\n")
+    before = page.read_text()
+    assert tool.refresh(img, [page], [run], check=True) == ["fig_a.png <- " + str(run / "fig_a_n150-e20.png"),
+                                                            "page.md: caption of fig_a.png"]
+    assert page.read_text() == before and (img / "fig_a.png").read_bytes() == b"old a"
+    tool.refresh(img, [page], [run])
+    assert (img / "fig_a.png").read_bytes() == b"new a" and (img / "fig_b.png").read_bytes() == b"old b"
+    assert page.read_text() == before.replace("*MNIST · old settings.*", "*MNIST · new settings.*")
+    assert tool.refresh(img, [page], [run], check=True) == []  # a second run changes nothing
