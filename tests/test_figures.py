@@ -1,6 +1,8 @@
 """Every figure the package draws, checked as a reader sees it: no two texts overlap, no text below 6 pt at the
-figure's own size, and no Type 3 font in its PDF (journals refuse them).  (Text beyond the axes' figure box is
-kept: save_figure saves with a tight bounding box, which grows to hold it.)"""
+figure's own size nor at the width of the page column it is meant for (one column, 3.3 in, for a figure up to
+4.5 in wide; two columns, 6.8 in, for a wider one: a figure wider than its column is shrunk to it, its text with
+it), and no Type 3 font in its PDF (journals refuse them).  (Text beyond the axes' figure box is kept:
+save_figure saves with a tight bounding box, which grows to hold it.)"""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from tests.test_storage_plotting import _section5_rows
 
 #: the smallest font a printed figure may carry, in points at its own size
 MIN_PT = 6.0
+#: a page's column widths (inches) and the widest figure meant for one column
+ONE_COLUMN, TWO_COLUMNS, ONE_COLUMN_UP_TO = 3.3, 6.8, 4.5
 
 
 def figure_problems(fig) -> list[str]:
@@ -36,6 +40,11 @@ def figure_problems(fig) -> list[str]:
         canvas.draw()
     renderer = canvas.get_renderer()
     problems = [f"{t.get_text()!r} at {t.get_fontsize():g} pt" for t in drawn if t.get_fontsize() < MIN_PT]
+    width = fig.get_tightbbox(renderer).width  # inches, as save_figure crops it
+    column = ONE_COLUMN if width <= ONE_COLUMN_UP_TO else TWO_COLUMNS
+    scale = min(1.0, column / width)
+    problems += [f"{t.get_text()!r} at {t.get_fontsize() * scale:.1f} pt in a {column:g}-in column "
+                 f"(the figure is {width:.1f} in wide)" for t in drawn if MIN_PT <= t.get_fontsize() < MIN_PT / scale]
     shapes = [(t, *_shape(t, renderer)) for t in drawn]
     for i, (a, ca, ha, ra) in enumerate(shapes):
         for b, cb, hb, rb in shapes[i + 1:]:
@@ -117,6 +126,31 @@ def _figures():
     }
 
 
+def _ten_rows():
+    """Section 5 rows at make run's size: the ten quick models."""
+    labels = [("natural", "natural"), ("gr", "GR (λ=1)"), ("llr", "LLR (λ=4, μ=3)"), ("at", "AT")]
+    labels += [("trades", f"TRADES (β={b})") for b in (1, 3, 6)] + [("rst", f"RST (λ={v})") for v in (0.5, 1, 2)]
+    base = _section5_rows()[0]
+    return [{**base, "method": m, "label": lab, "key": f"{m}{i}", "test_pgd_accuracy": 0.3 + 0.04 * i,
+             "test_lipschitz": 130.0 - 10 * i, "train_pgd_accuracy": 0.4 + 0.04 * i,
+             "gap_adversarial": 0.1, "settings": {**base["settings"], "architecture": "cnn001", "dropout": None},
+             "indicators": [{"indicator": k, "verdict": "ok", "value": 0.0, "limit": 0.1, "n": 50, "evidence": {},
+                             "text": ""} for k in ("unbounded", "more effort", "masked gradients", "gradient-free")]}
+            for i, (m, lab) in enumerate(labels)]
+
+
+def _ten_row_figures():
+    """The Section 5 figures with make run's ten models, and its ten robustness curves."""
+    from rll_core.plotting import plot_gaps, plot_indicators, plot_lipschitz_vs_accuracy, plot_robustness_curves
+
+    rows = _ten_rows()
+    curves = [{"method": r["method"], "label": r["label"], "eps": [0.0, 0.05, 0.1, 0.2, 0.4, 0.6],
+               "accuracy": [0.9, 0.8 - 0.01 * i, 0.6 - 0.02 * i, 0.3, 0.1, 0.0], "n": 100} for i, r in enumerate(rows)]
+    return {"lipschitz_vs_accuracy (10)": plot_lipschitz_vs_accuracy(rows), "gaps (10)": plot_gaps(rows),
+            "robustness_curves (10)": plot_robustness_curves(curves, r=0.49, eps_mark=0.1),
+            "indicators (10)": plot_indicators(rows)}
+
+
 FIGURES = ["lipschitz_vs_accuracy", "gaps", "robustness_curves", "accuracy_by_distance", "dropout_comparison",
            "train_vs_test", "indicators", "astuteness", "class_matrix", "pair_gallery", "separation"]
 
@@ -135,6 +169,14 @@ def test_no_text_overlaps_leaves_the_figure_or_is_too_small(figures, name):
     assert figure_problems(figures[name]) == []
 
 
+def test_the_figures_of_ten_models_are_legible_at_their_column_width():
+    import matplotlib.pyplot as plt
+
+    problems = {name: p for name, fig in _ten_row_figures().items() if (p := figure_problems(fig))}
+    plt.close("all")
+    assert problems == {}
+
+
 def test_the_check_catches_an_overlap_and_a_tiny_font():
     import matplotlib.pyplot as plt
 
@@ -146,6 +188,10 @@ def test_the_check_catches_an_overlap_and_a_tiny_font():
     assert "'first label' overlaps 'second label'" in got
     assert "'tiny' at 4 pt" in got
     plt.close(fig)
+    wide, ax = plt.subplots(figsize=(12, 3))  # 7 pt on about 10 in is under 5 pt in a 6.8-in column
+    ax.set_xlabel("a label", fontsize=7)
+    assert any("'a label' at 4." in p and "6.8-in column" in p for p in figure_problems(wide))
+    plt.close(wide)
 
 
 @pytest.mark.skipif(shutil.which("pdffonts") is None, reason="pdffonts (poppler-utils, make tex-deps) is missing")

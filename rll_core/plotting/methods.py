@@ -120,13 +120,17 @@ def plot_dropout_comparison(without: Sequence[Mapping[str, Any]], with_dropout: 
     heads = {k: h for k, h, _ in COLUMNS}
     kinds = {k: kind for k, _, kind in COLUMNS}
     units = {"acc": "accuracy", "gap": "train − test accuracy", "lip": "local Lipschitz constant"}
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.9), squeeze=False)
+    cols = min(2, len(metrics))  # two panels a row: the figure fits a two-column page (6.8 in) at its own size
+    n_rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.4 * cols, 2.6 * n_rows + 0.8), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
     pos = np.arange(len(without))
     st: Mapping[str, Any] = next((r.get("settings", {}) for r in with_dropout if r.get("settings")), {})
     rate = dropout_label(str(st.get("architecture", "")), st.get("dropout")) if st else "with dropout"
     # hollow = without dropout, filled = with (as in the train-against-test figure); no grey, which means
     # "standard" in the gaps figure
-    for ax, m in zip(axes[0], metrics, strict=True):
+    for ax, m in zip(axes.flat, metrics, strict=False):
         for off, rows, name, face in ((-0.2, without, "no dropout", "white"),
                                       (0.2, with_dropout, f"dropout: {rate}", "#0072B2")):
             err = np.array([error_bars(r, m) for r in rows]).T
@@ -143,8 +147,9 @@ def plot_dropout_comparison(without: Sequence[Mapping[str, Any]], with_dropout: 
         if m.startswith("gap"):
             ax.axhline(0, color="black", linewidth=0.6)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.tight_layout(rect=(0, 0, 1, 0.82))
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.89), ncol=2, fontsize=8, frameon=False)
+    top = 1 - 0.75 / fig.get_size_inches()[1]  # room for the title and the legend, in inches
+    fig.tight_layout(rect=(0, 0, 1, top))
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, top), ncol=2, fontsize=8, frameon=False)
     rows_all = [*without, *with_dropout]
     used = sorted({kinds.get(m, "lip") for m in metrics}, key=["acc", "gap", "lip"].index)
     fig.suptitle(title if title is not None else "With and without dropout", fontsize=9, y=0.99)

@@ -164,7 +164,9 @@ def plot_pair_gallery(pairs: Sequence[Mapping[str, Any]], queries: Any, refs: An
     if not pairs:
         raise ValueError("no pairs to show")
     rows = -(-len(pairs) // cols)
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2.0 * 2 * cols * 0.62, 1.62 * rows), squeeze=False)
+    # 0.85 in an image: four pairs a row fill a two-column page (6.8 in) at the figure's own size
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(0.85 * 2 * cols, 1.45 * rows + (0.35 if title else 0)),
+                             squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     qname, rname = getattr(queries, "split", "query"), getattr(refs, "split", "ref")
@@ -200,6 +202,11 @@ def _frame_pairs(fig: Figure, axes: Any, n: int, cols: int) -> None:
     """A light box behind each pair's two images, so that the pairs read as pairs."""
     from matplotlib.patches import FancyBboxPatch
 
+    for k in range(n):  # each pair's distance centred under its two images, as laid out
+        left, right = axes[k // cols][2 * (k % cols)], axes[k // cols][2 * (k % cols) + 1]
+        pl, pr = left.get_position(), right.get_position()
+        for t in left.texts:
+            t.set_x(((pl.x0 + pr.x1) / 2 - pl.x0) / pl.width)
     fig.canvas.draw()  # the titles' extents are known after a draw
     inv = fig.transFigure.inverted()
     for k in range(n):
