@@ -225,3 +225,26 @@ def test_a_plot_keeps_a_figure_the_caller_passed_open():
     own = plot_gaps(rows)
     assert own.number not in plt.get_fignums()  # its own figure is closed, returned for saving
     plt.close(fig)
+
+
+def test_more_than_four_curves_become_small_multiples_by_family():
+    """Ten models: one panel per family (single-setting methods together, each swept method apart), natural
+    training thin in the panels without it, the certified curve in every panel, bands in each."""
+    from rll_core.plotting import caption_of, plot_robustness_curves
+
+    def curve(method, label):
+        return {"method": method, "label": label, "eps": [0.0, 0.1, 0.2], "accuracy": [0.9, 0.6, 0.2], "n": 100}
+
+    models = [curve(m, m.upper()) for m in ("natural", "gr", "llr", "at")]
+    models += [curve("trades", f"TRADES (β={b})") for b in (1, 3, 6)] + [curve("rst", f"RST (λ={v})") for v in (1, 2)]
+    theory = {"method": "theory", "label": "Section 4", "eps": [0.0, 0.1, 0.2], "accuracy": [0.4, 0.1, 0.0], "n": 100}
+    fig = plot_robustness_curves([*models, theory], r=0.5, eps_mark=0.1)
+    axes = [a for a in fig.axes if a.get_visible()]
+    assert [a.get_title() for a in axes] == ["NATURAL, GR, LLR, AT", "TRADES", "RST"]
+    legends = [[t.get_text() for t in a.get_legend().get_texts()] for a in axes]
+    assert legends[1] == ["NATURAL", "TRADES (β=1)", "TRADES (β=3)", "TRADES (β=6)", "Section 4"]
+    assert legends[0][-1] == legends[2][-1] == "Section 4"
+    thin = [ln for ln in axes[1].get_lines() if ln.get_label() == "NATURAL"]
+    assert thin and thin[0].get_linewidth() < 1.0  # a reference, not a member
+    assert all(a.collections for a in axes)  # bands: at most four members a panel
+    assert caption_of(fig).startswith("Bands: 95 % Wilson intervals (n = 100 test points); natural training")

@@ -273,30 +273,99 @@ def _inset_axes(ax: Axes, box: tuple[float, float, float, float], rows: Sequence
     return None
 
 
+#: the most curves one panel of :func:`plot_robustness_curves` holds; more go into small multiples by family
+PANEL_CURVES = 4
+
+
 def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | None = None,
                            eps_mark: float | None = None, ax: Axes | None = None, title: str = "",
                            eps_label: str = "training ε", caption: str = "") -> Figure:
     """Robust test accuracy against the radius eps, one curve per model (``eps``, ``accuracy``, ``n``,
     ``method``, ``label``: :func:`rll_core.runs.robustness_curve` / ``theory_curve``) with 95 % Wilson
     bands, the data's r and the radius the models were trained at: where practice falls short of what
-    separation allows."""
+    separation allows.  More than :data:`PANEL_CURVES` models (and no ``ax``) are drawn as small multiples,
+    one panel per family (a swept method's members together), each with the other curves' references (the
+    certified ones and natural training, thin)."""
     import matplotlib.pyplot as plt
 
-    owned = ax is None
-    fig, ax = fig_ax(ax, (8.6, 4.6))
+    shades = dict(zip(map(id, curves), family_shades(curves), strict=True))
     models = [c for c in curves if c.get("method") != "theory" and not c.get("certified")]
-    bands = len(models) <= 4  # more bands than that blur into one haze: bars at the training eps instead
-    for k, (c, color) in enumerate(zip(curves, family_shades(curves), strict=True)):
-        st = method_style(c.get("method", ""))
+    panels = _family_panels(models) if ax is None and len(models) > PANEL_CURVES else [models]
+    if len(panels) == 1:
+        fig, axes = fig_ax(ax, (8.6, 4.6))
+        axs = [axes]
+    else:
+        fig, grid = plt.subplots(1, len(panels), figsize=(2.2 * len(panels) + 0.4, 4.3), sharey=True, squeeze=False)
+        axs = list(grid[0])
+    model_ids = {id(c) for c in models}  # by identity: a curve's arrays do not compare with ==
+    refs = [c for c in curves if id(c) not in model_ids]
+    natural = [c for c in models if c.get("method") == "natural"]
+    for i, (a, group) in enumerate(zip(axs, panels, strict=True)):
+        extra = natural if len(panels) > 1 and not any(c.get("method") == "natural" for c in group) else []
+        _draw_curves(a, [*extra, *group, *refs], shades, reference=extra, r=r, eps_mark=eps_mark,
+                     eps_label=eps_label, compact=len(panels) > 1)
+        if len(panels) > 1:
+            a.set_title(_family_name(group), fontsize=9)
+            if i:
+                a.set_ylabel("")
+    n = next((int(c["n"]) for c in models if c.get("n")), None)
+    bars = any(len(g) > PANEL_CURVES for g in panels)  # one family of more than four: bars, not bands
+    what = (f"bars at the {eps_label}" if bars else "bands") + ": 95 % Wilson intervals" + (
+        f" (n = {n} test points)" if n else "")
+    if len(panels) > 1:
+        fig.suptitle(title or "Robust accuracy against the radius ε", fontsize=9)
+        what += "; natural training drawn thin in every panel as a reference"
+    else:
+        axs[0].set_title(title or "Robust accuracy against the radius ε", fontsize=9)
+    set_caption(fig, (f"{caption}. " if caption else "") + what[0].upper() + what[1:] + ".")
+    fig.tight_layout()
+    if ax is None:
+        plt.close(fig)
+    return fig
+
+
+def _family_panels(models: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """The models grouped by method (in the order given), the groups packed into panels of at most
+    :data:`PANEL_CURVES` curves without splitting a group (a larger group gets a panel of its own)."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for c in models:
+        groups.setdefault(str(c.get("method", "")), []).append(c)
+    panels: list[list[Mapping[str, Any]]] = []
+    for g in groups.values():
+        if panels and len(panels[-1]) + len(g) <= PANEL_CURVES:
+            panels[-1].extend(g)
+        else:
+            panels.append(list(g))
+    return panels
+
+
+def _family_name(group: Sequence[Mapping[str, Any]]) -> str:
+    """A panel's title: its methods, a swept one by its name alone (``TRADES``)."""
+    names = list(dict.fromkeys(row_label(c).split(" (")[0] for c in group))
+    return ", ".join(names)
+
+
+def _draw_curves(ax: Axes, curves: Sequence[Mapping[str, Any]], shades: Mapping[int, Any], *,
+                 reference: Sequence[Mapping[str, Any]], r: float | None, eps_mark: float | None, eps_label: str,
+                 compact: bool) -> None:
+    """One panel of :func:`plot_robustness_curves`: the curves, their bands (or, past four, bars at the training
+    eps), r and the training eps marked."""
+    ref_ids = {id(c) for c in reference}
+    models = [c for c in curves if c.get("method") != "theory" and not c.get("certified") and id(c) not in ref_ids]
+    bands = len(models) <= PANEL_CURVES  # more bands than that blur into one haze: bars at the training eps instead
+    for k, c in enumerate(curves):
+        color, st = shades[id(c)], method_style(c.get("method", ""))
         eps, acc = np.asarray(c["eps"]), np.asarray(c["accuracy"])
         err = np.array([wilson_bars(a, c.get("n")) for a in acc])
         theory = c.get("method") == "theory"
         bound = theory or bool(c.get("certified"))  # a certified curve: a lower bound, drawn dashed
         mine = c.get("method") == "model" and not bound  # the card's model: the figure is about it
-        ax.plot(eps, acc, label=row_label(c), color=color,
-                marker=st["marker"], markersize=5, linewidth=2.6 if mine else 1.6 if bound else 1.2,
-                linestyle="--" if bound else "-", zorder=3 if mine else 2)
-        if bound:
+        thin = id(c) in ref_ids
+        ax.plot(eps, acc, label=row_label(c), color="#999999" if thin else color,
+                marker=None if thin else st["marker"], markersize=4 if compact else 5,
+                linewidth=0.9 if thin else 2.6 if mine else 1.6 if bound else 1.2,
+                linestyle="--" if bound else "-", zorder=1 if thin else 3 if mine else 2)
+        if bound or thin:
             continue
         if bands:
             ax.fill_between(eps, acc - err[:, 0], acc + err[:, 1], color=color, alpha=0.12, linewidth=0)
@@ -308,13 +377,14 @@ def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | No
     if r is not None:
         ax.axvline(r, color="#0072B2", linestyle=":", linewidth=1.2)
         ax.annotate(f"r = {r:.3f}", (r, 1.0), xytext=(-4, -2), textcoords="offset points", ha="right", va="top",
-                    fontsize=8, color="#0072B2")
+                    fontsize=7 if compact else 8, color="#0072B2")
     if eps_mark is not None:
         ax.axvline(eps_mark, color="#555555", linestyle=":", linewidth=1.0)
         span = max(max(float(max(c["eps"])) for c in curves), r or 0.0) or 1.0
         near_r = r is not None and abs(eps_mark - r) < 0.35 * span  # two labels at the top would collide: one lower
-        ax.annotate(f"{eps_label} = {eps_mark:g}", (eps_mark, 0.92 if near_r else 1.0), xytext=(4, -2),
-                    textcoords="offset points", va="top", fontsize=8, color="#555555")
+        ax.annotate(f"{'ε' if compact else eps_label} = {eps_mark:g}", (eps_mark, 0.92 if near_r else 1.0),
+                    xytext=(4, -2), textcoords="offset points", va="top", fontsize=7 if compact else 8,
+                    color="#555555")
     ax.set_xlabel(r"radius $\epsilon$ ($\ell_\infty$)")
     theory = any(c.get("method") == "theory" for c in curves)
     if any(c.get("certified") for c in curves):
@@ -323,16 +393,10 @@ def plot_robustness_curves(curves: Sequence[Mapping[str, Any]], *, r: float | No
         ax.set_ylabel("robust test accuracy\n(networks: PGD-10" + ("; Section 4: certified)" if theory else ")"))
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    what = ("bands" if bands else f"bars at the {eps_label}") + ": 95 % Wilson intervals"
-    n = next((int(c["n"]) for c in models if c.get("n")), None)
-    ax.set_title(title or "Robust accuracy against the radius ε", fontsize=9)
-    set_caption(fig, (f"{caption}. " if caption else "") + what[0].upper() + what[1:] +
-                (f" (n = {n} test points)." if n else "."))
-    fig.tight_layout()
-    if owned:
-        plt.close(fig)
-    return fig
+    if compact:  # under its panel: inside, it would hide the curves
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, handlelength=1.6)
+    else:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
 
 
 def plot_accuracy_by_distance(curves: Sequence[Mapping[str, Any]], edges: Sequence[float], *,
