@@ -62,7 +62,7 @@ formats = "png,pdf"
 interactive = True
 
 # %%
-from rll_core.notebook import notebook_setup, show_markdown
+from rll_core.notebook import notebook_setup, show_figure, show_markdown
 
 P = notebook_setup("02_theory", globals())  # every parameter checked here, before any work
 
@@ -73,7 +73,7 @@ from IPython.display import display
 
 from rll_core.data import load_train_test
 from rll_core.paper import display_name, eps_for
-from rll_core.plotting import plot_astuteness_curves, plot_decision_regions, save_figure
+from rll_core.plotting import plot_astuteness_curves, plot_decision_regions, save_figure, set_caption
 from rll_core.section4 import astuteness_radii, astuteness_sweep
 from rll_core.storage import array_digest, check_outputs, output_tag, record_outputs, save_table
 from rll_core.theory import LipschitzClassifier, astuteness, max_lipschitz_ratio
@@ -109,10 +109,13 @@ att = astuteness(toy, toy_t, toy_yt, 1.5 * toy.r)
 moved = att.per_point["flipped"]
 fig_toy = plot_decision_regions(toy, toy_x, toy_y, r=toy.r,
                                 attack=(toy_x[moved], att.x_adv[torch.from_numpy(moved)].numpy()))
-fig_toy.axes[0].set_title(f"r = {toy.r:.3f}; attack at ε = 1.5 r flips {moved.sum()} of {len(toy_x)}", fontsize=9)
+fig_toy.axes[0].set_title("The 1/r-Lipschitz classifier on three clusters", fontsize=9)
+set_caption(fig_toy, f"A 2-D toy: {len(toy_x)} points in three classes, r = {toy.r:.3f}. Shaded: the classifier's "
+                     f"decision regions; squares: each point's ℓ∞ ball of radius r, inside its own region; arrows: "
+                     f"the attack at ε = 1.5 r, beyond r, which flips {moved.sum()} of the {len(toy_x)} points.")
 files = save_figure(fig_toy, P.figures_dir / "fig_theory_toy", P.formats)
 print(f"toy: r = {toy.r:.3f}; certified astuteness at 0.99 r: {astuteness(toy, toy_t, toy_yt, 0.99 * toy.r).certified}")
-display(fig_toy)
+show_figure(fig_toy)
 
 # %% [markdown]
 # ## On real data
@@ -153,15 +156,17 @@ if grid[0] == 0:  # why certified < clean accuracy at eps = 0: correct answers t
     ties = round((t0["test_accuracy"] - t0["test_certified"]) * len(yte))
     note = (f"At ε = 0 the test accuracy is {t0['test_accuracy']:.2f} but {t0['test_certified']:.2f} is certified: "
             f"{ties} of the {len(yte)} test points are answered correctly only by a tie (equally far from two classes, "
-            "won by class order), and a tie certifies nothing. Attacked: PGD-20 and a step towards the nearest "
-            "other-class point (an upper bound); certified: the margin bound (a lower bound).")
-fig_curve = plot_astuteness_curves(grid, curves, r=clf.r, marks={"paper's ε": eps_paper}, note=note)
-fig_curve.axes[0].set_title(f"{display_name(train.name)}: the 1/r-Lipschitz classifier, {len(train):,} training "
-                            f"images, n = {P.n_eval} evaluation points per split", fontsize=9)
+            "won by class order), and a tie certifies nothing. ")
+fig_curve = plot_astuteness_curves(grid, curves, r=clf.r, marks={"paper's ε": eps_paper})
+fig_curve.axes[0].set_title("Astuteness of the 1/r-Lipschitz classifier against ε", fontsize=9)
+set_caption(fig_curve, f"{display_name(train.name)}: the classifier of {len(train):,} training images, r = "
+                       f"{clf.r:.3f}; n = {P.n_eval} evaluation points per split. {note}Attacked: PGD-20 and a step "
+                       "towards the nearest other-class point (an upper bound); certified: the margin bound (a lower "
+                       "bound); markers: the measured radii.")
 files += save_figure(fig_curve, P.figures_dir / f"fig_theory_astuteness_{train.name}{tag}", P.formats)
 record_outputs(P.figures_dir, outputs, settings, files)
 show_markdown(stem.with_suffix(".md").read_text())
-display(fig_curve)
+show_figure(fig_curve)
 
 # %% [markdown]
 # ## Explore
