@@ -91,7 +91,7 @@ def plot_gaps(rows: Sequence[Mapping[str, Any]], ax: Axes | None = None, title: 
     import matplotlib.pyplot as plt
 
     owned = ax is None  # a figure the caller passed in stays open
-    fig, ax = fig_ax(ax, (max(5.5, 0.7 * len(rows) + 2), 3.8))
+    fig, ax = fig_ax(ax, (min(6.8, max(5.5, 0.55 * len(rows) + 1.5)), 3.8))  # at most a two-column page
     pos = np.arange(len(rows))
     for off, key, name, color in ((-0.2, "gap_standard", "standard (clean)", "#999999"),
                                   (0.2, "gap_adversarial", "adversarial (PGD)", "#D55E00")):
