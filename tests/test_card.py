@@ -248,7 +248,7 @@ def test_the_card_notebook_on_an_npz_of_your_own(own_npz, tmp_path):
                                            "formats": "png"},
                                cwd=str(ROOT / "notebooks"), progress_bar=False)
     text = json.dumps(json.loads(out.read_text()))
-    assert "AutoAttack (standard) accuracy" in text and "wrote 12 files" in text  # 3 tables, 5 figures, 3 captions, card.md
+    assert "AutoAttack (standard) accuracy" in text and "wrote 13 files" in text  # 3 tables, 5 figures, 4 captions, card.md
     # headless, the table is text too (papermill --log-output prints an output's plain text)
     plain = [o["data"]["text/plain"] for c in json.loads(out.read_text())["cells"] for o in c.get("outputs", [])
              if "text/markdown" in o.get("data", {})]

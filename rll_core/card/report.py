@@ -17,6 +17,7 @@ from ..plotting import (
     plot_pair_gallery,
     plot_robustness_curves,
     save_figure,
+    set_caption,
     wrapped,
 )
 from ..storage import array_digest, load_npz, save_table
@@ -68,13 +69,15 @@ def model_name(card: Mapping[str, Any]) -> str:
     return f"{Path(str(named)).name} ({card['settings']['model']})" if named else str(card["settings"]["model"])
 
 
-def plot_least_smooth(x: np.ndarray, x_adv: np.ndarray, values: np.ndarray, k: int = 6, title: str = "") -> Any:
+def plot_least_smooth(x: np.ndarray, x_adv: np.ndarray, values: np.ndarray, k: int = 6, title: str = "",
+                      caption: str = "") -> Any:
     """The ``k`` points with the largest local Lipschitz estimate: each image, the input in its ball that
-    attains the estimate, and their difference (grey: none; scaled to the ball's radius)."""
+    attains the estimate, and their difference (grey: none; scaled to the ball's radius).  Six points fill a
+    two-column page (6.8 in) at the figure's own size; ``caption`` (the settings) goes beside it."""
     import matplotlib.pyplot as plt
 
     order = np.argsort(-values)[:k]
-    fig, axes = plt.subplots(3, len(order), figsize=(1.5 * len(order) + 0.6, 4.8), squeeze=False)
+    fig, axes = plt.subplots(3, len(order), figsize=(1.05 * len(order) + 0.5, 3.9), squeeze=False)
     for j, i in enumerate(order):
         diff = x_adv[i] - x[i]
         radius = float(np.abs(diff).max()) or 1.0
@@ -91,7 +94,10 @@ def plot_least_smooth(x: np.ndarray, x_adv: np.ndarray, values: np.ndarray, k: i
         axes[0][j].set_title(f"test #{i}\nL = {values[i]:.3g}", fontsize=7)
     for r, name in enumerate(("image x", "x' (attains L)", "x' - x, scaled")):
         axes[r][0].set_ylabel(name, fontsize=7)
-    fig.suptitle(wrapped(title, 90), fontsize=8)
+    fig.suptitle(wrapped(title or "The least smooth test points", 90), fontsize=9)
+    set_caption(fig, (f"{caption}. " if caption else "") + "Per point (the largest local Lipschitz estimates L of "
+                "rll's ascent): the image, the input in its ε-ball that attains L, and their difference (red: "
+                "brighter, blue: darker, grey: unchanged; scaled to the largest change).")
     fig.tight_layout()
     plt.close(fig)
     return fig
@@ -174,8 +180,7 @@ def write_card(card: Mapping[str, Any], train: ImageDataset, sub: ImageDataset,
                                     caption=what)
     files += save_figure(fig, folder / "fig_card_robustness_by_distance", formats)
     lip = load_npz(folder / "lipschitz.npz")
-    fig = plot_least_smooth(sub.float_images(), lip["ascent_inputs"], lip["ascent"],
-                            title=f"{what}: the least smooth test points (rll's ascent)")
+    fig = plot_least_smooth(sub.float_images(), lip["ascent_inputs"], lip["ascent"], caption=what)
     files += save_figure(fig, folder / "fig_card_least_smooth", formats)
     fig = plot_pair_gallery(sep["pairs"], train, train, cols=4,
                             title=f"{data}: the closest train-train pairs of different classes")
