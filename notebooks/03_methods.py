@@ -159,7 +159,8 @@ trained = [r for r in rows if r.get("method") != "theory"]
 # the curves of every run the checks read (monotone in eps), else of the first seed's, which the figure draws
 measured = follow_up(P.runs_dir, [r["run"] for r in trained], radii=theory["eps"], n_curve=n_curve,
                      autoattack=[r["run"] for r in trained if r.get("key") in aa_keys], n_autoattack=P.n_autoattack,
-                     n_checks=P.n_checks, n_certify=P.n_certify, curves=[r["run"] for r in first if r in trained],
+                     n_checks=P.n_checks, n_certify=P.n_certify,
+                     curves=[r["run"] for r in first if r.get("method") != "theory"],
                      data_dir=P.data_dir, device=P.device, precision=P.precision, workers=P.workers)
 curves = {r["run"]: dict(measured[r["run"]]["curve"], label=r["label"]) for r in trained if "curve" in measured[r["run"]]}
 

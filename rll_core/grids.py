@@ -36,7 +36,8 @@ __all__ = ["FINDINGS_SEEDS", "PAPER_METHODS", "PRESETS", "TABLE_EVALUATION", "ch
 
 #: The evaluation behind every table (:func:`run_grid`) and the per-point figure
 #: (:func:`rll_core.audit.point_robustness`): PGD and the Lipschitz ascent on both splits, the multi-targeted attack
-#: and the reference's Lipschitz procedure on the test points only (no table shows them on train).  One setting, so each run is evaluated once and read back after.
+#: and the reference's Lipschitz procedure on the test points only (no table shows them on train).  One setting,
+#: so each run is evaluated once and read back after.
 TABLE_EVALUATION: dict[str, Any] = {"attacks": ("pgd", "multitarget"), "test_only": ("multitarget", "reference")}
 
 #: The training seeds Section 5's findings are decided over by default (notebook 04, ``make run``): three, the
@@ -47,8 +48,8 @@ FINDINGS_SEEDS = (0, 1, 2)
 #: ``quick``: the default job (a 2,000-image subset, 2 epochs, Adam, 100 evaluation points per split);
 #: ``long``: 10,000 images, 3 epochs, 500 points (intervals of about +/- 0.04); ``gaps``: the regime of the
 #: paper's Section 5 conclusions, models that fit their training set (150 seeded images, trained 20 epochs,
-#: validated after the 10th and the last) evaluated with PGD and the Lipschitz ascent on those 150 and on 300 seeded test points, at
-#: several seeds (docs/results.md says how the sizes were chosen); ``paper``: the reference
+#: validated after the 10th and the last) evaluated with PGD and the Lipschitz ascent on those 150 and on 300
+#: seeded test points, at several seeds (docs/results.md says how the sizes were chosen); ``paper``: the reference
 #: settings of :mod:`rll_core.paper` on the full splits (a GPU job).  ``None`` keeps the reference's value;
 #: ``evaluation`` (where set) replaces :data:`TABLE_EVALUATION`.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -231,6 +232,9 @@ def run_grids(out_root: str | os.PathLike[str], variants: Sequence[Mapping[str, 
         bad = sorted(set(v) - set(VARIANT_KEYS))
         if bad:
             raise ValueError(f"a variant may set {', '.join(VARIANT_KEYS)} only, got {', '.join(bad)}")
+    keys = [tuple(v.get(k) for k in VARIANT_KEYS) for v in variants]
+    if len(set(keys)) != len(keys):  # the same runs twice: two workers would train one folder
+        raise ValueError(f"variants must differ, got {list(variants)}")
     methods = parse_methods(methods)
     seed_list = check_seeds(seeds)
     g = grid_settings(dataset, preset=preset, eps=eps, model=model, epochs=epochs, n_train=n_train, n_test=n_test,

@@ -150,8 +150,8 @@ def train_run(out_dir: str | os.PathLike[str], *, dataset: str, method: str = "n
                  lr=lr if lr is not None else paper.lr(key, m.name, opt, bs), momentum=ref.momentum,
                  milestones=paper.milestones(n_epochs) if milestones is None else milestones,
                  augment=augment if augment is not None else ref.augment, seed=seed, out_dir=out_dir,
-                 val_data=test_set, n_val=n_val, val_eps=run_eps, val_every=val_every, device=dev, meta=settings, progress=progress,
-                 precision=precision)
+                 val_data=test_set, n_val=n_val, val_eps=run_eps, val_every=val_every, device=dev, meta=settings,
+                 progress=progress, precision=precision)
 
 
 def _check_splits(train_set: ImageDataset, test_set: ImageDataset) -> None:

@@ -342,7 +342,8 @@ def train(model: nn.Module, train_data: ImageDataset | tuple[Any, Any], method: 
           augment: bool | str | None = None,
           seed: int = 0, out_dir: str | os.PathLike[str] | None = None,
           val_data: ImageDataset | tuple[Any, Any] | None = None, n_val: int = 500, val_eps: float | None = None,
-          val_every: int = 1, extra_data: ImageDataset | tuple[Any, Any] | None = None, device: str | torch.device | None = "auto",
+          val_every: int = 1, extra_data: ImageDataset | tuple[Any, Any] | None = None,
+          device: str | torch.device | None = "auto",
           channels_last: bool | None = None, compile_model: bool = False, precision: str = "auto",
           meta: Mapping[str, Any] | None = None, progress: bool = True) -> TrainResult:
     """Train ``model`` in place with ``method`` for ``epochs`` epochs, resuming from ``out_dir``.
