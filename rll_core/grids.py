@@ -22,6 +22,7 @@ from . import paper
 from .checks import check_int, check_real, resolve_device
 from .data import check_dataset, dataset_label, is_npz_path, reference_key
 from .methods import make_method
+from .models import check_model
 from .pool import default_workers, run_jobs
 from .precision import resolve_precision
 from .progress import progress_bar
@@ -239,8 +240,10 @@ def run_grids(out_root: str | os.PathLike[str], variants: Sequence[Mapping[str, 
     seed_list = check_seeds(seeds)
     g = grid_settings(dataset, preset=preset, eps=eps, model=model, epochs=epochs, n_train=n_train, n_test=n_test,
                       n_eval=n_eval, seed=seed_list[0])
-    for name, hyper in methods:  # check every method before any training
+    for name, hyper in methods:  # check every method, the architecture and each dropout before any training
         make_method(name, **resolve_hyper(g["reference"], name, hyper, g["eps"]))
+    for v in variants:
+        check_model(g["model"], v.get("dropout"))
     prec = resolve_precision(precision, device)
     per = [[_job(out_root, g, name, hyper, s, v.get("dropout"), v.get("augment"), preset, data_dir, device, prec)
             for name, hyper in methods for s in seed_list] for v in variants]

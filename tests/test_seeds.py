@@ -121,7 +121,8 @@ def test_grids_in_one_pool_equal_each_grid_on_its_own(tmp_path):
         [[(k, s, d) for k in ("natural", "at") for s in (0, 1)] for d in (0.0, 0.25)]
     assert [_numbers(g) for g in together] == [_numbers(g) for g in alone]
     for bad, message in (([], "at least one grid"), ([{"dropout": 0.0, "eps": 0.2}], "may set dropout, augment only"),
-                         ([{"dropout": 0.5}, {"dropout": 0.5, "augment": None}], "variants must differ")):
+                         ([{"dropout": 0.5}, {"dropout": 0.5, "augment": None}], "variants must differ"),
+                         ([{"dropout": 0.0}, {"dropout": 1.0}], "dropout")):
         with pytest.raises(ValueError, match=message):
             run_grids(tmp_path / "bad", bad, **kw)
     assert not (tmp_path / "bad").exists()
