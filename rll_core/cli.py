@@ -40,7 +40,7 @@ your own (arrays images, labels, optional test_images, test_labels, class_names)
 
 
 def _ranged(bad: str, *, integral: bool = False, lo: float | None = None, hi: float | None = None,
-            lo_open: bool = False) -> Callable[[str], Any]:
+            lo_open: bool = False, hi_open: bool = False) -> Callable[[str], Any]:
     """An argparse type: the text as an int or a finite float inside the bounds (:func:`rll_core.checks.within`,
     the library's range rule), else ``bad`` and the value in one line."""
     def parse(s: str) -> Any:
@@ -50,7 +50,7 @@ def _ranged(bad: str, *, integral: bool = False, lo: float | None = None, hi: fl
             raise argparse.ArgumentTypeError(f"{bad if integral else 'must be a number'}, got {s!r}") from None
         if not math.isfinite(v):
             raise argparse.ArgumentTypeError(f"must be a finite number, got {s}")
-        if not within(v, lo, hi, lo_open=lo_open):
+        if not within(v, lo, hi, lo_open=lo_open, hi_open=hi_open):
             raise argparse.ArgumentTypeError(f"{bad}, got {s}")
         return v
     return parse
@@ -120,7 +120,7 @@ def _add_grid(sub: Any) -> None:
                    help="training seeds, comma-separated, each a run folder of its own (default: 0)")
     g.add_argument("--eps", type=_attack_eps, default=None, help="the radius, in (0, 1] (default: the paper's)")
     g.add_argument("--model", default=None, help="architecture (default: the paper's for the dataset)")
-    g.add_argument("--dropout", type=_ranged("must be in [0, 1)", lo=0, hi=1), default=None,
+    g.add_argument("--dropout", type=_ranged("must be in [0, 1)", lo=0, hi=1, hi_open=True), default=None,
                    help="dropout rate of every run (default: the architecture's own)")
     g.add_argument("--epochs", type=_positive_int, default=None, help="(default: the preset's)")
     g.add_argument("--n-train", type=_positive_int, default=None, help="(default: the preset's)")

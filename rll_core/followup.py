@@ -76,9 +76,11 @@ def follow_up(runs_dir: str | os.PathLike[str], runs: Sequence[str], *, radii: S
     stray = sorted(set(autoattack) - set(runs)) + sorted(set(curves or ()) - set(runs))
     if stray:
         raise ValueError(f"runs asked for a measurement are not among the runs: {', '.join(stray)}")
-    with_curve = set(runs if curves is None else curves) | (set(runs) if n_checks else set())
+    with_curve = set(runs if curves is None else curves)  # a checked run gets its curve from its checks' job
+    with_autoattack = set(autoattack)
     common: dict[str, Any] = {"data_dir": data_dir, "device": device, "precision": precision}
-    jobs: list[dict[str, Any]] = [{"kind": "autoattack", "run": r, "n": n_autoattack, **common} for r in runs if r in set(autoattack)]
+    jobs: list[dict[str, Any]] = [{"kind": "autoattack", "run": r, "n": n_autoattack, **common}
+                                  for r in runs if r in with_autoattack]
     jobs += [{"kind": "checks", "run": r, "n": n_checks, "radii": list(radii), "n_curve": n_curve, **common}
              for r in runs if n_checks]
     jobs += [{"kind": "curve", "run": r, "radii": list(radii), "n_curve": n_curve, **common}

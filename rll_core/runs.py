@@ -209,8 +209,7 @@ def run_points(out_dir: str | os.PathLike[str], n: int, *, checkpoint: str = "la
         ValueError: a bad ``n``, eps or checkpoint; RunMismatchError: no finished run (other data: on load)."""
     check_int("n", n)
     out = user_path(out_dir)
-    if checkpoint not in ("last", "best"):
-        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    _check_checkpoint(checkpoint)
     settings = run_settings(out, checkpoint)
     ev_eps = _run_eps(out, settings, eps)
     dev = resolve_device(device)
@@ -224,6 +223,12 @@ def run_points(out_dir: str | os.PathLike[str], n: int, *, checkpoint: str = "la
         return test_set.subset(n, seed=None), net
 
     return RunPoints(out, settings, int(ck["epoch"]), prec, record, loader)
+
+
+def _check_checkpoint(checkpoint: str) -> None:
+    """Refuse, in one line, a checkpoint other than a run folder's two (``last``, ``best``)."""
+    if checkpoint not in ("last", "best"):
+        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
 
 
 def _run_eps(out: Path, settings: Mapping[str, Any], eps: float | None) -> float:
@@ -268,8 +273,7 @@ def load_run(out_dir: str | os.PathLike[str], checkpoint: str = "last",
         >>> model, settings, history = load_run("runs/mine-trades")  # doctest: +SKIP
     """
     out = user_path(out_dir)
-    if checkpoint not in ("last", "best"):
-        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    _check_checkpoint(checkpoint)
     settings = run_settings(out, checkpoint)
     ck = load_checkpoint(out / f"{checkpoint}.pt")
     model = _load_weights(_build(settings, settings["seed"]), ck, out / f"{checkpoint}.pt", settings)
@@ -352,8 +356,7 @@ def evaluate_run(out_dir: str | os.PathLike[str], *, checkpoint: str = "last", e
         >>> row["test_pgd_accuracy"], row["gap_adversarial"]  # doctest: +SKIP
     """
     out = user_path(out_dir)
-    if checkpoint not in ("last", "best"):
-        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    _check_checkpoint(checkpoint)
     check_int("n_eval", n_eval)
     check_int("lipschitz_steps", lipschitz_steps)
     splits = list(splits)
@@ -468,8 +471,7 @@ def robustness_curve(out_dir: str | os.PathLike[str], eps_grid: Sequence[float],
         >>> robustness_curve("runs/at", [0, 0.05, 0.1, 0.2])["accuracy"]  # doctest: +SKIP
     """
     out = user_path(out_dir)
-    if checkpoint not in ("last", "best"):
-        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    _check_checkpoint(checkpoint)
     grid = sorted({check_real("eps", e, lo=0, hi=1) for e in eps_grid})
     if not grid:
         raise ValueError("eps_grid is empty")

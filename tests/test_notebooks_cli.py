@@ -223,6 +223,9 @@ def test_cli_grid_decides_the_findings_over_seeds(tmp_path, capsys, mnist):
             main(["grid", "--seeds", bad, "--runs-dir", str(tmp_path / "r2")])
         err = capsys.readouterr().err
         assert err.strip().splitlines()[-1].startswith("rll grid: error: argument --seeds: must be distinct integers >= 0")
+    with pytest.raises(SystemExit):  # a rate of 1 drops every unit: refused as it is read, as the help says
+        main(["grid", "--dropout", "1", "--runs-dir", str(tmp_path / "r2")])
+    assert "argument --dropout: must be in [0, 1), got 1" in capsys.readouterr().err
     assert not (tmp_path / "r2").exists()
 
 
