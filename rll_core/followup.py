@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .bracket import run_bracket
-from .checks import check_int, resolve_device
+from .checks import check_int, check_real, resolve_device
 from .indicators import indicator_summary, run_indicators
 from .pool import default_workers, run_jobs
 from .progress import progress_bar
-from .runs import evaluate_run, robustness_curve
+from .runs import evaluate_run, robustness_curve, run_settings
 from .storage import user_path
 
 __all__ = ["KINDS", "follow_up"]
@@ -60,8 +60,8 @@ def follow_up(runs_dir: str | os.PathLike[str], runs: Sequence[str], *, radii: S
         ``bracket`` (:func:`~rll_core.bracket.run_bracket`'s dict).
 
     Raises:
-        ValueError: a bad size or worker count, an AutoAttack run not in ``runs``, before any work; whatever a
-            measurement raises.
+        ValueError: a bad size, radius or worker count, an AutoAttack run not in ``runs``, before any work;
+            RunMismatchError: a folder without a finished run, before any work; whatever a measurement raises.
 
     Example:
         >>> out = follow_up("results/runs", [r["run"] for r in rows], radii=[0, 0.05, 0.1], n_checks=50)  # doctest: +SKIP
@@ -71,11 +71,15 @@ def follow_up(runs_dir: str | os.PathLike[str], runs: Sequence[str], *, radii: S
         check_int(name, n)
     for name, n in (("n_checks", n_checks), ("n_certify", n_certify)):
         check_int(name, n, lo=0)
+    for e in radii:  # as robustness_curve checks them, but before any job starts
+        check_real("eps", e, lo=0, hi=1)
     root = user_path(runs_dir)
     runs = list(runs)
     stray = sorted(set(autoattack) - set(runs)) + sorted(set(curves or ()) - set(runs))
     if stray:
         raise ValueError(f"runs asked for a measurement are not among the runs: {', '.join(stray)}")
+    for r in runs:  # a folder without a finished run: refused here, not in a worker after other jobs began
+        run_settings(root / r)
     with_curve = set(runs if curves is None else curves)  # a checked run gets its curve from its checks' job
     with_autoattack = set(autoattack)
     common: dict[str, Any] = {"data_dir": data_dir, "device": device, "precision": precision}

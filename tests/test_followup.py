@@ -62,6 +62,12 @@ def test_only_what_is_asked_and_refusals_before_any_work(two_runs):
     assert follow_up(two_runs, ["nat"], workers=1, progress=False) == {"nat": {}}
     for bad, message in ((dict(autoattack=["other"]), "not among the runs: other"),
                          (dict(n_checks=-1), "n_checks must be an integer >= 0"),
-                         (dict(workers=0), "workers must be an integer >= 1")):
+                         (dict(workers=0), "workers must be an integer >= 1"),
+                         (dict(radii=[0.0, 1.5]), "eps must be a finite number in \\[0, 1\\]")):
         with pytest.raises(ValueError, match=message):
             follow_up(two_runs, ["nat"], **bad)
+    from rll_core.training import RunMismatchError
+
+    with pytest.raises(RunMismatchError, match="holds no finished run"):  # before the first run's job starts
+        follow_up(two_runs, ["nat", "missing"], n_certify=4, workers=1, progress=False, device="cpu")
+    assert not list((two_runs / "nat").glob("bracket-last-e1-eps0p1-n4-*"))
