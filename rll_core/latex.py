@@ -28,6 +28,8 @@ _LINE_PT = 11.0  # a \small line in a tabular (measured: a two-line interval row
 _SMALL_LINE_PT = 7.0  # a \scriptsize one
 _BLOCK_PT = 20.0  # rules and the gap between blocks
 _FLOAT_PT = 495.0  # what one float may hold: 0.9 \textheight (about 550 pt)
+_NOTE_LINE_PT = 9.5  # a \footnotesize line of the notes under a table
+_CAPTION_CHARS = 140  # a caption of up to two lines stays whole; a longer one keeps its first sentence
 
 #: Characters of the display tables and their LaTeX (math where it is math).
 _TEX = {"\\": "\\textbackslash{}", "_": "\\_", "&": "\\&", "%": "\\%", "#": "\\#", "$": "\\$", "{": "\\{",
@@ -164,7 +166,9 @@ def latex_table(cols: Sequence[str], rows: Sequence[Mapping[str, str]], caption:
     """A booktabs table, laid out by :func:`tex_layout`, as LaTeX source (``table`` floats when captioned).
 
     Blocks that do not fit one page together go into a second float, numbered as the first and captioned
-    "(continued)"; a block with more rows than a page holds is split by rows the same way.
+    "(continued)"; a block with more rows than a page holds is split by rows the same way.  A caption longer than
+    two lines keeps its first sentence above the table (the title) and puts the rest under its last block, in
+    small type, as notes.
 
     Args:
         cols: the column names (headers in words; the first column left-aligned, the rest right-aligned).
@@ -183,12 +187,17 @@ def latex_table(cols: Sequence[str], rows: Sequence[Mapping[str, str]], caption:
         >>> print(latex_table(["method", "acc"], [{"method": "AT", "acc": "0.90"}]).splitlines()[0])
         % needs \\usepackage{booktabs}; every block fits \\textwidth of a standard article
     """
-    blocks = [(b, part) for b in tex_layout(cols, rows, textwidth_pt, groups)
-              for part in _row_chunks(b, rows, _FLOAT_PT - (len(caption) / 70 + 2) * _LINE_PT)]
+    title, notes = _split_caption(caption)
+    head = len(title) / 70 * _LINE_PT + _LINE_PT  # the first float's caption; a continued one's is a line
+    notes_pt = (len(notes) / 95 + 1) * _NOTE_LINE_PT if notes else 0.0
+    # a block is split by rows only where it is taller than the float that takes it (the first block meets the
+    # caption, every later one a float of its own at worst)
+    blocks = [(b, part) for i, b in enumerate(tex_layout(cols, rows, textwidth_pt, groups))
+              for part in _row_chunks(b, rows, _FLOAT_PT - (head if i == 0 else 2 * _LINE_PT) - _LINE_PT)]
     floats: list[list[tuple[list[str], Sequence[Mapping[str, str]]]]] = [[]]
-    used = len(caption) / 70 * _LINE_PT + _LINE_PT
-    for block, part in blocks:
-        h = _height(block, part)
+    used = head
+    for k, (block, part) in enumerate(blocks):
+        h = _height(block, part) + (notes_pt if k == len(blocks) - 1 else 0.0)  # the notes go under the last
         if floats[-1] and used + h > _FLOAT_PT:
             floats.append([])
             used = 2 * _LINE_PT
@@ -198,15 +207,34 @@ def latex_table(cols: Sequence[str], rows: Sequence[Mapping[str, str]], caption:
     for k, held in enumerate(floats):
         if caption:
             out += ["\\begin{table}[t]", "\\centering", "\\small"]
-            out += [f"\\caption{{{tex_escape(caption)}}}"] if k == 0 else [
+            out += [f"\\caption{{{tex_escape(title)}}}"] if k == 0 else [
                 "\\addtocounter{table}{-1}", "\\caption{(continued)}"]
         for i, (cols_i, some) in enumerate(held):
             if i:
                 out.append("\\par\\medskip")
             out += _tabular(cols_i, some)
+        if notes and k == len(floats) - 1:
+            out += ["\\par\\smallskip", "\\begin{minipage}{\\linewidth}\\footnotesize",
+                    f"\\emph{{Notes.}} {tex_escape(notes)}", "\\end{minipage}"]
         if caption:
             out.append("\\end{table}")
     return "\n".join(out)
+
+
+def _split_caption(caption: str) -> tuple[str, str]:
+    """A long caption as its first sentence (the ``\\caption``: a title, as booktabs tables have above them) and
+    the rest (notes in small type under the table's last block); a caption of up to two lines stays whole.
+
+    >>> _split_caption("Table 2. MNIST, eps = 0.1; intervals are 95 % Wilson intervals. " * 3)[0]
+    'Table 2.'
+    """
+    caption = caption.strip()
+    if len(caption) <= _CAPTION_CHARS:
+        return caption, ""
+    cut = re.search(r"\.\s", caption)
+    if cut is None or cut.end() >= len(caption):
+        return caption, ""
+    return caption[:cut.start() + 1], caption[cut.end():]
 
 
 def _tabular(block: Sequence[str], rows: Sequence[Mapping[str, str]]) -> list[str]:

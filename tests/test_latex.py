@@ -116,3 +116,19 @@ def test_the_rendered_text_reads_as_written(tmp_path):
     assert "AT: adversarial gap > 0" in text and "¿" not in text and "¡" not in text
     # (OT1's underscore, tilde and circumflex are glyphs pdftotext reads as a space, ˜ and ˆ: present, not lost)
     assert "50 % of {a} & b c < d ˜ eˆf $5 #1" in " ".join(text.split())
+
+
+def test_a_long_caption_does_not_cut_a_block_that_fits_a_page():
+    """A block that fits a float of its own is never split by rows because the caption is long (make run's Table 2/3
+    caption is ~1,500 characters; its multi-targeted block came out as a page and a two-row stub): a long caption
+    keeps its first sentence as the title and puts the rest under the table as notes."""
+    rows = _wide_rows()
+    shown = display_rows([*rows, *({**r, "label": f"{r['label']}, seed 2"} for r in rows[:4])])  # 12 rows
+    caption = "Tables 2/3. " + "settings and intervals, " * 65
+    body = latex_table(list(shown[0]), shown, caption=caption)
+    blocks = tex_layout(list(shown[0]), shown)
+    assert body.count("\\begin{tabular}{l") == len(blocks)  # each block whole, in one float
+    assert body.count("\\begin{table}") > 1 and body.count("\\caption{(continued)}") == body.count("\\begin{table}") - 1
+    # the caption's first sentence is the title above the table, the rest notes under its last block
+    assert "\\caption{Tables 2/3.}" in body
+    assert body.rindex("\\bottomrule") < body.index("\\emph{Notes.} settings and intervals,") < body.rindex("\\end{table}")

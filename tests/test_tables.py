@@ -66,7 +66,7 @@ def test_export_writes_numbers_intervals_and_a_caption(tmp_path):
     blocks = tex_layout(list(display_rows(rows)[0]), display_rows(rows))
     assert [b[0] for b in blocks] == ["method"] * len(blocks)  # every block starts with the method
     assert tex.count("\\begin{tabular}{l") == len(blocks) and f"\\scriptsize [{lo:.2f}, {hi:.2f}]" in tex
-    assert "TRADES ($\\beta$=6)" in tex and "\\toprule" in tex and "\\caption{Table 2. Fashion-MNIST" in tex
+    assert "TRADES ($\\beta$=6)" in tex and "\\toprule" in tex and "\\caption{Table 2.}" in tex and "\\emph{Notes.} Fashion-MNIST" in tex
     assert "_" not in tex.split("\\midrule")[0].split("\\toprule")[1]  # headers are words, not keys
 
 
