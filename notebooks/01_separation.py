@@ -64,7 +64,7 @@ filter_distance = None      # None: no filter; a number: drop the pairs closer t
 interactive = True          # the explorer at the end (False skips it)
 
 # %%
-from rll_core.notebook import notebook_setup, show_markdown
+from rll_core.notebook import notebook_setup, show_figure, show_markdown
 
 P = notebook_setup("01_separation", globals())  # every parameter checked here, before any work
 
@@ -160,11 +160,10 @@ if result.test_train is not None:
     audit_files += save_figure(fig_te, P.figures_dir / f"fig_audit_pairs_test_{train.name}{tag}", P.formats)
     display(fig_te)
 cm = class_matrix(result.train_train, train.labels, train.labels, len(train.classes) or None)
-fig_cm = plot_class_matrix(cm, train.classes, title=f"{name} train-train: smallest distance from a point of each "
-                           "class (row) to its nearest other-class point, by that point's class (column)")
+fig_cm = plot_class_matrix(cm, train.classes, title=f"{name} training set: smallest distance between two classes")
 audit_files += save_figure(fig_cm, P.figures_dir / f"fig_audit_classes_{train.name}{tag}", P.formats)
 record_outputs(P.figures_dir, f"audit_{train.name}{tag}", audit_settings, audit_files)
-display(fig_cm)
+show_figure(fig_cm)  # with its caption: what rows, columns, red and blank cells are
 
 # %% [markdown]
 # ### Filtering close pairs

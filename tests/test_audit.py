@@ -63,7 +63,11 @@ def test_class_matrix_matches_brute_force_nearest_classes():
             else:
                 assert np.isnan(m["min"][a, b]) and np.isnan(m["median"][a, b])
     assert np.nanmin(m["min"]) == pytest.approx(dist.min())
-    plot_class_matrix(m, q.classes)
+    from rll_core.plotting import caption_of
+
+    fig = plot_class_matrix(m, q.classes)
+    # what red and blank cells mean is in the caption a reader pastes under the figure, not drawn inside it
+    assert not fig.texts and f"Red: the cells at the minimum ({np.nanmin(m['min']):.3f})" in caption_of(fig)
 
 
 def test_filter_leaves_a_set_separated_at_the_threshold_and_saves_a_usable_dataset(tmp_path):

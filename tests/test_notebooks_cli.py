@@ -53,7 +53,8 @@ def test_separation_notebook_runs_headless(tmp_path, fmnist):
     figs = tmp_path / "figures"
     names = sorted(p.name for p in figs.iterdir())
     stem = "fashion_mnist_n1000-200-seed0"  # a subset's outputs never take the full data's names
-    audit = [f"fig_audit_{k}_{stem}.{x}" for k in ("classes", "pairs_test", "pairs_train") for x in ("png", "svg")]
+    audit = sorted([f"fig_audit_classes_{stem}.caption.txt"]  # the class matrix's key: a caption, not drawn text
+                   + [f"fig_audit_{k}_{stem}.{x}" for k in ("classes", "pairs_test", "pairs_train") for x in ("png", "svg")])
     assert names == [f"audit_{stem}.settings.json", f"fig2_separation_{stem}.png", f"fig2_separation_{stem}.svg",
                      *audit, f"separation_{stem}.json", f"separation_{stem}.settings.json", f"table1_{stem}.csv",
                      f"table1_{stem}.md"]

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..paper import display_name
 from ..storage import check_outputs, output_tag, record_outputs, save_json, save_table, user_path
-from ._base import save_figure, wrapped
+from ._base import save_figure, set_caption, wrapped
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -244,11 +244,12 @@ def plot_class_matrix(matrix: Mapping[str, np.ndarray], class_names: Sequence[st
         cbar.ax.tick_params(labelsize=8)
         cbar.set_label(f"{stat} L-inf distance", fontsize=8)
     blank = int(np.isnan(m).sum() - np.isnan(np.diag(m)).sum())
-    note = (f"red: the cells at the minimum ({low:.3f}), the pair that bounds r (a pair shows in both of its "
-            "cells). Blank: the diagonal" + (f", and {blank} cells where no point of the row's class has its "
-                                             "nearest other-class point in the column's class" if blank else ""))
-    fig.text(0.01, 0.005, wrapped(note, 110), fontsize=7, ha="left", va="bottom")
+    set_caption(fig, (f"Row: a point's class; column: the class of its nearest other-class training point; each "
+                      f"cell the {stat} L-inf distance. Red: the cells at the minimum ({low:.3f}), the pair that "
+                      "bounds r (a pair shows in both of its cells). Blank: the diagonal") + (
+        f", and {blank} cells where no point of the row's class has its nearest other-class point in the column's "
+        "class." if blank else "."))
     ax.set_title(wrapped(title or f"{stat} nearest-other-class distance", 70), fontsize=9)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout()
     plt.close(fig)
     return fig
