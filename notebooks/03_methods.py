@@ -211,7 +211,9 @@ if P.n_checks:
 # can only over-state robustness. `rll_core.certify` bounds both from the other side by bound propagation on the
 # first `n_certify` test points: a Lipschitz *upper* bound and *certified* accuracy, so that
 # ascent ≤ true ≤ bound and certified ≤ true ≤ attacked, as notebook 02 shows for the Section 4 classifier.
-# For networks not trained to be certified the bracket is wide: the table says how wide.
+# For networks not trained to be certified the bracket is wide: the table says how wide at $\epsilon$, the
+# figures how it narrows as the radius shrinks (from a fiftieth of $\epsilon$ up to it, on the same points; the
+# ascent's value there never falls as the radius grows, `rll_core.measure.lipschitz_curve`).
 
 # %%
 if P.n_certify:
@@ -223,6 +225,20 @@ if P.n_certify:
               f"{r['test_n']}); "
               f"Lipschitz {b['test_lipschitz_attained']:.1f} (ascent) <= true <= {b['test_lipschitz_bound']:.4g} "
               f"(bound), median ratio {b['bracket_ratio']:.3g}, on {b['test_certified_n']} points")
+    from rll_core.plotting import plot_accuracy_brackets, plot_lipschitz_brackets
+
+    brackets = [dict(measured[r["run"]]["bracket_curve"], label=r["label"]) for r in first if r.get("method") != "theory"]
+    for c in brackets:
+        print(f"{c['label']}: from ε = {c['eps'][0]:g} to {c['eps'][-1]:g}, certified {c['certified'][0]:.2f} -> "
+              f"{c['certified'][-1]:.2f}, PGD {c['pgd'][0]:.2f} -> {c['pgd'][-1]:.2f}, "
+              f"bound / attained {c['bracket_ratio'][0]:.3g} -> {c['bracket_ratio'][-1]:.3g}")
+    settings_only = context_line([{k: v for k, v in r.items() if k not in ("test_n", "n")} for r in first])
+    fig_acc_br = plot_accuracy_brackets(brackets, caption=settings_only)
+    fig_lip_br = plot_lipschitz_brackets(brackets, caption=settings_only)
+    stem_br = f"{G['dataset']}_{P.preset}{tag}"
+    written_brackets = (save_figure(fig_acc_br, P.figures_dir / f"fig_accuracy_bracket_{stem_br}", P.formats)
+                        + save_figure(fig_lip_br, P.figures_dir / f"fig_lipschitz_bracket_{stem_br}", P.formats))
+    show_figure(fig_acc_br, fig_lip_br)
 
 # %% [markdown]
 # ## Tables 2 / 3
@@ -239,6 +255,8 @@ pooled = pool_seeds(rows)  # one row per method: the mean over the seeds, a t in
 written = export_table(pooled, stem, title=f"Tables 2/3 ({P.preset} preset)")
 if P.n_checks:
     written += written_checks
+if P.n_certify:
+    written += written_brackets
 show_markdown(written[1].read_text())
 print("saved:", ", ".join(str(p) for p in written))
 

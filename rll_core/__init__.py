@@ -58,6 +58,7 @@ _PUBLIC = {
     "LipschitzClassifier": "theory", "astuteness": "theory",
     "build_model": "models", "make_method": "methods", "train": "training",
     "pgd": "attacks", "multi_targeted": "attacks", "evaluate": "evaluation", "local_lipschitz": "lipschitz",
+    "lipschitz_curve": "measure",
     "train_run": "runs", "evaluate_run": "runs", "load_run": "runs", "run_grid": "grids", "robustness_curve": "runs",
     "export_table": "tables", "wilson_interval": "stats",
     "export_separation": "plotting", "save_figure": "plotting", "paper": "",

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .bracket import run_bracket
+from .bracket import bracket_curve, run_bracket
 from .checks import check_int, check_real, resolve_device
 from .indicators import indicator_summary, run_indicators
 from .pool import default_workers, run_jobs
@@ -46,8 +46,9 @@ def follow_up(runs_dir: str | os.PathLike[str], runs: Sequence[str], *, radii: S
         n_autoattack: (default 25).
         n_checks: the attack checks on the first ``n_checks`` test points of every run, with its curve's
             monotonicity where ``radii`` are given (:func:`rll_core.indicators.run_indicators`; default 0: none).
-        n_certify: the certified bracket on the first ``n_certify`` test points of every run
-            (:func:`rll_core.bracket.run_bracket`; default 0: none).
+        n_certify: the certified bracket on the first ``n_certify`` test points of every run, at its eps
+            (:func:`rll_core.bracket.run_bracket`) and against the radius (:func:`rll_core.bracket.bracket_curve`);
+            default 0: none.
         curves: the runs whose robustness curve is measured (default: every run in ``runs``); a run that is
             checked gets its curve in any case.
         data_dir, device, precision: as for :func:`rll_core.runs.evaluate_run`.
@@ -57,7 +58,8 @@ def follow_up(runs_dir: str | os.PathLike[str], runs: Sequence[str], *, radii: S
     Returns:
         ``{run: {kind: result}}`` for every run of ``runs`` and each :data:`KINDS` asked of it: ``autoattack``
         (:func:`~rll_core.runs.evaluate_run`'s row), ``curve`` (the curve), ``checks`` (the indicators) and
-        ``bracket`` (:func:`~rll_core.bracket.run_bracket`'s dict).
+        ``bracket`` and ``bracket_curve`` (:func:`~rll_core.bracket.run_bracket`'s and
+        :func:`~rll_core.bracket.bracket_curve`'s dicts).
 
     Raises:
         ValueError: a bad size, radius or worker count, an AutoAttack run not in ``runs``, before any work;
@@ -125,6 +127,7 @@ def _job(job: Mapping[str, Any]) -> dict[str, Any]:
             out["checks"] = run_indicators(folder, n=job["n"], curve=curve, **common)
     else:
         out["bracket"] = run_bracket(folder, n=job["n"], **common)
+        out["bracket_curve"] = bracket_curve(folder, n=job["n"], **common)
     return {**out, "seconds": time.perf_counter() - t0}
 
 

@@ -180,3 +180,32 @@ def test_a_run_s_bracket_is_stored_and_holds_the_attained_value_and_pgd(tmp_path
     assert b["bracket_ratio"] == pytest.approx(np.median(arrays["lipschitz_bound"] / arrays["lipschitz_attained"]))
     path.write_text(json.dumps({**json.loads(path.read_text()), "test_certified_accuracy": -1.0}))
     assert run_bracket(run, n=16, device="cpu")["test_certified_accuracy"] == -1.0  # read back, not re-measured
+    _check_bracket_curve(run, arrays)
+
+
+def _check_bracket_curve(run, at_eps) -> None:
+    """bracket_curve on the same run: both brackets hold at every radius, point by point; the ascent's column never
+    falls as the radius grows; at the run's eps it repeats run_bracket's certificates and PGD verdicts."""
+    import json
+
+    from rll_core.bracket import bracket_curve, bracket_radii
+
+    c = bracket_curve(run, n=16, device="cpu")
+    assert c["eps"] == bracket_radii(0.02) == sorted(c["eps"]) and c["eps"][-1] == 0.02
+    (path,) = run.glob("bracket-curve-last-e1-eps0p02-n16-*.json")
+    a = np.load(path.with_suffix(".npz"))
+    assert a["certified"].shape == a["pgd"].shape == a["lipschitz_bound"].shape == (len(c["eps"]), 16)
+    assert not (a["certified"] & ~a["pgd"]).any() and c["certified_not_pgd_robust"] == 0
+    assert (a["lipschitz_bound"] >= a["lipschitz_attained"]).all()
+    assert (np.diff(a["lipschitz_attained"], axis=0) >= 0).all()
+    assert a["certified"][0].sum() > a["certified"][-1].sum()  # at a fiftieth of eps more points are certified
+    assert (a["certified"][-1] == at_eps["certified"]).all() and (a["pgd"][-1] == at_eps["pgd"]).all()
+    assert (a["lipschitz_attained"][-1] >= at_eps["lipschitz_attained"]).all()
+    assert c["certified"] == pytest.approx(a["certified"].mean(1).tolist())
+    assert c["bracket_ratio"] == pytest.approx(np.median(a["lipschitz_bound"] / a["lipschitz_attained"], axis=1).tolist())
+    path.write_text(json.dumps({**json.loads(path.read_text()), "certified": [-1.0]}))
+    assert bracket_curve(run, n=16, device="cpu")["certified"] == [-1.0]  # read back, not re-measured
+    assert bracket_curve(run, n=16, radii=[0.01, 0.005], device="cpu")["eps"] == [0.005, 0.01]  # its own file
+    for radii, message in (([0.01, 0.01], "distinct"), ([0.0], "eps"), ([], "at least one")):
+        with pytest.raises(ValueError, match=message):
+            bracket_curve(run, n=16, radii=radii, device="cpu")

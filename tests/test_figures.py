@@ -80,12 +80,14 @@ def _figures():
     """One of every figure of the package, drawn from small inputs in the shapes the notebooks pass."""
     from rll_core.data import ImageDataset
     from rll_core.plotting import (
+        plot_accuracy_brackets,
         plot_accuracy_by_distance,
         plot_astuteness_curves,
         plot_class_matrix,
         plot_dropout_comparison,
         plot_gaps,
         plot_indicators,
+        plot_lipschitz_brackets,
         plot_lipschitz_vs_accuracy,
         plot_pair_gallery,
         plot_robustness_curves,
@@ -108,12 +110,15 @@ def _figures():
     pairs = [{"query": 0, "ref": 1, "query_label": 0, "ref_label": 1, "distance": 0.5},
              {"query": 2, "ref": 4, "query_label": 2, "ref_label": 1, "distance": 0.6}]
     by = {"accuracy": [0.3, 0.5, 0.7], "n": [30, 30, 40], "method": "at", "label": "AT"}
+    brackets = [_bracket(m, lab, i) for i, (m, lab) in enumerate((("natural", "natural"), ("at", "AT")))]
     m = np.array([[np.nan, 0.74, 0.9], [0.74, np.nan, 0.8], [0.9, 0.8, np.nan]])
     return {
         "lipschitz_vs_accuracy": plot_lipschitz_vs_accuracy(rows),
         "gaps": plot_gaps(rows),
         "robustness_curves": plot_robustness_curves(curves, r=0.15, eps_mark=0.1),
         "accuracy_by_distance": plot_accuracy_by_distance([by], [0.5, 0.7, 0.9, 1.1]),
+        "accuracy_brackets": plot_accuracy_brackets(brackets),
+        "lipschitz_brackets": plot_lipschitz_brackets(brackets),
         "dropout_comparison": plot_dropout_comparison(rows, rows),
         "train_vs_test": plot_train_vs_test(rows, rows),
         "indicators": plot_indicators(rows),
@@ -139,9 +144,23 @@ def _ten_rows():
             for i, (m, lab) in enumerate(labels)]
 
 
+def _bracket(method: str, label: str, i: int) -> dict:
+    """A bracket curve as rll_core.bracket.bracket_curve gives it, at MNIST's radii."""
+    return {"method": method, "label": label, "n": 25, "eps": [0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
+            "pgd": [0.9, 0.88, 0.85, 0.8, 0.7, 0.5 - 0.03 * i], "certified": [0.7, 0.6, 0.2, 0.0, 0.0, 0.0],
+            "bracket_ratio": [100.0 * f * (1 + 0.2 * i) for f in (1, 2.5, 5, 9, 12, 15)]}
+
+
 def _ten_row_figures():
     """The Section 5 figures with make run's ten models, and its ten robustness curves."""
-    from rll_core.plotting import plot_gaps, plot_indicators, plot_lipschitz_vs_accuracy, plot_robustness_curves
+    from rll_core.plotting import (
+        plot_accuracy_brackets,
+        plot_gaps,
+        plot_indicators,
+        plot_lipschitz_brackets,
+        plot_lipschitz_vs_accuracy,
+        plot_robustness_curves,
+    )
 
     rows = _ten_rows()
     curves = [{"method": r["method"], "label": r["label"], "eps": [0.0, 0.05, 0.1, 0.2, 0.4, 0.6],
@@ -151,10 +170,14 @@ def _ten_row_figures():
               "gap_standard": 0.5, "gap_adversarial": 0.79}  # the longest label, as notebook 03 adds it
     return {"lipschitz_vs_accuracy (10)": plot_lipschitz_vs_accuracy(rows), "gaps (10)": plot_gaps([*rows, theory]),
             "robustness_curves (10)": plot_robustness_curves(curves, r=0.49, eps_mark=0.1),
-            "indicators (10)": plot_indicators(rows)}
+            "indicators (10)": plot_indicators(rows),
+            "accuracy_brackets (10)": plot_accuracy_brackets([_bracket(r["method"], r["label"], i) for i, r in enumerate(rows)]),
+            "lipschitz_brackets (10)": plot_lipschitz_brackets([_bracket(r["method"], r["label"], i)
+                                                                for i, r in enumerate(rows)])}
 
 
-FIGURES = ["lipschitz_vs_accuracy", "gaps", "robustness_curves", "accuracy_by_distance", "dropout_comparison",
+FIGURES = ["lipschitz_vs_accuracy", "gaps", "robustness_curves", "accuracy_by_distance", "accuracy_brackets",
+           "lipschitz_brackets", "dropout_comparison",
            "train_vs_test", "indicators", "astuteness", "class_matrix", "pair_gallery", "separation"]
 
 

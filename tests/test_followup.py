@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rll_core.bracket import run_bracket
+from rll_core.bracket import bracket_curve, run_bracket
 from rll_core.followup import follow_up
 from rll_core.indicators import run_indicators
 from rll_core.pool import torch_threads
@@ -43,14 +43,16 @@ def test_each_measurement_equals_its_function_called_directly(two_runs, tmp_path
     kw = dict(device="cpu", precision="fp32")
     got = follow_up(fresh, ["nat", "at"], radii=RADII, n_curve=12, autoattack=["at"], n_autoattack=4, n_checks=8,
                     n_certify=6, workers=2, progress=False, **kw)
-    assert {k: sorted(v) for k, v in got.items()} == {"nat": ["bracket", "checks", "curve"],
-                                                      "at": ["autoattack", "bracket", "checks", "curve"]}
+    assert {k: sorted(v) for k, v in got.items()} == {"nat": ["bracket", "bracket_curve", "checks", "curve"],
+                                                      "at": ["autoattack", "bracket", "bracket_curve", "checks",
+                                                             "curve"]}
     with torch_threads(1):  # the workers' thread count
         for name in ("nat", "at"):
             curve = robustness_curve(two_runs / name, RADII, n_eval=12, **kw)
             assert _plain(got[name]["curve"]) == _plain(curve)
             assert _plain(got[name]["checks"]) == _plain(run_indicators(two_runs / name, n=8, curve=curve, **kw))
             assert _plain(got[name]["bracket"]) == _plain(run_bracket(two_runs / name, n=6, **kw))
+            assert _plain(got[name]["bracket_curve"]) == _plain(bracket_curve(two_runs / name, n=6, **kw))
         aa = evaluate_run(two_runs / "at", attacks=("autoattack",), n_eval=4, splits=("test",), progress=False, **kw)
     assert got["at"]["autoattack"]["test_autoattack_accuracy"] == aa["test_autoattack_accuracy"]
 

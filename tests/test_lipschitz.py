@@ -190,3 +190,32 @@ def test_the_input_returned_attains_the_reported_ratio(procedure, precision):
             again = lipschitz_ratio(net, x, inputs)
         assert torch.allclose(again, values, rtol=1e-5, atol=1e-6)
         assert bool((values > 0).all())
+
+
+def test_the_curve_never_falls_with_the_radius_where_single_ascents_do(fmnist_small_model):
+    """A larger ball holds the smaller, so the estimate at a radius must not fall below one at a smaller radius.
+    One ascent per radius does fall on this trained network (checked, so the test has something to mend); the curve
+    never does, and at each radius it is at least the single ascent there with the same seed."""
+    from rll_core.measure import lipschitz_curve
+
+    model, x, _ = fmnist_small_model
+    radii = [0.1, 0.005, 0.01, 0.02, 0.05]  # any order: the columns ascend
+    ascending = sorted(radii)
+    single = torch.stack([local_lipschitz(model, x[:40], eps=e, precision="fp32",
+                                          generator=torch.Generator().manual_seed(3)) for e in ascending], 1)
+    assert bool((single.diff(dim=1) < 0).any()), "no single ascent falls here: the test cannot tell the curve's mend"
+    curve = lipschitz_curve(model, x[:40], radii, precision="fp32", seed=3)
+    assert curve.shape == (40, len(radii))
+    assert bool((curve.diff(dim=1) >= 0).all())
+    assert bool((curve >= single).all())
+    # and nothing beyond what was attained: each column is the largest single value up to its radius
+    assert torch.equal(curve, single.cummax(1).values)
+
+
+@pytest.mark.parametrize("radii,message", [([], "at least one"), ([0.1, 0.1], "distinct"), ([0.0, 0.1], "eps"),
+                                           ([0.1, 1.5], "eps")])
+def test_the_curve_refuses_bad_radii_in_one_line(radii, message):
+    from rll_core.measure import lipschitz_curve
+
+    with pytest.raises(ValueError, match=message):
+        lipschitz_curve(nn.Flatten(), torch.zeros(2, 1, 2, 2), radii)
