@@ -108,6 +108,14 @@ def test_accuracy_by_distance_bins_like_a_loop():
     fig = plot_accuracy_by_distance([{**out, "method": "at", "label": "AT"}], edges)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["AT"]
     assert fig.axes[0].get_xticklabels()[-1].get_text() == f"[0.900, 1.000]\nn = {out['n'][-1]}"
+    from rll_core.plotting import caption_of
+
+    assert fig.axes[0].lines[0].get_linestyle() == "-" and "no trend" not in caption_of(fig)  # a scale: joined
+    # MNIST's case: three bins of grey-level ties between 0.988 and 1.0 are points, not a line, and said so
+    ties = [0.988, 0.992, 0.996, 1.0]
+    tied = plot_accuracy_by_distance([{**accuracy_by_distance(0.988 + 0.012 * d, ok, ties), "method": "at",
+                                       "label": "AT"}], ties)
+    assert tied.axes[0].lines[0].get_linestyle() == "None" and "no trend is to be read" in caption_of(tied)
 
 
 def test_point_robustness_joins_the_evaluation_and_the_exact_distances(tmp_path, mnist):
