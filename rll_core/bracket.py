@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .certify import certify
-from .checks import check_real
+from .certify import METHOD, certify
+from .checks import check_radii, check_real
 from .evaluation import paper_attack
 from .measure import lipschitz_curve, measure_points, sweep_radii
 from .stats import standard_error
@@ -75,7 +75,7 @@ def run_bracket(out_dir: str | os.PathLike[str], *, n: int = 100, checkpoint: st
 
     rp = run_points(out_dir, n, checkpoint=checkpoint, eps=eps, data_dir=data_dir, device=device, precision=precision)
     ev_eps = rp.record["eps"]
-    record = {**rp.record, "certify": "intervals + relaxation (rll_core.certify)"}
+    record = {**rp.record, "certify": METHOD}
     path = rp.folder / f"{eval_stem(record, rp.epoch, 'bracket')}.json"
     if path.exists() and path.with_suffix(".npz").exists():
         return dict(load_json(path))
@@ -131,12 +131,8 @@ def bracket_curve(out_dir: str | os.PathLike[str], *, n: int = 25, radii: Sequen
     from .runs import eval_stem, run_points
 
     rp = run_points(out_dir, n, checkpoint=checkpoint, data_dir=data_dir, device=device, precision=precision)
-    grid = bracket_radii(rp.record["eps"]) if radii is None else [check_real("eps", e, lo=0, hi=1, lo_open=True)
-                                                                   for e in radii]
-    if not grid or len(set(grid)) != len(grid):
-        raise ValueError(f"radii must be distinct and at least one, got {list(grid)}")
-    grid = sorted(grid)
-    record = {**rp.record, "radii": grid, "certify": "intervals + relaxation (rll_core.certify)",
+    grid = check_radii(bracket_radii(rp.record["eps"]) if radii is None else radii)
+    record = {**rp.record, "radii": grid, "certify": METHOD,
               "lipschitz": "lipschitz_curve"}
     path = rp.folder / f"{eval_stem(record, rp.epoch, 'bracket-curve')}.json"
     if path.exists() and path.with_suffix(".npz").exists():

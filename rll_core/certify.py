@@ -36,11 +36,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._search import eval_mode, num_classes_of
+from ._tail import restricted_sums, tail_matrices, tail_norm_bound
 from .checks import as_float_images, check_eps, check_images, check_int, check_labels, default_batch_size, model_device
 from .models import MaxPool2x2
 from .progress import progress_bar
 
-__all__ = ["ChannelAffine", "UnsupportedLayerError", "certified_margin", "certify", "layers_of", "lipschitz_bound"]
+__all__ = ["METHOD", "ChannelAffine", "UnsupportedLayerError", "certified_margin", "certify", "layers_of",
+           "lipschitz_bound"]
+
+#: What the certificates are, stored with every result made from them: a stored result of another revision is
+#: made again, not read back (revision 2 counts a step that leaves [0, 1] for -u as for u: revision 1 took the
+#: two as equal, which under-states the bound where the ball meets a face of [0, 1])
+METHOD = ("interval bounds tightened by a linear relaxation, a symbolic tail for two ReLU layers, one-sided steps "
+          "at the faces of [0, 1] (rll_core.certify, revision 2)")
 
 #: the sign vectors of ||J||_{inf->1} are enumerated up to this many classes (2^(K-1) of them); beyond it the
 #: bound sums every entry's largest magnitude (sound, looser)
@@ -349,20 +357,22 @@ def _spread(c: torch.Tensor, k: tuple[int, int], size: tuple[int, ...]) -> torch
 
 
 def _signs(k: int, device: torch.device) -> torch.Tensor:
-    """Every u in {-1, 1}^k with u_0 = 1 (u and -u give the same norm)."""
+    """Every u in {-1, 1}^k with u_0 = 1 (``-u`` is read from ``u``'s row: :func:`restricted_sums`)."""
     rows = [(1.0, *s) for s in itertools.product((1.0, -1.0), repeat=k - 1)]
     return torch.tensor(rows, device=device)
 
 
 def _norm_bound(traces: Sequence[_Trace], k: int, batch: int, up_only: torch.Tensor,
                 down_only: torch.Tensor) -> torch.Tensor:
-    """Per point, an upper bound of ``sup ||J||_{inf->1} = sup max_u ||J^T u||_1`` over the box, each input
-    coordinate's step allowed up only (a coordinate at its box's floor) or down only (at its ceiling): every sign
-    vector ``u`` pulled back as a row (up to :data:`MAX_ENUMERATED_CLASSES` classes), else the entry-wise sum."""
+    """Per point and sign vector, an upper bound of ``sup_v u^T J v`` over the box and the steps ``v`` it allows
+    (``|v_i| <= 1``; up only at a coordinate on its box's floor, down only at its ceiling): every ``u`` of
+    :func:`_signs` pulled back as a row, the values for ``u`` then for ``-u``, ``(batch, 2^k)`` (up to
+    :data:`MAX_ENUMERATED_CLASSES` classes; ``u`` and ``-u`` differ only where a step is one-sided); beyond them the
+    entry-wise sum, a bound for every ``u`` at once, ``(batch, 1)``.  Its largest value bounds the local constant."""
     dev = next((t.lo.device for t in traces if t.lo is not None), up_only.device)
     if k > MAX_ENUMERATED_CLASSES:  # |u^T J_d| <= sum_k |J_kd|
         jl, ju = _pull_back(traces, torch.eye(k, device=dev), batch)
-        return torch.maximum(jl.abs(), ju.abs()).sum((1, 2))
+        return torch.maximum(jl.abs(), ju.abs()).sum((1, 2))[:, None]
     u = _signs(k, dev)
     if len(u) * sum(int(np.prod(t.in_shape)) for t in traces) <= SIGN_ROW_WORK:
         lo, hi = _pull_back(traces, u, batch)  # (batch, 2^(k-1), D): each sign vector's row, correlations kept
@@ -370,10 +380,7 @@ def _norm_bound(traces: Sequence[_Trace], k: int, batch: int, up_only: torch.Ten
         jl, ju = _pull_back(traces, torch.eye(k, device=dev), batch)
         pos, neg = u.clamp(min=0), (-u).clamp(min=0)
         hi, lo = pos @ ju - neg @ jl, pos @ jl - neg @ ju
-    per = torch.maximum(hi.abs(), lo.abs())
-    per = torch.where(up_only[:, None, :], hi.clamp(min=0), per)
-    per = torch.where(down_only[:, None, :], (-lo).clamp(min=0), per)
-    return per.sum(-1).amax(-1)
+    return restricted_sums(lo, hi, up_only[:, None, :], down_only[:, None, :])
 
 
 def _box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -471,6 +478,7 @@ def certify(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torc
     if yt is not None and len(xt):
         check_labels(yt, len(xt), num_classes_of(model, xt[:1].to(dev)))
     bounds, margins = [], []
+    tail = tail_matrices(layers, nn.ReLU, _AFFINE, tuple(xt.shape[1:]), lambda m: _linear_parts(m)[0]) if len(xt) else None
     with torch.no_grad(), eval_mode(model):
         for s in progress_bar(range(0, len(xt), batch_size), desc="certify", disable=not progress, unit="batch"):
             xb = xt[s:s + batch_size].to(dev, torch.float32)
@@ -481,8 +489,15 @@ def certify(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torc
             traces += last
             flat_lo, flat_hi, flat_x = lo.flatten(1), hi.flatten(1), xb.flatten(1)
             edge = eps > 0  # a coordinate at a face of [0, 1] can only move inwards (at eps 0: the Jacobian's norm)
-            bound = _norm_bound(traces, int(z_lo.shape[1]), len(xb), (flat_lo >= flat_x) & edge,
-                                (flat_hi <= flat_x) & edge)
+            k, up, down = int(z_lo.shape[1]), (flat_lo >= flat_x) & edge, (flat_hi <= flat_x) & edge
+            per_sign = _norm_bound(traces, k, len(xb), up, down)
+            if tail is not None and k <= MAX_ENUMERATED_CLASSES:  # two ReLU layers: the tighter bound per sign vector
+                r1, r2 = (traces[i] for i, m in enumerate(layers) if isinstance(m, nn.ReLU))
+                assert r1.lo is not None and r1.hi is not None and r2.lo is not None and r2.hi is not None
+                bound = tail_norm_bound(tail, (r1.lo, r1.hi), (r2.lo, r2.hi), _signs(k, xb.device), per_sign, up,
+                                        down).to(per_sign.dtype)
+            else:
+                bound = per_sign.amax(-1)
             bounds.append((bound * (1 + ROUNDING)).cpu())
             if yt is not None:
                 margins.append(_margin(traces, (h_lo, h_hi), (z_lo, z_hi), (lo, hi),

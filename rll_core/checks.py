@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 __all__ = ["DEFAULT_BATCH", "ArrayLike", "as_float_images", "as_model_dtype", "as_numpy", "check_compatible", "check_eps", "check_images",
-           "check_int", "check_labels", "check_points", "check_real", "default_batch_size", "is_real",
+           "check_int", "check_labels", "check_points", "check_radii", "check_real", "default_batch_size", "is_real",
            "join_process_group", "leave_process_group", "model_device", "resolve_device", "rng_state", "set_rng_state",
            "within"]
 
@@ -59,6 +60,18 @@ def check_int(name: str, v: Any, *, lo: int = 1) -> int:
     if not isinstance(v, numbers.Integral) or isinstance(v, bool) or int(v) < lo:
         raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
     return int(v)
+
+
+def check_radii(radii: Sequence[Any]) -> list[float]:
+    """L-inf radii in (0, 1], at least one and each once, as floats in ascending order; ValueError otherwise.
+
+    >>> check_radii([0.1, 0.02])
+    [0.02, 0.1]
+    """
+    out = [check_real("eps", e, lo=0, hi=1, lo_open=True) for e in radii]
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"radii must be distinct and at least one, got {out}")
+    return sorted(out)
 
 
 def check_eps(eps: Any, step_size: Any = None, steps: Any = None) -> None:

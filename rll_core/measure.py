@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import check_real, model_device
+from .checks import check_radii, model_device
 from .data import ImageDataset
 from .evaluation import AttackSpec, evaluate, paper_attack
 from .lipschitz import PROCEDURES, local_lipschitz
@@ -148,13 +148,11 @@ def lipschitz_curve(model: nn.Module, x: torch.Tensor, radii: Sequence[float], *
         >>> bool((lip.diff(dim=1) >= 0).all())  # doctest: +SKIP
         True
     """
-    radii = [check_real("eps", e, lo=0, hi=1, lo_open=True) for e in radii]
-    if not radii or len(set(radii)) != len(radii):
-        raise ValueError(f"radii must be distinct and at least one, got {radii}")
+    radii = check_radii(radii)
     dev = model_device(model)
     columns = [local_lipschitz(model, x, eps=e, steps=steps, restarts=restarts, batch_size=batch_size,
                                progress=progress, precision=precision,
-                               generator=torch.Generator(device=dev).manual_seed(seed)) for e in sorted(radii)]
+                               generator=torch.Generator(device=dev).manual_seed(seed)) for e in radii]
     return torch.stack(columns, 1).cummax(1).values
 
 

@@ -166,6 +166,12 @@ def test_a_card_equals_evaluate_and_local_lipschitz_called_directly(tmp_path, mo
     monkeypatch.setattr(measure, "local_lipschitz", no_work)
     again = robustness_card(net, "mnist", **kw)  # read back, stage by stage
     assert again["stages"] == stored["stages"] and again["folder"] == card["folder"]
+    from rll_core.certify import METHOD
+
+    older = {**stored, "stages": {**stored["stages"], "certified": {**cert, "certify": "revision 1", "n": -1}}}
+    (folder / "card.json").write_text(json.dumps(older))  # certificates of an earlier revision: made again
+    remade = robustness_card(net, "mnist", **kw)["stages"]["certified"]
+    assert remade["certify"] == METHOD and remade["n"] == 8 and remade == stored["stages"]["certified"]
     with pytest.raises(AssertionError, match="measured again"):  # another eps: another card, not this one
         robustness_card(net, "mnist", **{**kw, "eps": 0.05})
     assert len(list((tmp_path / "cards").iterdir())) == 2

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..audit import closest_pairs
-from ..certify import UnsupportedLayerError, certify
+from ..certify import METHOD, UnsupportedLayerError, certify
 from ..checks import check_int, check_real, resolve_device
 from ..data import ImageDataset, load_train_test
 from ..indicators import attack_indicators
@@ -169,7 +169,7 @@ def _certified(model: nn.Module, x: torch.Tensor, y: np.ndarray, eps: float, rad
     try:  # once per radius, the card's eps among them (eps 0: the clean verdicts)
         by_radius = {e: certify(model, x[:n], y[:n], eps=e) for e in sorted({*radii, eps})}
     except UnsupportedLayerError as e:
-        return {"error": str(e)}
+        return {"error": str(e), "certify": METHOD}
     at = by_radius[eps]
     curve = [float(by_radius[e]["certified"].mean()) for e in radii]
     bound = at["lipschitz_bound"].numpy()
@@ -179,7 +179,7 @@ def _certified(model: nn.Module, x: torch.Tensor, y: np.ndarray, eps: float, rad
             "lipschitz_bound": float(np.mean(bound, dtype=np.float64)), "lipschitz_bound_se": standard_error(bound),
             "attained": float(np.mean(found, dtype=np.float64)),
             "ratio": float(np.median(bound / np.maximum(found, 1e-12))),
-            "curve": curve}
+            "curve": curve, "certify": METHOD}
 
 
 def _separation(train: ImageDataset, test: ImageDataset, sub: ImageDataset, eps: float, cache_dir: Path | None,
@@ -324,6 +324,8 @@ def _measure_card(card: dict[str, Any], path: Path, model: nn.Module, train: Ima
     curve = _stage(card, path, "curve", lambda: _curve(model, x, y, radii, seed, prec, train, test, len(sub)), say)
     _stage(card, path, "checks", lambda: {"indicators": attack_indicators(
         model, x, y, eps=eps, n=st["n_checks"], seed=seed, precision=prec, curve=curve)}, say)
+    if "certified" in card["stages"] and card["stages"]["certified"].get("certify") != METHOD:
+        del card["stages"]["certified"]  # another revision's certificates: made again
     _stage(card, path, "certified", lambda: _certified(model, x, y, eps, curve["eps"], st["n_checks"], folder), say)
     card["folder"] = str(folder)
     return card
