@@ -216,6 +216,8 @@ if P.n_checks:
 # ascent's value there never falls as the radius grows, `rll_core.measure.lipschitz_curve`).
 
 # %%
+from rll_core.stats import readable
+
 if P.n_certify:
     for r in trained:
         b = measured[r["run"]]["bracket"]
@@ -223,15 +225,16 @@ if P.n_certify:
                                 "test_lipschitz_bound_se", "bracket_ratio")}
         print(f"{r['label']}: certified {b['test_certified_accuracy']:.2f} (PGD {r['test_pgd_accuracy']:.2f} on all "
               f"{r['test_n']}); "
-              f"Lipschitz {b['test_lipschitz_attained']:.1f} (ascent) <= true <= {b['test_lipschitz_bound']:.4g} "
-              f"(bound), median ratio {b['bracket_ratio']:.3g}, on {b['test_certified_n']} points")
+              f"Lipschitz {readable(b['test_lipschitz_attained'])} (ascent) <= true <= "
+              f"{readable(b['test_lipschitz_bound'])} (bound), median ratio {readable(b['bracket_ratio'])}, on "
+              f"{b['test_certified_n']} points")
     from rll_core.plotting import plot_accuracy_brackets, plot_lipschitz_brackets
 
     brackets = [dict(measured[r["run"]]["bracket_curve"], label=r["label"]) for r in first if r.get("method") != "theory"]
     for c in brackets:
         print(f"{c['label']}: from ε = {c['eps'][0]:g} to {c['eps'][-1]:g}, certified {c['certified'][0]:.2f} -> "
               f"{c['certified'][-1]:.2f}, PGD {c['pgd'][0]:.2f} -> {c['pgd'][-1]:.2f}, "
-              f"bound / attained {c['bracket_ratio'][0]:.3g} -> {c['bracket_ratio'][-1]:.3g}")
+              f"bound / attained {readable(c['bracket_ratio'][0])} -> {readable(c['bracket_ratio'][-1])}")
     settings_only = context_line([{k: v for k, v in r.items() if k not in ("test_n", "n")} for r in first])
     fig_acc_br = plot_accuracy_brackets(brackets, caption=settings_only)
     fig_lip_br = plot_lipschitz_brackets(brackets, caption=settings_only)

@@ -21,6 +21,7 @@ from .indicators import indicator_summary, run_indicators
 from .pool import default_workers, run_jobs
 from .progress import progress_bar
 from .runs import evaluate_run, robustness_curve, run_settings
+from .stats import readable
 from .storage import user_path
 
 __all__ = ["KINDS", "follow_up"]
@@ -141,5 +142,5 @@ def _summary(kind: str, result: Mapping[str, Any]) -> str:
     if kind == "curve":
         return f"robustness curve at {len(result['curve']['eps'])} radii"
     b = result["bracket"]
-    return (f"certified {b['test_certified_accuracy']:.2f}, Lipschitz {b['test_lipschitz_attained']:.1f} <= true <= "
-            f"{b['test_lipschitz_bound']:.4g} on {b['test_certified_n']} points")
+    return (f"certified {b['test_certified_accuracy']:.2f}, Lipschitz {readable(b['test_lipschitz_attained'])} <= true <= "
+            f"{readable(b['test_lipschitz_bound'])} on {b['test_certified_n']} points")

@@ -19,7 +19,7 @@ import numpy as np
 from .checks import check_int, check_real
 
 __all__ = ["Term", "accuracy_by_distance", "bootstrap_interval", "difference_interval", "distance_bins",
-           "seed_interval", "standard_error", "wilson_errors", "wilson_interval"]
+           "readable", "seed_interval", "standard_error", "wilson_errors", "wilson_interval"]
 
 _Z95 = 1.959963984540054  # the 97.5 % quantile of the standard normal
 
@@ -183,3 +183,16 @@ def accuracy_by_distance(distance: np.ndarray, robust: np.ndarray, edges: Sequen
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = np.where(n > 0, hits / np.maximum(n, 1), np.nan)
     return {"accuracy": acc, "n": n, "centre": (e[:-1] + e[1:]) / 2}
+
+
+def readable(v: float, like: float | None = None) -> str:
+    """A quantity as a reader takes it: whole numbers with thousands separators from 1,000 on, one decimal from 10,
+    two below (a certified bound of 100,569, not 1.006e+05 or 100569.4); with ``like``, to that value's digits (a
+    standard error beside its mean).
+
+    >>> readable(100569.4), readable(747.2), readable(6.314), readable(341.27, like=100569.4)
+    ('100,569', '747.2', '6.31', '341')
+    """
+    ref = abs(v if like is None else like)
+    digits = 0 if ref >= 1000 else 1 if ref >= 10 else 2
+    return f"{v:,.{digits}f}"

@@ -18,7 +18,7 @@ from typing import Any
 from . import paper
 from .indicators import checks_description, indicator_summary
 from .precision import precision_note
-from .stats import difference_interval, seed_interval, standard_error, wilson_interval
+from .stats import difference_interval, readable, seed_interval, standard_error, wilson_interval
 from .storage import save_table, user_path
 
 __all__ = ["COLUMNS", "GAPS", "attack_checks", "caption", "display_rows", "export_table", "gap_interval", "n_fitted", "number_rows",
@@ -188,8 +188,7 @@ def _cell(r: Mapping[str, Any], key: str, kind: str) -> str:
         return f"{v:.2f}" if ci is None else "{:.2f} [{:.2f}, {:.2f}]".format(v, *ci)
     if kind == "lip":
         se = _number(r.get(f"{key}_se"))
-        digits = 0 if v >= 1000 else 1 if v >= 10 else 2  # a certified bound of 100,569, not 100569.4
-        return f"{v:,.{digits}f}" + ("" if se is None else f" ± {se:,.{digits}f}")
+        return readable(v) + ("" if se is None else f" ± {readable(se, like=v)}")
     ci = pooled_interval(r, key) or gap_interval(r, key)
     return f"{v:+.2f}" + ("" if ci is None else " [{:+.2f}, {:+.2f}]".format(*ci))
 

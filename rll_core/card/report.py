@@ -20,6 +20,7 @@ from ..plotting import (
     set_caption,
     wrapped,
 )
+from ..stats import readable
 from ..storage import array_digest, load_npz, save_table
 
 __all__ = ["card_rows", "model_name", "plot_least_smooth", "write_card"]
@@ -39,15 +40,16 @@ def card_rows(card: Mapping[str, Any]) -> list[dict[str, str]]:
                          "n": str(a.get(f"{key}_n", a["n"]))})
     for proc, name in (("ascent", "local Lipschitz (rll's ascent: quote this)"),
                        ("reference", "local Lipschitz (ref. proc.: only beside the paper's tables)")):
-        rows.append({"quantity": name, "value": f"{lip[proc]:.3g}", "95 % interval": f"± {lip[f'{proc}_se']:.2g} (s.e.)",
-                     "n": str(lip["n"])})
+        rows.append({"quantity": name, "value": readable(lip[proc]),
+                     "95 % interval": f"± {readable(lip[f'{proc}_se'], like=lip[proc])} (s.e.)", "n": str(lip["n"])})
     cert = card["stages"].get("certified")
     if cert and "error" not in cert:  # bound propagation (rll_core.certify) on the checks' points
         lo, hi = cert["certified_ci"]
         rows.append({"quantity": "certified accuracy (a lower bound of robust accuracy)", "value": f"{cert['certified']:.3f}",
                      "95 % interval": f"[{lo:.3f}, {hi:.3f}]", "n": str(cert["n"])})
         rows.append({"quantity": "local Lipschitz upper bound (certified; ascent <= true <= bound)",
-                     "value": f"{cert['lipschitz_bound']:.4g}", "95 % interval": f"± {cert['lipschitz_bound_se']:.2g} (s.e.)",
+                     "value": readable(cert["lipschitz_bound"]),
+                     "95 % interval": f"± {readable(cert['lipschitz_bound_se'], like=cert['lipschitz_bound'])} (s.e.)",
                      "n": str(cert["n"])})
     checks = card["stages"].get("checks")
     if checks:  # a card made before the indicators has none
@@ -91,7 +93,7 @@ def plot_least_smooth(x: np.ndarray, x_adv: np.ndarray, values: np.ndarray, k: i
                 ax.imshow(np.clip(img.transpose(1, 2, 0), 0, 1))
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0][j].set_title(f"test #{i}\nL = {values[i]:.3g}", fontsize=7)
+        axes[0][j].set_title(f"test #{i}\nL = {readable(values[i])}", fontsize=7)
     for r, name in enumerate(("image x", "x' (attains L)", "x' - x, scaled")):
         axes[r][0].set_ylabel(name, fontsize=7)
     fig.suptitle(wrapped(title or "The least smooth test points", 90), fontsize=9)
