@@ -17,8 +17,9 @@ one.  The interval pull-back bounds every coordinate of ``J^T u`` as if each coo
   ``u`` bounds ``||J||_{inf->1}`` over the ball.
 
 Measured on the issue's random 784-100-100-10 MLPs (docs/evaluation.md): about 2.7 times tighter than the interval
-pull-back at eps 0.01.  The matrices are the layers' own (float32 products of at most a stretch's layers) and the arithmetic after them
-float64, so rounding stays far below the ``ROUNDING`` margin :mod:`rll_core.certify` adds to every bound.
+pull-back at eps 0.01.  The matrices are the layers' own (float32 products of at most a stretch's layers) and the
+arithmetic after them float64, so rounding stays far below the ``ROUNDING`` margin :mod:`rll_core.certify` adds to
+every bound.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def tail_matrices(layers: Sequence[nn.Module], relu: type[nn.Module], affine: tu
     map), in float64; None for any other network (a max-pool anywhere: it is not affine) or one whose matrices
     would exceed :data:`TAIL_WORK` entries."""
     kinds = [isinstance(m, relu) for m in layers]
-    if sum(kinds) != 2 or kinds[0] or kinds[-1] or not all(k or isinstance(m, affine) for m, k in zip(layers, kinds, strict=True)):
+    affine_elsewhere = all(k or isinstance(m, affine) for m, k in zip(layers, kinds, strict=True))
+    if sum(kinds) != 2 or kinds[0] or kinds[-1] or not affine_elsewhere:
         return None
     first, second = [i for i, k in enumerate(kinds) if k]
     if second == first + 1:
@@ -68,7 +70,8 @@ def tail_matrices(layers: Sequence[nn.Module], relu: type[nn.Module], affine: tu
     return mats[0], mats[1], mats[2]
 
 
-def restricted_sums(lo: torch.Tensor, hi: torch.Tensor, up_only: torch.Tensor, down_only: torch.Tensor) -> torch.Tensor:
+def restricted_sums(lo: torch.Tensor, hi: torch.Tensor, up_only: torch.Tensor,
+                    down_only: torch.Tensor) -> torch.Tensor:
     """From bounds ``[lo, hi]`` of ``u^T J`` (``(..., D)``), bounds of ``sup_v u^T J v`` over the allowed steps for
     ``u`` and for ``-u`` (whose row is ``[-hi, -lo]``), concatenated on the last axis: a free coordinate counts its
     largest magnitude, an up-only one its largest positive part, a down-only one its largest negative part."""
@@ -92,10 +95,10 @@ def tail_norm_bound(mats: tuple[torch.Tensor, ...], z1: tuple[torch.Tensor, torc
     """Per point, an upper bound of ``sup ||J||_{inf->1} = sup max_u ||J^T u||_1`` over the box whose
     pre-activation bounds are ``z1`` (first ReLU's input, ``(N, n1)``) and ``z2`` (``(N, n2)``): the largest over the
     sign vectors ``signs`` ``(m, K)`` and their negations of the smaller of this refinement and ``ceiling``
-    ``(N, 2m)`` (``u``'s, then ``-u``'s), another sound bound of each (the interval pull-back's).  The sign vectors are taken in descending ``ceiling``,
-    and the search stops where no remaining ceiling exceeds the bound found, which changes nothing and skips most
-    of the work.  A coordinate of ``up_only`` (``down_only``) counts only its upper (lower) side.  A point whose
-    work exceeds :data:`TAIL_WORK` keeps its largest ceiling."""
+    ``(N, 2m)`` (``u``'s, then ``-u``'s), another sound bound of each (the interval pull-back's).  The sign vectors
+    are taken in descending ``ceiling``, and the search stops where no remaining ceiling exceeds the bound found,
+    which changes nothing and skips most of the work.  A coordinate of ``up_only`` (``down_only``) counts only its
+    upper (lower) side.  A point whose work exceeds :data:`TAIL_WORK` keeps its largest ceiling."""
     w1, w2, w3 = mats
     out = []
     m_all = len(signs)

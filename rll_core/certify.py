@@ -478,7 +478,8 @@ def certify(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torc
     if yt is not None and len(xt):
         check_labels(yt, len(xt), num_classes_of(model, xt[:1].to(dev)))
     bounds, margins = [], []
-    tail = tail_matrices(layers, nn.ReLU, _AFFINE, tuple(xt.shape[1:]), lambda m: _linear_parts(m)[0]) if len(xt) else None
+    tail = (tail_matrices(layers, nn.ReLU, _AFFINE, tuple(xt.shape[1:]), lambda m: _linear_parts(m)[0])
+            if len(xt) else None)  # two ReLU layers: the second, tighter Lipschitz bound (rll_core._tail)
     with torch.no_grad(), eval_mode(model):
         for s in progress_bar(range(0, len(xt), batch_size), desc="certify", disable=not progress, unit="batch"):
             xb = xt[s:s + batch_size].to(dev, torch.float32)

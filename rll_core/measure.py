@@ -132,16 +132,18 @@ def lipschitz_curve(model: nn.Module, x: torch.Tensor, radii: Sequence[float], *
         model: any classifier returning logits.
         x: images ``(N, C, H, W)`` in [0, 1] (uint8 pixels are divided by 255).
         radii: L-inf radii in (0, 1], distinct, in any order (the result's columns follow the ascending order).
-        steps, restarts, batch_size, progress, precision: as for :func:`~rll_core.lipschitz.local_lipschitz` (its default step
-            ``2 eps / steps`` at each radius).
+        steps, restarts, batch_size, progress, precision: as for :func:`~rll_core.lipschitz.local_lipschitz` (its
+            default step ``2 eps / steps`` at each radius).
         seed: each radius's ascent draws its starts from a generator seeded with ``seed`` on the model's device, so a
-            column is never below :func:`~rll_core.lipschitz.local_lipschitz` at its radius with that generator (default 0).
+            column is never below :func:`~rll_core.lipschitz.local_lipschitz` at its radius with that generator
+            (default 0).
 
     Returns:
         A float tensor ``(N, R)`` on the CPU, columns in ascending radius, non-decreasing along each row.
 
     Raises:
-        ValueError: no radius, a radius outside (0, 1] or named twice; whatever :func:`~rll_core.lipschitz.local_lipschitz` refuses.
+        ValueError: no radius, a radius outside (0, 1] or named twice; whatever
+            :func:`~rll_core.lipschitz.local_lipschitz` refuses.
 
     Example:
         >>> lip = lipschitz_curve(model, x_test[:100], [0.01, 0.02, 0.05, 0.1])  # doctest: +SKIP
