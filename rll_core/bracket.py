@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from .checks import check_radii, check_real
 from .evaluation import paper_attack
 from .measure import lipschitz_curve, measure_points, sweep_radii
 from .stats import standard_error
-from .storage import load_json, save_json, save_npz
+from .storage import load_json, load_npz, save_json, save_npz
 
 __all__ = ["BRACKET_FRACTIONS", "bracket_curve", "bracket_radii", "run_bracket"]
 
@@ -71,12 +72,11 @@ def run_bracket(out_dir: str | os.PathLike[str], *, n: int = 100, checkpoint: st
     Example:
         >>> run_bracket("runs/at")["test_certified_accuracy"]  # doctest: +SKIP
     """
-    from .runs import eval_stem, run_points
+    from .runs import run_points
 
     rp = run_points(out_dir, n, checkpoint=checkpoint, eps=eps, data_dir=data_dir, device=device, precision=precision)
     ev_eps = rp.record["eps"]
-    record = {**rp.record, "certify": METHOD}
-    path = rp.folder / f"{eval_stem(record, rp.epoch, 'bracket')}.json"
+    record, path = _bracket_file(rp)
     if path.exists() and path.with_suffix(".npz").exists():
         return dict(load_json(path))
     sub, net = rp.load()
@@ -96,6 +96,14 @@ def run_bracket(out_dir: str | os.PathLike[str], *, n: int = 100, checkpoint: st
     head = {"run": rp.folder.name, "method": rp.settings.get("method"), "epoch": rp.epoch}
     save_json(path, {**head, **row})
     return {**head, **row}
+
+
+def _bracket_file(rp: Any) -> tuple[dict[str, Any], Path]:
+    """:func:`run_bracket`'s settings and its ``.json`` file for the points ``rp`` (:func:`rll_core.runs.run_points`)."""
+    from .runs import eval_stem
+
+    record = {**rp.record, "certify": METHOD}
+    return record, rp.folder / f"{eval_stem(record, rp.epoch, 'bracket')}.json"
 
 
 def bracket_curve(out_dir: str | os.PathLike[str], *, n: int = 25, radii: Sequence[float] | None = None,
@@ -140,10 +148,24 @@ def bracket_curve(out_dir: str | os.PathLike[str], *, n: int = 25, radii: Sequen
     sub, net = rp.load()
     x, y = torch.from_numpy(sub.float_images()), sub.labels
     seed, bs = rp.settings["seed"], record["batch_size"]
-    certs = [certify(net, x, y, eps=e, batch_size=bs) for e in grid]
-    certified = np.stack([c["certified"] for c in certs])
-    bound = np.stack([c["lipschitz_bound"].numpy() for c in certs])
-    pgd = np.stack(sweep_radii(net, x, y, grid, seed=seed, batch_size=bs, precision=rp.precision))
+    # at the run's eps run_bracket has made the same certificates and PGD verdicts on these points (same calls,
+    # seed and batch size: the same bits); where its file is there they are read, not made twice
+    done = _bracket_file(rp)[1].with_suffix(".npz")
+    certs: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # radius -> (certified, Lipschitz bound) per point
+    verdicts: dict[float, np.ndarray] = {}  # radius -> PGD's verdict per point
+    if done.exists() and rp.record["eps"] in grid:
+        known = load_npz(done)
+        certs[rp.record["eps"]] = (known["certified"], known["lipschitz_bound"])
+        verdicts[rp.record["eps"]] = known["pgd"]
+    fresh = [e for e in grid if e not in verdicts]
+    for e in fresh:
+        c = certify(net, x, y, eps=e, batch_size=bs)
+        certs[e] = (c["certified"], c["lipschitz_bound"].numpy())
+    verdicts.update(zip(fresh, sweep_radii(net, x, y, fresh, seed=seed, batch_size=bs, precision=rp.precision),
+                        strict=True))
+    certified = np.stack([certs[e][0] for e in grid])
+    bound = np.stack([certs[e][1] for e in grid])
+    pgd = np.stack([verdicts[e] for e in grid])
     found = lipschitz_curve(net, x, grid, seed=seed, batch_size=bs, precision=rp.precision).numpy().T
     save_npz(path.with_suffix(".npz"), eps=np.array(grid), certified=certified, pgd=pgd, lipschitz_bound=bound,
              lipschitz_attained=found)

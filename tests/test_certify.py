@@ -180,6 +180,21 @@ def test_a_run_s_bracket_is_stored_and_holds_the_attained_value_and_pgd(tmp_path
     assert b["bracket_ratio"] == pytest.approx(np.median(arrays["lipschitz_bound"] / arrays["lipschitz_attained"]))
     path.write_text(json.dumps({**json.loads(path.read_text()), "test_certified_accuracy": -1.0}))
     assert run_bracket(run, n=16, device="cpu")["test_certified_accuracy"] == -1.0  # read back, not re-measured
+    # bracket_curve made apart from run_bracket's file (a copy of the run without it) gives the same bits: reading
+    # that file at the run's eps, as the curve beside it does, changes nothing
+    import shutil
+
+    alone = tmp_path / "alone"
+    shutil.copytree(run, alone, ignore=shutil.ignore_patterns("bracket-*"))
+    from rll_core.bracket import bracket_curve
+
+    bracket_curve(alone, n=16, device="cpu")
+    bracket_curve(run, n=16, device="cpu")
+    (mine,) = alone.glob("bracket-curve-*.npz")
+    (beside,) = run.glob("bracket-curve-*.npz")
+    apart, reused = np.load(mine), np.load(beside)
+    assert all(np.array_equal(apart[k], reused[k]) for k in ("certified", "pgd", "lipschitz_bound",
+                                                            "lipschitz_attained"))
     _check_bracket_curve(run, arrays)
 
 
