@@ -206,7 +206,11 @@ def latex_table(cols: Sequence[str], rows: Sequence[Mapping[str, str]], caption:
     out = ["% needs \\usepackage{booktabs}; every block fits \\textwidth of a standard article"]
     for k, held in enumerate(floats):
         if caption:
-            out += ["\\begin{table}[t]", "\\centering", "\\small"]
+            # [tbp]: a float taller than a page's top area (0.7 of it) goes on a float page of its own near
+            # its place ([t] alone sent the continued ones to the end of the document); the caption sits above
+            # the top rule with a gap, as booktabs asks (article's skips assume a caption below)
+            out += ["\\begin{table}[tbp]", "\\centering", "\\small",
+                    "\\setlength{\\abovecaptionskip}{0pt}\\setlength{\\belowcaptionskip}{6pt}"]
             out += [f"\\caption{{{tex_escape(title)}}}"] if k == 0 else [
                 "\\addtocounter{table}{-1}", "\\caption{(continued)}"]
         for i, (cols_i, some) in enumerate(held):

@@ -132,3 +132,53 @@ def test_a_long_caption_does_not_cut_a_block_that_fits_a_page():
     # the caption's first sentence is the title above the table, the rest notes under its last block
     assert "\\caption{Tables 2/3.}" in body
     assert body.rindex("\\bottomrule") < body.index("\\emph{Notes.} settings and intervals,") < body.rindex("\\end{table}")
+
+
+def _words(pdf: Path, page: int | None = None) -> list[tuple[str, float, float]]:
+    """The words of a compiled PDF (pdftotext -bbox) as (text, top, bottom) in points from the page's top."""
+    pages = ["-f", str(page), "-l", str(page)] if page else []
+    xml = subprocess.run(["pdftotext", "-bbox", *pages, str(pdf), "-"], capture_output=True, text=True,
+                         check=True).stdout
+    return [(w, float(y0), float(y1)) for y0, y1, w in
+            re.findall(r'<word [^>]*yMin="([\d.]+)"[^>]*yMax="([\d.]+)">([^<]*)</word>', xml)]
+
+
+needs_pdftotext = pytest.mark.skipif(shutil.which("pdftotext") is None,
+                                     reason="pdftotext (poppler-utils) not installed")
+
+
+@needs_pdflatex
+@needs_pdftotext
+def test_the_caption_stands_clear_of_the_top_rule(tmp_path):
+    """The caption above a booktabs table keeps a gap to the top rule (article's skips assume a caption below the
+    float, which put the caption's descenders about 4 pt above the header's text, on the rule)."""
+    _compile(tmp_path, latex_table(["method", "acc"], [{"method": "AT", "acc": "0.90"}], caption="A table."), "c")
+    words = _words(tmp_path / "doc_c.pdf")
+    caption_bottom = next(b for w, _, b in words if w == "1:")
+    header_top = next(t for w, t, _ in words if w == "method")
+    assert header_top - caption_bottom >= 8.0
+
+
+@needs_pdflatex
+@needs_pdftotext
+def test_a_table_of_several_floats_stays_near_its_place(tmp_path):
+    """Every float of a table taller than a page comes before the text that follows it by a few pages ([t] alone
+    sent the continued ones, too tall for a page's top area, to the end of the document)."""
+    rows = _wide_rows()
+    (tex,) = [p for p in export_table(rows, tmp_path / "m", title="Tables 2/3. " + "settings and intervals, " * 60)
+              if p.suffix == ".tex"]
+    para = "Text of a paper around the table. " * 40 + "\n\n"
+    (tmp_path / "t.tex").write_text(tex.read_text())
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                                      + para * 3 + "\\input{t}\n" + para * 12 + "\\section{Next}\n" + para * 6
+                                      + "\\end{document}\n")
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                   capture_output=True, timeout=120, check=True)
+    n_floats = tex.read_text().count("\\begin{table}")
+    pages = subprocess.run(["pdfinfo", str(tmp_path / "doc.pdf")], capture_output=True, text=True, check=True).stdout
+    texts = [" ".join(w for w, _, _ in _words(tmp_path / "doc.pdf", p))
+             for p in range(1, int(re.search(r"Pages:\s+(\d+)", pages).group(1)) + 1)]
+    float_pages = [i for i, t in enumerate(texts) for _ in range(t.count("Table 1:"))]
+    next_section = next(i for i, t in enumerate(texts) if "1 Next" in t)
+    assert n_floats > 1 and len(float_pages) == n_floats
+    assert max(float_pages) < next_section

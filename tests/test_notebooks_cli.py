@@ -133,7 +133,7 @@ def test_methods_and_dropout_notebooks_share_runs(tmp_path, mnist):
     assert labels[:3] == ["| natural", "| GR", "| TRADES (β=6)"] and labels[3].startswith("| Section 4 classifier (r=")
     assert len(labels) == 4
     tex = md_path.with_suffix(".tex").read_text()
-    assert tex.splitlines()[1] == "\\begin{table}[t]" and "TRADES ($\\beta$=6)" in tex and "\\caption{" in tex
+    assert tex.splitlines()[1] == "\\begin{table}[tbp]" and "TRADES ($\\beta$=6)" in tex and "\\caption{" in tex
     curve = (tmp_path / "figures").glob("fig_robustness_vs_eps_mnist_quick_n200-test100-eval20-e1-m*.png")
     assert len(list(curve)) == 1
     assert len(list((tmp_path / "runs").glob("*/curve-last-e1-n20-*.json"))) == 3
