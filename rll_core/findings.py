@@ -181,6 +181,27 @@ def _finding(fid: str, label: str, est: float, lo: float, hi: float, how: str, r
             "n_train": int(row["train_n"]), "n_test": int(row["test_n"])}
 
 
+def _signed(v: float, ref: float) -> str:
+    """A signed estimate to its row's digits: three decimals for a gap in accuracy (|ref| < 1), two below 10, one
+    from 10 on (a Lipschitz difference: +92.7, not +92.664)."""
+    return f"{v:+.{3 if ref < 1 else 2 if ref < 10 else 1}f}"
+
+
+def _shown(f: Mapping[str, Any], k: int) -> dict[str, str]:
+    """One finding as the md and LaTeX tables show it: the first column names the claim and the method ("1a AT",
+    unique, so a continued LaTeX block still says which row is which), the claim's words, the estimate with its
+    interval and the verdict beside it, then the seeds."""
+    method, _, words = str(f["claim"]).partition(": ") if ": " in str(f["claim"]) else ("", "", str(f["claim"]))
+    per_seed = list(f.get("per_seed", ())) if k > 1 else []
+    ref = max(abs(float(v)) for v in (f["estimate"], f["lo"], f["hi"], *per_seed))
+    return {"finding": f"{f['finding']} {method}".strip(), "claim": words,
+            "estimate [95 % interval]": f"{_signed(f['estimate'], ref)} [{_signed(f['lo'], ref)}, "
+                                        f"{_signed(f['hi'], ref)}]",
+            "verdict": str(f["verdict"]),
+            **({"seeds": f"{f['seeds_holding']}/{f['seeds']} hold",
+                "per seed": " ".join(_signed(e, ref) for e in per_seed)} if k > 1 else {})}
+
+
 def export_findings(findings: Sequence[Mapping[str, Any]], stem: str | os.PathLike[str], *, caption: str = ""
                     ) -> list[Path]:
     """``<stem>.csv`` (numbers), ``.md`` and ``.tex`` (``+0.17 [+0.12, +0.22]`` cells and the verdict).
@@ -213,11 +234,7 @@ def export_findings(findings: Sequence[Mapping[str, Any]], stem: str | os.PathLi
         "points) lies above 0")
     text = (caption.rstrip(".") + ". " if caption else "") + (
         f"Evaluated on {n}{' per seed' if k > 1 else ''}. {how}; a claim holds when its interval lies above 0.")
-    shown = [{"id": f["finding"], "claim": f["claim"],
-              "estimate [95 % interval]": f"{f['estimate']:+.3f} [{f['lo']:+.3f}, {f['hi']:+.3f}]",
-              **({"per seed": " ".join(f"{e:+.3f}" for e in f["per_seed"]),
-                  "seeds": f"{f['seeds_holding']}/{f['seeds']} hold"} if k > 1 else {}),
-              "verdict": f["verdict"]} for f in findings]
+    shown = [_shown(f, k) for f in findings]
     return [save_table(stem.with_suffix(".csv"), [_csv_row(f) for f in findings]),
             save_table(stem.with_suffix(".md"), shown, caption=text),
             save_table(stem.with_suffix(".tex"), shown, caption=text)]

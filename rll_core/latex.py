@@ -241,12 +241,22 @@ def _split_caption(caption: str) -> tuple[str, str]:
     return caption[:cut.start() + 1], caption[cut.end():]
 
 
+#: a cell a column of numbers holds: a number (signed, with separators, an interval or an error after it) or a dash
+_NUMBER = re.compile(r"^([-+−]?[\d.,]+(\s.*)?|-)$")
+
+
+def _align(column: str, rows: Sequence[Mapping[str, str]]) -> str:
+    """``r`` for a column of numbers, ``l`` for one of words (a claim, a verdict), as a reader scans each."""
+    return "r" if all(_NUMBER.match(str(r[column]).strip()) for r in rows) else "l"
+
+
 def _tabular(block: Sequence[str], rows: Sequence[Mapping[str, str]]) -> list[str]:
-    out = ["\\begin{tabular}{l" + "r" * (len(block) - 1) + "}", "\\toprule",
-           " & ".join(_stack([(h, False) for h in _wrap(c, _HEAD_CHARS)], "l" if j == 0 else "r", "b")
-                      for j, c in enumerate(block)) + " \\\\", "\\midrule"]
+    align = ["l", *(_align(c, rows) for c in block[1:])]
+    out = ["\\begin{tabular}{" + "".join(align) + "}", "\\toprule",
+           " & ".join(_stack([(h, False) for h in _wrap(c, _HEAD_CHARS)], a, "b")
+                      for c, a in zip(block, align, strict=True)) + " \\\\", "\\midrule"]
     for r in rows:
         cells = [_stack([(t, False) for t in _wrap(str(r[block[0]]), _LABEL_CHARS)], "l")]
-        cells += [_stack(_cell_lines(str(r[c])), "r") for c in block[1:]]
+        cells += [_stack(_cell_lines(str(r[c])), a) for c, a in zip(block[1:], align[1:], strict=True)]
         out.append(" & ".join(cells) + " \\\\")
     return [*out, "\\bottomrule", "\\end{tabular}"]

@@ -4,11 +4,14 @@ quantity written out from the per-point arrays, the verdicts, and the files a pa
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 
+from rll_core import findings as findings_module
 from rll_core.findings import FINDINGS, export_findings, gap_findings, verdict
+from rll_core.latex import latex_table
 from rll_core.stats import bootstrap_interval, difference_interval
 from rll_core.storage import save_npz
 
@@ -136,7 +139,7 @@ def test_findings_go_to_csv_md_and_a_latex_table(tmp_path):
     assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
     md = paths[1].read_text().splitlines()
     assert md[0].startswith("MNIST, gaps preset. Evaluated on 400 train and 400 test points.")
-    assert "| 1a | AT: adversarial gap > 0 | +0.350 [" in paths[1].read_text()
+    assert "| 1a AT | adversarial gap > 0 | +0.350 [" in paths[1].read_text()
     assert paths[0].read_text().splitlines()[0].startswith("finding,method,claim,estimate,lo,hi,interval,verdict")
     assert "\\caption{" in paths[2].read_text()
     with pytest.raises(ValueError, match="no findings"):
@@ -163,7 +166,7 @@ def test_over_seeds_the_estimate_is_the_mean_and_the_interval_a_t_over_the_seeds
     assert f["verdict"] == "not separated" and f["seeds_holding"] == 2 and f["interval"].startswith("t over 3 seeds")
     paths = export_findings(list(gap_findings(ordered, tmp_path)), tmp_path / "f")
     md = paths[1].read_text()
-    assert "Over 3 training seeds" in md and "| +0.350 +0.050 +0.200 | 2/3 hold | not separated |" in md
+    assert "Over 3 training seeds" in md and "| not separated | 2/3 hold | +0.350 +0.050 +0.200 |" in md
     with pytest.raises(ValueError, match="at has no run at seed 2"):
         gap_findings([r for r in ordered if not (r["key"] == "at" and r["seed"] == 2)], tmp_path)
 
@@ -190,3 +193,26 @@ def test_the_seed_interval_covers_the_truth_where_a_points_only_interval_does_no
     assert hits_points / reps < 0.8
     with pytest.raises(ValueError, match="at least two"):
         seed_interval([0.1])
+
+
+def test_the_findings_table_reads_row_by_row():
+    """Every LaTeX block of the findings names its row in full ("2e TRADES (β=6)", not "2e" thrice), the verdict
+    sits beside the estimate, words are left-aligned and numbers right, and a Lipschitz difference is printed to
+    one decimal (+92.7, not +92.664) while a gap in accuracy keeps three."""
+    from rll_core.latex import tex_layout
+
+    rows = [{"finding": fid, "method": m, "claim": FINDINGS[fid].format(m=label), "estimate": est, "lo": est - 0.1,
+             "hi": est + 0.1, "per_seed": [est, est + 0.01, est - 0.01], "seeds": 3, "seeds_holding": 3,
+             "interval": "t over 3 seeds", "verdict": "holds", "n_train": 150, "n_test": 300}
+            for fid, est in (("1a", 0.267), ("2e", 92.664)) for m, label in (("at", "AT"), ("trades", "TRADES (β=6)"))]
+    shown = [findings_module._shown(r, 3) for r in rows]
+    assert [r["finding"] for r in shown] == ["1a AT", "1a TRADES (β=6)", "2e AT", "2e TRADES (β=6)"]
+    assert list(shown[0])[:4] == ["finding", "claim", "estimate [95 % interval]", "verdict"]
+    assert shown[0]["estimate [95 % interval]"] == "+0.267 [+0.167, +0.367]"
+    assert shown[2]["estimate [95 % interval]"] == "+92.7 [+92.6, +92.8]" and shown[2]["per seed"] == "+92.7 +92.7 +92.7"
+    tex = latex_table(list(shown[0]), shown, caption="Findings.")
+    for head in re.findall(r"\\begin\{tabular\}\{(\w+)\}", tex):
+        assert head[0] == "l"
+    first = re.search(r"\\begin\{tabular\}\{(\w+)\}", tex).group(1)
+    assert first.startswith("llrl"), first  # finding, claim (words), estimate (number), verdict (word)
+    assert len(tex_layout(list(shown[0]), shown)) >= 1 and "2e TRADES ($\\beta$=6)" in tex
