@@ -146,12 +146,25 @@ class EvalResult:
         acc = self.clean_accuracy if name == "clean" else self.adversarial_accuracy[name]
         return wilson_interval(acc, self.n)
 
+    def worst_case(self) -> float | None:
+        """The fraction of points no attack fooled (each point's worst case over the attacks: at most every attack's
+        accuracy); None with fewer than two attacks or without the per-point verdicts (a result read from JSON)."""
+        names = list(self.adversarial_accuracy)
+        if len(names) < 2 or any(a not in self.correct for a in names):
+            return None
+        return float(np.logical_and.reduce([np.asarray(self.correct[a], bool) for a in names]).mean())
+
     def summary(self) -> str:
-        """One line a reader takes as it is: ``n = 500: clean 0.912 [0.884, 0.934], pgd 0.730 [0.690, 0.767]``
-        (95 % Wilson intervals), and the bf16 note where the attacks' steps were bf16."""
+        """One line a reader takes as it is: ``n = 500: clean 0.912 [0.884, 0.934], pgd 0.730 [0.690, 0.767],
+        multitarget 0.702 [...], worst case 0.698 [...]`` (95 % Wilson intervals; the worst case over the attacks
+        where two or more ran), and the bf16 note where the attacks' steps were bf16."""
         parts = [f"{k} {a:.3f} [{lo:.3f}, {hi:.3f}]" for k, a in (("clean", self.clean_accuracy),
                                                                   *self.adversarial_accuracy.items())
                  for lo, hi in [self.interval(k)]]
+        worst = self.worst_case()
+        if worst is not None:
+            lo, hi = wilson_interval(worst, self.n)
+            parts.append(f"worst case {worst:.3f} [{lo:.3f}, {hi:.3f}]")
         note = " (attack steps in bf16, verdicts in fp32)" if self.precision == "bf16" else ""
         return f"n = {self.n}: " + ", ".join(parts) + note
 

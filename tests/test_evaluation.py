@@ -184,3 +184,22 @@ def test_an_evaluation_prints_its_n_and_intervals():
     assert str(r) == r.summary() == (f"n = 200: clean 0.900 [{wilson_interval(0.9, 200)[0]:.3f}, "
                                       f"{wilson_interval(0.9, 200)[1]:.3f}], pgd 0.550 [{lo:.3f}, {hi:.3f}] "
                                       "(attack steps in bf16, verdicts in fp32)")
+
+
+def test_the_summary_gives_the_worst_case_over_the_attacks():
+    """The worst case is the points no attack fooled (not the smallest accuracy: two attacks fooling different
+    points leave fewer robust than either), with its interval; absent with one attack or without verdicts."""
+    from rll_core.evaluation import EvalResult
+    from rll_core.stats import wilson_interval
+
+    pgd_ok = np.array([1, 1, 1, 0, 0, 1, 1, 1, 0, 1], bool)  # 0.7
+    mt_ok = np.array([1, 0, 1, 1, 0, 1, 1, 0, 0, 1], bool)  # 0.6; robust to both: 0.5
+    r = EvalResult(n=10, clean_accuracy=0.8, adversarial_accuracy={"pgd": 0.7, "multitarget": 0.6}, attacks={},
+                   seed=0, seconds=1.0, correct={"pgd": pgd_ok, "multitarget": mt_ok})
+    assert r.worst_case() == pytest.approx(0.5)
+    lo, hi = wilson_interval(0.5, 10)
+    assert r.summary().endswith(f", worst case 0.500 [{lo:.3f}, {hi:.3f}]")
+    assert EvalResult(n=10, clean_accuracy=0.8, adversarial_accuracy={"pgd": 0.7, "multitarget": 0.6}, attacks={},
+                      seed=0, seconds=1.0).worst_case() is None  # read back without verdicts
+    assert "worst case" not in EvalResult(n=10, clean_accuracy=0.8, adversarial_accuracy={"pgd": 0.7}, attacks={},
+                                          seed=0, seconds=1.0, correct={"pgd": pgd_ok}).summary()
