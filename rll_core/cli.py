@@ -23,6 +23,7 @@ from .plotting import check_formats, export_separation, separation_outputs, sepa
 from .runs import evaluate_run, train_run
 from .separation import measure_separation, separation_settings
 from .storage import check_outputs, check_writable, record_outputs
+from .tables import evaluation_lines
 
 DESCRIPTION = """\
 rll: measure the claims of "A Closer Look at Accuracy vs. Robustness" (NeurIPS 2020) on real data.
@@ -278,8 +279,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                        restarts=args.restarts, n_eval=args.n_eval, data_dir=args.data_dir, device=args.device,
                        test_only=[a.strip() for a in args.test_only.split(",") if a.strip()],
                        progress=not args.no_progress, precision=args.precision)
-    keys = [k for k in row if k.endswith(("accuracy", "lipschitz", "lipschitz_reference")) or k.startswith("gap_")]
-    print(f"eps {row['eps']:g} | " + " | ".join(f"{k} {row[k]:.4f}" for k in keys))
+    print(evaluation_lines(row))
     print(f"wrote {Path(args.run_dir).expanduser() / row['eval_file']}")
     if args.checks:
         from .indicators import indicator_summary, run_indicators

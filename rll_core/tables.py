@@ -21,7 +21,8 @@ from .precision import precision_note
 from .stats import difference_interval, readable, seed_interval, standard_error, wilson_interval
 from .storage import save_table, user_path
 
-__all__ = ["COLUMNS", "GAPS", "attack_checks", "caption", "display_rows", "export_table", "gap_interval", "n_fitted", "number_rows",
+__all__ = ["COLUMNS", "GAPS", "attack_checks", "caption", "display_rows", "evaluation_lines", "export_table", "gap_interval",
+           "n_fitted", "number_rows",
            "pool_seeds", "pooled_interval"]
 
 #: (row key, header, kind): ``acc`` accuracies (with a Wilson interval from the split's n), ``lip`` mean
@@ -200,6 +201,29 @@ def display_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     checks = _checked(rows)
     return [{"method": _label(r), **{head: _cell(r, key, kind) for key, head, kind in cols},
              **({"attack checks": attack_checks(r)} if checks else {})} for r in rows]
+
+
+def evaluation_lines(row: Mapping[str, Any]) -> str:
+    """One evaluation row (:func:`rll_core.runs.evaluate_run`) as a reader takes it in a terminal: a line with eps,
+    the points per split and what the brackets and ± are, then one ``column  value`` line per cell of the tables.
+
+    Args:
+        row: an evaluation row.
+
+    Returns:
+        The lines, joined.
+
+    Example:
+        >>> print(evaluation_lines(evaluate_run("runs/at")))  # doctest: +SKIP
+        eps 0.1, n = 100 evaluation points per split (95 % Wilson intervals; Lipschitz: mean ± standard error)
+          train acc          0.92 [0.85, 0.96]
+          ...
+    """
+    shown = display_rows([row])[0]
+    shown.pop("method", None)
+    width = max(map(len, shown))
+    head = f"eps {row['eps']:g}, {_evaluated([row])} (95 % Wilson intervals; Lipschitz: mean ± standard error)"
+    return "\n".join([head, *(f"  {k:<{width}}  {v}" for k, v in shown.items())])
 
 
 def _evaluated(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -219,7 +220,7 @@ def test_an_npz_of_your_own_is_a_dataset_everywhere(tmp_path, capsys):
         load_train_test(str(bad))
 
 
-def test_load_run_gives_model_settings_history_and_evaluate_needs_no_data_dir(tmp_path, monkeypatch):
+def test_load_run_gives_model_settings_history_and_evaluate_needs_no_data_dir(tmp_path, monkeypatch, capsys):
     own = _own_idx(tmp_path / "mine", n=(40, 20))
     run = tmp_path / "run"
     train_run(run, dataset="fashion_mnist", data_dir=own, method="natural", epochs=1, batch_size=8,
@@ -231,6 +232,12 @@ def test_load_run_gives_model_settings_history_and_evaluate_needs_no_data_dir(tm
         assert model(x).shape == (2, 10)
     monkeypatch.setenv("RLL_DATA_DIR", str(tmp_path / "nowhere"))
     assert main(["evaluate", str(run), "--n-eval", "4", "--attacks", "pgd", "--no-progress", "--device", "cpu"]) == 0
+    # printed as the tables print it: n, Wilson intervals, mean ± standard error (was "test_pgd_accuracy 0.2500")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("eps 0.1, n = 4 evaluation points per split (95 % Wilson intervals")
+    shown = dict(re.split(r"\s{2,}", ln.strip(), maxsplit=1) for ln in lines[1:] if ln.startswith("  "))
+    assert re.fullmatch(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]", shown["test PGD acc"]), shown
+    assert " ± " in shown["test Lipschitz"] and shown["adv. gap"].startswith(("+", "-"))
 
 
 def test_every_cli_option_has_help_with_its_default():
