@@ -220,6 +220,10 @@ def test_the_cli_takes_a_precision_and_keeps_each_in_its_own_file(tmp_path, mnis
                  "--precision", "bf16"]) == 0
     settings = __import__("json").loads((run / "settings.json").read_text())
     assert settings["precision"] == "bf16" and settings["amp"] is True
+    # the line a reader takes: the validation accuracies with their n and intervals (was "val_accuracy 0.8900")
+    n_val = settings["n_val"]
+    out = capsys.readouterr().out
+    assert f"(n = {n_val} validation points, 95 % Wilson intervals)" in out and "validation PGD accuracy 0." in out
     ev = ["evaluate", str(run), "--n-eval", "8", "--attacks", "pgd", "--no-progress", "--device", "cpu"]
     assert main([*ev, "--precision", "fp32"]) == 0 and main([*ev, "--precision", "bf16"]) == 0
     records = [__import__("json").loads(p.read_text())["evaluation"] for p in sorted(run.glob("eval-*.json"))]
