@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,3 +63,16 @@ def machine() -> str:
     """The line every benchmark prints first: the CPU (model and ISA flags), threads, torch, any GPU."""
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return f"CPU: {cpu_description()}; {torch.get_num_threads()} torch threads; torch {torch.__version__}; {gpu}"
+
+
+def target_table(times: Mapping[Hashable, Times], checks: Sequence[tuple[str, Hashable, Hashable, float]]) -> str:
+    """The targets as a table: each check is (what is compared, the baseline's key, the row's key, the target
+    ratio); the paired CPU-second ratio, and "yes" or by how much it falls short.  Checks whose cases did not run
+    (no torchattacks) are left out."""
+    lines = ["| comparison (per CPU second) | ratio | target | met |", "|---|---|---|---|"]
+    for what, base, this, target in checks:
+        if base in times and this in times:
+            r = paired_ratio(times, base, this)
+            met = "yes" if r >= target else f"no: {100 * (1 - r / target):.0f} % short"
+            lines.append(f"| {what} | {r:.2f} | {target:g} | {met} |")
+    return "\n".join(lines)

@@ -36,7 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import interleaved, machine, paired_ratio  # noqa: E402
+from _timing import interleaved, machine, paired_ratio, target_table  # noqa: E402
 from evaluation import minimal_pgd, stock_layers  # noqa: E402
 
 from rll_core._search import eval_mode  # noqa: E402
@@ -179,6 +179,11 @@ def main() -> None:
             ratios.append(f"{paired_ratio(times, b, key):.2f}" if b in times else "-")
         print(f"| {m} | {impl} | {mod} | {prec} | {args.n / t.median('cpu'):.0f} | {args.n / t.median('wall'):.0f} "
               f"| {' | '.join(ratios)} |", flush=True)
+    # issue 42's targets: an AT epoch (and every method's) >= 1.3x the plain loop and torchattacks in bf16, 1.2x in fp32
+    checks = [(f"{m} epoch {p}, rll / {impl}", (m, impl, "stock", p), (m, "rll", "rll", p), 1.3 if p == "bf16" else 1.2)
+              for m in methods if m != "natural" for p in dict.fromkeys((auto, "fp32")) for impl in ("minimal", "torchattacks")]
+    print("\nTargets (issue 42), each at equal precision\n")
+    print(target_table(times, checks), flush=True)
 
 
 if __name__ == "__main__":

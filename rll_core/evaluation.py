@@ -50,6 +50,9 @@ class AttackSpec:
     step_size: float
     restarts: int = 1
     random_start: bool = True
+    #: PGD's any-iterate mode (:func:`rll_core.attacks.pgd`'s ``stop_when_fooled``): a point leaves the search at the
+    #: first iterate that fools it.  Off by default: the paper's verdict is the last iterate's.
+    stop_when_fooled: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in ATTACKS:
@@ -58,6 +61,9 @@ class AttackSpec:
         check_int("restarts", self.restarts)
         if self.name != "pgd" and self.restarts != 1:
             raise ValueError(f"restarts apply to pgd only, got {self.restarts} for {self.name!r}")
+        if self.name != "pgd" and self.stop_when_fooled:
+            raise ValueError(f"stop_when_fooled applies to pgd only (the multi-targeted attack stops at a point's first "
+                             f"success whenever only accuracy is asked), got it for {self.name!r}")
         if self.name == "autoattack" and importlib.util.find_spec("torchattacks") is None:  # refused before any work
             raise ValueError("AutoAttack needs torchattacks: pip install --no-deps torchattacks==3.5.1 "
                              "(make setup installs it)")
@@ -66,6 +72,15 @@ class AttackSpec:
             object.__setattr__(self, k, float(getattr(self, k)))
         for k in ("steps", "restarts"):
             object.__setattr__(self, k, int(getattr(self, k)))
+        object.__setattr__(self, "stop_when_fooled", bool(self.stop_when_fooled))
+
+    def record(self) -> dict[str, Any]:
+        """The settings stored beside a result (and digested into its file name): every field, the any-iterate mode
+        only where it is on, so a record of the paper's PGD reads as it always has."""
+        d = asdict(self)
+        if not d["stop_when_fooled"]:
+            d.pop("stop_when_fooled")
+        return d
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             generator: torch.Generator | None, *, for_accuracy: bool = False, precision: str = "auto") -> torch.Tensor:
@@ -79,7 +94,7 @@ class AttackSpec:
         if self.name == "pgd":
             return pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
                        random_start=self.random_start, restarts=self.restarts, generator=generator,
-                       validate=not for_accuracy, precision=precision)
+                       stop_when_fooled=self.stop_when_fooled, validate=not for_accuracy, precision=precision)
         return multi_targeted(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
                               random_start=self.random_start, generator=generator, stop_when_fooled=for_accuracy,
                               validate=not for_accuracy, precision=precision)
@@ -110,7 +125,8 @@ def paper_attack(name: str, eps: float, **overrides: Any) -> AttackSpec:
     eps = float(eps)  # a numpy float32 radius would make its step size inexact (2 * 0.25 / 10 = 0.0500000007)
     bad = set(overrides) - set(AttackSpec.__dataclass_fields__)
     if bad:
-        raise ValueError(f"unknown attack settings {sorted(bad)}; valid: steps, step_size, restarts, random_start")
+        raise ValueError(f"unknown attack settings {sorted(bad)}; valid: steps, step_size, restarts, random_start, "
+                         "stop_when_fooled")
     steps = overrides.pop("steps", ATTACKS[name])
     check_eps(eps, None, steps)
     step_size = overrides.pop("step_size", None)
@@ -232,7 +248,7 @@ def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | tor
     return EvalResult(
         n=len(xt), clean_accuracy=float(verdicts["clean"].mean()),
         adversarial_accuracy={s.name: float(verdicts[s.name].mean()) for s in specs},
-        attacks={s.name: asdict(s) for s in specs}, seed=seed, seconds=time.perf_counter() - t0,
+        attacks={s.name: s.record() for s in specs}, seed=seed, seconds=time.perf_counter() - t0,
         batch_size=batch_size, precision=prec, correct=verdicts)
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -261,7 +260,7 @@ def run_indicators(out_dir: str | os.PathLike[str], *, n: int = 50, checkpoint: 
 
     rp = run_points(out_dir, n, checkpoint=checkpoint, eps=eps, data_dir=data_dir, device=device, precision=precision)
     ev_eps = rp.record["eps"]
-    record: dict[str, Any] = {**rp.record, "attack": asdict(paper_attack("pgd", ev_eps)),
+    record: dict[str, Any] = {**rp.record, "attack": paper_attack("pgd", ev_eps).record(),
                               "unbounded": {"eps": UNBOUNDED_EPS, "max": UNBOUNDED_MAX, "steps": ATTACKS["pgd"]},
                               "strong": [STRONG_STEPS, STRONG_RESTARTS], "masked_max": MASKED_MAX,
                               "square": {"queries": SQUARE_QUERIES, "max": GRADIENT_FREE_MAX, "search": "run precision"}}

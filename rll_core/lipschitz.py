@@ -236,7 +236,7 @@ def _batch_lipschitz_bf16(model: nn.Module, x: torch.Tensor, eps: float, step_si
                 fz = model(zg).float()
             if k == 0:
                 with torch.no_grad():
-                    fz0 = model(z)
+                    fz0 = model(_like(z, x))
                 cot, r = (fz0 - fx).sign(), _ratio(fx, fz0, x, z)
             else:
                 cot, r = (fz.detach() - fx16).sign(), _ratio(fx16, fz.detach(), x, z)
@@ -247,9 +247,15 @@ def _batch_lipschitz_bf16(model: nn.Module, x: torch.Tensor, eps: float, step_si
             z.add_(g.sign_(), alpha=step_size)
             torch.clamp(z, lo, hi, out=z)
         with torch.no_grad():
-            for cand in (arg, z):
-                best = _keep(best, found, _ratio(fx, model(cand), x, cand), cand)
+            for cand in (arg, z):  # fp32, in x's own layout (an fp32 forward of NHWC strides gives other bits)
+                best = _keep(best, found, _ratio(fx, model(_like(cand, x)), x, cand), cand)
     return best, found
+
+
+def _like(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``z`` with ``x``'s strides (an fp32 forward at an iterate of the bf16 steps, taken as at ``x``)."""
+    return z if z.stride() == x.stride() else torch.empty_strided(x.shape, x.stride(), dtype=z.dtype,
+                                                                   device=z.device).copy_(z)
 
 
 def _reference_ratio(fx: torch.Tensor, fz: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -416,7 +416,7 @@ def _evaluation_record(checkpoint: str, n_eval: int, eps: float, batch_size: int
                        precision: str, lipschitz: Sequence[str] = LIPSCHITZ) -> dict[str, Any]:
     """Every setting of an evaluation, stored beside its numbers and hashed into its file name."""
     ev: dict[str, Any] = {"checkpoint": checkpoint, "n_eval": n_eval, "eps": eps, "batch_size": batch_size,
-                          "attacks": {s.name: dataclasses.asdict(s) for s in specs},
+                          "attacks": {s.name: s.record() for s in specs},
                           "lipschitz_steps": lipschitz_steps, "lipschitz_step_size": paper.step_size(eps, lipschitz_steps),
                           "lipschitz_reference_step_size": REFERENCE_STEP_SIZE, "random_streams": "per attack"}
     if list(splits) != ["train", "test"]:  # recorded only when not the default

@@ -491,3 +491,92 @@ def test_square_stays_in_the_ball_and_leaves_the_global_stream_alone(fmnist_smal
     assert torch.equal(torch.random.get_rng_state(), state)
     assert torch.equal(square(model, xs, ys, eps=0.1, n_queries=20, seed=3),
                        square(model, xs, ys, eps=0.1, n_queries=20, seed=3))  # seeded: the same points
+
+
+def _pgd_any_iterate_written_out(model, x, y, eps, step, steps, generator):
+    """The any-iterate verdict by brute force: the paper's PGD on every point for every step, a verdict after each
+    iterate (the start included) and after the last; fooled where any says fooled."""
+    x_adv = torch.minimum(torch.maximum(x + (2 * torch.rand(x.shape, generator=generator, dtype=x.dtype) - 1) * eps,
+                                        x - eps), x + eps).clamp(0, 1)
+    fooled = torch.zeros(len(x), dtype=torch.bool)
+    for _ in range(steps):
+        z = x_adv.clone().requires_grad_(True)
+        logits = model(z)
+        fooled |= logits.detach().argmax(1) != y
+        (g,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), z)
+        x_adv = torch.minimum(torch.maximum(x_adv + step * g.sign(), x - eps), x + eps).clamp(0, 1)
+    with torch.no_grad():
+        return fooled | (model(x_adv).argmax(1) != y), model(x_adv).argmax(1) != y
+
+
+class _Counting(nn.Module):
+    """A model that counts the examples it is asked about."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.seen = inner, 0
+
+    def forward(self, x):
+        self.seen += len(x)
+        return self.inner(x)
+
+
+def test_pgd_stopping_when_fooled_gives_the_any_iterate_verdict_and_stops_attacking():
+    """stop_when_fooled: the points fooled are those fooled at some iterate (brute force, float64 so the smaller
+    batches change no bit that matters), a superset of the paper's last-iterate verdict, every point in the ball;
+    and a point fooled early costs no further forward (fewer examples seen than steps x n)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(36, 32), nn.ReLU(), nn.Linear(32, 5)).double().eval()
+    x = torch.rand(300, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = net(x).argmax(1)  # every point correct at the start
+    kw = dict(eps=0.2, step_size=0.04, steps=10)
+    model = _Counting(net)
+    ours = pgd(model, x, y, generator=torch.Generator().manual_seed(5), stop_when_fooled=True, precision="fp32", **kw)
+    seen = model.seen
+    any_iter, last_iter = _pgd_any_iterate_written_out(net, x, y, kw["eps"], kw["step_size"], kw["steps"],
+                                                       torch.Generator().manual_seed(5))
+    fooled = predict(net, ours) != y
+    assert 30 < int(last_iter.sum()) < 270  # the attack does something, and not everything
+    assert torch.equal(fooled, any_iter) and bool((fooled | ~last_iter).all())
+    assert bool(((ours - x).abs() <= kw["eps"] + 1e-12).all()) and 0 <= float(ours.min()) and float(ours.max()) <= 1
+    model.seen = 0
+    pgd(model, x, y, generator=torch.Generator().manual_seed(5), precision="fp32", **kw)
+    assert model.seen >= kw["steps"] * len(x) > seen  # the paper's PGD attacks every point every step
+
+
+class _LiesInBf16(nn.Module):
+    """``inner``'s logits, with class 0 raised far above the rest under bf16 autocast: there every point whose label
+    is not 0 looks fooled, in fp32 none is (a bf16 verdict at its worst)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        out = self.inner(x)
+        if torch.is_autocast_enabled(x.device.type):
+            out = out + 100.0 * F.one_hot(torch.zeros(len(x), dtype=torch.long), out.shape[1]).to(out.dtype)
+        return out
+
+
+def test_pgd_stopping_when_fooled_in_bf16_leaves_a_point_only_where_fp32_agrees(fmnist_small_model):
+    """Under bf16 steps a point leaves the search only where an fp32 forward says it is fooled: every point the mode
+    returns at an early iterate is fooled in fp32, so its verdict stays a superset of the last-iterate one, even on
+    a model whose bf16 logits call every point fooled."""
+    inner, x, y = fmnist_small_model
+    model = _LiesInBf16(inner).eval()
+    x, y = x[:128], y[:128]
+    kw = dict(eps=0.1, step_size=0.02, steps=10, precision="bf16")
+    last = predict(model, pgd(model, x, y, generator=torch.Generator().manual_seed(0), **kw)) != y
+    ours = pgd(model, x, y, generator=torch.Generator().manual_seed(0), stop_when_fooled=True, **kw)
+    assert bool(((predict(model, ours) != y) | ~last).all())
+
+
+def test_the_any_iterate_mode_is_named_in_the_record_and_refused_where_it_means_nothing():
+    """The record of the paper's PGD is as it always was (no new key: the same digests and file names); the mode is
+    stored where it is on; the multi-targeted attack refuses it in one line."""
+    assert "stop_when_fooled" not in paper_attack("pgd", 0.1).record()
+    assert paper_attack("pgd", 0.1, stop_when_fooled=True).record()["stop_when_fooled"] is True
+    with pytest.raises(ValueError, match="stop_when_fooled applies to pgd only"):
+        paper_attack("multitarget", 0.1, stop_when_fooled=True)

@@ -247,3 +247,24 @@ def test_a_caption_says_which_rows_took_bf16_steps():
     mixed = {**fp32, "evaluation": {"precision": "bf16"}}
     assert "(training: none; attacks and Lipschitz ascent: some runs)" in caption([mixed, fp32])
     assert context_line([bf16]).endswith(" · bf16 gradient steps")
+
+
+def test_a_one_channel_image_runs_its_bf16_pass_in_nhwc_throughout():
+    """A one-channel image is contiguous in both layouts and contiguous(channels_last) keeps its NCHW strides, so the
+    first convolution's activations came out NCHW while the gradient from the NHWC layers above came back NHWC: the
+    ReLU's backward between them ran on mixed layouts, 15-30x slower.  layout_for gives it NHWC strides (the same
+    values), and every 4-D activation of cnn001's bf16 pass is then NHWC."""
+    from rll_core.models import build_model
+    from rll_core.precision import autocast, layout_for, model_layout
+
+    x = torch.rand(4, 1, 28, 28)
+    z = layout_for(x, "bf16")
+    assert torch.equal(z, x) and z.stride() == (784, 1, 28, 1) and layout_for(x, "fp32") is x
+    assert layout_for(torch.rand(2, 3, 8, 8), "bf16").is_contiguous(memory_format=torch.channels_last)
+    model = build_model("cnn001", in_channels=1, num_classes=10, image_size=28).eval()
+    seen = []
+    for m in model.features:
+        m.register_forward_hook(lambda mod, i, o: seen.append(o) if o.ndim == 4 else None)
+    with model_layout(model, "bf16"), autocast("bf16", "cpu"):
+        model(z.requires_grad_(True)).float().sum().backward()
+    assert len(seen) >= 3 and all(o.stride(1) == 1 for o in seen), [o.stride() for o in seen]
