@@ -49,7 +49,7 @@ from .checks import (
 from .data import ImageDataset
 from .evaluation import evaluate, paper_attack
 from .methods import AUGMENTATIONS, augment_batch
-from .precision import layout_for, precision_record, resolve_precision
+from .precision import nhwc, precision_record, resolve_precision
 from .progress import progress_bar
 from .storage import array_digest, atomic_write_bytes, folder_lock, load_json, save_json, user_path
 
@@ -266,8 +266,8 @@ def _run_epoch(loop: _Loop, x: torch.Tensor, y: torch.Tensor, extra: tuple[torch
             yb = torch.cat([yb, extra[1][j].to(dev)])
         if aug is not None:
             xb = augment_batch(xb, generator=aug_gen, **aug)
-        if channels_last:  # NHWC strides, a one-channel image's too (precision.layout_for says why)
-            xb = layout_for(xb, "bf16")
+        if channels_last:  # NHWC strides, a one-channel image's too (precision.nhwc says why)
+            xb = nhwc(xb)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             loss = loop.method(loop.net, xb, yb)
         loop.opt.zero_grad(set_to_none=True)
