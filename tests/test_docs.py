@@ -66,6 +66,8 @@ def test_the_site_renders_math_offline_and_opens_on_the_readme(site):
     front = (site / "index.html").read_text()
     assert "Your own data and model" in front and 'href="results.html"' in front and "_images/fig_train_vs_test" in front
     assert "2026, the rll authors" in front and "&#169;. |" not in front
+    # code and notebook outputs wrap at the page's width (alabaster scrolls them sideways)
+    assert '_static/rll.css' in front and "pre-wrap" in (site / "_static" / "rll.css").read_text()
 
 
 def test_no_link_of_the_readme_or_the_pages_is_broken():

@@ -174,9 +174,10 @@ def test_the_gaps_notebook_decides_each_claim(tmp_path, mnist):
     assert text.startswith("Section 5's findings (gaps preset): MNIST, ε = 0.1 · trained on 100 images, 2 epochs")
     assert "Evaluated on 40 train and 40 test points per seed. Over 2 training seeds" in text
     assert len(list((tmp_path / "runs").glob("*-s1-gaps*"))) == 4  # every model at the second seed too
-    ids = [line.split(" | ")[0] for line in text.splitlines()[4:]]
-    assert ids == ["| 1a", "| 1b", "| 1c"] + [f"| 2{k}" for k in "abcde" for _ in range(2)]
-    assert all(line.rstrip(" |").endswith(("holds", "reversed", "not separated")) for line in text.splitlines()[4:])
+    rows = [line.split(" | ") for line in text.splitlines()[4:]]
+    assert [r[0] for r in rows] == ["| 1a AT", "| 1b AT", "| 1c AT"] + [f"| 2{k} {m}" for k in "abcde"
+                                                                     for m in ("natural", "AT")]
+    assert all(r[3] in ("holds", "reversed", "not separated") for r in rows)  # the verdict beside the estimate
     assert len(list((tmp_path / "figures").glob("fig_train_vs_test_mnist_gaps_*.p*"))) == 2
     (table,) = (tmp_path / "figures").glob("table_dropout_mnist_gaps_*.md")
     assert "test MT acc" not in table.read_text()  # the gaps preset evaluates PGD on both splits only
