@@ -154,7 +154,7 @@ def nhwc(x: torch.Tensor) -> torch.Tensor:
     against 0.27 ms for a 64x32x26x26 bf16 ReLU backward).  Such an image gets NHWC strides explicitly (the same
     memory order), so the whole pass stays NHWC."""
     if x.ndim == 4 and x.shape[1] == 1:
-        n, _, h, w = x.shape
+        h, w = x.shape[2:]
         return torch.empty_strided(x.shape, (h * w, 1, w, 1), dtype=x.dtype, device=x.device).copy_(x)
     return x.contiguous(memory_format=torch.channels_last)
 

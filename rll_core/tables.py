@@ -22,8 +22,7 @@ from .stats import difference_interval, readable, seed_interval, standard_error,
 from .storage import save_table, user_path
 
 __all__ = ["COLUMNS", "GAPS", "attack_checks", "caption", "display_rows", "evaluation_lines", "export_table", "gap_interval",
-           "n_fitted", "number_rows",
-           "pool_seeds", "pooled_interval"]
+           "n_fitted", "number_rows", "pool_seeds", "pooled_interval"]
 
 #: (row key, header, kind): ``acc`` accuracies (with a Wilson interval from the split's n), ``lip`` mean
 #: Lipschitz constants (with the standard error), ``gap`` train minus test accuracy (with Newcombe's interval).  A column shows only
