@@ -22,7 +22,7 @@ from .methods import METHODS
 from .plotting import check_formats, export_separation, separation_outputs, separation_tag
 from .runs import evaluate_run, train_run
 from .separation import measure_separation, separation_settings
-from .stats import wilson_interval
+from .stats import with_wilson
 from .storage import check_outputs, check_writable, record_outputs
 from .tables import evaluation_lines
 
@@ -272,8 +272,7 @@ def _train(args: argparse.Namespace) -> int:
     shown = [f"loss {last['loss']:.4f}"] if "loss" in last else []
     for key, name in (("val_accuracy", "validation accuracy"), ("val_pgd_accuracy", "validation PGD accuracy")):
         if key in last and n_val:
-            lo, hi = wilson_interval(float(last[key]), n_val)
-            shown.append(f"{name} {last[key]:.3f} [{lo:.3f}, {hi:.3f}]")
+            shown.append(f"{name} {with_wilson(float(last[key]), n_val)}")
     print(f"trained {res.settings['method']} for {len(res.history)} epochs into {args.out}: " + ", ".join(shown)
           + (f" (n = {n_val} validation points, 95 % Wilson intervals)" if n_val and len(shown) > 1 else ""))
     return 0

@@ -35,7 +35,7 @@ from .checks import (
 from .paper import step_size as paper_step_size
 from .precision import model_layout, resolve_precision
 from .progress import progress_bar
-from .stats import wilson_interval
+from .stats import wilson_interval, with_wilson
 
 __all__ = ["ATTACKS", "AttackSpec", "EvalResult", "attack_generator", "evaluate", "paper_attack", "predict"]
 
@@ -174,13 +174,10 @@ class EvalResult:
         """One line a reader takes as it is: ``n = 500: clean 0.912 [0.884, 0.934], pgd 0.730 [0.690, 0.767],
         multitarget 0.702 [...], worst case 0.698 [...]`` (95 % Wilson intervals; the worst case over the attacks
         where two or more ran), and the bf16 note where the attacks' steps were bf16."""
-        parts = [f"{k} {a:.3f} [{lo:.3f}, {hi:.3f}]" for k, a in (("clean", self.clean_accuracy),
-                                                                  *self.adversarial_accuracy.items())
-                 for lo, hi in [self.interval(k)]]
         worst = self.worst_case()
-        if worst is not None:
-            lo, hi = wilson_interval(worst, self.n)
-            parts.append(f"worst case {worst:.3f} [{lo:.3f}, {hi:.3f}]")
+        shown = [("clean", self.clean_accuracy), *self.adversarial_accuracy.items(),
+                 *([("worst case", worst)] if worst is not None else [])]
+        parts = [f"{k} {with_wilson(a, self.n)}" for k, a in shown]
         note = " (attack steps in bf16, verdicts in fp32)" if self.precision == "bf16" else ""
         return f"n = {self.n}: " + ", ".join(parts) + note
 

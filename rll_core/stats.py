@@ -19,7 +19,7 @@ import numpy as np
 from .checks import check_int, check_real
 
 __all__ = ["Term", "accuracy_by_distance", "bootstrap_interval", "difference_interval", "distance_bins",
-           "readable", "seed_interval", "standard_error", "wilson_errors", "wilson_interval"]
+           "readable", "seed_interval", "standard_error", "wilson_errors", "wilson_interval", "with_wilson"]
 
 _Z95 = 1.959963984540054  # the 97.5 % quantile of the standard normal
 
@@ -183,6 +183,16 @@ def accuracy_by_distance(distance: np.ndarray, robust: np.ndarray, edges: Sequen
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = np.where(n > 0, hits / np.maximum(n, 1), np.nan)
     return {"accuracy": acc, "n": n, "centre": (e[:-1] + e[1:]) / 2}
+
+
+def with_wilson(accuracy: float, n: int) -> str:
+    """An accuracy as a printed result takes it: three decimals and its 95 % Wilson interval on ``n`` points.
+
+    >>> with_wilson(0.9, 100)
+    '0.900 [0.826, 0.945]'
+    """
+    lo, hi = wilson_interval(accuracy, n)
+    return f"{accuracy:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def readable(v: float, like: float | None = None) -> str:
